@@ -1,0 +1,74 @@
+"""The engine interface: what every job type's implementation receives and returns.
+
+An engine is a plain function ``run(ctx, spec) -> dict``. It reads inputs through
+``ctx``, writes outputs through ``ctx.store``, reports progress, logs and usage
+through ``ctx``, and returns the job's small JSON result. It never knows whether
+a local worker, a remote worker or a Kubernetes Job called it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from nexa_engines.store.base import ArtifactStore
+
+
+class EngineError(Exception):
+    """A failure the engine understood; ``code`` becomes the job's error code."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class JobCancelled(Exception):
+    """Raised inside an engine (by ``ctx.check_cancelled``) when the user cancelled the job."""
+
+
+class Reporter(Protocol):
+    """Where an engine's progress, logs and usage go (the worker, or a test)."""
+
+    def progress(self, fraction: float, message: str | None = None) -> None: ...
+
+    def log(self, line: str) -> None: ...
+
+    def usage(self, kind: str, amount: float) -> None: ...
+
+
+@dataclass
+class EngineContext:
+    """Everything an engine may touch."""
+
+    job_id: str
+    attempt: int
+    tenant_id: str
+    store: ArtifactStore
+    reporter: Reporter
+    workdir: Path
+    allowed_roots: list[Path] = field(default_factory=list)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    produced_artifacts: list[str] = field(default_factory=list)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        self.reporter.progress(min(1.0, max(0.0, fraction)), message)
+
+    def log(self, line: str) -> None:
+        self.reporter.log(line)
+
+    def usage(self, kind: str, amount: float) -> None:
+        self.reporter.usage(kind, amount)
+
+    def check_cancelled(self) -> None:
+        """Call between units of work; raises ``JobCancelled`` once the user cancelled."""
+        if self.cancel_event.is_set():
+            raise JobCancelled(self.job_id)
+
+
+EngineFn = Callable[[EngineContext, Any], dict[str, Any]]

@@ -1,0 +1,73 @@
+"""Options shared by every job request: resources, scheduling and bookkeeping."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,61}[A-Za-z0-9])?$")]
+LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=r"^[A-Za-z0-9_.\-]*$")]
+Tier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")]
+
+
+class StrictModel(BaseModel):
+    """Base for every contract: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Resources(StrictModel):
+    """What a job needs from the machine that runs it."""
+
+    gpus: int = Field(0, ge=0, le=64, description="Number of GPUs (nvidia.com/gpu).")
+    gpu_type: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="GPU model such as 'A100' or 'H100'; any GPU when unset.",
+    )
+    tier: Tier | None = Field(
+        None, description="Worker tier or node pool, e.g. 'cpu', 'standard', 'premium'."
+    )
+    cpu: float = Field(1.0, gt=0, le=512, description="CPU cores.")
+    memory_gb: float = Field(2.0, gt=0, le=4096, description="Memory in GiB.")
+
+
+class JobOptions(StrictModel):
+    """Scheduling and bookkeeping options accepted by every job type."""
+
+    resources: Resources = Field(default_factory=Resources, description="Hardware the job needs.")
+    priority: int = Field(0, ge=-100, le=100, description="Higher runs first; ties run oldest first.")
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Key/value labels; `GET /v1/jobs?label=k=v` filters on them."
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Free-form annotations kept with the job (not indexed)."
+    )
+    timeout_seconds: int = Field(
+        24 * 3600, ge=1, le=14 * 24 * 3600, description="Wall-clock limit for one attempt."
+    )
+    max_retries: int = Field(
+        2, ge=0, le=20, description="Attempts after the first when a worker dies or the attempt fails retryably."
+    )
+    idempotency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="A repeat submission with the same key returns the first job instead of a new one.",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _few_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 64:
+            raise ValueError("at most 64 labels")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 64 or any(len(k) > 256 or len(v) > 4096 for k, v in value.items()):
+            raise ValueError("at most 64 entries, keys up to 256 and values up to 4096 characters")
+        return value

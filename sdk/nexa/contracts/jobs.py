@@ -1,0 +1,258 @@
+"""Job requests (one model per job type) and job status.
+
+These models are the only schema: the HTTP API, the SDK, the engines' input and
+(in cluster mode) the ``NexaJob`` CRD are all generated from them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+
+from nexa.contracts.common import JobOptions, StrictModel
+
+DatasetRef = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2048),
+]
+IdField = Annotated[str, StringConstraints(pattern=r"^[a-z]+_[a-z2-7]{26}$")]
+
+
+class JobType(str, Enum):
+    audit = "audit"
+    distill = "distill"
+    generate = "generate"
+    train = "train"
+    evaluate = "evaluate"
+    deploy = "deploy"
+    container = "container"
+
+
+class JobState(str, Enum):
+    """pending → running → completed | failed | cancelled."""
+
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.completed, JobState.failed, JobState.cancelled)
+
+
+TERMINAL_STATES: frozenset[JobState] = frozenset(
+    {JobState.completed, JobState.failed, JobState.cancelled}
+)
+
+
+class JudgeConfig(StrictModel):
+    """An OpenAI-compatible chat endpoint used as LLM-as-a-judge or teacher."""
+
+    base_url: AnyHttpUrl = Field(description="Endpoint root, e.g. https://api.openai.com/v1.")
+    model: str = Field(min_length=1, max_length=200, description="Model name sent in the request.")
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Name of the environment variable on the worker that holds the API key.",
+    )
+    sample_size: int = Field(200, ge=1, le=100_000, description="Rows scored by the judge.")
+    concurrency: int = Field(4, ge=1, le=64)
+    timeout_seconds: float = Field(60.0, gt=0, le=600)
+
+
+class AuditSpec(JobOptions):
+    """Score a dataset's quality: heuristics, exact and near duplicates, optional judge."""
+
+    dataset_uri: DatasetRef = Field(
+        description="Dataset to audit: a `ds_…` id, an `s3://` URI, or a local path / `file://` URI under an allowed root."
+    )
+    text_columns: list[str] | None = Field(
+        None, description="Columns holding text; detected from common names when unset."
+    )
+    ngram: int = Field(5, ge=1, le=32, description="Word n-gram size for near-duplicate shingles.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    near_dup_threshold: float = Field(
+        0.8, gt=0.0, le=1.0, description="Estimated Jaccard similarity above which rows are near duplicates."
+    )
+    min_chars: int = Field(1, ge=0, description="Rows shorter than this are flagged `too_short`.")
+    max_chars: int = Field(100_000, ge=1, description="Rows longer than this are flagged `too_long`.")
+    judge: JudgeConfig | None = Field(None, description="Optional LLM-as-a-judge scoring.")
+    seed: int = Field(1, ge=0, description="Seed for MinHash permutations.")
+
+
+class DistillSpec(JobOptions):
+    """Turn a prompt dataset into an SFT dataset with a teacher model."""
+
+    dataset_id: DatasetRef = Field(description="Prompt dataset (`ds_…` id or URI).")
+    teacher: str = Field(
+        min_length=1,
+        max_length=500,
+        description="Teacher: 'provider/model' (OpenAI-compatible), a `dp_…` deployment, or a local model path.",
+    )
+    teacher_base_url: AnyHttpUrl | None = Field(None, description="OpenAI-compatible endpoint root.")
+    teacher_api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    system_prompt: str | None = Field(None, max_length=20_000)
+    max_samples: int | None = Field(None, ge=1)
+    max_tokens: int = Field(512, ge=1, le=32_768)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    concurrency: int = Field(8, ge=1, le=256)
+
+
+class GenerateSpec(JobOptions):
+    """Produce synthetic instruction data for a domain with a teacher model."""
+
+    domain: str = Field(min_length=1, max_length=500, description="Subject area of the data.")
+    num_samples: int = Field(100, ge=1, le=10_000_000)
+    teacher: str = Field(min_length=1, max_length=500)
+    teacher_base_url: AnyHttpUrl | None = None
+    teacher_api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    max_tokens: int = Field(512, ge=1, le=32_768)
+    temperature: float = Field(0.9, ge=0.0, le=2.0)
+    concurrency: int = Field(8, ge=1, le=256)
+
+
+class LoraConfig(StrictModel):
+    r: int = Field(8, ge=1, le=1024)
+    alpha: int = Field(16, ge=1, le=4096)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = None
+
+
+class TrainHyperparameters(StrictModel):
+    learning_rate: float = Field(2e-5, gt=0, le=1.0)
+    batch_size: int = Field(8, ge=1, le=4096)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=4096)
+    max_seq_len: int = Field(2048, ge=16, le=1_048_576)
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    packing: bool = Field(True, description="Pack several samples into one sequence.")
+    seed: int = Field(42, ge=0)
+
+
+class TrainSpec(JobOptions):
+    """Supervised fine-tuning of a causal language model."""
+
+    dataset_id: DatasetRef = Field(description="SFT dataset (`ds_…` id or URI).")
+    model: str = Field(
+        min_length=1,
+        max_length=500,
+        description="Base model: a Hugging Face id, a local path, or a `ckpt_…` checkpoint.",
+    )
+    epochs: int = Field(1, ge=1, le=1000)
+    hyperparameters: TrainHyperparameters = Field(default_factory=TrainHyperparameters)
+    lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    checkpoint_every_steps: int = Field(500, ge=1)
+    warm_start_checkpoint_id: IdField | None = None
+    deepspeed_stage: Literal[0, 1, 2, 3] = Field(0, description="ZeRO stage on GPU; 0 disables DeepSpeed.")
+
+
+class EvaluateSpec(JobOptions):
+    """Evaluate a checkpoint on held-out data and/or with a judge."""
+
+    checkpoint_id: IdField = Field(description="Checkpoint to evaluate (`ckpt_…`).")
+    dataset_id: DatasetRef | None = Field(None, description="Evaluation data; the training hold-out when unset.")
+    metrics: list[Literal["exact_match", "accuracy", "perplexity", "judge"]] = Field(
+        default_factory=lambda: ["exact_match", "perplexity"]
+    )
+    judge: JudgeConfig | None = None
+    compare_base: bool = Field(True, description="Also score the base model the checkpoint came from.")
+    max_samples: int | None = Field(None, ge=1)
+
+
+class DeploySpec(JobOptions):
+    """Serve a checkpoint behind an OpenAI-compatible and OIP v2 endpoint."""
+
+    checkpoint_id: IdField = Field(description="Checkpoint to serve (`ckpt_…`).")
+    replicas: int = Field(1, ge=0, le=100)
+    min_replicas: int = Field(1, ge=0, le=100)
+    max_replicas: int = Field(1, ge=1, le=100)
+    protocol: Literal["openai", "v2", "both"] = "both"
+    max_batch_size: int = Field(16, ge=1, le=1024)
+
+
+class ContainerSpec(JobOptions):
+    """Any image and command: the field-agnostic workload."""
+
+    image: str = Field(min_length=1, max_length=500, description="Container image reference.")
+    command: list[str] = Field(default_factory=list, max_length=256)
+    args: list[str] = Field(default_factory=list, max_length=1024)
+    env: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(
+        default_factory=dict
+    )
+
+
+JOB_SPECS: dict[JobType, type[JobOptions]] = {
+    JobType.audit: AuditSpec,
+    JobType.distill: DistillSpec,
+    JobType.generate: GenerateSpec,
+    JobType.train: TrainSpec,
+    JobType.evaluate: EvaluateSpec,
+    JobType.deploy: DeploySpec,
+    JobType.container: ContainerSpec,
+}
+
+AnyJobSpec = AuditSpec | DistillSpec | GenerateSpec | TrainSpec | EvaluateSpec | DeploySpec | ContainerSpec
+
+
+def spec_for(job_type: JobType | str, payload: dict[str, Any]) -> JobOptions:
+    """Validate ``payload`` as the request model of ``job_type``."""
+    return JOB_SPECS[JobType(job_type)].model_validate(payload)
+
+
+class JobEvent(BaseModel):
+    """One entry of a job's timeline (state changes, claims, retries, errors)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    seq: int
+    at: datetime
+    kind: str = Field(description="e.g. created, claimed, running, progress, requeued, completed, failed, cancelled")
+    message: str = ""
+    attempt: int = 0
+
+
+class JobError(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    code: str = Field(description="Machine-readable reason, e.g. engine_not_installed, lease_expired.")
+    message: str
+    retryable: bool = False
+
+
+class Job(BaseModel):
+    """A job's status (SPEC §3.1 plus progress, attempts and events)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    job_type: JobType
+    status: JobState
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: dict[str, Any] | None = None
+    logs_uri: str | None = None
+    artifacts_uri: str | None = None
+    error: JobError | None = None
+    progress: float = Field(0.0, ge=0.0, le=1.0)
+    progress_message: str | None = None
+    attempts: int = 0
+    max_retries: int = 0
+    priority: int = 0
+    labels: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    spec: dict[str, Any] = Field(default_factory=dict)
+    events: list[JobEvent] = Field(default_factory=list)
+
+
+class JobList(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    items: list[Job]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` to get the next page; null at the end.")

@@ -1,0 +1,114 @@
+"""The pull-worker protocol (SPEC §10–11).
+
+A worker registers with its hardware profile and receives a worker token
+(``nexaw_…``), distinct from user API keys. It then loops: claim a job under a
+lease, heartbeat to extend the lease, report progress and logs, and finish with
+a result or a failure. Every report names the attempt it belongs to; a report
+for an attempt that is no longer current is refused with 409 (fencing), so a
+worker that lost its lease can never overwrite the attempt that replaced it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nexa.contracts.common import StrictModel, Tier
+from nexa.contracts.jobs import JobType
+
+
+class HardwareProfile(StrictModel):
+    cpu_count: int = Field(1, ge=1, le=4096)
+    memory_gb: float = Field(1.0, gt=0, le=65_536)
+    gpus: int = Field(0, ge=0, le=64)
+    gpu_type: str | None = Field(None, max_length=64)
+    tier: Tier = "cpu"
+
+
+class WorkerRegister(StrictModel):
+    name: str = Field(min_length=1, max_length=200, description="Human-readable worker name, e.g. the hostname.")
+    hardware: HardwareProfile = Field(default_factory=HardwareProfile)
+    job_types: list[JobType] = Field(
+        default_factory=lambda: list(JobType), description="Job types this worker has engines for."
+    )
+    version: str | None = Field(None, max_length=64)
+
+
+class WorkerRegistered(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    worker_id: str
+    token: str = Field(description="Worker credential (`nexaw_…`); send as `Authorization: Bearer`.")
+    lease_seconds: int
+    heartbeat_seconds: int
+    artifact_store: dict[str, Any] = Field(
+        description="How to reach the artifact store: {'kind': 'local', 'root': ...} or {'kind': 's3', ...}."
+    )
+    allowed_roots: list[str] = Field(
+        default_factory=list, description="Local directories datasets may be read from (path / file:// URIs)."
+    )
+
+
+class ClaimRequest(StrictModel):
+    job_types: list[JobType] | None = Field(None, description="Restrict the claim to these types.")
+    wait_seconds: float = Field(0.0, ge=0.0, le=30.0, description="Long-poll up to this long for a job.")
+
+
+class ClaimedJob(BaseModel):
+    """A job handed to a worker: the attempt it must quote in every report."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    job_type: JobType
+    attempt: int
+    lease_expires_at: datetime
+    spec: dict[str, Any]
+    tenant_id: str
+    artifacts_uri: str
+
+
+class Heartbeat(StrictModel):
+    attempt: int = Field(ge=1)
+
+
+class HeartbeatAck(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    lease_expires_at: datetime
+    cancel_requested: bool = Field(False, description="The user cancelled the job; stop and report.")
+
+
+class ProgressReport(StrictModel):
+    attempt: int = Field(ge=1)
+    progress: float = Field(ge=0.0, le=1.0)
+    message: str | None = Field(None, max_length=2000)
+
+
+class LogLines(StrictModel):
+    attempt: int = Field(ge=1)
+    lines: list[str] = Field(max_length=10_000)
+
+
+class UsageRecord(StrictModel):
+    kind: str = Field(pattern=r"^[a-z_]{1,32}$", description="rows, tokens, prompt_tokens, gpu_seconds, …")
+    amount: float = Field(ge=0)
+
+
+class ResultReport(StrictModel):
+    attempt: int = Field(ge=1)
+    result: dict[str, Any]
+    artifacts: list[str] = Field(
+        default_factory=list, description="Artifact ids this attempt produced; registered only on acceptance."
+    )
+    usage: list[UsageRecord] = Field(default_factory=list)
+
+
+class FailReport(StrictModel):
+    attempt: int = Field(ge=1)
+    code: str = Field(min_length=1, max_length=100)
+    message: str = Field(max_length=20_000)
+    retryable: bool = Field(False, description="True when another attempt may succeed.")
+    usage: list[UsageRecord] = Field(default_factory=list)

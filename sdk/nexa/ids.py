@@ -1,0 +1,43 @@
+"""Prefixed, unguessable identifiers.
+
+Every object a user can name has an id of the form ``<prefix>_<26 base32 chars>``:
+128 bits from the OS CSPRNG, lowercase so that the suffix is also a valid
+Kubernetes name fragment.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from typing import Final, Literal
+
+IdPrefix = Literal["job", "ds", "ckpt", "ev", "dp", "key", "wrk", "tnt", "art"]
+
+PREFIXES: Final[tuple[str, ...]] = ("job", "ds", "ckpt", "ev", "dp", "key", "wrk", "tnt", "art")
+
+_SUFFIX_LEN: Final = 26
+_ID_RE: Final = re.compile(r"^(?P<prefix>[a-z]+)_(?P<suffix>[a-z2-7]{26})$")
+
+
+def new_id(prefix: IdPrefix) -> str:
+    """Return a fresh id such as ``job_3k2...``; 128 random bits."""
+    raw = secrets.token_bytes(16)
+    suffix = base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+    return f"{prefix}_{suffix[:_SUFFIX_LEN]}"
+
+
+def is_id(value: str, prefix: IdPrefix | None = None) -> bool:
+    """True when ``value`` is a well-formed id (of ``prefix`` when given)."""
+    match = _ID_RE.match(value)
+    if match is None or match.group("prefix") not in PREFIXES:
+        return False
+    return prefix is None or match.group("prefix") == prefix
+
+
+def id_prefix(value: str) -> str | None:
+    """The prefix of a well-formed id, else ``None``."""
+    match = _ID_RE.match(value)
+    if match is None or match.group("prefix") not in PREFIXES:
+        return None
+    return match.group("prefix")
