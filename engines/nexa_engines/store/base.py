@@ -14,6 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from nexa.contracts import ArtifactManifest, InputSource
+from nexa.contracts.artifacts import KIND_DIRS
+from nexa.ids import id_prefix
+
+# The id prefix each artifact kind is named by; teacher scratch state (distill)
+# belongs to the job that made it.
+KIND_ID_PREFIXES: dict[str, str] = {
+    "dataset": "ds",
+    "distill": "job",
+    "checkpoint": "ckpt",
+    "eval": "ev",
+    "deployment": "dp",
+}
 
 
 class ArtifactError(Exception):
@@ -26,6 +38,29 @@ class ArtifactNotFound(ArtifactError):
 
 class IntegrityError(ArtifactError):
     """A file is missing, extra, renamed, a symlink, or its hash or size differs from the manifest."""
+
+
+class StoreUnavailable(ArtifactError):
+    """The store could not be reached or refused the request (network, credentials, permissions)."""
+
+
+def kind_for_id(artifact_id: str) -> str:
+    """The artifact kind ``artifact_id`` names (``ds_…`` → dataset), or ``ArtifactError`` for anything else."""
+    prefix = id_prefix(artifact_id)
+    for kind, kind_prefix in KIND_ID_PREFIXES.items():
+        if prefix == kind_prefix:
+            return kind
+    raise ArtifactError(f"not an artifact id: {artifact_id!r}")
+
+
+def check_artifact_id(kind: str, artifact_id: str) -> None:
+    """Raise ``ArtifactError`` unless ``kind`` is known and ``artifact_id`` is a well-formed id of it."""
+    if kind not in KIND_DIRS:
+        raise ArtifactError(f"unknown artifact kind {kind!r} (one of: {', '.join(KIND_DIRS)})")
+    if id_prefix(artifact_id) != KIND_ID_PREFIXES[kind]:
+        raise ArtifactError(
+            f"{artifact_id!r} is not a {kind} id (expected {KIND_ID_PREFIXES[kind]}_ and 26 base32 characters)"
+        )
 
 
 class ArtifactWriter(ABC):
@@ -50,7 +85,15 @@ class ArtifactWriter(ABC):
 
     @abstractmethod
     def abort(self) -> None:
-        """Discard the staged files."""
+        """Discard the staged files (a no-op once committed or aborted)."""
+
+    def __enter__(self) -> ArtifactWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        # Leaving the block without committing (an exception, or a forgotten commit)
+        # discards the staging directory; after a commit this is a no-op.
+        self.abort()
 
 
 class ArtifactStore(ABC):
@@ -89,3 +132,7 @@ class ArtifactStore(ABC):
     @abstractmethod
     def list_ids(self, kind: str) -> list[str]:
         """Committed artifact ids of ``kind``."""
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` (or ``ArtifactError``) unless the store answers a listing."""
+        self.list_ids("dataset")

@@ -1,0 +1,70 @@
+# Nexa: the one entry point for building, checking and testing.
+# `make help` lists the targets; `make test` works on a fresh machine with python3.11.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+LINT_PATHS := sdk api-gateway engines operator tests bench
+# Benchmark scripts run by `make bench`, in order (paths relative to the repo root).
+BENCHES ?=
+
+# The install is redone only when pyproject.toml changes: the stamp names its hash.
+PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
+INSTALL_STAMP := $(VENV)/.installed-$(PYPROJECT_HASH)
+
+MAKEFLAGS += --no-print-directory
+.DEFAULT_GOAL := help
+.PHONY: help venv services lint format test test-unit test-integration test-e2e demo bench clean distclean
+
+help: ## List the targets with what they do
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+venv: $(INSTALL_STAMP) ## Create .venv and install Nexa with all extras (redone when pyproject.toml changes)
+
+$(INSTALL_STAMP):
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "venv: installing nexa[all,dev] into $(VENV)"
+	@$(PY) -m pip install -q --disable-pip-version-check --no-input -e '.[all,dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+services: ## Make sure the servers the integration tests start (PostgreSQL) are installed
+	@./scripts/ensure_postgres.sh
+
+lint: venv ## ruff check, ruff format --check, mypy (strict for the SDK)
+	@$(PY) -m ruff check --quiet $(LINT_PATHS)
+	@$(PY) -m ruff format --check --quiet $(LINT_PATHS)
+	@$(PY) -m mypy --strict --no-error-summary sdk/nexa
+	@$(PY) -m mypy --no-error-summary api-gateway/nexa_gateway engines/nexa_engines
+
+format: venv ## Apply ruff's fixes and formatting
+	@$(PY) -m ruff check --quiet --fix $(LINT_PATHS)
+	@$(PY) -m ruff format --quiet $(LINT_PATHS)
+
+test: venv services ## Unit then integration tests (the CI gate)
+	@$(PYTEST) -q tests/unit tests/integration
+
+test-unit: venv ## Unit tests only (no servers)
+	@$(PYTEST) -q tests/unit
+
+test-integration: venv services ## Integration tests against real PostgreSQL, S3 and gateway processes
+	@$(PYTEST) -q tests/integration
+
+test-e2e: venv ## End-to-end tests on a real Kubernetes cluster (NEXA_TEST_KUBECONFIG)
+	@$(PYTEST) -q --with-e2e tests/e2e
+
+demo: venv ## Run the standalone demo (`nexa demo`)
+	@$(VENV)/bin/nexa demo
+
+bench: venv ## Run the benchmark scripts listed in BENCHES
+	@if [ -z "$(strip $(BENCHES))" ]; then echo "bench: no benchmarks listed in BENCHES" >&2; exit 1; fi
+	@for b in $(BENCHES); do echo "bench: $$b"; $(PY) $$b || exit 1; done
+
+clean: ## Remove build outputs and caches (keeps .venv)
+	@rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/out rust/target
+	@find . \( -path ./$(VENV) -o -path ./.git \) -prune -o \
+		\( -name __pycache__ -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +
+
+distclean: clean ## Also remove .venv
+	@rm -rf $(VENV)

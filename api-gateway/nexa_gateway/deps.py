@@ -1,0 +1,96 @@
+"""Typed FastAPI dependencies: the app state, a database session, and who is calling."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from nexa_gateway.db import Worker
+from nexa_gateway.errors import ApiError, unauthorized
+from nexa_gateway.services.keys import WORKER_TOKEN_PREFIX, Principal
+from nexa_gateway.services.queue import worker_for_token
+from nexa_gateway.state import AppState
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.nexa
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_session(state: StateDep) -> Iterator[Session]:
+    """A session per request; handlers commit explicitly before answering, errors roll back."""
+    with state.db.sessions() as session:
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    key = request.headers.get("x-api-key")
+    return key.strip() if key else None
+
+
+def current_principal(request: Request, state: StateDep, session: SessionDep) -> Principal:
+    """The caller's API key and tenant; worker tokens and unknown keys get the same 401."""
+    token = _bearer(request)
+    if token is None or token.startswith(WORKER_TOKEN_PREFIX):
+        raise unauthorized()
+    principal = state.keys.resolve(session, token)
+    if principal is None:
+        raise unauthorized()
+    wait = state.limiter.acquire(principal.key_id)
+    if wait > 0:
+        state.metrics.rate_limited.inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"rate limit of {state.settings.rate_limit_per_minute} requests per minute exceeded",
+            headers={"Retry-After": state.limiter.retry_after_header(wait)},
+        )
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def current_worker(request: Request, session: SessionDep) -> Worker:
+    """The calling worker; user API keys are refused here."""
+    token = _bearer(request)
+    if token is None or not token.startswith(WORKER_TOKEN_PREFIX):
+        raise unauthorized()
+    worker = worker_for_token(session, token)
+    if worker is None:
+        raise unauthorized()
+    return worker
+
+
+CurrentWorker = Annotated[Worker, Depends(current_worker)]
+
+
+def require_worker_secret(request: Request, state: StateDep) -> None:
+    """Registration needs the gateway's worker secret (not a user key, not a worker token)."""
+    expected = state.settings.worker_secret
+    token = _bearer(request)
+    if not expected or token is None or not secrets.compare_digest(token.encode(), expected.encode()):
+        raise unauthorized()
+
+
+WorkerSecret = Annotated[None, Depends(require_worker_secret)]

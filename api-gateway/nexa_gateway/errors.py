@@ -1,0 +1,122 @@
+"""One JSON error shape for every failure: ``{"error": {"type", "message", "field", "errors"}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("nexa.gateway")
+
+
+class ApiError(Exception):
+    """An error a caller caused or must know about; becomes a JSON response."""
+
+    def __init__(
+        self,
+        status_code: int,
+        type_: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.type = type_
+        self.message = message
+        self.field = field
+        self.headers = headers
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    # The same answer whether the id does not exist or belongs to another tenant.
+    return ApiError(404, "not_found", f"{what} {ident!r} not found")
+
+
+def unauthorized() -> ApiError:
+    # One body for unknown, malformed, revoked and expired credentials: nothing to probe.
+    return ApiError(
+        401,
+        "unauthorized",
+        "missing or invalid credentials",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def conflict(type_: str, message: str) -> ApiError:
+    return ApiError(409, type_, message)
+
+
+def error_body(type_: str, message: str, field: str | None = None, errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": type_, "message": message}
+    if field is not None:
+        body["field"] = field
+    if errors:
+        body["errors"] = errors
+    return {"error": body}
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+_STATUS_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every exception to the JSON error shape; nothing escapes as HTML or a traceback."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.type, exc.message, exc.field), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = exc.errors()
+        if any(p.get("type") == "json_invalid" for p in problems):
+            detail = next(p for p in problems if p.get("type") == "json_invalid")
+            ctx = detail.get("ctx") or {}
+            return JSONResponse(
+                error_body("bad_request", f"malformed JSON body: {ctx.get('error', 'cannot parse')}", "body"),
+                status_code=400,
+            )
+        errors = [{"field": _field_path(p.get("loc", ())), "message": str(p.get("msg", "invalid"))} for p in problems]
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        message = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return JSONResponse(
+            error_body("validation_error", message, first["field"], errors), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = _STATUS_TYPES.get(exc.status_code, "error" if exc.status_code < 500 else "internal_error")
+        message = exc.detail if isinstance(exc.detail, str) else type_.replace("_", " ")
+        return JSONResponse(error_body(type_, message), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body("internal_error", "internal error (logged on the server)"), status_code=500
+        )

@@ -1,0 +1,119 @@
+"""The gateway app: routers, error handlers, metrics, and the lease reaper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+
+from nexa import __version__
+from nexa_gateway.db import Database
+from nexa_gateway.errors import install_error_handlers
+from nexa_gateway.metrics import GatewayMetrics, MetricsMiddleware
+from nexa_gateway.ratelimit import RateLimiter
+from nexa_gateway.routes import artifacts, datasets, health, jobs, keys, submit, workers
+from nexa_gateway.services import queue
+from nexa_gateway.services.jobs import count_by_state
+from nexa_gateway.services.keys import ensure_tenant, store_api_key, well_formed
+from nexa_gateway.services.keys import KeyResolver
+from nexa_gateway.settings import Settings
+from nexa_gateway.state import AppState, build_store
+
+log = logging.getLogger("nexa.gateway")
+
+
+class ConfigurationError(RuntimeError):
+    """The gateway cannot start with these settings."""
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def _bootstrap(state: AppState) -> None:
+    state.db.create_schema()
+    key = state.settings.bootstrap_api_key
+    if key:
+        if not well_formed(key):
+            raise ConfigurationError("NEXA_BOOTSTRAP_API_KEY is not a well-formed nexa_ key")
+        with state.db.session() as session:
+            tenant = ensure_tenant(session, "default")
+            store_api_key(session, key, tenant_id=tenant.id, name="bootstrap")
+
+
+def _reap_once(state: AppState) -> None:
+    with state.db.session() as session:
+        queue.reap_expired(
+            session, lambda job_type, status: state.metrics.jobs_finished.labels(job_type, status).inc()
+        )
+
+
+async def _reaper(state: AppState) -> None:
+    while True:
+        try:
+            await run_in_threadpool(_reap_once, state)
+        except Exception:  # the reaper must outlive a database blip; the next tick retries
+            log.exception("lease reaper tick failed")
+        await asyncio.sleep(state.settings.reaper_interval_seconds)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build a gateway app; nothing touches the database until startup."""
+    settings = settings or Settings()
+    db = Database(settings.database_url)
+    metrics = GatewayMetrics()
+    state = AppState(
+        settings=settings,
+        db=db,
+        store=build_store(settings),
+        metrics=metrics,
+        limiter=RateLimiter(settings.rate_limit_per_minute),
+        keys=KeyResolver(settings.key_cache_seconds),
+    )
+
+    def _states() -> list[tuple[str, str, int]]:
+        with db.session() as session:
+            return count_by_state(session)
+
+    metrics.add_state_collector(_states)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_bootstrap, state)
+        reaper = asyncio.create_task(_reaper(state))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            db.dispose()
+
+    app = FastAPI(
+        title="Nexa",
+        version=__version__,
+        description="Run the model pipeline (audit, distill, generate, train, evaluate, deploy) as remote jobs.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.nexa = state
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    for module in (submit, jobs):
+        app.include_router(module.router)
+        app.include_router(module.spec_router)
+    for module in (datasets, artifacts, keys, workers, health):
+        app.include_router(module.router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory``: settings from ``NEXA_*`` variables."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return create_app(Settings())

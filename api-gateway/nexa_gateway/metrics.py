@@ -1,0 +1,103 @@
+"""Prometheus metrics for the gateway; one registry per app so tests can build many apps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "nexa_http_requests_total",
+            "HTTP requests by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "nexa_http_request_duration_seconds",
+            "HTTP request latency by route template and method.",
+            ["route", "method"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.jobs_submitted = Counter(
+            "nexa_jobs_submitted_total", "Jobs accepted, by type.", ["type"], registry=self.registry
+        )
+        self.jobs_finished = Counter(
+            "nexa_jobs_finished_total",
+            "Jobs that reached a terminal state, by type and state.",
+            ["type", "status"],
+            registry=self.registry,
+        )
+        self.claims = Counter("nexa_job_claims_total", "Jobs handed to workers.", ["type"], registry=self.registry)
+        self.leases_expired = Counter(
+            "nexa_job_leases_expired_total", "Attempts whose worker stopped heartbeating.", registry=self.registry
+        )
+        self.stale_reports = Counter(
+            "nexa_worker_stale_reports_total",
+            "Worker reports refused because their attempt was no longer current (fencing).",
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "nexa_rate_limited_total", "Requests refused with 429.", registry=self.registry
+        )
+        self.usage = Counter(
+            "nexa_usage_total", "Metered usage recorded, by kind (rows, tokens, gpu_seconds…).", ["kind"],
+            registry=self.registry,
+        )
+        self.workers_seen = Gauge(
+            "nexa_workers_registered", "Workers registered with this gateway.", registry=self.registry
+        )
+
+    def add_state_collector(self, count_by_state: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        """Expose live job counts by type and state, read from the database at scrape time."""
+        self.registry.register(_JobStateCollector(count_by_state))
+
+
+class _JobStateCollector(Collector):
+    def __init__(self, source: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Any]:
+        family = GaugeMetricFamily("nexa_jobs", "Jobs by type and state.", labels=["type", "status"])
+        for job_type, status, count in self._source():
+            family.add_metric([job_type, status], count)
+        yield family
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware) recording count and latency per route."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            self.metrics.requests.labels(template, method, str(status)).inc()
+            self.metrics.latency.labels(template, method).observe(time.perf_counter() - start)

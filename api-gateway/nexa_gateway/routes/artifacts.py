@@ -1,0 +1,59 @@
+"""Listing artifacts and reading their verified manifests and files."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from nexa.contracts import ArtifactInfo, ArtifactList
+from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
+from nexa_gateway.services import artifacts as svc
+
+router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
+
+ArtifactIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+@router.get("", response_model=ArtifactList)
+def list_artifacts(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    kind: Annotated[Literal["dataset", "distill", "checkpoint", "eval", "deployment"] | None, Query()] = None,
+    job_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> ArtifactList:
+    """The caller's artifacts, newest first."""
+    rows, nxt = svc.list_artifact_rows(session, principal.tenant_id, kind=kind, job_id=job_id, limit=limit, cursor=cursor)
+    session.commit()
+    return ArtifactList(items=[svc.artifact_info(r, None) for r in rows], next_cursor=nxt)
+
+
+@router.get("/{artifact_id}", response_model=ArtifactInfo)
+def get_artifact(artifact_id: ArtifactIdPath, principal: CurrentPrincipal, session: SessionDep, state: StateDep) -> ArtifactInfo:
+    """One artifact with its manifest, verified against the stored files."""
+    row = svc.get_artifact_row(session, principal.tenant_id, artifact_id)
+    session.commit()
+    return svc.artifact_info(row, svc.read_verified_manifest(state.store, artifact_id))
+
+
+@router.get(
+    "/{artifact_id}/files/{path:path}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."}},
+)
+async def read_artifact_file(
+    artifact_id: ArtifactIdPath,
+    path: Annotated[str, Path(min_length=1, max_length=1024)],
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    state: StateDep,
+) -> Response:
+    """One file of an artifact, verified against its manifest hash."""
+    await run_in_threadpool(svc.get_artifact_row, session, principal.tenant_id, artifact_id)
+    await run_in_threadpool(session.commit)
+    data = await run_in_threadpool(svc.read_verified_file, state.store, artifact_id, path)
+    media = "text/html" if path.endswith(".html") else "application/json" if path.endswith(".json") else None
+    return Response(content=data, media_type=media or "application/octet-stream")

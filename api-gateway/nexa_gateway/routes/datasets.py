@@ -1,0 +1,65 @@
+"""Uploading and listing datasets."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+
+from nexa.contracts import Dataset, DatasetList
+from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
+from nexa_gateway.errors import ApiError
+from nexa_gateway.services import artifacts as svc
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+@router.post("", response_model=Dataset, status_code=201)
+def upload_dataset(
+    request: Request,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    state: StateDep,
+    file: Annotated[UploadFile, File(description="A parquet, jsonl or csv file.")],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> Dataset:
+    """Upload a dataset file; it gets a `ds_…` id usable in every job."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > state.settings.max_upload_bytes + 64 * 1024:
+        raise ApiError(413, "payload_too_large", f"upload exceeds the {state.settings.max_upload_bytes}-byte limit")
+    dataset = svc.upload_dataset(
+        session,
+        state.store,
+        principal.tenant_id,
+        filename=file.filename or "upload",
+        stream=file.file,
+        name=name,
+        max_bytes=state.settings.max_upload_bytes,
+    )
+    session.commit()
+    return dataset
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> DatasetList:
+    """The caller's datasets, newest first."""
+    rows, nxt = svc.list_artifact_rows(
+        session, principal.tenant_id, kind="dataset", job_id=None, limit=limit, cursor=cursor
+    )
+    session.commit()
+    return DatasetList(items=[svc.dataset_contract(r) for r in rows], next_cursor=nxt)
+
+
+@router.get("/{dataset_id}", response_model=Dataset)
+def get_dataset(
+    dataset_id: Annotated[str, Path(min_length=1, max_length=64)], principal: CurrentPrincipal, session: SessionDep
+) -> Dataset:
+    """One dataset."""
+    row = svc.get_artifact_row(session, principal.tenant_id, dataset_id, kind="dataset")
+    session.commit()
+    return svc.dataset_contract(row)

@@ -1,0 +1,48 @@
+"""Managing API keys of the caller's tenant."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from nexa.contracts import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo
+from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
+from nexa_gateway.errors import not_found
+from nexa_gateway.services import keys as svc
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+
+@router.post("", response_model=ApiKeyCreated, status_code=201)
+def create_key(body: ApiKeyCreate, principal: CurrentPrincipal, session: SessionDep) -> ApiKeyCreated:
+    """Create another key for the caller's tenant; the secret is in this answer only."""
+    created = svc.create_key_for_tenant(
+        session, principal.tenant_id, name=body.name, expires_in_days=body.expires_in_days
+    )
+    session.commit()
+    return created
+
+
+@router.get("", response_model=list[ApiKeyInfo])
+def list_keys(principal: CurrentPrincipal, session: SessionDep) -> list[ApiKeyInfo]:
+    """The tenant's keys (never their secrets)."""
+    keys = svc.list_keys(session, principal.tenant_id)
+    session.commit()
+    return keys
+
+
+@router.delete("/{key_id}", response_model=ApiKeyInfo)
+def revoke_key(
+    key_id: Annotated[str, Path(min_length=1, max_length=64)],
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    state: StateDep,
+) -> ApiKeyInfo:
+    """Revoke a key; it is refused from the next request on."""
+    info = svc.revoke_key(session, principal.tenant_id, key_id)
+    if info is None:
+        raise not_found("key", key_id)
+    session.commit()
+    state.keys.forget_all()
+    return info

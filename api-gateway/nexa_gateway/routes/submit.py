@@ -1,0 +1,66 @@
+"""``POST /v1/<type>`` for every job type, plus the SPEC's bare paths (``POST /audit`` …)."""
+
+# No `from __future__ import annotations` here: the handlers are built in a loop and
+# FastAPI must see each one's real body class, not the string name of a loop variable.
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
+
+from nexa.contracts import JOB_SPECS, Job, JobOptions, JobType
+from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
+from nexa_gateway.services.submission import submit
+
+router = APIRouter(tags=["jobs"])
+spec_router = APIRouter(tags=["spec"])
+
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="A repeat request with the same key returns the first job instead of creating another.",
+    ),
+]
+
+
+def _make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignore[no-untyped-def]
+    def handler(
+        body: spec_cls,  # type: ignore[valid-type]
+        principal: CurrentPrincipal,
+        state: StateDep,
+        session: SessionDep,
+        response: Response,
+        idempotency_key: IdempotencyHeader = None,
+    ) -> Job:
+        job, created = submit(state, session, principal.tenant_id, job_type, body, idempotency_key)
+        response.status_code = 201 if created else 200
+        response.headers["Location"] = f"/v1/jobs/{job.job_id}"
+        return job
+
+    handler.__doc__ = f"Submit a {job_type.value} job ({spec_cls.__name__})."
+    return handler
+
+
+for _type, _cls in JOB_SPECS.items():
+    router.add_api_route(
+        f"/v1/{_type.value}",
+        _make_handler(_type, _cls),
+        methods=["POST"],
+        response_model=Job,
+        status_code=201,
+        name=f"submit_{_type.value}",
+        summary=f"Submit a {_type.value} job",
+        responses={200: {"model": Job, "description": "An idempotent repeat: the job the first request created."}},
+    )
+    spec_router.add_api_route(
+        f"/{_type.value}",
+        _make_handler(_type, _cls),
+        methods=["POST"],
+        response_model=Job,
+        status_code=201,
+        name=f"spec_submit_{_type.value}",
+        summary=f"Submit a {_type.value} job (SPEC path)",
+        responses={200: {"model": Job, "description": "An idempotent repeat: the job the first request created."}},
+    )

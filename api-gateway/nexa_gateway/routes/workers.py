@@ -1,0 +1,157 @@
+"""The pull-worker protocol: register, claim under a lease, heartbeat, report (fenced by attempt)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from starlette.concurrency import run_in_threadpool
+
+from nexa.contracts import (
+    ClaimedJob,
+    ClaimRequest,
+    FailReport,
+    Heartbeat,
+    HeartbeatAck,
+    LogLines,
+    ProgressReport,
+    ResultReport,
+    WorkerRegister,
+    WorkerRegistered,
+)
+from nexa_gateway.db import Worker
+from nexa_gateway.deps import CurrentWorker, SessionDep, StateDep, WorkerSecret
+from nexa_gateway.services import queue
+from nexa_gateway.services.artifacts import promote_artifacts
+from nexa_gateway.state import AppState
+
+router = APIRouter(prefix="/v1/workers", tags=["workers"])
+
+JobIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+_CLAIM_POLL_SECONDS = 0.25
+
+
+@router.post("/register", response_model=WorkerRegistered, status_code=201)
+def register(body: WorkerRegister, _secret: WorkerSecret, session: SessionDep, state: StateDep) -> WorkerRegistered:
+    """Register a worker with its hardware; answers with its credential and the artifact store to use."""
+    worker, token = queue.register_worker(session, body)
+    session.commit()
+    state.metrics.workers_seen.inc()
+    return WorkerRegistered(
+        worker_id=worker.id,
+        token=token,
+        lease_seconds=state.settings.lease_seconds,
+        heartbeat_seconds=state.settings.heartbeat_seconds,
+        artifact_store=state.store.describe(),
+        allowed_roots=[str(p) for p in state.allowed_roots],
+    )
+
+
+@router.post("/heartbeat", status_code=204, response_class=Response)
+def worker_heartbeat(worker: CurrentWorker, session: SessionDep) -> Response:
+    """The worker is alive (independent of any job)."""
+    queue.touch_worker(session, worker.id)
+    session.commit()
+    return Response(status_code=204)
+
+
+def _claim_once(state: AppState, worker: Worker, body: ClaimRequest) -> ClaimedJob | None:
+    with state.db.session() as session:
+        claimed = queue.claim_next_job(
+            session,
+            worker,
+            job_types=body.job_types,
+            lease_seconds=state.settings.lease_seconds,
+            artifacts_root=state.store.root_uri,
+            use_skip_locked=state.db.is_postgres,
+        )
+        queue.touch_worker(session, worker.id)
+    if claimed is not None:
+        state.metrics.claims.labels(claimed.job_type.value).inc()
+    return claimed
+
+
+@router.post("/claim", response_model=ClaimedJob, responses={204: {"description": "No job fits this worker now."}})
+async def claim(body: ClaimRequest, worker: CurrentWorker, session: SessionDep, state: StateDep) -> ClaimedJob | Response:
+    """Claim the highest-priority pending job this worker can run, waiting up to `wait_seconds`."""
+    await run_in_threadpool(session.commit)
+    deadline = time.monotonic() + body.wait_seconds
+    while True:
+        claimed = await run_in_threadpool(_claim_once, state, worker, body)
+        if claimed is not None:
+            return claimed
+        if time.monotonic() >= deadline:
+            return Response(status_code=204)
+        await asyncio.sleep(_CLAIM_POLL_SECONDS)
+
+
+@router.post("/jobs/{job_id}/heartbeat", response_model=HeartbeatAck)
+def job_heartbeat(job_id: JobIdPath, body: Heartbeat, worker: CurrentWorker, session: SessionDep, state: StateDep) -> HeartbeatAck:
+    """Extend the lease on an attempt; the answer says whether the user cancelled it."""
+    expires, cancel = queue.heartbeat(session, worker.id, job_id, body.attempt, state.settings.lease_seconds)
+    session.commit()
+    return HeartbeatAck(lease_expires_at=expires, cancel_requested=cancel)
+
+
+def _refused(state: AppState, exc: Exception) -> None:
+    if getattr(exc, "type", None) == "stale_attempt":
+        state.metrics.stale_reports.inc()
+
+
+@router.post("/jobs/{job_id}/progress", status_code=204, response_class=Response)
+def progress(job_id: JobIdPath, body: ProgressReport, worker: CurrentWorker, session: SessionDep, state: StateDep) -> Response:
+    """Report how far the attempt has got."""
+    try:
+        queue.report_progress(session, worker.id, job_id, body.attempt, body.progress, body.message)
+    except Exception as exc:
+        _refused(state, exc)
+        raise
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.post("/jobs/{job_id}/logs", status_code=204, response_class=Response)
+def logs(job_id: JobIdPath, body: LogLines, worker: CurrentWorker, session: SessionDep, state: StateDep) -> Response:
+    """Append log lines to the attempt."""
+    try:
+        queue.append_logs(session, worker.id, job_id, body.attempt, body.lines)
+    except Exception as exc:
+        _refused(state, exc)
+        raise
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.post("/jobs/{job_id}/complete", status_code=204, response_class=Response)
+def complete(job_id: JobIdPath, body: ResultReport, worker: CurrentWorker, session: SessionDep, state: StateDep) -> Response:
+    """Finish the attempt with a result; its artifacts are promoted and its usage recorded once."""
+    try:
+        done = queue.complete_job(
+            session, worker.id, job_id, body, lambda job, ids: promote_artifacts(session, state.store, job, ids)
+        )
+    except Exception as exc:
+        _refused(state, exc)
+        raise
+    session.commit()
+    state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
+    for item in done.usage:
+        state.metrics.usage.labels(item.kind).inc(item.amount)
+    return Response(status_code=204)
+
+
+@router.post("/jobs/{job_id}/fail", status_code=204, response_class=Response)
+def fail(job_id: JobIdPath, body: FailReport, worker: CurrentWorker, session: SessionDep, state: StateDep) -> Response:
+    """Finish the attempt with an error; retryable errors requeue while attempts remain."""
+    try:
+        done = queue.fail_job(session, worker.id, job_id, body)
+    except Exception as exc:
+        _refused(state, exc)
+        raise
+    session.commit()
+    if done.changed and done.status in queue.TERMINAL_STATES:
+        state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
+    for item in done.usage:
+        state.metrics.usage.labels(item.kind).inc(item.amount)
+    return Response(status_code=204)

@@ -1,0 +1,272 @@
+"""Datasets and artifacts: uploads, the registry table, input checks at submit, result promotion.
+
+An artifact becomes visible to its tenant only by being registered here: an
+upload registers its dataset at once; a job's outputs are registered when the
+gateway accepts that attempt's result, and only if the manifest says the same
+job and attempt wrote it. A superseded attempt's outputs are never promoted.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nexa.contracts import ArtifactInfo, ArtifactManifest, Dataset, JobOptions, JobType
+from nexa.contracts.artifacts import kind_of
+from nexa.ids import id_prefix, is_id, new_id
+from nexa_engines.store.base import ArtifactError, ArtifactNotFound, ArtifactStore, IntegrityError
+from nexa_engines.store.datasets import DatasetRefError, check_dataset_ref, detect_format
+from nexa_gateway.db import Artifact, Job
+from nexa_gateway.errors import ApiError, not_found
+from nexa_gateway.services.jobs import decode_cursor, encode_cursor
+
+log = logging.getLogger("nexa.gateway.artifacts")
+
+_CHUNK = 1 << 20
+
+
+def dataset_contract(row: Artifact) -> Dataset:
+    return Dataset(
+        dataset_id=row.id,
+        name=row.name,
+        uri=row.uri,
+        format=row.format or "parquet",  # type: ignore[arg-type]
+        num_rows=row.num_rows,
+        size_bytes=row.size_bytes,
+        sha256=row.sha256,
+        created_at=row.created_at,
+        job_id=row.job_id,
+        columns=list(row.columns or []),
+    )
+
+
+def _inspect_table(path: Path, fmt: str) -> tuple[int, list[str]]:
+    """Row count and columns; raises ApiError 400 when the file is not what it claims to be."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(path)
+            return meta.metadata.num_rows, list(meta.schema_arrow.names)
+        if fmt == "jsonl":
+            import pyarrow.json as pj
+
+            table = pj.read_json(path)
+        else:
+            import pyarrow.csv as pc
+
+            table = pc.read_csv(path)
+        return table.num_rows, list(table.column_names)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ApiError(400, "dataset_unreadable", f"the uploaded file is not valid {fmt}: {exc}", field="file") from exc
+
+
+def upload_dataset(
+    session: Session,
+    store: ArtifactStore,
+    tenant_id: str,
+    *,
+    filename: str,
+    stream: IO[bytes],
+    name: str | None,
+    max_bytes: int,
+) -> Dataset:
+    """Store an uploaded parquet/jsonl/csv file as a new dataset and register it."""
+    try:
+        fmt = detect_format(filename)
+    except DatasetRefError as exc:
+        raise ApiError(415, "unsupported_media_type", exc.message, field="file") from exc
+    dataset_id = new_id("ds")
+    writer = store.begin("dataset", dataset_id)
+    try:
+        target = writer.path / f"data.{fmt}"
+        written = 0
+        with target.open("wb") as out:
+            while chunk := stream.read(_CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise ApiError(
+                        413, "payload_too_large", f"upload exceeds the {max_bytes}-byte limit", field="file"
+                    )
+                out.write(chunk)
+        if written == 0:
+            raise ApiError(400, "dataset_unreadable", "the uploaded file is empty", field="file")
+        num_rows, columns = _inspect_table(target, fmt)
+        manifest = writer.commit(
+            tenant_id=tenant_id,
+            config={"source": "upload", "filename": filename},
+            metrics={"num_rows": num_rows, "columns": columns},
+        )
+    except BaseException:
+        writer.abort()
+        raise
+    entry = next(f for f in manifest.files if f.path == f"data.{fmt}")
+    row = Artifact(
+        id=dataset_id,
+        tenant_id=tenant_id,
+        kind="dataset",
+        uri=store.uri(dataset_id),
+        name=name or Path(filename).name,
+        format=fmt,
+        num_rows=num_rows,
+        size_bytes=entry.size,
+        sha256=entry.sha256,
+        columns=columns,
+        created_at=manifest.created_at,
+    )
+    session.add(row)
+    session.flush()
+    return dataset_contract(row)
+
+
+def get_artifact_row(session: Session, tenant_id: str, artifact_id: str, kind: str | None = None) -> Artifact:
+    query = select(Artifact).where(Artifact.id == artifact_id, Artifact.tenant_id == tenant_id)
+    if kind is not None:
+        query = query.where(Artifact.kind == kind)
+    row = session.scalar(query)
+    if row is None:
+        raise not_found(kind or "artifact", artifact_id)
+    return row
+
+
+def list_artifact_rows(
+    session: Session, tenant_id: str, *, kind: str | None, job_id: str | None, limit: int, cursor: str | None
+) -> tuple[list[Artifact], str | None]:
+    query = select(Artifact).where(Artifact.tenant_id == tenant_id)
+    if kind is not None:
+        query = query.where(Artifact.kind == kind)
+    if job_id is not None:
+        query = query.where(Artifact.job_id == job_id)
+    if cursor:
+        at, last_id = decode_cursor(cursor)
+        query = query.where((Artifact.created_at < at) | ((Artifact.created_at == at) & (Artifact.id < last_id)))
+    rows = list(session.scalars(query.order_by(Artifact.created_at.desc(), Artifact.id.desc()).limit(limit + 1)))
+    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], nxt
+
+
+def artifact_info(row: Artifact, manifest: ArtifactManifest | None) -> ArtifactInfo:
+    return ArtifactInfo(
+        artifact_id=row.id,
+        kind=row.kind,  # type: ignore[arg-type]
+        uri=row.uri,
+        job_id=row.job_id,
+        created_at=row.created_at,
+        manifest=manifest,
+    )
+
+
+def read_verified_manifest(store: ArtifactStore, artifact_id: str) -> ArtifactManifest:
+    try:
+        return store.read_manifest(artifact_id, verify=True)
+    except ArtifactNotFound as exc:
+        raise not_found("artifact", artifact_id) from exc
+    except IntegrityError as exc:
+        raise ApiError(409, "artifact_corrupt", f"artifact {artifact_id} failed verification: {exc}") from exc
+
+
+def read_verified_file(store: ArtifactStore, artifact_id: str, rel_path: str) -> bytes:
+    try:
+        return store.read_file(artifact_id, rel_path)
+    except ArtifactNotFound as exc:
+        raise not_found("file", f"{artifact_id}/{rel_path}") from exc
+    except IntegrityError as exc:
+        raise ApiError(409, "artifact_corrupt", f"{artifact_id}/{rel_path} failed verification: {exc}") from exc
+    except (ArtifactError, ValueError) as exc:
+        raise ApiError(400, "bad_request", str(exc), field="path") from exc
+
+
+# Which request fields name datasets and checkpoints, per job type.
+_DATASET_FIELDS: dict[JobType, tuple[str, ...]] = {
+    JobType.audit: ("dataset_uri",),
+    JobType.distill: ("dataset_id",),
+    JobType.train: ("dataset_id",),
+    JobType.evaluate: ("dataset_id",),
+}
+_CHECKPOINT_FIELDS: dict[JobType, tuple[str, ...]] = {
+    JobType.train: ("warm_start_checkpoint_id",),
+    JobType.evaluate: ("checkpoint_id",),
+    JobType.deploy: ("checkpoint_id",),
+}
+
+
+def check_job_inputs(
+    session: Session, store: ArtifactStore, allowed_roots: list[Path], tenant_id: str, job_type: JobType, spec: JobOptions
+) -> None:
+    """Refuse a submission whose datasets or checkpoints the tenant cannot read, naming the field."""
+    for field in _DATASET_FIELDS.get(job_type, ()):
+        ref = getattr(spec, field, None)
+        if ref is None:
+            continue
+        if id_prefix(ref) is not None or ref.startswith("ds_"):
+            if not is_id(ref, "ds") or session.scalar(
+                select(Artifact.id).where(Artifact.id == ref, Artifact.tenant_id == tenant_id, Artifact.kind == "dataset")
+            ) is None:
+                raise ApiError(422, "dataset_not_found", f"dataset {ref!r} not found", field=field)
+            continue
+        try:
+            check_dataset_ref(ref, store=store, allowed_roots=allowed_roots)
+        except DatasetRefError as exc:
+            raise ApiError(422, exc.code, exc.message, field=field) from exc
+    checkpoint_refs: list[tuple[str, Any]] = [(f, getattr(spec, f, None)) for f in _CHECKPOINT_FIELDS.get(job_type, ())]
+    if job_type is JobType.train and str(getattr(spec, "model", "")).startswith("ckpt_"):
+        checkpoint_refs.append(("model", spec.model))  # type: ignore[attr-defined]
+    for field, ref in checkpoint_refs:
+        if ref is None:
+            continue
+        if session.scalar(
+            select(Artifact.id).where(Artifact.id == ref, Artifact.tenant_id == tenant_id, Artifact.kind == "checkpoint")
+        ) is None:
+            raise ApiError(422, "checkpoint_not_found", f"checkpoint {ref!r} not found", field=field)
+
+
+def promote_artifacts(session: Session, store: ArtifactStore, job: Job, artifact_ids: list[str]) -> str | None:
+    """Register the artifacts an accepted attempt produced; returns the first one's URI."""
+    first_uri = None
+    for artifact_id in artifact_ids:
+        kind = kind_of(artifact_id)
+        if kind is None or not is_id(artifact_id):
+            raise ApiError(422, "validation_error", f"{artifact_id!r} is not an artifact id", field="artifacts")
+        try:
+            manifest = store.read_manifest(artifact_id, verify=True)
+        except ArtifactNotFound as exc:
+            raise ApiError(422, "artifact_missing", f"artifact {artifact_id} has no manifest", field="artifacts") from exc
+        except IntegrityError as exc:
+            raise ApiError(422, "artifact_corrupt", f"artifact {artifact_id}: {exc}", field="artifacts") from exc
+        if manifest.job_id != job.id or manifest.attempt != job.attempt:
+            raise ApiError(
+                422,
+                "artifact_foreign",
+                f"artifact {artifact_id} was written by job {manifest.job_id} attempt {manifest.attempt}",
+                field="artifacts",
+            )
+        if session.get(Artifact, artifact_id) is not None:
+            continue
+        data = next((f for f in manifest.files if f.path.startswith("data.")), None)
+        fmt = data.path.split(".", 1)[1] if data else None
+        metrics = manifest.metrics or {}
+        session.add(
+            Artifact(
+                id=artifact_id,
+                tenant_id=job.tenant_id,
+                kind=kind,
+                uri=store.uri(artifact_id),
+                name=f"{job.job_type} output of {job.id}",
+                job_id=job.id,
+                format=fmt if fmt in ("parquet", "jsonl", "csv") else None,
+                num_rows=metrics.get("num_rows") if isinstance(metrics.get("num_rows"), int) else None,
+                size_bytes=sum(f.size for f in manifest.files),
+                sha256=data.sha256 if data else None,
+                columns=[str(c) for c in metrics.get("columns", [])] if isinstance(metrics.get("columns"), list) else [],
+                created_at=manifest.created_at,
+            )
+        )
+        first_uri = first_uri or store.uri(artifact_id)
+    session.flush()
+    return first_uri
+

@@ -1,0 +1,356 @@
+"""The pull-worker side of the SQL backend: register, claim under a lease, report, fence, reap.
+
+Fencing: every write a worker makes is an UPDATE guarded by
+``status = 'running' AND attempt = :attempt AND worker_id = :worker``. Once a
+lease expires and the job is requeued (attempt + 1), the old worker's writes
+match no row and are refused, so a late or resurrected worker can never
+overwrite the attempt that replaced it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from nexa.contracts import (
+    ClaimedJob,
+    FailReport,
+    JobType,
+    ResultReport,
+    UsageRecord,
+    WorkerRegister,
+)
+from nexa.ids import new_id
+from nexa_gateway.db import Job, JobLog, Usage, Worker, utcnow
+from nexa_gateway.errors import ApiError
+from nexa_gateway.services.jobs import add_event
+from nexa_gateway.services.keys import generate_worker_token, hash_key, well_formed
+
+log = logging.getLogger("nexa.gateway.queue")
+
+
+def stale(job_id: str, attempt: int) -> ApiError:
+    return ApiError(
+        409,
+        "stale_attempt",
+        f"attempt {attempt} of job {job_id} is not current or not held by this worker; stop working on it",
+    )
+
+
+def register_worker(session: Session, body: WorkerRegister) -> tuple[Worker, str]:
+    token = generate_worker_token()
+    row = Worker(
+        id=new_id("wrk"),
+        name=body.name,
+        token_hash=hash_key(token),
+        hardware=body.hardware.model_dump(mode="json"),
+        job_types=[t.value for t in body.job_types],
+        version=body.version,
+    )
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def worker_for_token(session: Session, token: str) -> Worker | None:
+    if not well_formed(token, prefix="nexaw_"):
+        return None
+    return session.scalar(select(Worker).where(Worker.token_hash == hash_key(token)))
+
+
+def touch_worker(session: Session, worker_id: str) -> None:
+    session.execute(update(Worker).where(Worker.id == worker_id).values(last_seen_at=utcnow()))
+
+
+def claim_next_job(
+    session: Session,
+    worker: Worker,
+    *,
+    job_types: list[JobType] | None,
+    lease_seconds: int,
+    artifacts_root: str,
+    use_skip_locked: bool,
+) -> ClaimedJob | None:
+    """Hand the best pending job that fits this worker to it, or ``None``."""
+    allowed = set(worker.job_types)
+    if job_types is not None:
+        allowed &= {t.value for t in job_types}
+    if not allowed:
+        return None
+    hw = worker.hardware
+    query = (
+        select(Job.id, Job.attempt)
+        .where(
+            Job.status == "pending",
+            Job.job_type.in_(sorted(allowed)),
+            Job.gpus <= int(hw.get("gpus", 0)),
+        )
+        .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .limit(8)
+    )
+    if hw.get("gpu_type"):
+        query = query.where((Job.gpu_type.is_(None)) | (Job.gpu_type == hw["gpu_type"]))
+    else:
+        query = query.where(Job.gpu_type.is_(None))
+    query = query.where((Job.tier.is_(None)) | (Job.tier == hw.get("tier", "cpu")))
+    if use_skip_locked:
+        # PostgreSQL: rows another claimer is looking at are skipped, not waited for.
+        query = query.with_for_update(skip_locked=True)
+    for job_id, attempt in session.execute(query).all():
+        now = utcnow()
+        won = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "pending", Job.attempt == attempt)
+            .values(
+                status="running",
+                attempt=attempt + 1,
+                worker_id=worker.id,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempt_started_at=now,
+                cancel_requested=False,
+                progress=0.0,
+                progress_message=None,
+                updated_at=now,
+            )
+            .returning(Job)
+        ).scalar_one_or_none()
+        if won is None:
+            continue  # someone else claimed it between our read and our write
+        if won.started_at is None:
+            won.started_at = now
+        add_event(session, job_id, "claimed", f"claimed by worker {worker.name} ({worker.id})", attempt + 1)
+        session.flush()
+        return ClaimedJob(
+            job_id=won.id,
+            job_type=JobType(won.job_type),
+            attempt=won.attempt,
+            lease_expires_at=won.lease_expires_at or now,
+            spec=won.spec,
+            tenant_id=won.tenant_id,
+            artifacts_uri=artifacts_root,
+        )
+    return None
+
+
+def _fenced(job_id: str, attempt: int, worker_id: str) -> Any:
+    return (Job.id == job_id) & (Job.status == "running") & (Job.attempt == attempt) & (Job.worker_id == worker_id)
+
+
+def heartbeat(session: Session, worker_id: str, job_id: str, attempt: int, lease_seconds: int) -> tuple[Any, bool]:
+    """Extend the lease; returns (new expiry, cancel_requested)."""
+    now = utcnow()
+    expiry = now + timedelta(seconds=lease_seconds)
+    row = session.execute(
+        update(Job)
+        .where(_fenced(job_id, attempt, worker_id))
+        .values(lease_expires_at=expiry)
+        .returning(Job.cancel_requested)
+    ).first()
+    if row is not None:
+        return expiry, bool(row[0])
+    # A job the user cancelled while this attempt ran: tell the worker to stop, politely.
+    cancelled = session.scalar(
+        select(Job.id).where(
+            Job.id == job_id, Job.status == "cancelled", Job.attempt == attempt, Job.worker_id == worker_id
+        )
+    )
+    if cancelled is not None:
+        return now, True
+    raise stale(job_id, attempt)
+
+
+def report_progress(session: Session, worker_id: str, job_id: str, attempt: int, progress: float, message: str | None) -> None:
+    changed = session.execute(
+        update(Job)
+        .where(_fenced(job_id, attempt, worker_id))
+        .values(progress=progress, progress_message=message, updated_at=utcnow())
+    ).rowcount
+    if changed != 1:
+        raise stale(job_id, attempt)
+
+
+def append_logs(session: Session, worker_id: str, job_id: str, attempt: int, lines: list[str]) -> None:
+    if not lines:
+        return
+    # Reserve a block of sequence numbers in the same fenced statement that proves we hold the lease.
+    top = session.execute(
+        update(Job)
+        .where(_fenced(job_id, attempt, worker_id))
+        .values(log_seq=Job.log_seq + len(lines))
+        .returning(Job.log_seq)
+    ).scalar_one_or_none()
+    if top is None:
+        raise stale(job_id, attempt)
+    first = top - len(lines) + 1
+    now = utcnow()
+    session.execute(
+        insert(JobLog),
+        [
+            {"job_id": job_id, "seq": first + i, "attempt": attempt, "at": now, "line": line[:16_384]}
+            for i, line in enumerate(lines)
+        ],
+    )
+
+
+def _record_usage(session: Session, tenant_id: str, job_id: str, attempt: int, usage: list[UsageRecord]) -> list[UsageRecord]:
+    """Insert usage once per (job, attempt, kind); returns what was newly recorded."""
+    totals: dict[str, float] = {}
+    for item in usage:
+        totals[item.kind] = totals.get(item.kind, 0.0) + item.amount
+    recorded = []
+    for kind, amount in totals.items():
+        try:
+            with session.begin_nested():
+                session.add(Usage(tenant_id=tenant_id, job_id=job_id, attempt=attempt, kind=kind, amount=amount))
+                session.flush()
+            recorded.append(UsageRecord(kind=kind, amount=amount))
+        except IntegrityError:
+            continue
+    return recorded
+
+
+@dataclass
+class Finished:
+    job_type: str
+    status: str
+    usage: list[UsageRecord]
+    changed: bool = True  # False when the report only confirmed a state reached earlier
+
+
+def complete_job(
+    session: Session,
+    worker_id: str,
+    job_id: str,
+    body: ResultReport,
+    promote: Callable[[Job, list[str]], str | None],
+) -> Finished:
+    """Accept a result: promote the attempt's artifacts, record usage, mark completed."""
+    now = utcnow()
+    row = session.execute(
+        update(Job)
+        .where(_fenced(job_id, body.attempt, worker_id))
+        .values(
+            status="completed",
+            result=body.result,
+            progress=1.0,
+            finished_at=now,
+            updated_at=now,
+            lease_expires_at=None,
+        )
+        .returning(Job)
+    ).scalar_one_or_none()
+    if row is None:
+        raise stale(job_id, body.attempt)
+    artifacts_uri = promote(row, body.artifacts)
+    if artifacts_uri:
+        row.artifacts_uri = artifacts_uri
+    recorded = _record_usage(session, row.tenant_id, job_id, body.attempt, body.usage)
+    add_event(session, job_id, "completed", "job completed", body.attempt)
+    session.flush()
+    return Finished(row.job_type, "completed", recorded)
+
+
+def fail_job(session: Session, worker_id: str, job_id: str, body: FailReport) -> Finished:
+    """Record a failed attempt: requeue when retryable with attempts left, else fail (or cancel)."""
+    row = session.scalar(select(Job).where(_fenced(job_id, body.attempt, worker_id)))
+    if row is None:
+        # The user cancelled during this attempt: the worker's 'cancelled' report is welcome but changes nothing.
+        if body.code == "cancelled":
+            done = session.scalar(select(Job).where(Job.id == job_id, Job.status == "cancelled"))
+            if done is not None:
+                return Finished(done.job_type, "cancelled", [], changed=False)
+        raise stale(job_id, body.attempt)
+    recorded = _record_usage(session, row.tenant_id, job_id, body.attempt, body.usage)
+    _end_attempt(session, row, code=body.code, message=body.message, retryable=body.retryable)
+    return Finished(row.job_type, row.status, recorded)
+
+
+def _end_attempt(session: Session, row: Job, *, code: str, message: str, retryable: bool) -> None:
+    """Finish the current attempt of a running job: retry it or fail it, fenced on the attempt."""
+    now = utcnow()
+    attempts_allowed = 1 + row.max_retries
+    if code == "cancelled":
+        values: dict[str, Any] = {"status": "cancelled", "finished_at": now}
+        kind, text = "cancelled", message or "cancelled"
+    elif retryable and row.attempt < attempts_allowed:
+        values = {"status": "pending", "worker_id": None}
+        kind = "requeued"
+        text = f"attempt {row.attempt} failed ({code}: {message[:500]}); retrying ({row.attempt}/{attempts_allowed} used)"
+    else:
+        values = {"status": "failed", "finished_at": now}
+        kind = "failed"
+        suffix = f" after {row.attempt} attempts" if retryable else ""
+        text = f"{code}: {message[:2000]}{suffix}"
+    values.update(
+        error_code=code if values["status"] != "pending" else row.error_code,
+        error_message=(message if values["status"] != "pending" else row.error_message),
+        error_retryable=retryable,
+        lease_expires_at=None,
+        updated_at=now,
+    )
+    changed = session.execute(
+        update(Job)
+        .where(Job.id == row.id, Job.status == "running", Job.attempt == row.attempt)
+        .values(**values)
+    ).rowcount
+    if changed != 1:
+        raise stale(row.id, row.attempt)
+    add_event(session, row.id, kind, text, row.attempt)
+    session.flush()
+    session.refresh(row)
+
+
+def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> int:
+    """Requeue or fail running attempts whose lease ran out or that passed their timeout."""
+    now = utcnow()
+    expired = list(
+        session.scalars(
+            select(Job).where(Job.status == "running", Job.lease_expires_at < now).limit(100)
+        )
+    )
+    count = 0
+    for row in expired:
+        try:
+            with session.begin_nested():
+                _end_attempt(
+                    session,
+                    row,
+                    code="lease_expired",
+                    message=f"worker {row.worker_id} stopped heartbeating (lease ran out)",
+                    retryable=True,
+                )
+        except ApiError:
+            continue  # the worker reported in the meantime
+        count += 1
+        if row.status in TERMINAL_STATES:
+            on_finished(row.job_type, row.status)
+    timed_out = list(
+        session.scalars(select(Job).where(Job.status == "running", Job.attempt_started_at.is_not(None)).limit(500))
+    )
+    for row in timed_out:
+        started = row.attempt_started_at
+        if started is None or (now - started).total_seconds() <= row.timeout_seconds:
+            continue
+        try:
+            with session.begin_nested():
+                _end_attempt(
+                    session,
+                    row,
+                    code="timeout",
+                    message=f"attempt ran longer than timeout_seconds={row.timeout_seconds}",
+                    retryable=False,
+                )
+        except ApiError:
+            continue
+        on_finished(row.job_type, row.status)
+    return count
+
+
+TERMINAL_STATES = ("completed", "failed", "cancelled")

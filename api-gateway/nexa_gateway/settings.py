@@ -1,0 +1,52 @@
+"""Gateway settings, read from ``NEXA_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def nexa_home() -> Path:
+    """``$NEXA_HOME``, else ``~/.nexa``: where a standalone Nexa keeps its state."""
+    return Path(os.environ.get("NEXA_HOME") or Path.home() / ".nexa").expanduser()
+
+
+class Settings(BaseSettings):
+    """Everything the gateway is configured with; one instance per app."""
+
+    model_config = SettingsConfigDict(env_prefix="NEXA_", extra="ignore")
+
+    database_url: str = Field(default_factory=lambda: f"sqlite:///{nexa_home() / 'nexa.db'}")
+    artifact_root: Path = Field(default_factory=lambda: nexa_home() / "artifacts")
+    s3_endpoint: str | None = None
+    s3_bucket: str = "nexa-artifacts"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_secure: bool = False
+    s3_prefix: str = ""
+    allowed_dataset_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    worker_secret: str | None = None
+    bootstrap_api_key: str | None = None
+    lease_seconds: int = Field(30, ge=1)
+    heartbeat_seconds: int = Field(10, ge=1)
+    reaper_interval_seconds: float = Field(1.0, gt=0)
+    rate_limit_per_minute: int = Field(600, ge=1)
+    max_upload_bytes: int = Field(1 << 30, ge=1)
+    key_cache_seconds: float = Field(5.0, ge=0)
+    log_poll_seconds: float = Field(0.5, gt=0)
+
+    @field_validator("allowed_dataset_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        # The env form is a PATH-like list; the Python form may already be a list.
+        if isinstance(value, str):
+            return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,50 @@
+"""What one gateway app holds: settings, database, artifact store, metrics, limiter, key cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nexa_engines.store.base import ArtifactStore
+from nexa_gateway.db import Database
+from nexa_gateway.metrics import GatewayMetrics
+from nexa_gateway.ratelimit import RateLimiter
+from nexa_gateway.services.keys import KeyResolver
+from nexa_gateway.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    store: ArtifactStore
+    metrics: GatewayMetrics
+    limiter: RateLimiter
+    keys: KeyResolver
+
+    @property
+    def allowed_roots(self) -> list[Path]:
+        return [Path(p) for p in self.settings.allowed_dataset_roots]
+
+    def store_config(self) -> dict[str, Any]:
+        return self.store.describe()
+
+
+def build_store(settings: Settings) -> ArtifactStore:
+    """The artifact store the settings name: S3 when an endpoint is set, else a local directory."""
+    if settings.s3_endpoint:
+        from nexa_engines.store.s3 import S3ArtifactStore
+
+        return S3ArtifactStore(
+            endpoint=settings.s3_endpoint,
+            bucket=settings.s3_bucket,
+            access_key=settings.s3_access_key or "",
+            secret_key=settings.s3_secret_key or "",
+            secure=settings.s3_secure,
+            prefix=settings.s3_prefix,
+        )
+    from nexa_engines.store.local import LocalArtifactStore
+
+    settings.artifact_root.mkdir(parents=True, exist_ok=True)
+    return LocalArtifactStore(settings.artifact_root)

@@ -1,0 +1,87 @@
+"""Exact and near-duplicate detection over whole datasets.
+
+Exact duplicates compare a 128-bit xxh3 hash of the normalized text (NFKC,
+lowercased, punctuation removed, whitespace collapsed). Near duplicates come from
+MinHash signatures: LSH candidate pairs, verified by the estimated Jaccard
+similarity, then grouped into clusters labelled by their lowest row index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from nexa_engines.audit import minhash
+
+_LOW_64 = (1 << 64) - 1
+
+
+def normalize_texts(texts: pa.Array) -> pa.Array:
+    """NFKC, Unicode lowercase, punctuation to spaces, whitespace collapsed and trimmed."""
+    out = pc.utf8_normalize(pc.fill_null(texts, ""), "NFKC")
+    out = pc.utf8_lower(out)
+    out = pc.replace_substring_regex(out, r"[\p{P}]+", " ")
+    out = pc.replace_substring_regex(out, r"\s+", " ")
+    return pc.utf8_trim_whitespace(out)
+
+
+def text_hashes(normalized: pa.Array) -> np.ndarray:
+    """A (rows, 2) uint64 array: the 128-bit xxh3 hash of each normalized text."""
+    out = np.zeros((len(normalized), 2), dtype=np.uint64)
+    for i, text in enumerate(normalized.to_pylist()):
+        digest = xxhash.xxh3_128_intdigest((text or "").encode("utf-8"))
+        out[i, 0] = digest >> 64
+        out[i, 1] = digest & _LOW_64
+    return out
+
+
+def first_occurrence(hashes: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """For each row, the index of the first row with the same hash (itself when first or not valid)."""
+    n = len(hashes)
+    first = np.arange(n, dtype=np.int64)
+    idx = np.flatnonzero(valid)
+    if idx.size == 0:
+        return first
+    hi, lo = hashes[idx, 0], hashes[idx, 1]
+    order = np.lexsort((idx, lo, hi))  # by hash, then by row so a group starts at its first row
+    sorted_rows = idx[order]
+    starts = np.concatenate([[True], (hi[order][1:] != hi[order][:-1]) | (lo[order][1:] != lo[order][:-1])])
+    group = np.cumsum(starts) - 1
+    first[sorted_rows] = sorted_rows[np.flatnonzero(starts)][group]
+    return first
+
+
+def connected_components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Component label per node for the edges ``(u, v)``: the smallest node index in its component."""
+    labels = np.arange(n, dtype=np.int64)
+    if u.size == 0:
+        return labels
+    while True:
+        lu, lv = labels[u], labels[v]
+        low = np.minimum(lu, lv)
+        hooked = labels.copy()
+        # Hook each root to the smaller root across every edge, then compress paths fully.
+        np.minimum.at(hooked, lu, low)
+        np.minimum.at(hooked, lv, low)
+        while True:
+            jumped = hooked[hooked]
+            if np.array_equal(jumped, hooked):
+                break
+            hooked = jumped
+        if np.array_equal(hooked, labels):
+            return labels
+        labels = hooked
+
+
+def near_duplicate_clusters(
+    sig: np.ndarray, valid: np.ndarray, threshold: float, bands: int, rows: int
+) -> tuple[np.ndarray, int]:
+    """Cluster label per row (lowest member's index; own index when alone) and the verified pair count."""
+    keys = minhash.band_keys(sig, bands, rows)
+    u, v = minhash.candidate_pairs(keys, valid)
+    if u.size:
+        keep = minhash.estimated_jaccard(sig, u, v) >= threshold
+        u, v = u[keep], v[keep]
+    return connected_components(len(sig), u, v), int(u.size)

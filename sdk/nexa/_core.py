@@ -1,0 +1,702 @@
+"""The part of the client that does no I/O: shared by ``NexaClient`` and ``AsyncNexaClient``.
+
+Every API operation is described here as a ``Call``: method, path, query,
+body, headers, whether it is safe to retry, and how to parse the answer. The
+sync and async clients only send calls, sleep, and read streams; everything
+else (URLs, auth, idempotency keys, error mapping, the retry policy, log stream
+resumption, wait decisions) lives here once, so the two clients cannot drift.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import math
+import random
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from importlib import metadata
+from typing import IO, Any, Generic, Protocol, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import to_jsonable_python
+
+from nexa.config import NO_API_KEY_MESSAGE, config_path
+from nexa.contracts.artifacts import ArtifactInfo, ArtifactList, Dataset, DatasetList
+from nexa.contracts.common import JobOptions
+from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType
+from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody
+from nexa.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ConfigError,
+    JobCancelledError,
+    JobFailedError,
+    NexaError,
+    RateLimitError,
+    WaitTimeoutError,
+    error_class_for,
+)
+from nexa.handles import BaseJobHandle, LogLine
+from nexa.sse import SSEParser
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+ItemT = TypeVar("ItemT")
+ItemT_co = TypeVar("ItemT_co", covariant=True)
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("nexa")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+__version__ = _package_version()
+USER_AGENT = f"nexa-python/{__version__}"
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+_JOB_EVENTS = TypeAdapter(list[JobEvent])
+_KEY_INFOS = TypeAdapter(list[ApiKeyInfo])
+
+
+# ---------------------------------------------------------------- calls
+
+
+@dataclass(frozen=True)
+class Call(Generic[T_co]):
+    """One API operation, ready to send: what to ask and how to read the answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T_co]
+    params: list[tuple[str, str]] = field(default_factory=list)
+    json: Any = None
+    files: Mapping[str, tuple[str, IO[bytes], str]] | None = None
+    data: Mapping[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    retryable: bool = False
+    auth: bool = True
+
+
+def _model_parser(model: type[BaseModel]) -> Callable[[httpx.Response], Any]:
+    def parse(response: httpx.Response) -> Any:
+        try:
+            return model.model_validate_json(response.content)
+        except PydanticValidationError as exc:
+            raise _unexpected_body(response, exc) from exc
+
+    return parse
+
+
+def _adapter_parser(adapter: TypeAdapter[T]) -> Callable[[httpx.Response], T]:
+    def parse(response: httpx.Response) -> T:
+        try:
+            return adapter.validate_json(response.content)
+        except PydanticValidationError as exc:
+            raise _unexpected_body(response, exc) from exc
+
+    return parse
+
+
+def _parse_json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        value = response.json()
+    except ValueError as exc:
+        raise _unexpected_body(response, exc) from exc
+    if not isinstance(value, dict):
+        raise _unexpected_body(response, TypeError("expected a JSON object"))
+    return value
+
+
+def _parse_bytes(response: httpx.Response) -> bytes:
+    return response.content
+
+
+def _parse_nothing(response: httpx.Response) -> None:
+    return None
+
+
+def _unexpected_body(response: httpx.Response, exc: Exception) -> NexaError:
+    # A 2xx body we cannot read means a proxy or a mismatched gateway version answered.
+    where = f"{response.request.method} {response.request.url.path}"
+    return NexaError(f"unexpected answer to {where} (HTTP {response.status_code}): {exc}")
+
+
+def _segment(value: str) -> str:
+    """Quote one path segment so an id can never reach another route."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty id string, got {value!r}")
+    return quote(value, safe="")
+
+
+def _enum_value(value: Enum | str) -> str:
+    return value.value if isinstance(value, Enum) else str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """Pydantic models (dumped without their unset defaults), enums, paths and dates as JSON data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_unset=True)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return to_jsonable_python(value)
+
+
+def new_idempotency_key() -> str:
+    """A fresh idempotency key for one logical submission."""
+    return f"nexa-py-{uuid.uuid4().hex}"
+
+
+# ---------------------------------------------------------------- retries
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to retry a request and how long to wait first."""
+
+    max_retries: int = 2
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    # A server asking for a longer pause than this gets an error the caller can see, not a silent hang.
+    max_retry_after: float = 60.0
+    jitter: Callable[[], float] = random.random
+
+    def backoff(self, retries_done: int) -> float:
+        """Exponential backoff with jitter: between half and all of ``base * 2**n``, capped."""
+        ceiling = min(self.max_delay, self.base_delay * (2.0**retries_done))
+        return ceiling / 2 + (ceiling / 2) * self.jitter()
+
+    def delay_after_response(
+        self, call: Call[Any], response: httpx.Response, retries_done: int
+    ) -> float | None:
+        """Seconds to wait before retrying after ``response``, or None to give up now."""
+        if not call.retryable or retries_done >= self.max_retries:
+            return None
+        if response.status_code not in RETRY_STATUSES:
+            return None
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if retry_after is not None:
+            return retry_after if retry_after <= self.max_retry_after else None
+        return self.backoff(retries_done)
+
+    def delay_after_error(
+        self, call: Call[Any], error: httpx.TransportError, retries_done: int
+    ) -> float | None:
+        """Seconds to wait before retrying after a transport error, or None to give up now."""
+        if not call.retryable or retries_done >= self.max_retries:
+            return None
+        if isinstance(error, httpx.NetworkError | httpx.TimeoutException | httpx.RemoteProtocolError):
+            return self.backoff(retries_done)
+        return None
+
+
+# ---------------------------------------------------------------- the core
+
+
+class ClientCore:
+    """Configuration plus every decision the clients make; no I/O."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        timeout: float,
+        max_retries: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.retry = RetryPolicy(max_retries=max_retries)
+        self.headers = dict(headers or {})
+
+    # ---- requests and answers
+
+    def build_request(
+        self, call: Call[Any], *, extra_headers: Mapping[str, str] | None = None
+    ) -> httpx.Request:
+        """The ``httpx.Request`` for ``call``; ConfigError when it needs a key and there is none."""
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **self.headers}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        elif call.auth:
+            raise ConfigError(NO_API_KEY_MESSAGE.format(path=config_path()))
+        headers.update(call.headers)
+        headers.update(extra_headers or {})
+        return httpx.Request(
+            call.method,
+            self.base_url + call.path,
+            params=tuple(call.params) or None,
+            json=call.json,
+            files=call.files,
+            data=call.data,
+            headers=headers,
+            extensions={"timeout": httpx.Timeout(self.timeout).as_dict()},
+        )
+
+    def status_error(self, response: httpx.Response) -> APIStatusError:
+        """The exception for a 4xx/5xx ``response`` (its body must have been read)."""
+        status = response.status_code
+        body: Any
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        error_type, message, field_name, errors = _fallback_error_type(status), "", None, None
+        if isinstance(body, dict):
+            try:
+                detail = ErrorBody.model_validate(body).error
+            except PydanticValidationError:
+                detail = None
+            if detail is not None:
+                error_type, message, field_name, errors = (
+                    detail.type,
+                    detail.message,
+                    detail.field,
+                    detail.errors,
+                )
+        if not message:
+            message = (
+                (body.strip()[:500] if isinstance(body, str) else "") or response.reason_phrase or "error"
+            )
+        kwargs: dict[str, Any] = {
+            "status_code": status,
+            "error_type": error_type,
+            "field": field_name,
+            "errors": errors,
+            "body": body,
+            "request_id": response.headers.get("x-request-id"),
+        }
+        cls = error_class_for(status)
+        if cls is RateLimitError:
+            return RateLimitError(
+                message, retry_after=parse_retry_after(response.headers.get("retry-after")), **kwargs
+            )
+        return cls(message, **kwargs)
+
+    def connection_error(self, request: httpx.Request, error: httpx.TransportError) -> APIConnectionError:
+        """The exception for a transport failure that will not be retried (again)."""
+        where = f"{request.method} {request.url}"
+        if isinstance(error, httpx.TimeoutException):
+            return APITimeoutError(
+                f"timed out after {self.timeout}s talking to the gateway ({where}): {error}"
+            )
+        return APIConnectionError(
+            f"cannot reach the Nexa gateway at {self.base_url} ({where}): {error or type(error).__name__}. "
+            "Is it running? Start one with `nexa up` or set NEXA_BASE_URL."
+        )
+
+    # ---- jobs
+
+    def submit(
+        self, job_type: JobType | str, spec: JobOptions | Mapping[str, Any], idempotency_key: str | None
+    ) -> Call[Job]:
+        """Submit a job; the idempotency key (given or generated) makes every retry land on one job."""
+        kind = JobType(_enum_value(job_type))
+        body = _jsonable(spec)
+        if not isinstance(body, dict):
+            raise TypeError(f"spec must be a JobOptions model or a dict, not {type(spec).__name__}")
+        in_body = body.get("idempotency_key")
+        if idempotency_key is not None and in_body is not None and in_body != idempotency_key:
+            raise ValueError(
+                f"two different idempotency keys given: {idempotency_key!r} and spec {in_body!r}"
+            )
+        key = idempotency_key or in_body or new_idempotency_key()
+        return Call(
+            "POST",
+            f"/v1/{kind.value}",
+            _model_parser(Job),
+            json=body,
+            headers={"Idempotency-Key": str(key)},
+            retryable=True,
+        )
+
+    def get_job(self, job_id: str) -> Call[Job]:
+        return Call("GET", f"/v1/jobs/{_segment(job_id)}", _model_parser(Job), retryable=True)
+
+    def list_jobs_page(
+        self,
+        *,
+        job_type: JobType | str | None,
+        status: JobState | str | None,
+        labels: Mapping[str, str] | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Call[JobList]:
+        params: list[tuple[str, str]] = [("limit", str(limit))]
+        if job_type is not None:
+            params.append(("type", _enum_value(job_type)))
+        if status is not None:
+            params.append(("status", _enum_value(status)))
+        params.extend(("label", f"{k}={v}") for k, v in (labels or {}).items())
+        if cursor:
+            params.append(("cursor", cursor))
+        return Call("GET", "/v1/jobs", _model_parser(JobList), params=params, retryable=True)
+
+    def jobs_pager(
+        self,
+        *,
+        job_type: JobType | str | None,
+        status: JobState | str | None,
+        labels: Mapping[str, str] | None,
+        limit: int | None,
+        page_size: int,
+    ) -> Paginator[Job]:
+        def page(size: int, cursor: str | None) -> Call[JobList]:
+            return self.list_jobs_page(
+                job_type=job_type, status=status, labels=labels, limit=size, cursor=cursor
+            )
+
+        return Paginator(page, limit=limit, page_size=page_size)
+
+    def cancel_job(self, job_id: str) -> Call[Job]:
+        # Cancelling is idempotent on the gateway (a cancelled job stays cancelled), so it may be retried.
+        return Call("POST", f"/v1/jobs/{_segment(job_id)}/cancel", _model_parser(Job), retryable=True)
+
+    def job_events(self, job_id: str) -> Call[list[JobEvent]]:
+        return Call(
+            "GET", f"/v1/jobs/{_segment(job_id)}/events", _adapter_parser(_JOB_EVENTS), retryable=True
+        )
+
+    def job_logs(self, job_id: str, *, follow: bool, last_event_id: str | None) -> Call[None]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        return Call(
+            "GET",
+            f"/v1/jobs/{_segment(job_id)}/logs",
+            _parse_nothing,
+            params=[("follow", "true" if follow else "false")],
+            headers=headers,
+            retryable=True,
+        )
+
+    # ---- datasets and artifacts
+
+    def upload_dataset(self, file: IO[bytes], filename: str, name: str | None) -> Call[Dataset]:
+        return Call(
+            "POST",
+            "/v1/datasets",
+            _model_parser(Dataset),
+            files={"file": (filename, file, "application/octet-stream")},
+            data={"name": name} if name else None,
+        )
+
+    def list_datasets_page(self, *, limit: int, cursor: str | None) -> Call[DatasetList]:
+        params = [("limit", str(limit))] + ([("cursor", cursor)] if cursor else [])
+        return Call("GET", "/v1/datasets", _model_parser(DatasetList), params=params, retryable=True)
+
+    def datasets_pager(self, *, limit: int | None, page_size: int) -> Paginator[Dataset]:
+        def page(size: int, cursor: str | None) -> Call[DatasetList]:
+            return self.list_datasets_page(limit=size, cursor=cursor)
+
+        return Paginator(page, limit=limit, page_size=page_size)
+
+    def get_dataset(self, dataset_id: str) -> Call[Dataset]:
+        return Call("GET", f"/v1/datasets/{_segment(dataset_id)}", _model_parser(Dataset), retryable=True)
+
+    def list_artifacts_page(self, *, kind: str | None, limit: int, cursor: str | None) -> Call[ArtifactList]:
+        params = [("limit", str(limit))]
+        if kind is not None:
+            params.append(("kind", kind))
+        if cursor:
+            params.append(("cursor", cursor))
+        return Call("GET", "/v1/artifacts", _model_parser(ArtifactList), params=params, retryable=True)
+
+    def artifacts_pager(
+        self, *, kind: str | None, limit: int | None, page_size: int
+    ) -> Paginator[ArtifactInfo]:
+        def page(size: int, cursor: str | None) -> Call[ArtifactList]:
+            return self.list_artifacts_page(kind=kind, limit=size, cursor=cursor)
+
+        return Paginator(page, limit=limit, page_size=page_size)
+
+    def get_artifact(self, artifact_id: str) -> Call[ArtifactInfo]:
+        return Call(
+            "GET", f"/v1/artifacts/{_segment(artifact_id)}", _model_parser(ArtifactInfo), retryable=True
+        )
+
+    def read_artifact_file(self, artifact_id: str, path: str) -> Call[bytes]:
+        relative = path.lstrip("/")
+        if not relative or any(part in ("", ".", "..") for part in relative.split("/")):
+            raise ValueError(f"not a file path inside an artifact: {path!r}")
+        return Call(
+            "GET",
+            f"/v1/artifacts/{_segment(artifact_id)}/files/{quote(relative, safe='/')}",
+            _parse_bytes,
+            headers={"Accept": "*/*"},
+            retryable=True,
+        )
+
+    # ---- keys and health
+
+    def create_key(self, name: str, expires_in_days: int | None) -> Call[ApiKeyCreated]:
+        body = ApiKeyCreate(name=name, expires_in_days=expires_in_days).model_dump(mode="json")
+        return Call("POST", "/v1/keys", _model_parser(ApiKeyCreated), json=body)
+
+    def list_keys(self) -> Call[list[ApiKeyInfo]]:
+        return Call("GET", "/v1/keys", _adapter_parser(_KEY_INFOS), retryable=True)
+
+    def revoke_key(self, key_id: str) -> Call[ApiKeyInfo]:
+        return Call("DELETE", f"/v1/keys/{_segment(key_id)}", _model_parser(ApiKeyInfo), retryable=True)
+
+    def health(self) -> Call[dict[str, Any]]:
+        return Call("GET", "/readyz", _parse_json_object, retryable=True, auth=False)
+
+
+def _fallback_error_type(status: int) -> str:
+    return {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        409: "conflict",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+        422: "validation_error",
+        429: "rate_limited",
+    }.get(status, "server_error" if status >= 500 else "http_error")
+
+
+def job_options(base: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """A spec dict for a convenience method: its named arguments plus ``**options``, named ones winning."""
+    clash = sorted(set(base) & set(options))
+    if clash:
+        raise TypeError(f"argument given twice: {', '.join(clash)}")
+    return {**options, **base}
+
+
+# ---------------------------------------------------------------- pagination
+
+
+class Page(Protocol[ItemT_co]):
+    """What every list answer looks like: ``items`` and the cursor of the next page."""
+
+    @property
+    def items(self) -> Sequence[ItemT_co]: ...
+
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+class Paginator(Generic[ItemT]):
+    """Walks ``next_cursor`` page by page and stops after ``limit`` items (None: all of them)."""
+
+    def __init__(
+        self,
+        page_call: Callable[[int, str | None], Call[Page[ItemT]]],
+        *,
+        limit: int | None,
+        page_size: int,
+    ) -> None:
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be >= 0")
+        self._page_call = page_call
+        self._limit = limit
+        self._page_size = page_size
+        self._cursor: str | None = None
+        self._count = 0
+        self._done = False
+
+    def _wanted(self) -> int:
+        if self._limit is None:
+            return self._page_size
+        return min(self._page_size, self._limit - self._count)
+
+    def next_call(self) -> Call[Page[ItemT]] | None:
+        """The request for the next page, or None when there is nothing more to fetch."""
+        if self._done or self._wanted() <= 0:
+            return None
+        return self._page_call(self._wanted(), self._cursor)
+
+    def take(self, page: Page[ItemT]) -> list[ItemT]:
+        """The items of ``page`` to hand out, remembering where the next page starts."""
+        items = list(page.items)[: self._wanted()]
+        self._count += len(items)
+        if page.next_cursor and page.items:
+            self._cursor = page.next_cursor
+        else:
+            self._done = True
+        return items
+
+
+# ---------------------------------------------------------------- waiting
+
+
+@dataclass
+class WaitState:
+    """Decides, poll after poll, what ``wait()`` reports, when it sleeps, and how it ends."""
+
+    timeout: float | None
+    poll_interval: float
+    raise_on_failure: bool
+    started: float
+    last_seen: tuple[Any, ...] | None = None
+
+    def changed(self, job: Job) -> bool:
+        """True when ``job`` differs from the previous poll in a way a user would notice."""
+        seen = (job.status, job.progress, job.progress_message, job.attempts, len(job.events))
+        changed = seen != self.last_seen
+        self.last_seen = seen
+        return changed
+
+    def next_delay(self, handle: BaseJobHandle, now: float) -> float | None:
+        """Seconds to sleep before the next poll, or None when ``handle`` is the answer.
+
+        Raises JobFailedError / JobCancelledError for a job that ended badly (when asked
+        to) and WaitTimeoutError once the timeout has run out.
+        """
+        job = handle.model
+        if job.status.terminal:
+            if self.raise_on_failure and job.status is JobState.failed:
+                raise JobFailedError(failure_message(job), job=handle)
+            if self.raise_on_failure and job.status is JobState.cancelled:
+                raise JobCancelledError(failure_message(job), job=handle)
+            return None
+        if self.timeout is None:
+            return self.poll_interval
+        left = self.timeout - (now - self.started)
+        if left <= 0:
+            raise WaitTimeoutError(
+                f"job {job.job_id} still {job.status.value} after {self.timeout}s "
+                f"(progress {job.progress:.0%}); it keeps running: wait again or cancel it",
+                job=handle,
+            )
+        return min(self.poll_interval, left)
+
+
+def failure_message(job: Job) -> str:
+    """What a JobFailedError / JobCancelledError says."""
+    if job.status is JobState.cancelled:
+        return f"job {job.job_id} ({job.job_type.value}) was cancelled"
+    reason = f"{job.error.code}: {job.error.message}" if job.error else "no reason recorded"
+    return f"job {job.job_id} ({job.job_type.value}) failed after {job.attempts} attempt(s): {reason}"
+
+
+# ---------------------------------------------------------------- following logs
+
+
+class LogFollower:
+    """State of one ``logs()`` iteration across reconnects: resume point, dedup, end, give-up.
+
+    The clients loop: send ``call()``, pass every received chunk to ``feed()``,
+    yield what it returns, stop when ``ended``; when the stream closes or breaks,
+    ask ``reconnect_delay()`` whether and when to open it again.
+    """
+
+    def __init__(self, core: ClientCore, job_id: str, *, follow: bool, last_event_id: int | None) -> None:
+        self.core = core
+        self.job_id = job_id
+        self.follow = follow
+        self.last_seq: int | None = last_event_id
+        self.ended = False
+        self.end_status: str | None = None
+        self._failures = 0
+        self._got_bytes = False
+        self._server_retry_ms: int | None = None
+        self._new_stream()
+
+    def _new_stream(self) -> None:
+        self._parser = SSEParser()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._got_bytes = False
+
+    def call(self) -> Call[None]:
+        """The request that opens (or reopens) the stream at the right place."""
+        self._new_stream()
+        resume = None if self.last_seq is None else str(self.last_seq)
+        return self.core.job_logs(self.job_id, follow=self.follow, last_event_id=resume)
+
+    def feed(self, chunk: bytes) -> list[LogLine]:
+        """New lines in ``chunk``, without any line already delivered."""
+        if chunk:
+            self._got_bytes = True
+        lines: list[LogLine] = []
+        for event in self._parser.feed(self._decoder.decode(chunk)):
+            if event.event == "end":
+                self.ended = True
+                self.end_status = _end_status(event.data)
+                break
+            if event.event not in ("log", "message"):
+                continue
+            try:
+                line = LogLine.model_validate_json(event.data)
+            except PydanticValidationError as exc:
+                raise NexaError(f"unreadable log event for job {self.job_id}: {exc}") from exc
+            # The gateway resumes after Last-Event-ID; this guard also holds if a proxy replays.
+            if self.last_seq is not None and line.seq <= self.last_seq:
+                continue
+            self.last_seq = line.seq
+            self._failures = 0
+            lines.append(line)
+        if self._parser.retry is not None:
+            self._server_retry_ms = self._parser.retry
+        return lines
+
+    def reconnect_delay(self, error: httpx.TransportError | None) -> float | None:
+        """After the stream closed (cleanly, or with ``error``): seconds before reopening, or None to stop.
+
+        Raises APIConnectionError once the stream keeps breaking without delivering anything.
+        """
+        if self.ended:
+            return None
+        if error is None and not self.follow:
+            return None  # follow=False: a clean close means every stored line was sent
+        if error is not None or not self._got_bytes:
+            self._failures += 1
+        if self._failures > max(self.core.retry.max_retries, 1) + 2:
+            detail = f": {error}" if error else ""
+            raise APIConnectionError(
+                f"log stream for job {self.job_id} keeps closing after line {self.last_seq}{detail}"
+            )
+        if self._server_retry_ms is not None:
+            return self._server_retry_ms / 1000
+        return self.core.retry.backoff(max(self._failures - 1, 0)) if self._failures else 0.0
+
+
+def _end_status(data: str) -> str | None:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    status = value.get("status") if isinstance(value, dict) else None
+    return status if isinstance(status, str) else None

@@ -1,0 +1,315 @@
+"""``AsyncNexaClient``: the asyncio/trio client. It sends the calls ``_core`` describes; nothing more."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+
+from nexa import config
+from nexa._core import Call, ClientCore, LogFollower, Paginator, WaitState, job_options
+from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset
+from nexa.contracts.common import JobOptions
+from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
+from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo
+from nexa.handles import AsyncJobHandle, LogLine
+
+__all__ = ["AsyncNexaClient"]
+
+T = TypeVar("T")
+
+
+async def _sleep(seconds: float) -> None:
+    await anyio.sleep(seconds)
+
+
+class AsyncNexaClient:
+    """Asynchronous client for the Nexa API; the same methods as ``NexaClient``, awaited.
+
+    ``api_key`` and ``base_url`` default to ``NEXA_API_KEY`` / ``NEXA_BASE_URL``, then to
+    the config written by ``nexa up``. Idempotent requests (and submissions, which always
+    carry an idempotency key) are retried ``max_retries`` times on connection errors,
+    429, 502, 503 and 504. Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 2,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        resolved_url, resolved_key = config.resolve(api_key, base_url)
+        self._core = ClientCore(
+            base_url=resolved_url,
+            api_key=resolved_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            headers=headers,
+        )
+        self._http = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
+
+    @property
+    def base_url(self) -> str:
+        return self._core.base_url
+
+    @property
+    def api_key(self) -> str | None:
+        return self._core.api_key
+
+    def __repr__(self) -> str:
+        return f"AsyncNexaClient(base_url={self.base_url!r})"
+
+    # ---- lifecycle
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncNexaClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # ---- sending
+
+    async def _send(self, call: Call[Any], *, stream: bool = False) -> httpx.Response:
+        """Send ``call`` with retries; a 2xx response, else the mapped NexaError."""
+        retries = 0
+        while True:
+            request = self._core.build_request(call)
+            try:
+                response = await self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                delay = self._core.retry.delay_after_error(call, exc, retries)
+                if delay is None:
+                    raise self._core.connection_error(request, exc) from exc
+            else:
+                if response.is_success:
+                    return response
+                delay = self._core.retry.delay_after_response(call, response, retries)
+                if delay is None:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+                    raise self._core.status_error(response)
+                await response.aclose()
+            await _sleep(delay)
+            retries += 1
+
+    async def _call(self, call: Call[T]) -> T:
+        return call.parse(await self._send(call))
+
+    @asynccontextmanager
+    async def _stream(self, call: Call[Any]) -> AsyncIterator[httpx.Response]:
+        response = await self._send(call, stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _paginate(self, pager: Paginator[T]) -> AsyncIterator[T]:
+        while (call := pager.next_call()) is not None:
+            for item in pager.take(await self._call(call)):
+                yield item
+
+    def _handle(self, job: Job) -> AsyncJobHandle:
+        return AsyncJobHandle(job, self)
+
+    # ---- submitting jobs
+
+    async def submit(
+        self,
+        job_type: JobType | str,
+        spec: JobOptions | Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> AsyncJobHandle:
+        """Submit a job of ``job_type``; a repeat with the same idempotency key returns the first job."""
+        return self._handle(await self._call(self._core.submit(job_type, spec, idempotency_key)))
+
+    async def audit(self, dataset_uri: str, **options: Any) -> AsyncJobHandle:
+        """Score a dataset's quality (``AuditSpec`` fields as keywords)."""
+        return await self.submit(JobType.audit, job_options({"dataset_uri": dataset_uri}, options))
+
+    async def distill(self, dataset_id: str, teacher: str, **options: Any) -> AsyncJobHandle:
+        """Turn a prompt dataset into SFT data with a teacher (``DistillSpec`` fields as keywords)."""
+        return await self.submit(
+            JobType.distill, job_options({"dataset_id": dataset_id, "teacher": teacher}, options)
+        )
+
+    async def generate(
+        self, domain: str, num_samples: int = 100, *, teacher: str, **options: Any
+    ) -> AsyncJobHandle:
+        """Produce synthetic data for a domain (``GenerateSpec`` fields as keywords)."""
+        base = {"domain": domain, "num_samples": num_samples, "teacher": teacher}
+        return await self.submit(JobType.generate, job_options(base, options))
+
+    async def train(self, dataset_id: str, model: str, epochs: int = 1, **options: Any) -> AsyncJobHandle:
+        """Fine-tune ``model`` on a dataset (``TrainSpec`` fields as keywords)."""
+        base = {"dataset_id": dataset_id, "model": model, "epochs": epochs}
+        return await self.submit(JobType.train, job_options(base, options))
+
+    async def evaluate(self, checkpoint_id: str, **options: Any) -> AsyncJobHandle:
+        """Evaluate a checkpoint (``EvaluateSpec`` fields as keywords)."""
+        return await self.submit(JobType.evaluate, job_options({"checkpoint_id": checkpoint_id}, options))
+
+    async def deploy(self, checkpoint_id: str, **options: Any) -> AsyncJobHandle:
+        """Serve a checkpoint (``DeploySpec`` fields as keywords)."""
+        return await self.submit(JobType.deploy, job_options({"checkpoint_id": checkpoint_id}, options))
+
+    async def container(self, image: str, command: list[str] | None = None, **options: Any) -> AsyncJobHandle:
+        """Run any image and command (``ContainerSpec`` fields as keywords)."""
+        base: dict[str, Any] = {"image": image}
+        if command is not None:
+            base["command"] = command
+        return await self.submit(JobType.container, job_options(base, options))
+
+    # ---- following jobs
+
+    async def status(self, job_id: str) -> AsyncJobHandle:
+        """The job's current state, with its events."""
+        return self._handle(await self._call(self._core.get_job(job_id)))
+
+    get_job = status
+
+    async def list_jobs(
+        self,
+        *,
+        type: JobType | str | None = None,
+        status: JobState | str | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int | None = None,
+        page_size: int = 50,
+    ) -> AsyncIterator[AsyncJobHandle]:
+        """Jobs newest first, filtered; fetches further pages as you iterate, stops after ``limit``."""
+        pager = self._core.jobs_pager(
+            job_type=type, status=status, labels=labels, limit=limit, page_size=page_size
+        )
+        async for job in self._paginate(pager):
+            yield self._handle(job)
+
+    async def cancel(self, job_id: str) -> AsyncJobHandle:
+        """Cancel a job; cancelling a cancelled job is a no-op, a finished one raises ConflictError."""
+        return self._handle(await self._call(self._core.cancel_job(job_id)))
+
+    async def events(self, job_id: str) -> list[JobEvent]:
+        """The job's timeline: state changes, claims, retries, errors."""
+        return await self._call(self._core.job_events(job_id))
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        on_update: Callable[[AsyncJobHandle], None] | None = None,
+        raise_on_failure: bool = True,
+    ) -> AsyncJobHandle:
+        """Poll until the job is terminal and return it.
+
+        Raises JobFailedError / JobCancelledError (unless ``raise_on_failure`` is False) and
+        WaitTimeoutError when ``timeout`` seconds pass first; ``on_update`` sees every change.
+        """
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        state = WaitState(
+            timeout=timeout,
+            poll_interval=poll_interval,
+            raise_on_failure=raise_on_failure,
+            started=time.monotonic(),
+        )
+        while True:
+            handle = await self.status(job_id)
+            if on_update is not None and state.changed(handle.model):
+                on_update(handle)
+            delay = state.next_delay(handle, time.monotonic())
+            if delay is None:
+                return handle
+            await _sleep(delay)
+
+    async def logs(
+        self, job_id: str, *, follow: bool = True, last_event_id: int | None = None
+    ) -> AsyncIterator[LogLine]:
+        """The job's log lines as they come; resumes after a dropped connection with no gap or repeat.
+
+        With ``follow`` it ends when the job is terminal and every line was sent; without, after
+        the lines stored so far. ``last_event_id`` starts after that line.
+        """
+        follower = LogFollower(self._core, job_id, follow=follow, last_event_id=last_event_id)
+        while True:
+            error: httpx.TransportError | None = None
+            try:
+                async with self._stream(follower.call()) as response:
+                    async for chunk in response.aiter_bytes():
+                        for line in follower.feed(chunk):
+                            yield line
+                        if follower.ended:
+                            return
+            except httpx.TransportError as exc:
+                error = exc
+            delay = follower.reconnect_delay(error)
+            if delay is None:
+                return
+            await _sleep(delay)
+
+    # ---- datasets and artifacts
+
+    async def upload_dataset(self, path: str | Path, *, name: str | None = None) -> Dataset:
+        """Upload a parquet, jsonl or csv file as a new dataset."""
+        file_path = Path(path).expanduser()
+        with file_path.open("rb") as handle:
+            return await self._call(self._core.upload_dataset(handle, file_path.name, name))
+
+    def list_datasets(self, *, limit: int | None = None, page_size: int = 50) -> AsyncIterator[Dataset]:
+        """Datasets, newest first; fetches further pages as you iterate, stops after ``limit``."""
+        return self._paginate(self._core.datasets_pager(limit=limit, page_size=page_size))
+
+    async def get_dataset(self, dataset_id: str) -> Dataset:
+        """One dataset by id."""
+        return await self._call(self._core.get_dataset(dataset_id))
+
+    def list_artifacts(
+        self, kind: ArtifactKind | None = None, *, limit: int | None = None, page_size: int = 50
+    ) -> AsyncIterator[ArtifactInfo]:
+        """Artifacts (optionally of one kind); fetches further pages as you iterate, stops after ``limit``."""
+        return self._paginate(self._core.artifacts_pager(kind=kind, limit=limit, page_size=page_size))
+
+    async def get_artifact(self, artifact_id: str) -> ArtifactInfo:
+        """One artifact with its verified manifest."""
+        return await self._call(self._core.get_artifact(artifact_id))
+
+    async def read_artifact_file(self, artifact_id: str, path: str) -> bytes:
+        """The bytes of one file of an artifact, verified by the gateway against the manifest."""
+        return await self._call(self._core.read_artifact_file(artifact_id, path))
+
+    # ---- keys and health
+
+    async def create_key(self, name: str = "default", *, expires_in_days: int | None = None) -> ApiKeyCreated:
+        """Create an API key for your tenant; ``.key`` is shown this once."""
+        return await self._call(self._core.create_key(name, expires_in_days))
+
+    async def list_keys(self) -> list[ApiKeyInfo]:
+        """Your tenant's API keys (without secrets)."""
+        return await self._call(self._core.list_keys())
+
+    async def revoke_key(self, key_id: str) -> ApiKeyInfo:
+        """Revoke an API key; it is refused from now on."""
+        return await self._call(self._core.revoke_key(key_id))
+
+    async def health(self) -> dict[str, Any]:
+        """The gateway's readiness report (``GET /readyz``); raises when it is not ready."""
+        return await self._call(self._core.health())

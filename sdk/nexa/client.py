@@ -1,0 +1,310 @@
+"""``NexaClient``: the synchronous client. It sends the calls ``_core`` describes; nothing more."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from nexa import config
+from nexa._core import Call, ClientCore, LogFollower, Paginator, WaitState, job_options
+from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset
+from nexa.contracts.common import JobOptions
+from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
+from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo
+from nexa.handles import JobHandle, LogLine
+
+__all__ = ["NexaClient"]
+
+T = TypeVar("T")
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+class NexaClient:
+    """Synchronous client for the Nexa API.
+
+    ``api_key`` and ``base_url`` default to ``NEXA_API_KEY`` / ``NEXA_BASE_URL``, then to
+    the config written by ``nexa up``. Idempotent requests (and submissions, which always
+    carry an idempotency key) are retried ``max_retries`` times on connection errors,
+    429, 502, 503 and 504. Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 2,
+        transport: httpx.BaseTransport | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        resolved_url, resolved_key = config.resolve(api_key, base_url)
+        self._core = ClientCore(
+            base_url=resolved_url,
+            api_key=resolved_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            headers=headers,
+        )
+        self._http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False)
+
+    @property
+    def base_url(self) -> str:
+        return self._core.base_url
+
+    @property
+    def api_key(self) -> str | None:
+        return self._core.api_key
+
+    def __repr__(self) -> str:
+        return f"NexaClient(base_url={self.base_url!r})"
+
+    # ---- lifecycle
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> NexaClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ---- sending
+
+    def _send(self, call: Call[Any], *, stream: bool = False) -> httpx.Response:
+        """Send ``call`` with retries; a 2xx response, else the mapped NexaError."""
+        retries = 0
+        while True:
+            request = self._core.build_request(call)
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                delay = self._core.retry.delay_after_error(call, exc, retries)
+                if delay is None:
+                    raise self._core.connection_error(request, exc) from exc
+            else:
+                if response.is_success:
+                    return response
+                delay = self._core.retry.delay_after_response(call, response, retries)
+                if delay is None:
+                    try:
+                        response.read()
+                    finally:
+                        response.close()
+                    raise self._core.status_error(response)
+                response.close()
+            _sleep(delay)
+            retries += 1
+
+    def _call(self, call: Call[T]) -> T:
+        return call.parse(self._send(call))
+
+    @contextmanager
+    def _stream(self, call: Call[Any]) -> Iterator[httpx.Response]:
+        response = self._send(call, stream=True)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _paginate(self, pager: Paginator[T]) -> Iterator[T]:
+        while (call := pager.next_call()) is not None:
+            yield from pager.take(self._call(call))
+
+    def _handle(self, job: Job) -> JobHandle:
+        return JobHandle(job, self)
+
+    # ---- submitting jobs
+
+    def submit(
+        self,
+        job_type: JobType | str,
+        spec: JobOptions | Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> JobHandle:
+        """Submit a job of ``job_type``; a repeat with the same idempotency key returns the first job."""
+        return self._handle(self._call(self._core.submit(job_type, spec, idempotency_key)))
+
+    def audit(self, dataset_uri: str, **options: Any) -> JobHandle:
+        """Score a dataset's quality (``AuditSpec`` fields as keywords)."""
+        return self.submit(JobType.audit, job_options({"dataset_uri": dataset_uri}, options))
+
+    def distill(self, dataset_id: str, teacher: str, **options: Any) -> JobHandle:
+        """Turn a prompt dataset into SFT data with a teacher (``DistillSpec`` fields as keywords)."""
+        return self.submit(
+            JobType.distill, job_options({"dataset_id": dataset_id, "teacher": teacher}, options)
+        )
+
+    def generate(self, domain: str, num_samples: int = 100, *, teacher: str, **options: Any) -> JobHandle:
+        """Produce synthetic data for a domain (``GenerateSpec`` fields as keywords)."""
+        base = {"domain": domain, "num_samples": num_samples, "teacher": teacher}
+        return self.submit(JobType.generate, job_options(base, options))
+
+    def train(self, dataset_id: str, model: str, epochs: int = 1, **options: Any) -> JobHandle:
+        """Fine-tune ``model`` on a dataset (``TrainSpec`` fields as keywords)."""
+        base = {"dataset_id": dataset_id, "model": model, "epochs": epochs}
+        return self.submit(JobType.train, job_options(base, options))
+
+    def evaluate(self, checkpoint_id: str, **options: Any) -> JobHandle:
+        """Evaluate a checkpoint (``EvaluateSpec`` fields as keywords)."""
+        return self.submit(JobType.evaluate, job_options({"checkpoint_id": checkpoint_id}, options))
+
+    def deploy(self, checkpoint_id: str, **options: Any) -> JobHandle:
+        """Serve a checkpoint (``DeploySpec`` fields as keywords)."""
+        return self.submit(JobType.deploy, job_options({"checkpoint_id": checkpoint_id}, options))
+
+    def container(self, image: str, command: list[str] | None = None, **options: Any) -> JobHandle:
+        """Run any image and command (``ContainerSpec`` fields as keywords)."""
+        base: dict[str, Any] = {"image": image}
+        if command is not None:
+            base["command"] = command
+        return self.submit(JobType.container, job_options(base, options))
+
+    # ---- following jobs
+
+    def status(self, job_id: str) -> JobHandle:
+        """The job's current state, with its events."""
+        return self._handle(self._call(self._core.get_job(job_id)))
+
+    get_job = status
+
+    def list_jobs(
+        self,
+        *,
+        type: JobType | str | None = None,
+        status: JobState | str | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int | None = None,
+        page_size: int = 50,
+    ) -> Iterator[JobHandle]:
+        """Jobs newest first, filtered; fetches further pages as you iterate, stops after ``limit``."""
+        pager = self._core.jobs_pager(
+            job_type=type, status=status, labels=labels, limit=limit, page_size=page_size
+        )
+        for job in self._paginate(pager):
+            yield self._handle(job)
+
+    def cancel(self, job_id: str) -> JobHandle:
+        """Cancel a job; cancelling a cancelled job is a no-op, a finished one raises ConflictError."""
+        return self._handle(self._call(self._core.cancel_job(job_id)))
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        """The job's timeline: state changes, claims, retries, errors."""
+        return self._call(self._core.job_events(job_id))
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        on_update: Callable[[JobHandle], None] | None = None,
+        raise_on_failure: bool = True,
+    ) -> JobHandle:
+        """Poll until the job is terminal and return it.
+
+        Raises JobFailedError / JobCancelledError (unless ``raise_on_failure`` is False) and
+        WaitTimeoutError when ``timeout`` seconds pass first; ``on_update`` sees every change.
+        """
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        state = WaitState(
+            timeout=timeout,
+            poll_interval=poll_interval,
+            raise_on_failure=raise_on_failure,
+            started=time.monotonic(),
+        )
+        while True:
+            handle = self.status(job_id)
+            if on_update is not None and state.changed(handle.model):
+                on_update(handle)
+            delay = state.next_delay(handle, time.monotonic())
+            if delay is None:
+                return handle
+            _sleep(delay)
+
+    def logs(
+        self, job_id: str, *, follow: bool = True, last_event_id: int | None = None
+    ) -> Iterator[LogLine]:
+        """The job's log lines as they come; resumes after a dropped connection with no gap or repeat.
+
+        With ``follow`` it ends when the job is terminal and every line was sent; without, after
+        the lines stored so far. ``last_event_id`` starts after that line.
+        """
+        follower = LogFollower(self._core, job_id, follow=follow, last_event_id=last_event_id)
+        while True:
+            error: httpx.TransportError | None = None
+            try:
+                with self._stream(follower.call()) as response:
+                    for chunk in response.iter_bytes():
+                        yield from follower.feed(chunk)
+                        if follower.ended:
+                            return
+            except httpx.TransportError as exc:
+                error = exc
+            delay = follower.reconnect_delay(error)
+            if delay is None:
+                return
+            _sleep(delay)
+
+    # ---- datasets and artifacts
+
+    def upload_dataset(self, path: str | Path, *, name: str | None = None) -> Dataset:
+        """Upload a parquet, jsonl or csv file as a new dataset."""
+        file_path = Path(path).expanduser()
+        with file_path.open("rb") as handle:
+            return self._call(self._core.upload_dataset(handle, file_path.name, name))
+
+    def list_datasets(self, *, limit: int | None = None, page_size: int = 50) -> Iterator[Dataset]:
+        """Datasets, newest first; fetches further pages as you iterate, stops after ``limit``."""
+        return self._paginate(self._core.datasets_pager(limit=limit, page_size=page_size))
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        """One dataset by id."""
+        return self._call(self._core.get_dataset(dataset_id))
+
+    def list_artifacts(
+        self, kind: ArtifactKind | None = None, *, limit: int | None = None, page_size: int = 50
+    ) -> Iterator[ArtifactInfo]:
+        """Artifacts (optionally of one kind); fetches further pages as you iterate, stops after ``limit``."""
+        return self._paginate(self._core.artifacts_pager(kind=kind, limit=limit, page_size=page_size))
+
+    def get_artifact(self, artifact_id: str) -> ArtifactInfo:
+        """One artifact with its verified manifest."""
+        return self._call(self._core.get_artifact(artifact_id))
+
+    def read_artifact_file(self, artifact_id: str, path: str) -> bytes:
+        """The bytes of one file of an artifact, verified by the gateway against the manifest."""
+        return self._call(self._core.read_artifact_file(artifact_id, path))
+
+    # ---- keys and health
+
+    def create_key(self, name: str = "default", *, expires_in_days: int | None = None) -> ApiKeyCreated:
+        """Create an API key for your tenant; ``.key`` is shown this once."""
+        return self._call(self._core.create_key(name, expires_in_days))
+
+    def list_keys(self) -> list[ApiKeyInfo]:
+        """Your tenant's API keys (without secrets)."""
+        return self._call(self._core.list_keys())
+
+    def revoke_key(self, key_id: str) -> ApiKeyInfo:
+        """Revoke an API key; it is refused from now on."""
+        return self._call(self._core.revoke_key(key_id))
+
+    def health(self) -> dict[str, Any]:
+        """The gateway's readiness report (``GET /readyz``); raises when it is not ready."""
+        return self._call(self._core.health())
