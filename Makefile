@@ -33,7 +33,7 @@ services: ## Make sure the servers the integration tests start (PostgreSQL) are 
 	@./scripts/ensure_postgres.sh
 
 lint: venv ## ruff check, ruff format --check, mypy (strict for the SDK)
-	@$(PY) -m ruff check --quiet $(LINT_PATHS)
+	@$(PY) -m ruff check --quiet --output-format=concise $(LINT_PATHS)
 	@$(PY) -m ruff format --check --quiet $(LINT_PATHS)
 	@$(PY) -m mypy --strict --no-error-summary sdk/nexa
 	@$(PY) -m mypy --no-error-summary api-gateway/nexa_gateway engines/nexa_engines

@@ -48,12 +48,15 @@ def _bearer(request: Request) -> str | None:
     return key.strip() if key else None
 
 
-def current_principal(request: Request, state: StateDep, session: SessionDep) -> Principal:
+def current_principal(request: Request, state: StateDep) -> Principal:
     """The caller's API key and tenant; worker tokens and unknown keys get the same 401."""
     token = _bearer(request)
     if token is None or token.startswith(WORKER_TOKEN_PREFIX):
         raise unauthorized()
-    principal = state.keys.resolve(session, token)
+    # A short session of its own: on SQLite a transaction holds the write lock, and the
+    # handler's own session must not wait behind the one that authenticated it.
+    with state.db.session() as session:
+        principal = state.keys.resolve(session, token)
     if principal is None:
         raise unauthorized()
     wait = state.limiter.acquire(principal.key_id)
@@ -71,12 +74,13 @@ def current_principal(request: Request, state: StateDep, session: SessionDep) ->
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def current_worker(request: Request, session: SessionDep) -> Worker:
+def current_worker(request: Request, state: StateDep) -> Worker:
     """The calling worker; user API keys are refused here."""
     token = _bearer(request)
     if token is None or not token.startswith(WORKER_TOKEN_PREFIX):
         raise unauthorized()
-    worker = worker_for_token(session, token)
+    with state.db.session() as session:
+        worker = worker_for_token(session, token)
     if worker is None:
         raise unauthorized()
     return worker

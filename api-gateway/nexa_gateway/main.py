@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from nexa import __version__
+from nexa_gateway.backends import SqlJobBackend
 from nexa_gateway.db import Database
 from nexa_gateway.errors import install_error_handlers
 from nexa_gateway.metrics import GatewayMetrics, MetricsMiddleware
@@ -20,8 +21,7 @@ from nexa_gateway.ratelimit import RateLimiter
 from nexa_gateway.routes import artifacts, datasets, health, jobs, keys, submit, workers
 from nexa_gateway.services import queue
 from nexa_gateway.services.jobs import count_by_state
-from nexa_gateway.services.keys import ensure_tenant, store_api_key, well_formed
-from nexa_gateway.services.keys import KeyResolver
+from nexa_gateway.services.keys import KeyResolver, ensure_tenant, store_api_key, well_formed
 from nexa_gateway.settings import Settings
 from nexa_gateway.state import AppState, build_store
 
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return count_by_state(session)
 
     metrics.add_state_collector(_states)
+    state.backend = SqlJobBackend(state)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from nexa_engines.store.base import ArtifactStore
 from nexa_gateway.db import Database
@@ -12,6 +12,9 @@ from nexa_gateway.metrics import GatewayMetrics
 from nexa_gateway.ratelimit import RateLimiter
 from nexa_gateway.services.keys import KeyResolver
 from nexa_gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from nexa_gateway.backends.base import JobBackend
 
 
 @dataclass
@@ -22,13 +25,12 @@ class AppState:
     metrics: GatewayMetrics
     limiter: RateLimiter
     keys: KeyResolver
+    backend: JobBackend = field(init=False)
 
     @property
     def allowed_roots(self) -> list[Path]:
         return [Path(p) for p in self.settings.allowed_dataset_roots]
 
-    def store_config(self) -> dict[str, Any]:
-        return self.store.describe()
 
 
 def build_store(settings: Settings) -> ArtifactStore:

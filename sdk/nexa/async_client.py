@@ -29,6 +29,10 @@ async def _sleep(seconds: float) -> None:
     await anyio.sleep(seconds)
 
 
+def _now() -> float:
+    return time.monotonic()
+
+
 class AsyncNexaClient:
     """Asynchronous client for the Nexa API; the same methods as ``NexaClient``, awaited.
 
@@ -230,13 +234,13 @@ class AsyncNexaClient:
             timeout=timeout,
             poll_interval=poll_interval,
             raise_on_failure=raise_on_failure,
-            started=time.monotonic(),
+            started=_now(),
         )
         while True:
             handle = await self.status(job_id)
             if on_update is not None and state.changed(handle.model):
                 on_update(handle)
-            delay = state.next_delay(handle, time.monotonic())
+            delay = state.next_delay(handle, _now())
             if delay is None:
                 return handle
             await _sleep(delay)

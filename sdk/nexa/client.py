@@ -28,6 +28,10 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def _now() -> float:
+    return time.monotonic()
+
+
 class NexaClient:
     """Synchronous client for the Nexa API.
 
@@ -226,13 +230,13 @@ class NexaClient:
             timeout=timeout,
             poll_interval=poll_interval,
             raise_on_failure=raise_on_failure,
-            started=time.monotonic(),
+            started=_now(),
         )
         while True:
             handle = self.status(job_id)
             if on_update is not None and state.changed(handle.model):
                 on_update(handle)
-            delay = state.next_delay(handle, time.monotonic())
+            delay = state.next_delay(handle, _now())
             if delay is None:
                 return handle
             _sleep(delay)

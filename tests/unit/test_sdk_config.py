@@ -34,7 +34,12 @@ def test_defaults_without_env_or_file(home: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "env", "stored", "want"),
     [
-        ((None, None), {}, {"api_key": "file-key", "base_url": "http://file:1"}, ("http://file:1", "file-key")),
+        (
+            (None, None),
+            {},
+            {"api_key": "file-key", "base_url": "http://file:1"},
+            ("http://file:1", "file-key"),
+        ),
         (
             (None, None),
             {"NEXA_API_KEY": "env-key", "NEXA_BASE_URL": "http://env:2/"},
@@ -48,7 +53,12 @@ def test_defaults_without_env_or_file(home: Path) -> None:
             ("http://arg:3", "arg-key"),
         ),
         # Each value is resolved on its own: a key from the env, the URL from the file.
-        ((None, None), {"NEXA_API_KEY": "env-key"}, {"base_url": "http://file:1"}, ("http://file:1", "env-key")),
+        (
+            (None, None),
+            {"NEXA_API_KEY": "env-key"},
+            {"base_url": "http://file:1"},
+            ("http://file:1", "env-key"),
+        ),
     ],
 )
 def test_precedence_args_then_env_then_file(

@@ -8,8 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 
 from nexa.contracts import JOB_SPECS, Job, JobOptions, JobType
-from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
-from nexa_gateway.services.submission import submit
+from nexa_gateway.deps import CurrentPrincipal, StateDep
 
 router = APIRouter(tags=["jobs"])
 spec_router = APIRouter(tags=["spec"])
@@ -30,11 +29,10 @@ def _make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignor
         body: spec_cls,  # type: ignore[valid-type]
         principal: CurrentPrincipal,
         state: StateDep,
-        session: SessionDep,
         response: Response,
         idempotency_key: IdempotencyHeader = None,
     ) -> Job:
-        job, created = submit(state, session, principal.tenant_id, job_type, body, idempotency_key)
+        job, created = state.backend.submit(principal.tenant_id, job_type, body, idempotency_key)
         response.status_code = 201 if created else 200
         response.headers["Location"] = f"/v1/jobs/{job.job_id}"
         return job

@@ -206,7 +206,7 @@ def row_texts(batch: pa.RecordBatch, columns: list[TextColumn]) -> tuple[pa.Arra
     if len(parts) == 1:
         return pc.fill_null(parts[0], ""), empty_field
     joined = pc.binary_join_element_wise(
-        *parts, FIELD_SEPARATOR, null_handling="replace", null_replacement=""
+        *parts, pa.scalar(FIELD_SEPARATOR, pa.large_string()), null_handling="replace", null_replacement=""
     )
     return _as_text(joined), empty_field
 

@@ -45,11 +45,24 @@ class DatasetReader:
             "Check the file is valid; for CSV/JSONL with columns whose type changes partway, convert to parquet.",
         )
 
+    def _parquet_files(self) -> list[Path]:
+        # A directory is one parquet dataset: its files in path order, hidden ones skipped.
+        if not self.path.is_dir():
+            return [self.path]
+        files = sorted(
+            p
+            for p in self.path.rglob("*.parquet")
+            if not any(part.startswith((".", "_")) for part in p.relative_to(self.path).parts)
+        )
+        if not files:
+            raise EngineError("dataset_unreadable", f"directory {self.path.name} holds no .parquet files")
+        return files
+
     def schema(self) -> pa.Schema:
         """The dataset's columns and types."""
         try:
             if self.format == "parquet":
-                return pq.ParquetFile(self.path).schema_arrow
+                return pq.ParquetFile(self._parquet_files()[0]).schema_arrow
             return self._open_stream().schema
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise self._fail(exc) from exc
@@ -59,18 +72,31 @@ class DatasetReader:
         if self.format != "parquet":
             return None
         try:
-            return int(pq.ParquetFile(self.path).metadata.num_rows)
+            return sum(int(pq.ParquetFile(f).metadata.num_rows) for f in self._parquet_files())
         except (pa.ArrowException, OSError) as exc:
             raise self._fail(exc) from exc
 
     def _open_stream(self) -> pa.RecordBatchReader:
+        # "detect" decompresses by extension (.jsonl.gz).
+        source = pa.input_stream(str(self.path), compression="detect")
         if self.format == "csv":
-            return pacsv.open_csv(self.path, read_options=pacsv.ReadOptions(block_size=_TEXT_BLOCK_BYTES))
-        return pajson.open_json(self.path, read_options=pajson.ReadOptions(block_size=_TEXT_BLOCK_BYTES))
+            return pacsv.open_csv(
+                source,
+                read_options=pacsv.ReadOptions(block_size=_TEXT_BLOCK_BYTES),
+                # Text fields routinely hold line breaks inside quotes.
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            )
+        return pajson.open_json(source, read_options=pajson.ReadOptions(block_size=_TEXT_BLOCK_BYTES))
 
     def _raw_batches(self) -> Iterator[pa.RecordBatch]:
         if self.format == "parquet":
-            yield from pq.ParquetFile(self.path).iter_batches(batch_size=self.batch_size)
+            files = self._parquet_files()
+            schema = pq.ParquetFile(files[0]).schema_arrow
+            for file in files:
+                for batch in pq.ParquetFile(file).iter_batches(batch_size=self.batch_size):
+                    if batch.schema != schema:
+                        raise ValueError(f"{file.name} has different columns from {files[0].name}")
+                    yield batch
             return
         stream = self._open_stream()
         for batch in stream:

@@ -136,7 +136,14 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (CliError, NexaError, pydantic.ValidationError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        except (
+            CliError,
+            NexaError,
+            pydantic.ValidationError,
+            FileNotFoundError,
+            IsADirectoryError,
+            PermissionError,
+        ) as exc:
             message, code = describe_error(exc, OPTIONS.base_url or _configured_url())
             fail(message, code)
 

@@ -10,7 +10,14 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from nexa.client import NexaClient
@@ -128,7 +135,9 @@ def print_job(job: Job) -> None:
         head["labels"] = ",".join(f"{k}={v}" for k, v in sorted(job.labels.items()))
     if job.artifacts_uri:
         head["artifacts"] = job.artifacts_uri
-    console.print(Panel(mapping_table(head), title=f"{job.job_type.value} job", border_style=STATUS_STYLES[job.status]))
+    console.print(
+        Panel(mapping_table(head), title=f"{job.job_type.value} job", border_style=STATUS_STYLES[job.status])
+    )
     if job.error is not None:
         retry = " (retryable)" if job.error.retryable else ""
         console.print(f"[red]error {escape(job.error.code)}{retry}:[/] {escape(job.error.message)}")
@@ -164,11 +173,15 @@ def keys_table(keys: Iterable[ApiKeyInfo]) -> Table:
     for key in keys:
         if key.revoked_at is not None:
             state = "[red]revoked[/]"
-        elif key.expires_at is not None and key.expires_at.replace(tzinfo=key.expires_at.tzinfo or UTC) <= now:
+        elif (
+            key.expires_at is not None and key.expires_at.replace(tzinfo=key.expires_at.tzinfo or UTC) <= now
+        ):
             state = "[yellow]expired[/]"
         else:
             state = "[green]active[/]"
-        table.add_row(key.key_id, escape(key.name), key.prefix, ago(key.created_at), ago(key.last_used_at), state)
+        table.add_row(
+            key.key_id, escape(key.name), key.prefix, ago(key.created_at), ago(key.last_used_at), state
+        )
     return table
 
 
@@ -224,7 +237,9 @@ def print_outcome(job: Job) -> None:
             console.print(mapping_table(job.result, title="result"))
     elif job.status is JobState.failed:
         reason = f"{job.error.code}: {job.error.message}" if job.error else "no reason recorded"
-        err_console.print(f"[bold red]✗[/] job {job.job_id} failed after {job.attempts} attempt(s): {escape(reason)}")
+        err_console.print(
+            f"[bold red]✗[/] job {job.job_id} failed after {job.attempts} attempt(s): {escape(reason)}"
+        )
         err_console.print(f"  see the log: nexa jobs logs {job.job_id}")
     else:
         err_console.print(f"[magenta]job {job.job_id} was {job.status.value}[/]")

@@ -1,0 +1,54 @@
+"""The ``nexa`` command: local Nexa, job submission, jobs, datasets, keys, workers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from nexa.cli import datasets, demo, jobs, keys, local, submit, worker
+from nexa.cli.context import OPTIONS
+
+app = typer.Typer(
+    name="nexa",
+    help="Nexa: run audit, distill, generate, train, evaluate and deploy as remote jobs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def root(
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="Gateway URL (default: $NEXA_BASE_URL, then `nexa up`'s config)."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", help="API key (default: $NEXA_API_KEY, then `nexa up`'s config)."),
+    ] = None,
+) -> None:
+    """Nexa: run audit, distill, generate, train, evaluate and deploy as remote jobs."""
+    OPTIONS.base_url = base_url
+    OPTIONS.api_key = api_key
+
+
+app.command("up")(local.up)
+app.command("down")(local.down)
+app.command("status")(local.status)
+submit.register(app)
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(datasets.app, name="datasets")
+app.add_typer(keys.app, name="keys")
+app.command("worker")(worker.worker)
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    """Entry point of the ``nexa`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

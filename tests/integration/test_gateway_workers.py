@@ -1,0 +1,218 @@
+"""The worker protocol against the real gateway: leases, fencing, retries, usage, log streaming."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from nexa.ids import new_id
+from nexa_gateway.db import Usage
+from tests.integration.gateway_app import Gateway, build_gateway
+
+
+def _wait_status(gw: Gateway, job_id: str, wanted: str, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = gw.client.get(f"/v1/jobs/{job_id}", headers=gw.auth()).json()
+        if job["status"] == wanted or time.monotonic() > deadline:
+            assert job["status"] == wanted, job
+            return dict(job)
+        time.sleep(0.05)
+
+
+def test_expired_lease_requeues_and_fences_the_old_worker(tmp_path: Path, db_url: str) -> None:
+    for gw in build_gateway(db_url, tmp_path / "gw", lease_seconds=1):
+        job = gw.submit_audit(max_retries=2)
+        old, new = gw.register_worker(), gw.register_worker()
+        first = gw.claim(old)
+        assert first is not None and first["attempt"] == 1
+        # The old worker goes silent; the reaper puts the job back with the next attempt.
+        requeued = _wait_status(gw, job["job_id"], "pending", timeout=5)
+        assert requeued["attempts"] == 1
+        assert "requeued" in [e["kind"] for e in requeued["events"]]
+        second = gw.claim(new)
+        assert second is not None and second["attempt"] == 2
+        c = gw.client
+        base = f"/v1/workers/jobs/{job['job_id']}"
+        # Every late write from the old attempt is refused.
+        for path, body in [
+            ("heartbeat", {"attempt": 1}),
+            ("progress", {"attempt": 1, "progress": 0.9}),
+            ("logs", {"attempt": 1, "lines": ["late"]}),
+            ("complete", {"attempt": 1, "result": {"from": "old"}}),
+            ("fail", {"attempt": 1, "code": "x", "message": "late"}),
+        ]:
+            r = c.post(f"{base}/{path}", json=body, headers=old)
+            assert r.status_code == 409 and r.json()["error"]["type"] == "stale_attempt", (path, r.text)
+        # The new worker's attempt number is not enough for the old worker either.
+        assert c.post(f"{base}/complete", json={"attempt": 2, "result": {}}, headers=old).status_code == 409
+        ok = c.post(f"{base}/complete", json={"attempt": 2, "result": {"from": "new"}}, headers=new)
+        assert ok.status_code == 204
+        done = c.get(f"/v1/jobs/{job['job_id']}", headers=gw.auth()).json()
+        assert done["status"] == "completed" and done["result"] == {"from": "new"} and done["attempts"] == 2
+
+
+def test_a_job_that_always_loses_its_worker_fails_after_max_attempts(tmp_path: Path) -> None:
+    for gw in build_gateway(f"sqlite:///{tmp_path / 'r8.db'}", tmp_path / "gw", lease_seconds=1):
+        job = gw.submit_audit(max_retries=1)
+        for attempt in (1, 2):
+            claimed = gw.claim(gw.register_worker())
+            assert claimed is not None and claimed["attempt"] == attempt
+            if attempt == 1:
+                _wait_status(gw, job["job_id"], "pending")
+        failed = _wait_status(gw, job["job_id"], "failed")
+        assert failed["error"]["code"] == "lease_expired"
+        assert failed["attempts"] == 2
+        assert gw.claim(gw.register_worker()) is None
+
+
+def test_retryable_failure_requeues_then_fatal_failure_sticks(gateway: Gateway) -> None:
+    job = gateway.submit_audit(max_retries=3)
+    w = gateway.register_worker()
+    base = f"/v1/workers/jobs/{job['job_id']}"
+    assert gateway.claim(w) is not None
+    r = gateway.client.post(
+        f"{base}/fail", json={"attempt": 1, "code": "oom", "message": "out of memory", "retryable": True}, headers=w
+    )
+    assert r.status_code == 204
+    assert gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()["status"] == "pending"
+    assert gateway.claim(w) is not None
+    r = gateway.client.post(
+        f"{base}/fail", json={"attempt": 2, "code": "bad_data", "message": "column missing"}, headers=w
+    )
+    assert r.status_code == 204
+    failed = gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()
+    assert failed["status"] == "failed"
+    assert failed["error"] == {"code": "bad_data", "message": "column missing", "retryable": False}
+    assert gateway.claim(w) is None
+
+
+def test_cancel_while_running_tells_the_worker(gateway: Gateway) -> None:
+    job = gateway.submit_audit()
+    w = gateway.register_worker()
+    assert gateway.claim(w) is not None
+    base = f"/v1/workers/jobs/{job['job_id']}"
+    assert gateway.client.post(f"{base}/heartbeat", json={"attempt": 1}, headers=w).json()["cancel_requested"] is False
+    assert gateway.client.post(f"/v1/jobs/{job['job_id']}/cancel", headers=gateway.auth()).json()["status"] == "cancelled"
+    assert gateway.client.post(f"{base}/heartbeat", json={"attempt": 1}, headers=w).json()["cancel_requested"] is True
+    stopped = gateway.client.post(f"{base}/fail", json={"attempt": 1, "code": "cancelled", "message": "stopped"}, headers=w)
+    assert stopped.status_code == 204
+    late = gateway.client.post(f"{base}/complete", json={"attempt": 1, "result": {}}, headers=w)
+    assert late.status_code == 409
+    assert gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()["status"] == "cancelled"
+
+
+def test_usage_is_recorded_once_per_attempt(gateway: Gateway) -> None:
+    job = gateway.submit_audit()
+    w = gateway.register_worker()
+    assert gateway.claim(w) is not None
+    body = {"attempt": 1, "result": {}, "usage": [{"kind": "rows", "amount": 10}, {"kind": "rows", "amount": 5}]}
+    assert gateway.client.post(f"/v1/workers/jobs/{job['job_id']}/complete", json=body, headers=w).status_code == 204
+    # A duplicate delivery of the same report is refused and bills nothing.
+    assert gateway.client.post(f"/v1/workers/jobs/{job['job_id']}/complete", json=body, headers=w).status_code == 409
+    state = gateway.client.app.state.nexa  # type: ignore[attr-defined]
+    with state.db.session() as s:
+        rows = s.execute(select(Usage.kind, func.sum(Usage.amount), func.count()).group_by(Usage.kind)).all()
+    assert [(k, float(total), n) for k, total, n in rows] == [("rows", 15.0, 1)]
+
+
+def test_claims_respect_hardware_priority_and_type(gateway: Gateway) -> None:
+    cpu_job = gateway.submit_audit()
+    gpu_job = gateway.submit_audit(resources={"gpus": 2, "gpu_type": "H100"})
+    urgent = gateway.submit_audit(priority=50)
+    cpu_worker = gateway.register_worker(cpu_count=2, memory_gb=4, gpus=0, tier="cpu")
+    gpu_worker = gateway.register_worker(cpu_count=8, memory_gb=64, gpus=4, gpu_type="H100", tier="cpu")
+    first = gateway.claim(cpu_worker)
+    assert first is not None and first["job_id"] == urgent["job_id"]
+    second = gateway.claim(cpu_worker)
+    assert second is not None and second["job_id"] == cpu_job["job_id"]
+    assert gateway.claim(cpu_worker) is None  # the GPU job never goes to a CPU box
+    assert gateway.claim(gpu_worker, job_types=["train"]) is None
+    third = gateway.claim(gpu_worker)
+    assert third is not None and third["job_id"] == gpu_job["job_id"]
+
+
+def test_concurrent_claims_never_hand_one_job_out_twice(gateway: Gateway) -> None:
+    jobs = {gateway.submit_audit()["job_id"] for _ in range(30)}
+    workers = [gateway.register_worker() for _ in range(6)]
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def drain(worker: dict[str, str]) -> None:
+        while (job := gateway.claim(worker)) is not None:
+            with lock:
+                claimed.append(job["job_id"])
+
+    with ThreadPoolExecutor(len(workers)) as pool:
+        list(pool.map(drain, workers))
+    assert sorted(claimed) == sorted(jobs)
+
+
+def test_artifacts_of_a_superseded_attempt_are_never_promoted(gateway: Gateway) -> None:
+    from nexa_engines.store.local import LocalArtifactStore
+
+    job = gateway.submit_audit()
+    w = gateway.register_worker()
+    assert gateway.claim(w) is not None
+    store = LocalArtifactStore(gateway.root / "artifacts")
+    ds = new_id("ds")
+    writer = store.begin("dataset", ds)
+    (writer.path / "data.jsonl").write_text('{"text": "x"}\n')
+    writer.commit(job_id=job["job_id"], attempt=7, metrics={"num_rows": 1})
+    base = f"/v1/workers/jobs/{job['job_id']}/complete"
+    r = gateway.client.post(base, json={"attempt": 1, "result": {}, "artifacts": [ds]}, headers=w)
+    assert r.status_code == 422 and r.json()["error"]["type"] == "artifact_foreign"
+    assert gateway.client.get(f"/v1/artifacts/{ds}", headers=gateway.auth()).status_code == 404
+    good = new_id("ds")
+    writer = store.begin("dataset", good)
+    (writer.path / "data.jsonl").write_text('{"text": "x"}\n')
+    writer.commit(job_id=job["job_id"], attempt=1, metrics={"num_rows": 1, "columns": ["text"]})
+    r = gateway.client.post(base, json={"attempt": 1, "result": {"dataset_id": good}, "artifacts": [good]}, headers=w)
+    assert r.status_code == 204
+    got = gateway.client.get(f"/v1/datasets/{good}", headers=gateway.auth()).json()
+    assert got["num_rows"] == 1 and got["job_id"] == job["job_id"] and got["format"] == "jsonl"
+    done = gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()
+    assert done["artifacts_uri"].endswith(good)
+
+
+def _sse_lines(text: str) -> list[dict[str, Any]]:
+    out = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
+        if fields.get("event") == "log":
+            out.append(json.loads(fields["data"]))
+    return out
+
+
+def test_log_stream_resumes_without_gap_or_duplicate(gateway: Gateway) -> None:
+    job = gateway.submit_audit()
+    w = gateway.register_worker()
+    assert gateway.claim(w) is not None
+    base = f"/v1/workers/jobs/{job['job_id']}"
+    for batch in range(3):
+        lines = [f"line {batch * 10 + i}" for i in range(10)]
+        assert gateway.client.post(f"{base}/logs", json={"attempt": 1, "lines": lines}, headers=w).status_code == 204
+    url = f"/v1/jobs/{job['job_id']}/logs"
+    partial = gateway.client.get(url, params={"follow": "false"}, headers=gateway.auth())
+    assert partial.headers["content-type"].startswith("text/event-stream")
+    got = _sse_lines(partial.text)
+    assert [g["seq"] for g in got] == list(range(1, 31))
+    # A client that dropped after line 12 resumes at 13.
+    resumed = gateway.client.get(url, headers={**gateway.auth(), "Last-Event-ID": "12"}, params={"follow": "false"})
+    assert [g["line"] for g in _sse_lines(resumed.text)] == [f"line {i}" for i in range(12, 30)]
+    # Following: the stream ends by itself once the job ends, with every line and an end event.
+    def finish() -> None:
+        time.sleep(0.3)
+        gateway.client.post(f"{base}/logs", json={"attempt": 1, "lines": ["last words"]}, headers=w)
+        gateway.client.post(f"{base}/complete", json={"attempt": 1, "result": {}}, headers=w)
+
+    threading.Thread(target=finish).start()
+    followed = gateway.client.get(url, headers={**gateway.auth(), "Last-Event-ID": "29"})
+    assert [g["line"] for g in _sse_lines(followed.text)] == ["line 29", "last words"]
+    assert 'event: end\ndata: {"status": "completed"}' in followed.text
