@@ -10,7 +10,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nexa.contracts import ErrorBody
+
 log = logging.getLogger("nexa.gateway")
+
+# Documented on every API route, so the OpenAPI schema describes the errors clients really get.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Malformed request (bad JSON, bad cursor, unreadable upload)."},
+    401: {"model": ErrorBody, "description": "Missing, unknown, revoked or expired credentials."},
+    404: {"model": ErrorBody, "description": "No such object for this tenant."},
+    409: {
+        "model": ErrorBody,
+        "description": "Conflicts with the object's state (or a stale worker attempt).",
+    },
+    413: {"model": ErrorBody, "description": "Upload too large."},
+    415: {"model": ErrorBody, "description": "Unsupported file type."},
+    422: {"model": ErrorBody, "description": "Invalid field; `error.field` names it."},
+    429: {"model": ErrorBody, "description": "Rate limited; retry after `Retry-After` seconds."},
+}
 
 
 class ApiError(Exception):
@@ -52,7 +69,9 @@ def conflict(type_: str, message: str) -> ApiError:
     return ApiError(409, type_, message)
 
 
-def error_body(type_: str, message: str, field: str | None = None, errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
+def error_body(
+    type_: str, message: str, field: str | None = None, errors: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"type": type_, "message": message}
     if field is not None:
         body["field"] = field
@@ -101,12 +120,13 @@ def install_error_handlers(app: FastAPI) -> None:
                 error_body("bad_request", f"malformed JSON body: {ctx.get('error', 'cannot parse')}", "body"),
                 status_code=400,
             )
-        errors = [{"field": _field_path(p.get("loc", ())), "message": str(p.get("msg", "invalid"))} for p in problems]
+        errors = [
+            {"field": _field_path(p.get("loc", ())), "message": str(p.get("msg", "invalid"))}
+            for p in problems
+        ]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         message = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        return JSONResponse(
-            error_body("validation_error", message, first["field"], errors), status_code=422
-        )
+        return JSONResponse(error_body("validation_error", message, first["field"], errors), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from nexa import __version__
 from nexa_gateway.backends import SqlJobBackend
 from nexa_gateway.db import Database
-from nexa_gateway.errors import install_error_handlers
+from nexa_gateway.errors import ERROR_RESPONSES, install_error_handlers
 from nexa_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nexa_gateway.ratelimit import RateLimiter
 from nexa_gateway.routes import artifacts, datasets, health, jobs, keys, submit, workers
@@ -107,10 +107,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (submit, jobs):
-        app.include_router(module.router)
-        app.include_router(module.spec_router)
-    for module in (datasets, artifacts, keys, workers, health):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
+        app.include_router(module.spec_router, responses=ERROR_RESPONSES)
+    for module in (datasets, artifacts, keys, workers):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
+    app.include_router(health.router, responses={503: ERROR_RESPONSES[422] | {"description": "Not ready."}})
     return app
 
 

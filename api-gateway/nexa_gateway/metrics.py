@@ -37,9 +37,13 @@ class GatewayMetrics:
             ["type", "status"],
             registry=self.registry,
         )
-        self.claims = Counter("nexa_job_claims_total", "Jobs handed to workers.", ["type"], registry=self.registry)
+        self.claims = Counter(
+            "nexa_job_claims_total", "Jobs handed to workers.", ["type"], registry=self.registry
+        )
         self.leases_expired = Counter(
-            "nexa_job_leases_expired_total", "Attempts whose worker stopped heartbeating.", registry=self.registry
+            "nexa_job_leases_expired_total",
+            "Attempts whose worker stopped heartbeating.",
+            registry=self.registry,
         )
         self.stale_reports = Counter(
             "nexa_worker_stale_reports_total",
@@ -50,7 +54,9 @@ class GatewayMetrics:
             "nexa_rate_limited_total", "Requests refused with 429.", registry=self.registry
         )
         self.usage = Counter(
-            "nexa_usage_total", "Metered usage recorded, by kind (rows, tokens, gpu_seconds…).", ["kind"],
+            "nexa_usage_total",
+            "Metered usage recorded, by kind (rows, tokens, gpu_seconds…).",
+            ["kind"],
             registry=self.registry,
         )
         self.workers_seen = Gauge(

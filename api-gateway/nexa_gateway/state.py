@@ -32,7 +32,6 @@ class AppState:
         return [Path(p) for p in self.settings.allowed_dataset_roots]
 
 
-
 def build_store(settings: Settings) -> ArtifactStore:
     """The artifact store the settings name: S3 when an endpoint is set, else a local directory."""
     if settings.s3_endpoint:

@@ -1,8 +1,8 @@
 """A realistic instruction/response dataset built from Nexa's own templates, with planted problems.
 
 Clean rows are arithmetic, capital cities, unit conversions, string puzzles and
-longer field notes. Planted at known rows: exact duplicates, near duplicates (one
-or two words changed in a long row), empty responses, PII, non-text garbage and
+longer field notes. Planted at known rows: exact duplicates, near duplicates (a word
+changed in a long row), empty responses, PII, non-text garbage and
 repetitive text. Tests and the demo check that an audit finds what was planted.
 """
 
@@ -70,11 +70,12 @@ def _note(rng: random.Random, sentences: int) -> str:
     parts = []
     for _ in range(sentences):
         template = rng.choice(NOTE_SENTENCES)
+        name, name2 = rng.sample(NAMES, 2)
         parts.append(
             template.format(
                 year=rng.randint(1990, 2024),
-                name=rng.choice(NAMES),
-                name2=rng.choice(NAMES),
+                name=name,
+                name2=name2,
                 n=rng.randint(2, 900),
                 m=rng.randint(2, 900),
                 x=round(rng.uniform(1, 99), 1),
@@ -139,10 +140,11 @@ def _pii(rng: random.Random, variant: int) -> str:
 
 
 def _tweak(rng: random.Random, text: str) -> str:
+    """One word replaced and another's case changed: a near copy, not an exact one."""
     words = text.split(" ")
-    changes = 1 if len(words) < 150 else 2
-    for pos in rng.sample(range(len(words)), changes):
-        words[pos] = rng.choice(("really", "quite", "notably", "also"))
+    replace, recase = rng.sample(range(len(words)), 2)
+    words[replace] = rng.choice(("really", "quite", "notably", "also"))
+    words[recase] = words[recase].upper()
     return " ".join(words)
 
 
@@ -182,7 +184,8 @@ def generate_sft_dataset(path: Path, num_rows: int = 2000, seed: int = 0, fmt: s
         if kind is None:
             while True:
                 row = _clean_row(rng)
-                key = _key(row[1], row[2])
+                # One capital question per country: two phrasings of one fact are near copies.
+                key = row[2] if row[0] == "capital" else _key(row[1], row[2])
                 if key not in seen:
                     seen.add(key)
                     clean[row[0] == "note"].append(i)

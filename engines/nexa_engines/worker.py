@@ -834,6 +834,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def quiet_http_logs() -> None:
+    """Keep httpx's one-line-per-request INFO logs out of the worker log (failures are logged by us)."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     args = _parse_args(argv)

@@ -1,9 +1,12 @@
 """Nexa: run the model pipeline (audit, distill, generate, train, evaluate, deploy) as remote jobs.
 
->>> from nexa import NexaClient
->>> client = NexaClient()              # key and URL from the env or `nexa up`
->>> job = client.audit(dataset_uri="ds_...")
->>> client.status(job["job_id"]).status
+::
+
+    from nexa import NexaClient
+
+    client = NexaClient()                  # key and URL from the env or `nexa up`
+    job = client.audit(dataset_uri="ds_...")
+    client.status(job["job_id"]).status
 
 See docs/sdk.md. Exceptions are documented in ``nexa.errors``. The job error
 model of the contracts (``code``, ``message``) is ``nexa.contracts.JobError``;

@@ -58,10 +58,16 @@ def test_expired_key_gets_the_same_401(sqlite_gateway: Gateway) -> None:
     from nexa_gateway.db import ApiKey, utcnow
 
     c = sqlite_gateway.client
-    made = c.post("/v1/keys", json={"name": "short", "expires_in_days": 1}, headers=sqlite_gateway.auth()).json()
+    made = c.post(
+        "/v1/keys", json={"name": "short", "expires_in_days": 1}, headers=sqlite_gateway.auth()
+    ).json()
     state = c.app.state.nexa  # type: ignore[attr-defined]
     with state.db.session() as s:
-        s.execute(update(ApiKey).where(ApiKey.id == made["key_id"]).values(expires_at=utcnow() - timedelta(seconds=1)))
+        s.execute(
+            update(ApiKey)
+            .where(ApiKey.id == made["key_id"])
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
     state.keys.forget_all()
     r = c.get("/v1/jobs", headers=sqlite_gateway.auth(made["key"]))
     assert r.status_code == 401 and r.json() == UNAUTHORIZED
@@ -83,7 +89,9 @@ def test_other_tenants_ids_answer_404_and_leak_nothing(gateway: Gateway) -> None
     c = gateway.client
     job = gateway.submit_audit()
     upload = c.post(
-        "/v1/datasets", files={"file": ("d.jsonl", gateway.dataset_file().read_bytes())}, headers=gateway.auth()
+        "/v1/datasets",
+        files={"file": ("d.jsonl", gateway.dataset_file().read_bytes())},
+        headers=gateway.auth(),
     ).json()
     key_b = gateway.new_tenant_key("tenant-b")
     b = gateway.auth(key_b)
@@ -116,8 +124,12 @@ def test_credential_kinds_do_not_cross(sqlite_gateway: Gateway) -> None:
     worker = sqlite_gateway.register_worker()
     assert c.get("/v1/jobs", headers=worker).status_code == 401
     assert c.post("/v1/workers/claim", json={}, headers=sqlite_gateway.auth()).status_code == 401
-    assert c.post("/v1/workers/register", json={"name": "x"}, headers=sqlite_gateway.auth()).status_code == 401
+    assert (
+        c.post("/v1/workers/register", json={"name": "x"}, headers=sqlite_gateway.auth()).status_code == 401
+    )
     assert c.post("/v1/workers/register", json={"name": "x"}, headers=worker).status_code == 401
     assert c.post("/v1/workers/register", json={"name": "x"}).status_code == 401
-    ok = c.post("/v1/workers/register", json={"name": "x"}, headers={"Authorization": f"Bearer {WORKER_SECRET}"})
+    ok = c.post(
+        "/v1/workers/register", json={"name": "x"}, headers={"Authorization": f"Bearer {WORKER_SECRET}"}
+    )
     assert ok.status_code == 201

@@ -35,7 +35,9 @@ def test_idempotency_key_returns_the_same_job(gateway: Gateway) -> None:
     assert first.status_code == 201 and again.status_code == 200
     assert first.json()["job_id"] == again.json()["job_id"]
     changed = gateway.client.post(
-        "/v1/audit", json={"dataset_uri": path, "ngram": 3}, headers={**gateway.auth(), "Idempotency-Key": "k1"}
+        "/v1/audit",
+        json={"dataset_uri": path, "ngram": 3},
+        headers={**gateway.auth(), "Idempotency-Key": "k1"},
     )
     assert changed.status_code == 409 and changed.json()["error"]["type"] == "idempotency_conflict"
     listed = gateway.client.get("/v1/jobs", headers=gateway.auth()).json()["items"]
@@ -46,7 +48,9 @@ def test_concurrent_repeats_create_one_job(gateway: Gateway) -> None:
     path = str(gateway.dataset_file())
 
     def post(_: int) -> str:
-        r = gateway.client.post("/v1/audit", json={"dataset_uri": path, "idempotency_key": "same"}, headers=gateway.auth())
+        r = gateway.client.post(
+            "/v1/audit", json={"dataset_uri": path, "idempotency_key": "same"}, headers=gateway.auth()
+        )
         assert r.status_code in (200, 201), r.text
         return str(r.json()["job_id"])
 
@@ -68,7 +72,9 @@ def test_list_filters_and_cursor_pagination(gateway: Gateway) -> None:
         if cursor is None:
             break
     assert seen == list(reversed(made))
-    only_a = gateway.client.get("/v1/jobs", params={"label": "batch=a"}, headers=gateway.auth()).json()["items"]
+    only_a = gateway.client.get("/v1/jobs", params={"label": "batch=a"}, headers=gateway.auth()).json()[
+        "items"
+    ]
     assert {j["job_id"] for j in only_a} == {made[i] for i in range(7) if i % 2}
     by_state = gateway.client.get("/v1/jobs", params={"status": "completed"}, headers=gateway.auth()).json()
     assert by_state["items"] == []
@@ -107,7 +113,9 @@ def test_cancel_pending_is_idempotent_and_finished_jobs_refuse(gateway: Gateway)
         ({"dataset_uri": "x", "resources": {"gpus": -1}}, 422, "validation_error", "resources.gpus"),
     ],
 )
-def test_bad_submissions_name_the_field(sqlite_gateway: Gateway, body: dict[str, object], status: int, error_type: str, field: str) -> None:
+def test_bad_submissions_name_the_field(
+    sqlite_gateway: Gateway, body: dict[str, object], status: int, error_type: str, field: str
+) -> None:
     r = sqlite_gateway.client.post("/v1/audit", json=body, headers=sqlite_gateway.auth())
     assert r.status_code == status, r.text
     error = r.json()["error"]
@@ -117,10 +125,14 @@ def test_bad_submissions_name_the_field(sqlite_gateway: Gateway, body: dict[str,
 
 def test_missing_local_file_and_missing_checkpoint(sqlite_gateway: Gateway) -> None:
     gone = sqlite_gateway.root / "nope.parquet"
-    r = sqlite_gateway.client.post("/v1/audit", json={"dataset_uri": str(gone)}, headers=sqlite_gateway.auth())
+    r = sqlite_gateway.client.post(
+        "/v1/audit", json={"dataset_uri": str(gone)}, headers=sqlite_gateway.auth()
+    )
     assert r.status_code == 422 and r.json()["error"]["type"] == "dataset_not_found"
     r = sqlite_gateway.client.post(
-        "/v1/evaluate", json={"checkpoint_id": "ckpt_aaaaaaaaaaaaaaaaaaaaaaaaaa"}, headers=sqlite_gateway.auth()
+        "/v1/evaluate",
+        json={"checkpoint_id": "ckpt_aaaaaaaaaaaaaaaaaaaaaaaaaa"},
+        headers=sqlite_gateway.auth(),
     )
     assert r.status_code == 422 and r.json()["error"] == {
         "type": "checkpoint_not_found",

@@ -78,10 +78,14 @@ def test_retryable_failure_requeues_then_fatal_failure_sticks(gateway: Gateway) 
     base = f"/v1/workers/jobs/{job['job_id']}"
     assert gateway.claim(w) is not None
     r = gateway.client.post(
-        f"{base}/fail", json={"attempt": 1, "code": "oom", "message": "out of memory", "retryable": True}, headers=w
+        f"{base}/fail",
+        json={"attempt": 1, "code": "oom", "message": "out of memory", "retryable": True},
+        headers=w,
     )
     assert r.status_code == 204
-    assert gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()["status"] == "pending"
+    assert (
+        gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()["status"] == "pending"
+    )
     assert gateway.claim(w) is not None
     r = gateway.client.post(
         f"{base}/fail", json={"attempt": 2, "code": "bad_data", "message": "column missing"}, headers=w
@@ -98,24 +102,48 @@ def test_cancel_while_running_tells_the_worker(gateway: Gateway) -> None:
     w = gateway.register_worker()
     assert gateway.claim(w) is not None
     base = f"/v1/workers/jobs/{job['job_id']}"
-    assert gateway.client.post(f"{base}/heartbeat", json={"attempt": 1}, headers=w).json()["cancel_requested"] is False
-    assert gateway.client.post(f"/v1/jobs/{job['job_id']}/cancel", headers=gateway.auth()).json()["status"] == "cancelled"
-    assert gateway.client.post(f"{base}/heartbeat", json={"attempt": 1}, headers=w).json()["cancel_requested"] is True
-    stopped = gateway.client.post(f"{base}/fail", json={"attempt": 1, "code": "cancelled", "message": "stopped"}, headers=w)
+    assert (
+        gateway.client.post(f"{base}/heartbeat", json={"attempt": 1}, headers=w).json()["cancel_requested"]
+        is False
+    )
+    assert (
+        gateway.client.post(f"/v1/jobs/{job['job_id']}/cancel", headers=gateway.auth()).json()["status"]
+        == "cancelled"
+    )
+    assert (
+        gateway.client.post(f"{base}/heartbeat", json={"attempt": 1}, headers=w).json()["cancel_requested"]
+        is True
+    )
+    stopped = gateway.client.post(
+        f"{base}/fail", json={"attempt": 1, "code": "cancelled", "message": "stopped"}, headers=w
+    )
     assert stopped.status_code == 204
     late = gateway.client.post(f"{base}/complete", json={"attempt": 1, "result": {}}, headers=w)
     assert late.status_code == 409
-    assert gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()["status"] == "cancelled"
+    assert (
+        gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()["status"]
+        == "cancelled"
+    )
 
 
 def test_usage_is_recorded_once_per_attempt(gateway: Gateway) -> None:
     job = gateway.submit_audit()
     w = gateway.register_worker()
     assert gateway.claim(w) is not None
-    body = {"attempt": 1, "result": {}, "usage": [{"kind": "rows", "amount": 10}, {"kind": "rows", "amount": 5}]}
-    assert gateway.client.post(f"/v1/workers/jobs/{job['job_id']}/complete", json=body, headers=w).status_code == 204
+    body = {
+        "attempt": 1,
+        "result": {},
+        "usage": [{"kind": "rows", "amount": 10}, {"kind": "rows", "amount": 5}],
+    }
+    assert (
+        gateway.client.post(f"/v1/workers/jobs/{job['job_id']}/complete", json=body, headers=w).status_code
+        == 204
+    )
     # A duplicate delivery of the same report is refused and bills nothing.
-    assert gateway.client.post(f"/v1/workers/jobs/{job['job_id']}/complete", json=body, headers=w).status_code == 409
+    assert (
+        gateway.client.post(f"/v1/workers/jobs/{job['job_id']}/complete", json=body, headers=w).status_code
+        == 409
+    )
     state = gateway.client.app.state.nexa  # type: ignore[attr-defined]
     with state.db.session() as s:
         rows = s.execute(select(Usage.kind, func.sum(Usage.amount), func.count()).group_by(Usage.kind)).all()
@@ -173,7 +201,9 @@ def test_artifacts_of_a_superseded_attempt_are_never_promoted(gateway: Gateway) 
     writer = store.begin("dataset", good)
     (writer.path / "data.jsonl").write_text('{"text": "x"}\n')
     writer.commit(job_id=job["job_id"], attempt=1, metrics={"num_rows": 1, "columns": ["text"]})
-    r = gateway.client.post(base, json={"attempt": 1, "result": {"dataset_id": good}, "artifacts": [good]}, headers=w)
+    r = gateway.client.post(
+        base, json={"attempt": 1, "result": {"dataset_id": good}, "artifacts": [good]}, headers=w
+    )
     assert r.status_code == 204
     got = gateway.client.get(f"/v1/datasets/{good}", headers=gateway.auth()).json()
     assert got["num_rows"] == 1 and got["job_id"] == job["job_id"] and got["format"] == "jsonl"
@@ -184,7 +214,9 @@ def test_artifacts_of_a_superseded_attempt_are_never_promoted(gateway: Gateway) 
 def _sse_lines(text: str) -> list[dict[str, Any]]:
     out = []
     for block in text.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":")
+        )
         if fields.get("event") == "log":
             out.append(json.loads(fields["data"]))
     return out
@@ -197,15 +229,21 @@ def test_log_stream_resumes_without_gap_or_duplicate(gateway: Gateway) -> None:
     base = f"/v1/workers/jobs/{job['job_id']}"
     for batch in range(3):
         lines = [f"line {batch * 10 + i}" for i in range(10)]
-        assert gateway.client.post(f"{base}/logs", json={"attempt": 1, "lines": lines}, headers=w).status_code == 204
+        assert (
+            gateway.client.post(f"{base}/logs", json={"attempt": 1, "lines": lines}, headers=w).status_code
+            == 204
+        )
     url = f"/v1/jobs/{job['job_id']}/logs"
     partial = gateway.client.get(url, params={"follow": "false"}, headers=gateway.auth())
     assert partial.headers["content-type"].startswith("text/event-stream")
     got = _sse_lines(partial.text)
     assert [g["seq"] for g in got] == list(range(1, 31))
     # A client that dropped after line 12 resumes at 13.
-    resumed = gateway.client.get(url, headers={**gateway.auth(), "Last-Event-ID": "12"}, params={"follow": "false"})
+    resumed = gateway.client.get(
+        url, headers={**gateway.auth(), "Last-Event-ID": "12"}, params={"follow": "false"}
+    )
     assert [g["line"] for g in _sse_lines(resumed.text)] == [f"line {i}" for i in range(12, 30)]
+
     # Following: the stream ends by itself once the job ends, with every line and an end event.
     def finish() -> None:
         time.sleep(0.3)

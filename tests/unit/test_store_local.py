@@ -24,6 +24,7 @@ from nexa_engines.store import (
     LocalArtifactStore,
     SignatureError,
     SigningKey,
+    SigningUnavailable,
     store_from_config,
     store_from_env,
     verify_signature,
@@ -152,6 +153,11 @@ def test_process_killed_mid_commit_leaves_no_manifest(store: LocalArtifactStore)
     assert store.list_ids("dataset") == []
     with pytest.raises(ArtifactNotFound):
         store.read_manifest(ds)
+
+    # A sweep for old staging directories clears what the dead writer left; fresh ones stay.
+    assert store.remove_stale_staging(older_than_s=3600) == 0
+    assert store.remove_stale_staging(older_than_s=-1) == 1
+    assert list((store.root / ".staging").iterdir()) == []
 
     # The next attempt commits normally.
     commit(store, ds, {"data.csv": b"a\n1\n"})
@@ -495,3 +501,16 @@ def test_staging_is_on_the_same_filesystem_as_the_store(store: LocalArtifactStor
     assert os.stat(writer.path).st_dev == os.stat(store.root).st_dev
     writer.abort()
     assert not writer.path.exists()
+
+
+def test_signing_without_cryptography_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A None entry in sys.modules makes the import fail as if the package were not installed.
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.asymmetric.ed25519", None)
+    with pytest.raises(SigningUnavailable, match="pip install"):
+        SigningKey.generate()
+    with pytest.raises(SigningUnavailable, match="cryptography"):
+        LocalArtifactStore(tmp_path, trusted_keys=["ab" * 32])
+    # Unsigned stores keep working.
+    assert commit(LocalArtifactStore(tmp_path), new_id("ds"), FILES).signature is None

@@ -43,7 +43,13 @@ class SqlJobBackend:
     ) -> tuple[list[Job], str | None]:
         with self.state.db.session() as session:
             return svc.list_jobs(
-                session, tenant_id, job_type=job_type, status=status, labels=labels, limit=limit, cursor=cursor
+                session,
+                tenant_id,
+                job_type=job_type,
+                status=status,
+                labels=labels,
+                limit=limit,
+                cursor=cursor,
             )
 
     def cancel(self, tenant_id: str, job_id: str) -> Job:

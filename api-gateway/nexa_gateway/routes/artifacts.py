@@ -26,13 +26,17 @@ def list_artifacts(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> ArtifactList:
     """The caller's artifacts, newest first."""
-    rows, nxt = svc.list_artifact_rows(session, principal.tenant_id, kind=kind, job_id=job_id, limit=limit, cursor=cursor)
+    rows, nxt = svc.list_artifact_rows(
+        session, principal.tenant_id, kind=kind, job_id=job_id, limit=limit, cursor=cursor
+    )
     session.commit()
     return ArtifactList(items=[svc.artifact_info(r, None) for r in rows], next_cursor=nxt)
 
 
 @router.get("/{artifact_id}", response_model=ArtifactInfo)
-def get_artifact(artifact_id: ArtifactIdPath, principal: CurrentPrincipal, session: SessionDep, state: StateDep) -> ArtifactInfo:
+def get_artifact(
+    artifact_id: ArtifactIdPath, principal: CurrentPrincipal, session: SessionDep, state: StateDep
+) -> ArtifactInfo:
     """One artifact with its manifest, verified against the stored files."""
     row = svc.get_artifact_row(session, principal.tenant_id, artifact_id)
     session.commit()

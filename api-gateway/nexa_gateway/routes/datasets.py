@@ -26,7 +26,9 @@ def upload_dataset(
     """Upload a dataset file; it gets a `ds_…` id usable in every job."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > state.settings.max_upload_bytes + 64 * 1024:
-        raise ApiError(413, "payload_too_large", f"upload exceeds the {state.settings.max_upload_bytes}-byte limit")
+        raise ApiError(
+            413, "payload_too_large", f"upload exceeds the {state.settings.max_upload_bytes}-byte limit"
+        )
     dataset = svc.upload_dataset(
         session,
         state.store,
@@ -57,7 +59,9 @@ def list_datasets(
 
 @router.get("/{dataset_id}", response_model=Dataset)
 def get_dataset(
-    dataset_id: Annotated[str, Path(min_length=1, max_length=64)], principal: CurrentPrincipal, session: SessionDep
+    dataset_id: Annotated[str, Path(min_length=1, max_length=64)],
+    principal: CurrentPrincipal,
+    session: SessionDep,
 ) -> Dataset:
     """One dataset."""
     row = svc.get_artifact_row(session, principal.tenant_id, dataset_id, kind="dataset")

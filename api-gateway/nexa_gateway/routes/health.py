@@ -24,7 +24,11 @@ def _check(state: AppState) -> dict[str, str]:
     with state.db.engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     state.store.ping()
-    return {"status": "ready", "database": state.db.engine.dialect.name, "artifact_store": state.store.root_uri}
+    return {
+        "status": "ready",
+        "database": state.db.engine.dialect.name,
+        "artifact_store": state.store.root_uri,
+    }
 
 
 @router.get("/readyz")

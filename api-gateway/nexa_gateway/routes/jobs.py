@@ -70,14 +70,18 @@ def parse_last_event_id(raw: str | None) -> int:
         return 0
     text = raw.strip()
     if not text.isascii() or not text.isdigit() or len(text) > 18:
-        raise ApiError(400, "bad_request", "Last-Event-ID must be a log sequence number", field="Last-Event-ID")
+        raise ApiError(
+            400, "bad_request", "Last-Event-ID must be a log sequence number", field="Last-Event-ID"
+        )
     return int(text)
 
 
 @router.get(
     "/{job_id}/logs",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events, one per log line."}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events, one per log line."}
+    },
 )
 def job_logs(
     job_id: JobIdPath,

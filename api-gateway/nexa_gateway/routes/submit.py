@@ -50,7 +50,9 @@ for _type, _cls in JOB_SPECS.items():
         status_code=201,
         name=f"submit_{_type.value}",
         summary=f"Submit a {_type.value} job",
-        responses={200: {"model": Job, "description": "An idempotent repeat: the job the first request created."}},
+        responses={
+            200: {"model": Job, "description": "An idempotent repeat: the job the first request created."}
+        },
     )
     spec_router.add_api_route(
         f"/{_type.value}",
@@ -60,5 +62,7 @@ for _type, _cls in JOB_SPECS.items():
         status_code=201,
         name=f"spec_submit_{_type.value}",
         summary=f"Submit a {_type.value} job (SPEC path)",
-        responses={200: {"model": Job, "description": "An idempotent repeat: the job the first request created."}},
+        responses={
+            200: {"model": Job, "description": "An idempotent repeat: the job the first request created."}
+        },
     )

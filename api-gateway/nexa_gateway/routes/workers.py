@@ -34,7 +34,9 @@ _CLAIM_POLL_SECONDS = 0.25
 
 
 @router.post("/register", response_model=WorkerRegistered, status_code=201)
-def register(body: WorkerRegister, _secret: WorkerSecret, session: SessionDep, state: StateDep) -> WorkerRegistered:
+def register(
+    body: WorkerRegister, _secret: WorkerSecret, session: SessionDep, state: StateDep
+) -> WorkerRegistered:
     """Register a worker with its hardware; answers with its credential and the artifact store to use."""
     worker, token = queue.register_worker(session, body)
     session.commit()
@@ -73,8 +75,12 @@ def _claim_once(state: AppState, worker: Worker, body: ClaimRequest) -> ClaimedJ
     return claimed
 
 
-@router.post("/claim", response_model=ClaimedJob, responses={204: {"description": "No job fits this worker now."}})
-async def claim(body: ClaimRequest, worker: CurrentWorker, session: SessionDep, state: StateDep) -> ClaimedJob | Response:
+@router.post(
+    "/claim", response_model=ClaimedJob, responses={204: {"description": "No job fits this worker now."}}
+)
+async def claim(
+    body: ClaimRequest, worker: CurrentWorker, session: SessionDep, state: StateDep
+) -> ClaimedJob | Response:
     """Claim the highest-priority pending job this worker can run, waiting up to `wait_seconds`."""
     await run_in_threadpool(session.commit)
     deadline = time.monotonic() + body.wait_seconds
@@ -88,7 +94,9 @@ async def claim(body: ClaimRequest, worker: CurrentWorker, session: SessionDep, 
 
 
 @router.post("/jobs/{job_id}/heartbeat", response_model=HeartbeatAck)
-def job_heartbeat(job_id: JobIdPath, body: Heartbeat, worker: CurrentWorker, session: SessionDep, state: StateDep) -> HeartbeatAck:
+def job_heartbeat(
+    job_id: JobIdPath, body: Heartbeat, worker: CurrentWorker, session: SessionDep, state: StateDep
+) -> HeartbeatAck:
     """Extend the lease on an attempt; the answer says whether the user cancelled it."""
     expires, cancel = queue.heartbeat(session, worker.id, job_id, body.attempt, state.settings.lease_seconds)
     session.commit()
@@ -101,7 +109,9 @@ def _refused(state: AppState, exc: Exception) -> None:
 
 
 @router.post("/jobs/{job_id}/progress", status_code=204, response_class=Response)
-def progress(job_id: JobIdPath, body: ProgressReport, worker: CurrentWorker, session: SessionDep, state: StateDep) -> Response:
+def progress(
+    job_id: JobIdPath, body: ProgressReport, worker: CurrentWorker, session: SessionDep, state: StateDep
+) -> Response:
     """Report how far the attempt has got."""
     try:
         queue.report_progress(session, worker.id, job_id, body.attempt, body.progress, body.message)
@@ -113,7 +123,9 @@ def progress(job_id: JobIdPath, body: ProgressReport, worker: CurrentWorker, ses
 
 
 @router.post("/jobs/{job_id}/logs", status_code=204, response_class=Response)
-def logs(job_id: JobIdPath, body: LogLines, worker: CurrentWorker, session: SessionDep, state: StateDep) -> Response:
+def logs(
+    job_id: JobIdPath, body: LogLines, worker: CurrentWorker, session: SessionDep, state: StateDep
+) -> Response:
     """Append log lines to the attempt."""
     try:
         queue.append_logs(session, worker.id, job_id, body.attempt, body.lines)
@@ -125,11 +137,17 @@ def logs(job_id: JobIdPath, body: LogLines, worker: CurrentWorker, session: Sess
 
 
 @router.post("/jobs/{job_id}/complete", status_code=204, response_class=Response)
-def complete(job_id: JobIdPath, body: ResultReport, worker: CurrentWorker, session: SessionDep, state: StateDep) -> Response:
+def complete(
+    job_id: JobIdPath, body: ResultReport, worker: CurrentWorker, session: SessionDep, state: StateDep
+) -> Response:
     """Finish the attempt with a result; its artifacts are promoted and its usage recorded once."""
     try:
         done = queue.complete_job(
-            session, worker.id, job_id, body, lambda job, ids: promote_artifacts(session, state.store, job, ids)
+            session,
+            worker.id,
+            job_id,
+            body,
+            lambda job, ids: promote_artifacts(session, state.store, job, ids),
         )
     except Exception as exc:
         _refused(state, exc)
@@ -142,7 +160,9 @@ def complete(job_id: JobIdPath, body: ResultReport, worker: CurrentWorker, sessi
 
 
 @router.post("/jobs/{job_id}/fail", status_code=204, response_class=Response)
-def fail(job_id: JobIdPath, body: FailReport, worker: CurrentWorker, session: SessionDep, state: StateDep) -> Response:
+def fail(
+    job_id: JobIdPath, body: FailReport, worker: CurrentWorker, session: SessionDep, state: StateDep
+) -> Response:
     """Finish the attempt with an error; retryable errors requeue while attempts remain."""
     try:
         done = queue.fail_job(session, worker.id, job_id, body)

@@ -63,7 +63,9 @@ def _inspect_table(path: Path, fmt: str) -> tuple[int, list[str]]:
             table = pc.read_csv(path)
         return table.num_rows, list(table.column_names)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise ApiError(400, "dataset_unreadable", f"the uploaded file is not valid {fmt}: {exc}", field="file") from exc
+        raise ApiError(
+            400, "dataset_unreadable", f"the uploaded file is not valid {fmt}: {exc}", field="file"
+        ) from exc
 
 
 def upload_dataset(
@@ -144,8 +146,12 @@ def list_artifact_rows(
         query = query.where(Artifact.job_id == job_id)
     if cursor:
         at, last_id = decode_cursor(cursor)
-        query = query.where((Artifact.created_at < at) | ((Artifact.created_at == at) & (Artifact.id < last_id)))
-    rows = list(session.scalars(query.order_by(Artifact.created_at.desc(), Artifact.id.desc()).limit(limit + 1)))
+        query = query.where(
+            (Artifact.created_at < at) | ((Artifact.created_at == at) & (Artifact.id < last_id))
+        )
+    rows = list(
+        session.scalars(query.order_by(Artifact.created_at.desc(), Artifact.id.desc()).limit(limit + 1))
+    )
     nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], nxt
 
@@ -176,7 +182,9 @@ def read_verified_file(store: ArtifactStore, artifact_id: str, rel_path: str) ->
     except ArtifactNotFound as exc:
         raise not_found("file", f"{artifact_id}/{rel_path}") from exc
     except IntegrityError as exc:
-        raise ApiError(409, "artifact_corrupt", f"{artifact_id}/{rel_path} failed verification: {exc}") from exc
+        raise ApiError(
+            409, "artifact_corrupt", f"{artifact_id}/{rel_path} failed verification: {exc}"
+        ) from exc
     except (ArtifactError, ValueError) as exc:
         raise ApiError(400, "bad_request", str(exc), field="path") from exc
 
@@ -196,7 +204,12 @@ _CHECKPOINT_FIELDS: dict[JobType, tuple[str, ...]] = {
 
 
 def check_job_inputs(
-    session: Session, store: ArtifactStore, allowed_roots: list[Path], tenant_id: str, job_type: JobType, spec: JobOptions
+    session: Session,
+    store: ArtifactStore,
+    allowed_roots: list[Path],
+    tenant_id: str,
+    job_type: JobType,
+    spec: JobOptions,
 ) -> None:
     """Refuse a submission whose datasets or checkpoints the tenant cannot read, naming the field."""
     for field in _DATASET_FIELDS.get(job_type, ()):
@@ -204,40 +217,61 @@ def check_job_inputs(
         if ref is None:
             continue
         if id_prefix(ref) is not None or ref.startswith("ds_"):
-            if not is_id(ref, "ds") or session.scalar(
-                select(Artifact.id).where(Artifact.id == ref, Artifact.tenant_id == tenant_id, Artifact.kind == "dataset")
-            ) is None:
+            if (
+                not is_id(ref, "ds")
+                or session.scalar(
+                    select(Artifact.id).where(
+                        Artifact.id == ref, Artifact.tenant_id == tenant_id, Artifact.kind == "dataset"
+                    )
+                )
+                is None
+            ):
                 raise ApiError(422, "dataset_not_found", f"dataset {ref!r} not found", field=field)
             continue
         try:
             check_dataset_ref(ref, store=store, allowed_roots=allowed_roots)
         except DatasetRefError as exc:
             raise ApiError(422, exc.code, exc.message, field=field) from exc
-    checkpoint_refs: list[tuple[str, Any]] = [(f, getattr(spec, f, None)) for f in _CHECKPOINT_FIELDS.get(job_type, ())]
+    checkpoint_refs: list[tuple[str, Any]] = [
+        (f, getattr(spec, f, None)) for f in _CHECKPOINT_FIELDS.get(job_type, ())
+    ]
     if job_type is JobType.train and str(getattr(spec, "model", "")).startswith("ckpt_"):
         checkpoint_refs.append(("model", spec.model))  # type: ignore[attr-defined]
     for field, ref in checkpoint_refs:
         if ref is None:
             continue
-        if session.scalar(
-            select(Artifact.id).where(Artifact.id == ref, Artifact.tenant_id == tenant_id, Artifact.kind == "checkpoint")
-        ) is None:
+        if (
+            session.scalar(
+                select(Artifact.id).where(
+                    Artifact.id == ref, Artifact.tenant_id == tenant_id, Artifact.kind == "checkpoint"
+                )
+            )
+            is None
+        ):
             raise ApiError(422, "checkpoint_not_found", f"checkpoint {ref!r} not found", field=field)
 
 
-def promote_artifacts(session: Session, store: ArtifactStore, job: Job, artifact_ids: list[str]) -> str | None:
+def promote_artifacts(
+    session: Session, store: ArtifactStore, job: Job, artifact_ids: list[str]
+) -> str | None:
     """Register the artifacts an accepted attempt produced; returns the first one's URI."""
     first_uri = None
     for artifact_id in artifact_ids:
         kind = kind_of(artifact_id)
         if kind is None or not is_id(artifact_id):
-            raise ApiError(422, "validation_error", f"{artifact_id!r} is not an artifact id", field="artifacts")
+            raise ApiError(
+                422, "validation_error", f"{artifact_id!r} is not an artifact id", field="artifacts"
+            )
         try:
             manifest = store.read_manifest(artifact_id, verify=True)
         except ArtifactNotFound as exc:
-            raise ApiError(422, "artifact_missing", f"artifact {artifact_id} has no manifest", field="artifacts") from exc
+            raise ApiError(
+                422, "artifact_missing", f"artifact {artifact_id} has no manifest", field="artifacts"
+            ) from exc
         except IntegrityError as exc:
-            raise ApiError(422, "artifact_corrupt", f"artifact {artifact_id}: {exc}", field="artifacts") from exc
+            raise ApiError(
+                422, "artifact_corrupt", f"artifact {artifact_id}: {exc}", field="artifacts"
+            ) from exc
         if manifest.job_id != job.id or manifest.attempt != job.attempt:
             raise ApiError(
                 422,
@@ -262,11 +296,12 @@ def promote_artifacts(session: Session, store: ArtifactStore, job: Job, artifact
                 num_rows=metrics.get("num_rows") if isinstance(metrics.get("num_rows"), int) else None,
                 size_bytes=sum(f.size for f in manifest.files),
                 sha256=data.sha256 if data else None,
-                columns=[str(c) for c in metrics.get("columns", [])] if isinstance(metrics.get("columns"), list) else [],
+                columns=[str(c) for c in metrics.get("columns", [])]
+                if isinstance(metrics.get("columns"), list)
+                else [],
                 created_at=manifest.created_at,
             )
         )
         first_uri = first_uri or store.uri(artifact_id)
     session.flush()
     return first_uri
-

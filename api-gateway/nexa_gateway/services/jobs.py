@@ -68,7 +68,8 @@ def to_contract(row: Job, events: list[JobEventRow] | None = None) -> JobModel:
         metadata=dict(row.meta or {}),
         spec=row.spec,
         events=[
-            JobEvent(seq=e.seq, at=e.at, kind=e.kind, message=e.message, attempt=e.attempt) for e in events or []
+            JobEvent(seq=e.seq, at=e.at, kind=e.kind, message=e.message, attempt=e.attempt)
+            for e in events or []
         ],
     )
 
@@ -150,7 +151,9 @@ def get_job_row(session: Session, tenant_id: str, job_id: str) -> Job:
 
 
 def list_events(session: Session, job_id: str) -> list[JobEventRow]:
-    return list(session.scalars(select(JobEventRow).where(JobEventRow.job_id == job_id).order_by(JobEventRow.seq)))
+    return list(
+        session.scalars(select(JobEventRow).where(JobEventRow.job_id == job_id).order_by(JobEventRow.seq))
+    )
 
 
 def get_job(session: Session, tenant_id: str, job_id: str, *, with_events: bool = True) -> JobModel:
@@ -177,7 +180,9 @@ def parse_label_filters(raw: list[str]) -> dict[str, str]:
     for item in raw:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ApiError(422, "validation_error", f"label filter {item!r} must look like key=value", field="label")
+            raise ApiError(
+                422, "validation_error", f"label filter {item!r} must look like key=value", field="label"
+            )
         out[key] = value
     return out
 
@@ -225,7 +230,9 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> tuple[JobModel,
     changed = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == row.status, Job.attempt == row.attempt)
-        .values(status="cancelled", cancel_requested=True, finished_at=now, updated_at=now, lease_expires_at=None)
+        .values(
+            status="cancelled", cancel_requested=True, finished_at=now, updated_at=now, lease_expires_at=None
+        )
     ).rowcount
     if changed != 1:
         # Lost a race with a worker or the reaper; answer with whatever state won.

@@ -140,10 +140,17 @@ def claim_next_job(
 
 
 def _fenced(job_id: str, attempt: int, worker_id: str) -> Any:
-    return (Job.id == job_id) & (Job.status == "running") & (Job.attempt == attempt) & (Job.worker_id == worker_id)
+    return (
+        (Job.id == job_id)
+        & (Job.status == "running")
+        & (Job.attempt == attempt)
+        & (Job.worker_id == worker_id)
+    )
 
 
-def heartbeat(session: Session, worker_id: str, job_id: str, attempt: int, lease_seconds: int) -> tuple[Any, bool]:
+def heartbeat(
+    session: Session, worker_id: str, job_id: str, attempt: int, lease_seconds: int
+) -> tuple[Any, bool]:
     """Extend the lease; returns (new expiry, cancel_requested)."""
     now = utcnow()
     expiry = now + timedelta(seconds=lease_seconds)
@@ -166,7 +173,9 @@ def heartbeat(session: Session, worker_id: str, job_id: str, attempt: int, lease
     raise stale(job_id, attempt)
 
 
-def report_progress(session: Session, worker_id: str, job_id: str, attempt: int, progress: float, message: str | None) -> None:
+def report_progress(
+    session: Session, worker_id: str, job_id: str, attempt: int, progress: float, message: str | None
+) -> None:
     changed = session.execute(
         update(Job)
         .where(_fenced(job_id, attempt, worker_id))
@@ -199,7 +208,9 @@ def append_logs(session: Session, worker_id: str, job_id: str, attempt: int, lin
     )
 
 
-def _record_usage(session: Session, tenant_id: str, job_id: str, attempt: int, usage: list[UsageRecord]) -> list[UsageRecord]:
+def _record_usage(
+    session: Session, tenant_id: str, job_id: str, attempt: int, usage: list[UsageRecord]
+) -> list[UsageRecord]:
     """Insert usage once per (job, attempt, kind); returns what was newly recorded."""
     totals: dict[str, float] = {}
     for item in usage:
@@ -208,7 +219,9 @@ def _record_usage(session: Session, tenant_id: str, job_id: str, attempt: int, u
     for kind, amount in totals.items():
         try:
             with session.begin_nested():
-                session.add(Usage(tenant_id=tenant_id, job_id=job_id, attempt=attempt, kind=kind, amount=amount))
+                session.add(
+                    Usage(tenant_id=tenant_id, job_id=job_id, attempt=attempt, kind=kind, amount=amount)
+                )
                 session.flush()
             recorded.append(UsageRecord(kind=kind, amount=amount))
         except IntegrityError:
@@ -311,9 +324,7 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> i
     """Requeue or fail running attempts whose lease ran out or that passed their timeout."""
     now = utcnow()
     expired = list(
-        session.scalars(
-            select(Job).where(Job.status == "running", Job.lease_expires_at < now).limit(100)
-        )
+        session.scalars(select(Job).where(Job.status == "running", Job.lease_expires_at < now).limit(100))
     )
     count = 0
     for row in expired:
@@ -332,7 +343,9 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> i
         if row.status in TERMINAL_STATES:
             on_finished(row.job_type, row.status)
     timed_out = list(
-        session.scalars(select(Job).where(Job.status == "running", Job.attempt_started_at.is_not(None)).limit(500))
+        session.scalars(
+            select(Job).where(Job.status == "running", Job.attempt_started_at.is_not(None)).limit(500)
+        )
     )
     for row in timed_out:
         started = row.attempt_started_at

@@ -147,7 +147,7 @@ def _messages_text(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     np.cumsum(counts, out=offsets[1:])
     filled = pc.fill_null(contents, "")
     lists = pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), filled)
-    joined = pc.binary_join(lists, "\n")
+    joined = pc.binary_join(lists, pa.scalar("\n", pa.large_string()))
     return _as_text(joined), blank_any
 
 
@@ -194,7 +194,16 @@ def column_text(batch: pa.RecordBatch, column: TextColumn) -> tuple[pa.Array, np
     return text, _blank(text)
 
 
-def row_texts(batch: pa.RecordBatch, columns: list[TextColumn]) -> tuple[pa.Array, np.ndarray]:
+@dataclass
+class RowTexts:
+    """A batch's audited text: the joined text, each column's own text, and blank required fields."""
+
+    joined: pa.Array
+    fields: list[pa.Array]
+    empty_field: np.ndarray
+
+
+def row_texts(batch: pa.RecordBatch, columns: list[TextColumn]) -> RowTexts:
     """The audited text of each row (fields joined by a blank line) and where a required field is blank."""
     parts: list[pa.Array] = []
     empty_field = np.zeros(batch.num_rows, dtype=bool)
@@ -204,11 +213,11 @@ def row_texts(batch: pa.RecordBatch, columns: list[TextColumn]) -> tuple[pa.Arra
         if column.required:
             empty_field |= blank
     if len(parts) == 1:
-        return pc.fill_null(parts[0], ""), empty_field
+        return RowTexts(pc.fill_null(parts[0], ""), parts, empty_field)
     joined = pc.binary_join_element_wise(
         *parts, pa.scalar(FIELD_SEPARATOR, pa.large_string()), null_handling="replace", null_replacement=""
     )
-    return _as_text(joined), empty_field
+    return RowTexts(_as_text(joined), parts, empty_field)
 
 
 def labeled_row_text(batch: pa.RecordBatch, columns: list[TextColumn], row: int) -> str:

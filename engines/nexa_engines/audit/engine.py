@@ -105,8 +105,15 @@ def _scan(
     total = reader.num_rows()
     for batch in reader.iter_batches():
         ctx.check_cancelled()
-        texts, empty_field = row_texts(batch, columns)
-        result = compute_flags(texts, min_chars=spec.min_chars, max_chars=spec.max_chars, empty_field=empty_field)
+        text = row_texts(batch, columns)
+        texts = text.joined
+        result = compute_flags(
+            texts,
+            min_chars=spec.min_chars,
+            max_chars=spec.max_chars,
+            empty_field=text.empty_field,
+            fields=text.fields if len(text.fields) > 1 else None,
+        )
         normalized = dedup.normalize_texts(texts)
         words, offsets = minhash.split_words(normalized)
         shingles, shingle_offsets = minhash.shingle_hashes(minhash.word_hashes(words), offsets, spec.ngram)

@@ -215,15 +215,28 @@ def pii_masks(texts: pa.Array) -> dict[str, np.ndarray]:
     return out
 
 
+def _large(texts: pa.Array) -> pa.Array:
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    return texts if texts.type == pa.large_string() else pc.cast(texts, pa.large_string())
+
+
 def compute_flags(
     texts: pa.Array,
     *,
     min_chars: int,
     max_chars: int,
     empty_field: np.ndarray | None = None,
+    fields: list[pa.Array] | None = None,
 ) -> HeuristicResult:
-    """Heuristic flags for a batch; ``empty_field`` marks rows where a required field is blank."""
-    texts = texts.cast(pa.large_string()) if texts.type != pa.large_string() else texts
+    """Heuristic flags for a batch of joined texts.
+
+    ``empty_field`` marks rows where a required field is blank. With ``fields`` (each
+    text column on its own), `repetitive` and `non_text` hold when any one field is
+    so: a garbage response is not hidden by a clean instruction beside it.
+    """
+    texts = _large(texts)
+    parts = [_large(f) for f in fields] if fields else [texts]
     char_len = stripped_lengths(texts)
     empty = char_len == 0
     if empty_field is not None:
@@ -233,8 +246,10 @@ def compute_flags(
     flags[empty] |= FLAG_BITS["empty"]
     flags[present & ~empty & (char_len < min_chars)] |= FLAG_BITS["too_short"]
     flags[char_len > max_chars] |= FLAG_BITS["too_long"]
-    flags[repetitive_mask(texts, char_len)] |= FLAG_BITS["repetitive"]
-    flags[non_text_mask(texts, char_len)] |= FLAG_BITS["non_text"]
+    for part in parts:
+        part_len = char_len if part is texts else stripped_lengths(part)
+        flags[repetitive_mask(part, part_len)] |= FLAG_BITS["repetitive"]
+        flags[non_text_mask(part, part_len)] |= FLAG_BITS["non_text"]
     kinds = pii_masks(texts)
     any_pii = np.zeros(len(texts), dtype=bool)
     for mask in kinds.values():

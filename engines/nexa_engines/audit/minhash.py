@@ -121,9 +121,24 @@ def signatures(shingles: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.n
     return out
 
 
+# Every candidate pair is verified against the threshold afterwards, so a false
+# positive costs only a comparison while a false negative is a missed duplicate.
+FALSE_POSITIVE_WEIGHT = 0.2
+FALSE_NEGATIVE_WEIGHT = 0.8
+
+
 @lru_cache(maxsize=64)
-def choose_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
-    """The (bands, rows per band) with ``bands*rows <= num_perm`` minimizing weighted false pos+neg."""
+def choose_bands(
+    threshold: float,
+    num_perm: int,
+    fp_weight: float = FALSE_POSITIVE_WEIGHT,
+    fn_weight: float = FALSE_NEGATIVE_WEIGHT,
+) -> tuple[int, int]:
+    """The (bands, rows per band) with ``bands*rows <= num_perm`` minimizing weighted false pos+neg.
+
+    The weights apply to the areas under the banding curve below the threshold (pairs
+    that would wrongly become candidates) and above it (pairs that would be missed).
+    """
     s = np.linspace(0.0, 1.0, 2001)
     below = s < threshold
     best = (float("inf"), 1, num_perm)

@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,16 @@ class LocalArtifactStore(ArtifactStore):
         if len(data) != entry.size or sha256_bytes(data) != entry.sha256:
             raise IntegrityError(f"{entry.path}: content differs from the manifest")
         return data
+
+    def remove_stale_staging(self, older_than_s: float = 24 * 3600) -> int:
+        """Delete staging directories untouched for ``older_than_s`` (left by killed writers); how many."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for child in (self.root / STAGING_DIR).iterdir():
+            if child.lstat().st_mtime < cutoff:
+                shutil.rmtree(child, ignore_errors=True)
+                removed += 1
+        return removed
 
     def list_ids(self, kind: str) -> list[str]:
         """Committed ids of ``kind`` (directories with a manifest), sorted."""

@@ -115,11 +115,22 @@ def summary_table(result: Mapping[str, Any], planted: Mapping[str, int], seconds
 def top_flagged(report: Mapping[str, Any], limit: int = 10) -> Table | None:
     """The report's example rows per flag, at most ``limit``."""
     examples = report.get("examples") or {}
-    rows: list[tuple[str, str, str]] = []
-    for flag, items in examples.items():
-        for item in items or []:
-            if isinstance(item, Mapping):
-                rows.append((str(item.get("row", "?")), str(flag), str(item.get("detail", ""))))
+    per_flag = [
+        [
+            (str(item.get("row", "?")), str(flag), str(item.get("detail", "")))
+            for item in items
+            if isinstance(item, Mapping)
+        ]
+        for flag, items in examples.items()
+        if isinstance(items, list)
+    ]
+    # Round-robin over the flags so every kind of problem shows up, not ten of the first one.
+    rows = [
+        group[i]
+        for i in range(max((len(g) for g in per_flag), default=0))
+        for group in per_flag
+        if i < len(group)
+    ]
     if not rows:
         return None
     table = Table(title="top flagged rows", title_justify="left", show_edge=False, header_style="bold")
@@ -145,7 +156,7 @@ def _sample_dataset(directory: Path, rows: int, seed: int) -> tuple[Path, dict[s
 @handle_errors
 def demo(
     rows: Annotated[
-        int, typer.Option("--rows", min=10, max=1_000_000, help="Rows in the sample dataset.")
+        int, typer.Option("--rows", min=100, max=1_000_000, help="Rows in the sample dataset (at least 100).")
     ] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample dataset.")] = 7,
 ) -> None:

@@ -69,7 +69,7 @@ def jobs_table(jobs: Iterable[Job]) -> Table:
     """One row per job: id, type, status, progress, age, labels, error."""
     table = Table(show_edge=False, header_style="bold")
     for column in ("JOB ID", "TYPE", "STATUS", "PROGRESS", "CREATED", "LABELS", "ERROR"):
-        table.add_column(column, no_wrap=column in ("JOB ID", "STATUS"))
+        table.add_column(column, no_wrap=column in ("JOB ID", "TYPE", "STATUS", "PROGRESS", "CREATED"))
     for job in jobs:
         labels = ",".join(f"{k}={v}" for k, v in sorted(job.labels.items()))
         table.add_row(

@@ -37,7 +37,7 @@ def worker(
 ) -> None:
     """Run a pull worker until Ctrl-C (running jobs finish or are handed back)."""
     try:
-        from nexa_engines.worker import WorkerSetupError, run_worker
+        from nexa_engines.worker import WorkerSetupError, quiet_http_logs, run_worker
     except ImportError as exc:
         raise CliError(
             f"the engines are not installed ({exc}): pip install 'nexa[engines]'", EXIT_USAGE
@@ -53,6 +53,7 @@ def worker(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
+    quiet_http_logs()
     try:
         run_worker(
             str(url),

@@ -68,7 +68,9 @@ class ArtifactManifest(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     files: list[FileEntry]
-    signature: str | None = Field(None, description="Ed25519 signature (hex) over the manifest without this field.")
+    signature: str | None = Field(
+        None, description="Ed25519 signature (hex) over the manifest without this field."
+    )
     signer: str | None = Field(None, description="Public key (hex) that made `signature`.")
 
 

@@ -49,7 +49,10 @@ class JobOptions(StrictModel):
         24 * 3600, ge=1, le=14 * 24 * 3600, description="Wall-clock limit for one attempt."
     )
     max_retries: int = Field(
-        2, ge=0, le=20, description="Attempts after the first when a worker dies or the attempt fails retryably."
+        2,
+        ge=0,
+        le=20,
+        description="Attempts after the first when a worker dies or the attempt fails retryably.",
     )
     idempotency_key: str | None = Field(
         None,

@@ -7,7 +7,7 @@ These models are the only schema: the HTTP API, the SDK, the engines' input and
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
@@ -21,7 +21,7 @@ DatasetRef = Annotated[
 IdField = Annotated[str, StringConstraints(pattern=r"^[a-z]+_[a-z2-7]{26}$")]
 
 
-class JobType(str, Enum):
+class JobType(StrEnum):
     audit = "audit"
     distill = "distill"
     generate = "generate"
@@ -31,7 +31,7 @@ class JobType(str, Enum):
     container = "container"
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """pending → running → completed | failed | cancelled."""
 
     pending = "pending"
@@ -45,9 +45,7 @@ class JobState(str, Enum):
         return self in (JobState.completed, JobState.failed, JobState.cancelled)
 
 
-TERMINAL_STATES: frozenset[JobState] = frozenset(
-    {JobState.completed, JobState.failed, JobState.cancelled}
-)
+TERMINAL_STATES: frozenset[JobState] = frozenset({JobState.completed, JobState.failed, JobState.cancelled})
 
 
 class JudgeConfig(StrictModel):
@@ -151,14 +149,21 @@ class TrainSpec(JobOptions):
     deepspeed_stage: Literal[0, 1, 2, 3] = Field(0, description="ZeRO stage on GPU; 0 disables DeepSpeed.")
 
 
+EvalMetric = Literal["exact_match", "accuracy", "perplexity", "judge"]
+
+
+def _default_eval_metrics() -> list[EvalMetric]:
+    return ["exact_match", "perplexity"]
+
+
 class EvaluateSpec(JobOptions):
     """Evaluate a checkpoint on held-out data and/or with a judge."""
 
     checkpoint_id: IdField = Field(description="Checkpoint to evaluate (`ckpt_…`).")
-    dataset_id: DatasetRef | None = Field(None, description="Evaluation data; the training hold-out when unset.")
-    metrics: list[Literal["exact_match", "accuracy", "perplexity", "judge"]] = Field(
-        default_factory=lambda: ["exact_match", "perplexity"]
+    dataset_id: DatasetRef | None = Field(
+        None, description="Evaluation data; the training hold-out when unset."
     )
+    metrics: list[EvalMetric] = Field(default_factory=_default_eval_metrics)
     judge: JudgeConfig | None = None
     compare_base: bool = Field(True, description="Also score the base model the checkpoint came from.")
     max_samples: int | None = Field(None, ge=1)
@@ -211,7 +216,9 @@ class JobEvent(BaseModel):
 
     seq: int
     at: datetime
-    kind: str = Field(description="e.g. created, claimed, running, progress, requeued, completed, failed, cancelled")
+    kind: str = Field(
+        description="e.g. created, claimed, running, progress, requeued, completed, failed, cancelled"
+    )
     message: str = ""
     attempt: int = 0
 
@@ -255,4 +262,6 @@ class JobList(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     items: list[Job]
-    next_cursor: str | None = Field(None, description="Pass as `cursor` to get the next page; null at the end.")
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` to get the next page; null at the end."
+    )

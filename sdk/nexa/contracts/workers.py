@@ -28,7 +28,9 @@ class HardwareProfile(StrictModel):
 
 
 class WorkerRegister(StrictModel):
-    name: str = Field(min_length=1, max_length=200, description="Human-readable worker name, e.g. the hostname.")
+    name: str = Field(
+        min_length=1, max_length=200, description="Human-readable worker name, e.g. the hostname."
+    )
     hardware: HardwareProfile = Field(default_factory=HardwareProfile)
     job_types: list[JobType] = Field(
         default_factory=lambda: list(JobType), description="Job types this worker has engines for."
@@ -71,7 +73,7 @@ class ClaimedJob(BaseModel):
 
 
 class Heartbeat(StrictModel):
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=100_000)
 
 
 class HeartbeatAck(BaseModel):
@@ -82,23 +84,23 @@ class HeartbeatAck(BaseModel):
 
 
 class ProgressReport(StrictModel):
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=100_000)
     progress: float = Field(ge=0.0, le=1.0)
     message: str | None = Field(None, max_length=2000)
 
 
 class LogLines(StrictModel):
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=100_000)
     lines: list[str] = Field(max_length=10_000)
 
 
 class UsageRecord(StrictModel):
     kind: str = Field(pattern=r"^[a-z_]{1,32}$", description="rows, tokens, prompt_tokens, gpu_seconds, …")
-    amount: float = Field(ge=0)
+    amount: float = Field(ge=0, le=1e15)
 
 
 class ResultReport(StrictModel):
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=100_000)
     result: dict[str, Any]
     artifacts: list[str] = Field(
         default_factory=list, description="Artifact ids this attempt produced; registered only on acceptance."
@@ -107,7 +109,7 @@ class ResultReport(StrictModel):
 
 
 class FailReport(StrictModel):
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=100_000)
     code: str = Field(min_length=1, max_length=100)
     message: str = Field(max_length=20_000)
     retryable: bool = Field(False, description="True when another attempt may succeed.")

@@ -1,0 +1,298 @@
+"""The audit engine end to end: real files, a real local artifact store, a real judge server on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from nexa.contracts import AuditSpec, JudgeConfig
+
+from nexa_engines.audit import run
+from nexa_engines.engine import EngineContext, EngineError, JobCancelled
+from nexa_engines.sample_data import generate_sft_dataset
+from nexa_engines.store.local import LocalArtifactStore
+
+ROWS = 600
+
+
+class RecordingReporter:
+    """Keeps every progress, log and usage call (the worker's role in production)."""
+
+    def __init__(self, on_progress: Any = None) -> None:
+        self.progress_calls: list[tuple[float, str | None]] = []
+        self.lines: list[str] = []
+        self.usage_calls: list[tuple[str, float]] = []
+        self.on_progress = on_progress
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        self.progress_calls.append((fraction, message))
+        if self.on_progress:
+            self.on_progress(fraction, message)
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+    def usage(self, kind: str, amount: float) -> None:
+        self.usage_calls.append((kind, amount))
+
+
+def make_ctx(tmp_path: Path, reporter: RecordingReporter | None = None) -> EngineContext:
+    return EngineContext(
+        job_id="job_" + "a" * 26,
+        attempt=1,
+        tenant_id="tnt_" + "b" * 26,
+        store=LocalArtifactStore(tmp_path / "store"),
+        reporter=reporter or RecordingReporter(),
+        workdir=tmp_path / "work",
+        allowed_roots=[tmp_path / "data"],
+    )
+
+
+def read_scored(ctx: EngineContext, result: dict[str, Any]) -> pa.Table:
+    return pq.read_table(result["scored_dataset_uri"])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv"])
+def test_audit_finds_planted_problems(tmp_path: Path, fmt: str) -> None:
+    source = tmp_path / "data" / f"sft.{fmt}"
+    info = generate_sft_dataset(source, num_rows=ROWS, seed=3, fmt=fmt)
+    reporter = RecordingReporter()
+    ctx = make_ctx(tmp_path, reporter)
+
+    result = run(ctx, AuditSpec(dataset_uri=str(source)))
+
+    assert result["num_rows"] == ROWS
+    assert ctx.produced_artifacts == [result["dataset_id"]]
+    scored = read_scored(ctx, result)
+    original = pq.read_table(source) if fmt == "parquet" else None
+    assert scored.column_names == [*info["columns"], "nexa_score", "nexa_flags", "nexa_cluster"]
+    assert scored.column("id").to_pylist() == list(range(ROWS))
+    if original is not None:
+        assert scored.select(info["columns"]).equals(original)
+    assert scored.schema.field("nexa_score").type == pa.float64()
+    assert scored.schema.field("nexa_cluster").type == pa.int64()
+    assert scored.schema.field("nexa_flags").type == pa.list_(pa.string())
+
+    flags = scored.column("nexa_flags").to_pylist()
+    scores = scored.column("nexa_score").to_pylist()
+    clusters = scored.column("nexa_cluster").to_pylist()
+    for kind, rows in info["planted"].items():
+        found = [r for r in rows if kind in flags[r]]
+        assert found == rows, kind
+    for copy, original_row in info["sources"].items():
+        assert clusters[copy] == clusters[original_row]
+        assert not any(f in flags[original_row] for f in ("exact_duplicate", "near_duplicate"))
+        assert not ({"exact_duplicate", "near_duplicate"} <= set(flags[copy]))  # never both
+    planted_rows = {r for rows in info["planted"].values() for r in rows}
+    assert [i for i, f in enumerate(flags) if f and i not in planted_rows] == []
+    assert all(0.0 <= s <= 5.0 for s in scores)
+    assert all(scores[r] == 0.0 for r in info["planted"]["empty"])
+    assert all(scores[i] == 5.0 for i in range(ROWS) if not flags[i])
+    assert all(c == i for i, c in enumerate(clusters) if not flags[i] and i not in info["sources"].values())
+
+    assert result["exact_duplicates"] == result["flag_counts"]["exact_duplicate"] >= info["counts"]["exact_duplicate"]
+    assert result["near_duplicates"] >= info["counts"]["near_duplicate"]
+    assert result["near_duplicate_clusters"] >= info["counts"]["near_duplicate"]
+    assert result["quality_tier"] in {"A", "B", "C", "D"}
+    assert result["mean_score"] == pytest.approx(sum(scores) / ROWS, abs=1e-5)
+
+    manifest = ctx.store.read_manifest(result["dataset_id"], verify=True)
+    assert {f.path for f in manifest.files} == {"data.parquet", "report.json", "report.md", "report.html"}
+    assert manifest.inputs[0].uri == str(source) and manifest.inputs[0].sha256
+    assert manifest.config["dataset_uri"] == str(source)
+    assert manifest.metrics["quality_tier"] == result["quality_tier"]
+    assert manifest.job_id == ctx.job_id and manifest.attempt == 1
+
+    report = json.loads(ctx.store.read_file(result["dataset_id"], "report.json"))
+    assert report["flag_counts"] == result["flag_counts"]
+    assert sum(b["count"] for b in report["score_histogram"]) == ROWS
+    html = ctx.store.read_file(result["dataset_id"], "report.html").decode()
+    assert "<svg" in html and f"Quality tier {result['quality_tier']}" in html
+    assert "@example.org" not in html  # PII is named, never copied into the report
+
+    assert reporter.usage_calls == [("rows", ROWS)]
+    fractions = [f for f, _ in reporter.progress_calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("text columns: instruction, response" in line for line in reporter.lines)
+
+
+def test_messages_dataset(tmp_path: Path) -> None:
+    rows = [
+        [{"role": "user", "content": f"What is {i} plus {i + 1}?"}, {"role": "assistant", "content": f"It is {2 * i + 1}."}]
+        for i in range(50)
+    ]
+    rows[30] = rows[10]
+    rows[40] = [{"role": "user", "content": "Say something"}, {"role": "assistant", "content": ""}]
+    source = tmp_path / "data" / "chat.parquet"
+    source.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"messages": rows, "source": ["gen"] * 50}), source)
+    ctx = make_ctx(tmp_path)
+
+    result = run(ctx, AuditSpec(dataset_uri=str(source)))
+
+    flags = read_scored(ctx, result).column("nexa_flags").to_pylist()
+    assert flags[30] == ["exact_duplicate"]
+    assert "empty" in flags[40]
+    assert sum(1 for f in flags if f) == 2
+
+
+def test_explicit_text_columns(tmp_path: Path) -> None:
+    source = tmp_path / "data" / "custom.csv"
+    source.parent.mkdir(parents=True)
+    pacsv.write_csv(pa.table({"body": ["first note here", "", "first note here"], "n": [1, 2, 3]}), source)
+    ctx = make_ctx(tmp_path)
+    result = run(ctx, AuditSpec(dataset_uri=str(source), text_columns=["body"]))
+    flags = read_scored(ctx, result).column("nexa_flags").to_pylist()
+    assert flags == [[], ["empty"], ["exact_duplicate"]]
+
+
+def test_no_text_column_is_a_clear_error(tmp_path: Path) -> None:
+    source = tmp_path / "data" / "numbers.parquet"
+    source.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1, 2], "label": ["a", "b"]}), source)
+    ctx = make_ctx(tmp_path)
+    with pytest.raises(EngineError) as err:
+        run(ctx, AuditSpec(dataset_uri=str(source)))
+    assert err.value.code == "no_text_columns"
+    assert "x (int64)" in err.value.message and "text_columns" in err.value.message
+    assert ctx.store.list_ids("dataset") == []
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    ctx = make_ctx(tmp_path)
+    with pytest.raises(EngineError) as err:
+        run(ctx, AuditSpec(dataset_uri=str(tmp_path / "data" / "absent.parquet")))
+    assert err.value.code.startswith("dataset_")
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
+    source = tmp_path / "data" / "broken.parquet"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"this is not parquet")
+    with pytest.raises(EngineError) as err:
+        run(make_ctx(tmp_path), AuditSpec(dataset_uri=str(source)))
+    assert err.value.code == "dataset_unreadable"
+
+
+def test_cancellation_stops_and_commits_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "data" / "sft.parquet"
+    generate_sft_dataset(source, num_rows=300, seed=1)
+    ctx_box: list[EngineContext] = []
+
+    def cancel_after_scan(fraction: float, message: str | None) -> None:
+        if message and message.startswith("scanned"):
+            ctx_box[0].cancel_event.set()
+
+    ctx = make_ctx(tmp_path, RecordingReporter(cancel_after_scan))
+    ctx_box.append(ctx)
+    with pytest.raises(JobCancelled):
+        run(ctx, AuditSpec(dataset_uri=str(source)))
+    assert ctx.store.list_ids("dataset") == []
+    assert ctx.produced_artifacts == []
+    assert not any((tmp_path / "store" / ".staging").iterdir())
+
+
+def test_reauditing_a_scored_dataset_replaces_the_score_columns(tmp_path: Path) -> None:
+    source = tmp_path / "data" / "sft.jsonl"
+    generate_sft_dataset(source, num_rows=200, seed=2, fmt="jsonl")
+    ctx = make_ctx(tmp_path)
+    first = run(ctx, AuditSpec(dataset_uri=str(source)))
+    second = run(ctx, AuditSpec(dataset_uri=first["dataset_id"]))
+    scored = read_scored(ctx, second)
+    assert scored.column_names.count("nexa_score") == 1
+    assert scored.num_rows == 200
+    assert ctx.store.read_manifest(second["dataset_id"]).inputs[0].artifact_id == first["dataset_id"]
+
+
+class _JudgeHandler(BaseHTTPRequestHandler):
+    """A tiny OpenAI-compatible judge: 5 for rows about Paris, 2 otherwise; the first call gets a 429."""
+
+    calls = 0
+    lock = threading.Lock()
+    auth: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        with self.lock:
+            type(self).calls += 1
+            first = type(self).calls == 1
+            type(self).auth.append(self.headers.get("authorization", ""))
+        if self.path != "/v1/chat/completions":
+            self.send_response(404)
+            self.end_headers()
+            return
+        if first:
+            self.send_response(429)
+            self.send_header("retry-after", "0")
+            self.end_headers()
+            return
+        prompt = body["messages"][-1]["content"]
+        answer = '{"score": 5}' if "Paris" in prompt else "Score: 2"
+        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def judge_server() -> Iterator[str]:
+    _JudgeHandler.calls = 0
+    _JudgeHandler.auth = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _JudgeHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_judge_scores_sampled_rows(tmp_path: Path, judge_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEXA_TEST_JUDGE_KEY", "secret-123")
+    source = tmp_path / "data" / "qa.parquet"
+    source.parent.mkdir(parents=True)
+    questions = ["What is the capital of France?", "What is 2 plus 2?", "Name a prime number.", "Capital of Peru?"]
+    answers = ["Paris is the capital of France.", "2 plus 2 is 4.", "Seven is prime.", "Lima."]
+    pq.write_table(pa.table({"question": questions, "answer": answers}), source)
+    judge = JudgeConfig(base_url=judge_server, model="judge-1", api_key_env="NEXA_TEST_JUDGE_KEY", sample_size=3)
+    ctx = make_ctx(tmp_path)
+
+    result = run(ctx, AuditSpec(dataset_uri=str(source), judge=judge))
+
+    scored = read_scored(ctx, result)
+    judge_scores = scored.column("nexa_judge_score").to_pylist()
+    judged = [(i, s) for i, s in enumerate(judge_scores) if s is not None]
+    assert len(judged) == 3
+    for i, s in judged:
+        assert s == (5.0 if i == 0 else 2.0)
+        # heuristics give 5; the judge's 1-5 maps to 0-5 and counts for half
+        assert scored.column("nexa_score")[i].as_py() == pytest.approx(0.5 * 5 + 0.5 * (s - 1) * 1.25)
+    assert _JudgeHandler.calls == 4  # one 429 retried
+    assert set(_JudgeHandler.auth) == {"Bearer secret-123"}
+    report = json.loads(ctx.store.read_file(result["dataset_id"], "report.json"))
+    assert report["judge"]["scored"] == 3 and report["judge"]["requests"] == 4
+
+
+def test_judge_without_its_key_fails_clearly(tmp_path: Path, judge_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NEXA_ABSENT_KEY", raising=False)
+    source = tmp_path / "data" / "sft.parquet"
+    generate_sft_dataset(source, num_rows=100, seed=0)
+    judge = JudgeConfig(base_url=judge_server, model="m", api_key_env="NEXA_ABSENT_KEY", sample_size=2)
+    ctx = make_ctx(tmp_path)
+    with pytest.raises(EngineError) as err:
+        run(ctx, AuditSpec(dataset_uri=str(source), judge=judge))
+    assert err.value.code == "judge_api_key_missing" and "NEXA_ABSENT_KEY" in err.value.message
+    assert ctx.store.list_ids("dataset") == []

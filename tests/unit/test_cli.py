@@ -1,0 +1,249 @@
+"""The nexa CLI against a mock gateway: argument parsing, request bodies, error rendering."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from nexa.cli import context
+from nexa.cli.main import app
+from nexa.client import NexaClient
+
+JOB_ID = "job_" + "a" * 26
+DS_ID = "ds_" + "b" * 26
+NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC).isoformat()
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def job_body(status: str = "pending", **extra: Any) -> dict[str, Any]:
+    body = {
+        "job_id": JOB_ID,
+        "job_type": "audit",
+        "status": status,
+        "created_at": NOW,
+        "updated_at": NOW,
+        "progress": 1.0 if status == "completed" else 0.0,
+        "attempts": 1,
+        "labels": {"team": "ml"},
+    }
+    return body | extra
+
+
+def error(status: int, type_: str, message: str, field: str | None = None) -> httpx.Response:
+    return httpx.Response(status, json={"error": {"type": type_, "message": message, "field": field}})
+
+
+@pytest.fixture
+def gateway(monkeypatch: pytest.MonkeyPatch) -> Callable[[Handler], list[httpx.Request]]:
+    """Install a mock gateway; returns the list the requests it saw are appended to."""
+
+    def install(handler: Handler) -> list[httpx.Request]:
+        seen: list[httpx.Request] = []
+
+        def record(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return handler(request)
+
+        def factory() -> NexaClient:
+            return NexaClient(
+                api_key="nexa_test",
+                base_url="http://nexa.test",
+                transport=httpx.MockTransport(record),
+                max_retries=0,
+            )
+
+        monkeypatch.setattr(context, "client_factory", factory)
+        return seen
+
+    return install
+
+
+runner = CliRunner()
+
+
+def test_audit_sends_the_spec_with_labels_priority_and_gpus(gateway: Any) -> None:
+    seen = gateway(lambda request: httpx.Response(201, json=job_body()))
+    result = runner.invoke(
+        app, ["audit", DS_ID, "--label", "team=ml", "-l", "run=1", "--priority", "5", "--gpus", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert JOB_ID in result.stdout
+    (request,) = seen
+    assert request.method == "POST" and request.url.path == "/v1/audit"
+    body = json.loads(request.content)
+    assert body["dataset_uri"] == DS_ID
+    assert body["labels"] == {"team": "ml", "run": "1"}
+    assert body["priority"] == 5 and body["resources"] == {"gpus": 1}
+
+
+def test_container_takes_the_command_after_double_dash(gateway: Any) -> None:
+    seen = gateway(lambda request: httpx.Response(201, json=job_body() | {"job_type": "container"}))
+    result = runner.invoke(
+        app, ["container", "python:3.11", "--env", "A=1", "--", "python", "-c", "print(1)"]
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(seen[0].content)
+    assert body["image"] == "python:3.11"
+    assert body["command"] == ["python", "-c", "print(1)"] and body["env"] == {"A": "1"}
+
+
+def test_json_output_is_plain_json(gateway: Any) -> None:
+    gateway(lambda request: httpx.Response(201, json=job_body()))
+    result = runner.invoke(app, ["audit", DS_ID, "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["job_id"] == JOB_ID
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["audit", DS_ID, "--label", "novalue"], "--label expects KEY=VALUE"),
+        (["audit", DS_ID, "--priority", "500"], "priority"),
+        (["train", DS_ID, "--model", "m", "--epochs", "0"], "epochs"),
+        (["evaluate", "not-a-checkpoint"], "checkpoint_id"),
+    ],
+)
+def test_invalid_input_is_one_red_line_naming_the_field_and_exit_2(
+    gateway: Any, args: list[str], needle: str
+) -> None:
+    seen = gateway(lambda request: httpx.Response(500))
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert needle in result.stderr
+    assert "Traceback" not in result.output
+    assert seen == []  # refused before any round trip
+
+
+def test_gateway_validation_error_names_the_field(gateway: Any) -> None:
+    gateway(lambda request: error(422, "dataset_not_found", "no dataset ds_x", field="dataset_uri"))
+    result = runner.invoke(app, ["audit", DS_ID])
+    assert result.exit_code == 2
+    assert "dataset_uri" in result.stderr and "no dataset ds_x" in result.stderr
+
+
+def test_unreachable_gateway_says_how_to_start_one(gateway: Any) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    gateway(refuse)
+    result = runner.invoke(app, ["jobs", "list"])
+    assert result.exit_code == 1
+    assert "is Nexa running? try `nexa up`" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_401_and_404_are_one_line_each(gateway: Any) -> None:
+    gateway(lambda request: error(401, "unauthorized", "invalid API key"))
+    result = runner.invoke(app, ["jobs", "get", JOB_ID])
+    assert result.exit_code == 1 and "refused the API key" in result.stderr
+    gateway(lambda request: error(404, "not_found", f"no job {JOB_ID}"))
+    result = runner.invoke(app, ["jobs", "get", JOB_ID])
+    assert result.exit_code == 1 and f"not found: no job {JOB_ID}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_jobs_list_passes_filters_and_renders_rows(gateway: Any) -> None:
+    seen = gateway(
+        lambda request: httpx.Response(200, json={"items": [job_body("running")], "next_cursor": None})
+    )
+    result = runner.invoke(
+        app, ["jobs", "list", "--type", "audit", "--status", "running", "--label", "team=ml"]
+    )
+    assert result.exit_code == 0, result.output
+    assert JOB_ID in result.stdout and "running" in result.stdout
+    params = seen[0].url.params
+    assert (
+        params["type"] == "audit"
+        and params["status"] == "running"
+        and params.get_list("label") == ["team=ml"]
+    )
+
+
+def test_wait_exits_non_zero_when_the_job_failed(gateway: Any) -> None:
+    failed = job_body("failed", error={"code": "engine_crashed", "message": "KeyError: x", "retryable": True})
+    gateway(lambda request: httpx.Response(200, json=failed))
+    result = runner.invoke(app, ["jobs", "wait", JOB_ID])
+    assert result.exit_code == 1
+    assert "engine_crashed" in result.stderr
+
+
+def test_submit_and_wait_prints_the_result(gateway: Any) -> None:
+    done = job_body("completed", result={"quality_tier": "gold", "num_rows": 10})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return (
+            httpx.Response(201, json=job_body())
+            if request.method == "POST"
+            else httpx.Response(200, json=done)
+        )
+
+    gateway(handler)
+    result = runner.invoke(app, ["audit", DS_ID, "--wait"])
+    assert result.exit_code == 0, result.output
+    assert "completed" in result.stdout and "gold" in result.stdout
+
+
+def test_cancel_of_a_finished_job_is_a_clear_conflict(gateway: Any) -> None:
+    gateway(lambda request: error(409, "conflict", "job is already completed"))
+    result = runner.invoke(app, ["jobs", "cancel", JOB_ID])
+    assert result.exit_code == 1 and "job is already completed" in result.stderr
+
+
+def test_keys_create_prints_the_key_once_with_a_warning(gateway: Any) -> None:
+    created = {
+        "key_id": "key_" + "c" * 26,
+        "name": "ci",
+        "prefix": "nexa_abcd",
+        "tenant_id": "tnt_" + "d" * 26,
+        "created_at": NOW,
+        "key": "nexa_secretsecret",
+    }
+    seen = gateway(lambda request: httpx.Response(201, json=created))
+    result = runner.invoke(app, ["keys", "create", "--name", "ci"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("nexa_secretsecret") == 1
+    assert "will not be shown again" in result.stderr
+    assert json.loads(seen[0].content)["name"] == "ci"
+
+
+def test_datasets_upload_refuses_a_missing_file_before_any_request(gateway: Any, tmp_path: Any) -> None:
+    seen = gateway(lambda request: httpx.Response(500))
+    result = runner.invoke(app, ["datasets", "upload", str(tmp_path / "missing.jsonl")])
+    assert result.exit_code == 2 and "no such file" in result.stderr and seen == []
+
+
+def test_worker_without_a_secret_says_what_to_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("NEXA_HOME", str(tmp_path))
+    monkeypatch.delenv("NEXA_WORKER_SECRET", raising=False)
+    result = runner.invoke(app, ["worker", "--gateway", "http://127.0.0.1:9"])
+    assert result.exit_code == 2 and "NEXA_WORKER_SECRET" in result.stderr
+
+
+def test_demo_summary_compares_found_with_planted() -> None:
+    from rich.console import Console
+
+    from nexa.cli.demo import planted_counts, summary_table
+
+    planted = planted_counts({"planted": {"exact_duplicate": 20, "pii": [1, 2, 3], "seed": 7}})
+    assert planted == {"exact_duplicate": 20, "pii": 3, "seed": 7}
+    table = summary_table(
+        {
+            "num_rows": 100,
+            "mean_score": 0.8,
+            "quality_tier": "silver",
+            "flag_counts": {"exact_duplicate": 19},
+        },
+        {"exact_duplicate": 20},
+        1.5,
+    )
+    console = Console(width=120, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "silver" in text and "19" in text and "20" in text and "1.5 s" in text
