@@ -49,7 +49,14 @@ WORDS = (
     "quartz", "nebula", "prairie", "riddle", "summit", "timber", "beacon", "cobalt", "dune", "fjord",
 )  # fmt: skip
 NAMES = ("Ada", "Bruno", "Chen", "Dalia", "Emeka", "Freya", "Goran", "Hana", "Ines", "Jonas", "Kiri", "Luca")
-PLACES = ("the north ridge", "the old mill", "the river delta", "the east field", "the coastal path", "the quarry")
+PLACES = (
+    "the north ridge",
+    "the old mill",
+    "the river delta",
+    "the east field",
+    "the coastal path",
+    "the quarry",
+)
 THINGS = ("migrating geese", "soil samples", "tide pools", "wind readings", "beehives", "lichen patches")
 NOTE_SENTENCES = (
     "In {year}, {name} recorded {n} observations of {thing} near {place}.",
@@ -91,7 +98,9 @@ def _clean_row(rng: random.Random) -> tuple[str, str, str]:
     kind = rng.choices(("arithmetic", "capital", "units", "reverse", "sort", "note"), (3, 1, 2, 2, 2, 2))[0]
     if kind == "arithmetic":
         a, b = rng.randint(2, 999), rng.randint(2, 999)
-        op, word, value = rng.choice(((" + ", "plus", a + b), (" - ", "minus", a - b), (" * ", "times", a * b)))
+        op, word, value = rng.choice(
+            ((" + ", "plus", a + b), (" - ", "minus", a - b), (" * ", "times", a * b))
+        )
         return kind, f"What is {a}{op}{b}?", f"{a} {word} {b} equals {value}."
     if kind == "capital":
         country, capital = rng.choice(CAPITALS)
@@ -148,7 +157,19 @@ def _tweak(rng: random.Random, text: str) -> str:
     return " ".join(words)
 
 
-def generate_sft_dataset(path: Path, num_rows: int = 2000, seed: int = 0, fmt: str = "parquet") -> dict[str, Any]:
+def _problem_response(rng: random.Random, kind: str, *, variant: int) -> str:
+    if kind == "empty":
+        return rng.choice(("", "   ", "\n"))
+    if kind == "pii":
+        return _pii(rng, variant)
+    if kind == "non_text":
+        return _garbage(rng, variant)
+    return _repetitive(rng, variant)
+
+
+def generate_sft_dataset(
+    path: Path, num_rows: int = 2000, seed: int = 0, fmt: str = "parquet"
+) -> dict[str, Any]:
     """Write the dataset to ``path`` as parquet, jsonl or csv; return the planted rows and their counts."""
     if fmt not in ("parquet", "jsonl", "csv"):
         raise ValueError(f"fmt must be parquet, jsonl or csv, not {fmt!r}")
@@ -177,7 +198,9 @@ def generate_sft_dataset(path: Path, num_rows: int = 2000, seed: int = 0, fmt: s
                 used_sources.add(src)
                 sources[i] = src
                 category, instruction, response = rows[src]
-                rows.append((category, instruction, response if kind == "exact_duplicate" else _tweak(rng, response)))
+                rows.append(
+                    (category, instruction, response if kind == "exact_duplicate" else _tweak(rng, response))
+                )
                 continue
             planted[kind].remove(i)  # no original available yet: the row stays clean
             kind = None
@@ -192,15 +215,8 @@ def generate_sft_dataset(path: Path, num_rows: int = 2000, seed: int = 0, fmt: s
                     rows.append(row)
                     break
             continue
-        variant = len(rows)
         category, instruction, _ = _clean_row(rng)
-        response = {
-            "empty": lambda: rng.choice(("", "   ", "\n")),
-            "pii": lambda: _pii(rng, variant),
-            "non_text": lambda: _garbage(rng, variant),
-            "repetitive": lambda: _repetitive(rng, variant),
-        }[kind]()
-        rows.append((category, instruction, response))
+        rows.append((category, instruction, _problem_response(rng, kind, variant=i)))
 
     table = pa.table(
         {

@@ -708,11 +708,13 @@ def run_worker(
     """Register with the gateway and run claimed jobs until ``stop`` is set or a signal arrives."""
     if concurrency < 1:
         raise WorkerSetupError("concurrency must be at least 1")
-    if job_types is None:
-        from nexa_engines.registry import installed_job_types
+    from nexa_engines.registry import installed_job_types
 
-        job_types = installed_job_types()
-    if not job_types:
+    if job_types is None:
+        # Claim every type by default: a job whose engine is missing here then fails at once
+        # with `engine_not_installed` instead of waiting in the queue for a worker that never comes.
+        job_types = list(JobType)
+    if not installed_job_types():
         raise WorkerSetupError(
             "no engine is installed on this machine, so this worker could run nothing: "
             "pip install 'nexa[engines]'"
@@ -847,6 +849,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    quiet_http_logs()
     if not args.secret:
         print("error: no worker secret: pass --secret or set NEXA_WORKER_SECRET", file=sys.stderr)
         return 2

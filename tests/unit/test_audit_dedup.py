@@ -14,7 +14,9 @@ from nexa_engines.audit import dedup, minhash
 VOCAB = [f"w{i}" for i in range(5000)]
 
 
-def signatures_for(texts: list[str], ngram: int = 5, num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def signatures_for(
+    texts: list[str], ngram: int = 5, num_perm: int = 128, seed: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     normalized = dedup.normalize_texts(pa.array(texts))
     words, offsets = minhash.split_words(normalized)
     shingles, shingle_offsets = minhash.shingle_hashes(minhash.word_hashes(words), offsets, ngram)
@@ -27,7 +29,9 @@ def random_doc(rng: random.Random, words: int = 120) -> list[str]:
 
 
 def test_normalization_ignores_case_punctuation_width_and_spacing() -> None:
-    normalized = dedup.normalize_texts(pa.array(["Hello,   World!", "hello world", "ＨＥＬＬＯ world.", None]))
+    normalized = dedup.normalize_texts(
+        pa.array(["Hello,   World!", "hello world", "ＨＥＬＬＯ world.", None])
+    )
     assert normalized.to_pylist() == ["hello world", "hello world", "hello world", ""]
 
 
@@ -91,7 +95,9 @@ def test_estimates_agree_with_datasketch() -> None:
     for i in range(1, len(texts)):
         other = MinHash(num_perm=256, seed=1)
         other.update_batch([s.encode() for s in shingle_set(texts[i])])
-        true = len(shingle_set(texts[0]) & shingle_set(texts[i])) / len(shingle_set(texts[0]) | shingle_set(texts[i]))
+        true = len(shingle_set(texts[0]) & shingle_set(texts[i])) / len(
+            shingle_set(texts[0]) | shingle_set(texts[i])
+        )
         ours = minhash.estimated_jaccard(sig, np.array([0]), np.array([i]))[0]
         theirs = reference.jaccard(other)
         assert abs(ours - true) < 0.1, (i, ours, true)
@@ -103,7 +109,10 @@ def test_banding_fits_and_centres_near_the_threshold(threshold: float, num_perm:
     bands, rows = minhash.choose_bands(threshold, num_perm)
     assert bands * rows <= num_perm
     assert abs((1 / bands) ** (1 / rows) - threshold) < 0.12
-    hit = lambda s: 1 - (1 - s**rows) ** bands  # noqa: E731
+
+    def hit(s: float) -> float:
+        return float(1 - (1 - s**rows) ** bands)
+
     assert hit(min(1.0, threshold + 0.08)) > 0.9
     assert hit(threshold - 0.35) < 0.1
 

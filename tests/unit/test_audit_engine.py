@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from nexa.contracts import AuditSpec, JudgeConfig
 
+from nexa.contracts import AuditSpec, JudgeConfig
 from nexa_engines.audit import run
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
 from nexa_engines.sample_data import generate_sft_dataset
@@ -98,7 +98,11 @@ def test_audit_finds_planted_problems(tmp_path: Path, fmt: str) -> None:
     assert all(scores[i] == 5.0 for i in range(ROWS) if not flags[i])
     assert all(c == i for i, c in enumerate(clusters) if not flags[i] and i not in info["sources"].values())
 
-    assert result["exact_duplicates"] == result["flag_counts"]["exact_duplicate"] >= info["counts"]["exact_duplicate"]
+    assert (
+        result["exact_duplicates"]
+        == result["flag_counts"]["exact_duplicate"]
+        >= info["counts"]["exact_duplicate"]
+    )
     assert result["near_duplicates"] >= info["counts"]["near_duplicate"]
     assert result["near_duplicate_clusters"] >= info["counts"]["near_duplicate"]
     assert result["quality_tier"] in {"A", "B", "C", "D"}
@@ -126,7 +130,10 @@ def test_audit_finds_planted_problems(tmp_path: Path, fmt: str) -> None:
 
 def test_messages_dataset(tmp_path: Path) -> None:
     rows = [
-        [{"role": "user", "content": f"What is {i} plus {i + 1}?"}, {"role": "assistant", "content": f"It is {2 * i + 1}."}]
+        [
+            {"role": "user", "content": f"What is {i} plus {i + 1}?"},
+            {"role": "assistant", "content": f"It is {2 * i + 1}."},
+        ]
         for i in range(50)
     ]
     rows[30] = rows[10]
@@ -260,14 +267,23 @@ def judge_server() -> Iterator[str]:
     server.server_close()
 
 
-def test_judge_scores_sampled_rows(tmp_path: Path, judge_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_judge_scores_sampled_rows(
+    tmp_path: Path, judge_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NEXA_TEST_JUDGE_KEY", "secret-123")
     source = tmp_path / "data" / "qa.parquet"
     source.parent.mkdir(parents=True)
-    questions = ["What is the capital of France?", "What is 2 plus 2?", "Name a prime number.", "Capital of Peru?"]
+    questions = [
+        "What is the capital of France?",
+        "What is 2 plus 2?",
+        "Name a prime number.",
+        "Capital of Peru?",
+    ]
     answers = ["Paris is the capital of France.", "2 plus 2 is 4.", "Seven is prime.", "Lima."]
     pq.write_table(pa.table({"question": questions, "answer": answers}), source)
-    judge = JudgeConfig(base_url=judge_server, model="judge-1", api_key_env="NEXA_TEST_JUDGE_KEY", sample_size=3)
+    judge = JudgeConfig(
+        base_url=judge_server, model="judge-1", api_key_env="NEXA_TEST_JUDGE_KEY", sample_size=3
+    )
     ctx = make_ctx(tmp_path)
 
     result = run(ctx, AuditSpec(dataset_uri=str(source), judge=judge))
@@ -286,7 +302,9 @@ def test_judge_scores_sampled_rows(tmp_path: Path, judge_server: str, monkeypatc
     assert report["judge"]["scored"] == 3 and report["judge"]["requests"] == 4
 
 
-def test_judge_without_its_key_fails_clearly(tmp_path: Path, judge_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_judge_without_its_key_fails_clearly(
+    tmp_path: Path, judge_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("NEXA_ABSENT_KEY", raising=False)
     source = tmp_path / "data" / "sft.parquet"
     generate_sft_dataset(source, num_rows=100, seed=0)

@@ -89,7 +89,9 @@ def test_is_repetitive_leaves_ordinary_prose_alone() -> None:
 
 
 def test_flag_lists_keep_row_alignment() -> None:
-    flags = np.array([0, FLAG_BITS["pii"] | FLAG_BITS["empty"], 0, FLAG_BITS["near_duplicate"]], dtype=np.uint16)
+    flags = np.array(
+        [0, FLAG_BITS["pii"] | FLAG_BITS["empty"], 0, FLAG_BITS["near_duplicate"]], dtype=np.uint16
+    )
     assert flag_lists(flags).to_pylist() == [[], ["empty", "pii"], [], ["near_duplicate"]]
 
 

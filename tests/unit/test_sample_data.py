@@ -25,7 +25,7 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path) -> None:
 def test_planted_rows_are_what_they_claim(tmp_path: Path) -> None:
     info = generate_sft_dataset(tmp_path / "s.parquet", num_rows=1000, seed=1)
     rows = pq.read_table(tmp_path / "s.parquet").to_pylist()
-    assert info["counts"] == {k: 20 for k in info["planted"]}
+    assert info["counts"] == dict.fromkeys(info["planted"], 20)
     all_planted = [r for rs in info["planted"].values() for r in rs]
     assert len(all_planted) == len(set(all_planted))
     for r in info["planted"]["empty"]:

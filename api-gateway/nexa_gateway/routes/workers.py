@@ -98,7 +98,11 @@ def job_heartbeat(
     job_id: JobIdPath, body: Heartbeat, worker: CurrentWorker, session: SessionDep, state: StateDep
 ) -> HeartbeatAck:
     """Extend the lease on an attempt; the answer says whether the user cancelled it."""
-    expires, cancel = queue.heartbeat(session, worker.id, job_id, body.attempt, state.settings.lease_seconds)
+    try:
+        expires, cancel = queue.heartbeat(session, worker.id, job_id, body.attempt, state.settings.lease_seconds)
+    except Exception as exc:
+        _refused(state, exc)
+        raise
     session.commit()
     return HeartbeatAck(lease_expires_at=expires, cancel_requested=cancel)
 

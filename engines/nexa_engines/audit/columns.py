@@ -54,7 +54,7 @@ class TextColumn:
 def _is_stringish(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         return _is_stringish(t.value_type)
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
 def _message_content_field(t: pa.DataType) -> str | None:
@@ -126,7 +126,8 @@ def _as_text(values: pa.Array) -> pa.Array:
 
 def _blank(values: pa.Array) -> np.ndarray:
     lengths = pc.utf8_length(pc.utf8_trim_whitespace(values)).fill_null(0)
-    return np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64) == 0
+    out: np.ndarray = np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64) == 0
+    return out
 
 
 def _messages_text(values: pa.Array) -> tuple[pa.Array, np.ndarray]:

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from nexa.contracts import AuditSpec, InputSource
 from nexa.ids import new_id
-
 from nexa_engines.audit import dedup, minhash
 from nexa_engines.audit.columns import TextColumn, detect_text_columns, labeled_row_text, row_texts
 from nexa_engines.audit.heuristics import FLAG_BITS, FLAG_NAMES, compute_flags, flag_lists
@@ -96,9 +96,7 @@ def _sample_for_judge(
     scan.sample_priority = merged[keep]
 
 
-def _scan(
-    ctx: EngineContext, spec: AuditSpec, reader: DatasetReader, columns: list[TextColumn]
-) -> _Scan:
+def _scan(ctx: EngineContext, spec: AuditSpec, reader: DatasetReader, columns: list[TextColumn]) -> _Scan:
     scan = _Scan()
     a, b = minhash.permutations(spec.num_perm, spec.seed)
     rng = np.random.Generator(np.random.PCG64(spec.seed))
@@ -156,7 +154,9 @@ def _run_judge(ctx: EngineContext, spec: AuditSpec, scan: _Scan, n: int) -> tupl
             "check base_url and model",
             retryable=True,
         )
-    ctx.log(f"judge: {scored} of {count} rows scored, {outcome.failures} without a score, {outcome.requests} requests")
+    ctx.log(
+        f"judge: {scored} of {count} rows scored, {outcome.failures} without a score, {outcome.requests} requests"
+    )
     info = {
         "model": spec.judge.model,
         "sampled": count,
@@ -196,16 +196,24 @@ def _write_scored(
             ctx.check_cancelled()
             end = start + batch.num_rows
             if end > n:
-                raise EngineError("dataset_changed", "the dataset grew while it was being audited; run the audit again")
+                raise EngineError(
+                    "dataset_changed", "the dataset grew while it was being audited; run the audit again"
+                )
             arrays = [batch.column(name) for name in kept]
-            arrays += [pa.array(scores[start:end]), flag_lists(flags[start:end]), pa.array(clusters[start:end])]
+            arrays += [
+                pa.array(scores[start:end]),
+                flag_lists(flags[start:end]),
+                pa.array(clusters[start:end]),
+            ]
             if judge_scores is not None:
                 arrays.append(pa.array(judge_scores[start:end], from_pandas=True))
             writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
             start = end
             ctx.progress(0.85 + 0.13 * start / max(1, n), f"wrote {start}/{n} rows")
     if start != n:
-        raise EngineError("dataset_changed", "the dataset shrank while it was being audited; run the audit again")
+        raise EngineError(
+            "dataset_changed", "the dataset shrank while it was being audited; run the audit again"
+        )
 
 
 def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
@@ -307,8 +315,18 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
         (writer.path / "report.md").write_text(render_markdown(summary), encoding="utf-8")
         (writer.path / "report.html").write_text(render_html(summary), encoding="utf-8")
         ctx.check_cancelled()
-        metrics = {k: summary[k] for k in ("num_rows", "mean_score", "quality_tier", "flag_counts",
-                                           "exact_duplicates", "near_duplicates", "near_duplicate_clusters")}
+        metrics = {
+            k: summary[k]
+            for k in (
+                "num_rows",
+                "mean_score",
+                "quality_tier",
+                "flag_counts",
+                "exact_duplicates",
+                "near_duplicates",
+                "near_duplicate_clusters",
+            )
+        }
         if judge_info is not None:
             metrics["judge"] = judge_info
         writer.commit(

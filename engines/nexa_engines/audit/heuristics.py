@@ -44,7 +44,7 @@ _NOISE_RE = r"[\x{0}-\x{8}\x{B}\x{C}\x{E}-\x{1F}\x{7F}-\x{9F}\x{FFFD}\p{Co}\p{Cs
 # Long unbroken base64/hex runs: embedded binary blobs rather than prose.
 _BLOB_RE = r"[A-Za-z0-9+/]{200,}={0,2}|[0-9a-fA-F]{128,}"
 _BLOB_PY = re.compile(_BLOB_RE)
-_CHAR_RUN_PY = re.compile(r"(.)\1{%d,}" % (REPEAT_CHAR_RUN - 1), re.DOTALL)
+_CHAR_RUN_PY = re.compile(r"(.)\1{" + str(REPEAT_CHAR_RUN - 1) + ",}", re.DOTALL)
 
 # PII patterns. Each is valid both as RE2 (pyarrow pre-filter) and Python `re`.
 PII_PATTERNS: dict[str, str] = {
@@ -113,7 +113,8 @@ def non_text_mask(texts: pa.Array, char_len: np.ndarray) -> np.ndarray:
         values = texts.to_pylist()
         for i in np.flatnonzero(blob):
             blob[i] = any(_looks_encoded(m.group(0)) for m in _BLOB_PY.finditer(values[i] or ""))
-    return (char_len > 0) & (noisy | soup | blob)
+    out: np.ndarray = (char_len > 0) & (noisy | soup | blob)
+    return out
 
 
 def _looks_encoded(run: str) -> bool:

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-from nexa.contracts import JudgeConfig
 
+from nexa.contracts import JudgeConfig
 from nexa_engines.engine import EngineError
 
 SYSTEM_PROMPT = (
@@ -156,7 +156,9 @@ async def _score_all(
                 on_done(done)
                 check_cancelled()
         except _Unauthorized as exc:
-            raise EngineError("judge_unauthorized", f"the judge endpoint refused the API key ({exc})") from exc
+            raise EngineError(
+                "judge_unauthorized", f"the judge endpoint refused the API key ({exc})"
+            ) from exc
         finally:
             for task in tasks:
                 task.cancel()

@@ -39,7 +39,8 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     """splitmix64 finalizer: spreads every input bit over the output."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    out: np.ndarray = z ^ (z >> np.uint64(31))
+    return out
 
 
 def split_words(normalized: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -98,7 +99,8 @@ def _permute(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     v = (v & MERSENNE_61) + (v >> _SHIFT_61)
     v = v + b[None, :]
     v = (v & MERSENNE_61) + (v >> _SHIFT_61)
-    return np.where(v >= MERSENNE_61, v - MERSENNE_61, v)
+    out: np.ndarray = np.where(v >= MERSENNE_61, v - MERSENNE_61, v)
+    return out
 
 
 def signatures(shingles: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

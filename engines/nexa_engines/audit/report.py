@@ -121,7 +121,9 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     judge = summary.get("judge")
     if judge:
-        rows.append(("judge mean (1-5)", "n/a" if judge["mean_score"] is None else f"{judge['mean_score']:.2f}"))
+        rows.append(
+            ("judge mean (1-5)", "n/a" if judge["mean_score"] is None else f"{judge['mean_score']:.2f}")
+        )
         rows.append(("judged rows", f"{judge['scored']} of {judge['sampled']} sampled"))
     return rows
 
@@ -139,10 +141,14 @@ def _svg_histogram(bins: list[dict[str, Any]]) -> str:
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w - 4:.1f}" height="{h:.1f}" fill="#3b7dd8">'
             f"<title>{b['low']}-{b['high']}: {b['count']}</title></rect>"
         )
-        parts.append(f'<text x="{x + bar_w / 2 - 2:.1f}" y="{y - 4:.1f}" font-size="10" text-anchor="middle">{b["count"]}</text>')
+        parts.append(
+            f'<text x="{x + bar_w / 2 - 2:.1f}" y="{y - 4:.1f}" font-size="10" text-anchor="middle">{b["count"]}</text>'
+        )
         parts.append(f'<text x="{x:.1f}" y="{height + 14}" font-size="10">{b["low"]:g}</text>')
     parts.append(f'<text x="{width - pad:.1f}" y="{height + 14}" font-size="10">5</text>')
-    parts.append(f'<text x="{width / 2:.0f}" y="{height + 32}" font-size="11" text-anchor="middle">nexa_score</text>')
+    parts.append(
+        f'<text x="{width / 2:.0f}" y="{height + 32}" font-size="11" text-anchor="middle">nexa_score</text>'
+    )
     parts.append("</svg>")
     return "".join(parts)
 

@@ -1,0 +1,231 @@
+//! MinHash signatures over word n-gram shingles, bit for bit the audit's numpy algorithm.
+//!
+//! word hash = xxh3-64(word bytes); an n-gram folds its word hashes with
+//! `acc = acc * NGRAM_MULT + h` (short rows: one shingle of all their words) and is
+//! finished by splitmix64. Permutation j maps the top 32 bits `x` of a shingle to
+//! `(a_j * x + b_j) mod (2^61 - 1)` with `a_j < 2^32`; a signature entry is the minimum
+//! over the row's shingles, `u64::MAX` for a row without words.
+
+use rayon::prelude::*;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::text::{words, TextColumn};
+
+pub const MERSENNE_61: u64 = (1 << 61) - 1;
+pub const EMPTY: u64 = u64::MAX;
+const NGRAM_MULT: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Rows handed to one rayon task: enough work to amortize scheduling.
+const ROWS_PER_TASK: usize = 256;
+
+/// splitmix64's finalizer.
+#[inline]
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The shingle hashes of one row's word hashes (appended to `out`).
+pub fn shingles_into(word_hashes: &[u64], ngram: usize, out: &mut Vec<u64>) {
+    let count = word_hashes.len();
+    if count == 0 {
+        return;
+    }
+    let fold = |start: usize| {
+        let mut acc = 0u64;
+        for k in 0..ngram {
+            let w = word_hashes.get(start + k).copied().unwrap_or(0);
+            acc = acc.wrapping_mul(NGRAM_MULT).wrapping_add(w);
+        }
+        mix64(acc)
+    };
+    if count < ngram {
+        out.push(fold(0));
+    } else {
+        out.extend((0..=count - ngram).map(fold));
+    }
+}
+
+/// Word hashes of one text (appended to `out`); returns the number of words.
+#[inline]
+pub fn word_hashes_into(text: &str, out: &mut Vec<u64>) -> usize {
+    let before = out.len();
+    out.extend(words(text).map(|w| xxh3_64(w.as_bytes())));
+    out.len() - before
+}
+
+/// `(a * x + b) mod 2^61-1` for `a`, `x` below 2^32, exactly as the numpy path reduces it.
+#[inline(always)]
+pub fn permute(x: u64, a: u64, b: u64) -> u64 {
+    let mut v = x * a;
+    v = (v & MERSENNE_61) + (v >> 61);
+    v += b;
+    v = (v & MERSENNE_61) + (v >> 61);
+    if v >= MERSENNE_61 {
+        v - MERSENNE_61
+    } else {
+        v
+    }
+}
+
+/// Permutation coefficients laid out for the vectorized inner loop.
+pub struct Permutations {
+    a: Vec<u32>,
+    b: Vec<u64>,
+}
+
+impl Permutations {
+    /// Checks the ranges the exact reduction relies on.
+    pub fn new(a: &[u64], b: &[u64]) -> Result<Self, String> {
+        if a.len() != b.len() || a.is_empty() {
+            return Err(format!("a and b must be equally long and non-empty, got {} and {}", a.len(), b.len()));
+        }
+        if let Some(bad) = a.iter().find(|&&v| v == 0 || v >= 1 << 32) {
+            return Err(format!("every a must be in [1, 2**32), got {bad}"));
+        }
+        if let Some(bad) = b.iter().find(|&&v| v >= MERSENNE_61) {
+            return Err(format!("every b must be below 2**61-1, got {bad}"));
+        }
+        Ok(Permutations { a: a.iter().map(|&v| v as u32).collect(), b: b.to_vec() })
+    }
+
+    pub fn len(&self) -> usize {
+        self.a.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.a.is_empty()
+    }
+
+    /// Folds `shingles` into the running minima `mins` (as i64: every value is below 2^61).
+    #[inline(always)]
+    fn fold_generic(&self, shingles: &[u64], mins: &mut [i64]) {
+        let (a, b) = (&self.a[..], &self.b[..mins.len()]);
+        let a = &a[..mins.len()];
+        for &s in shingles {
+            let x = s >> 32;
+            for j in 0..mins.len() {
+                let v = permute(x, a[j] as u64, b[j]) as i64;
+                mins[j] = mins[j].min(v);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fold_avx2(&self, shingles: &[u64], mins: &mut [i64]) {
+        self.fold_generic(shingles, mins)
+    }
+
+    /// The signature of one row from its shingles, written to `out`.
+    pub fn signature(&self, shingles: &[u64], mins: &mut Vec<i64>, out: &mut [u64]) {
+        if shingles.is_empty() {
+            out.fill(EMPTY);
+            return;
+        }
+        mins.clear();
+        mins.resize(self.len(), i64::MAX);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { self.fold_avx2(shingles, mins) };
+            } else {
+                self.fold_generic(shingles, mins);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.fold_generic(shingles, mins);
+        for (o, &m) in out.iter_mut().zip(mins.iter()) {
+            *o = m as u64;
+        }
+    }
+}
+
+/// Signatures of every row of `texts` into `out` (rows x permutations, row-major) and the
+/// word count of each row into `word_counts`, in parallel.
+pub fn signatures(
+    texts: &TextColumn<'_>,
+    ngram: usize,
+    perms: &Permutations,
+    out: &mut [u64],
+    word_counts: &mut [i64],
+) {
+    let p = perms.len();
+    assert_eq!(out.len(), texts.len() * p);
+    assert_eq!(word_counts.len(), texts.len());
+    out.par_chunks_mut(ROWS_PER_TASK * p)
+        .zip(word_counts.par_chunks_mut(ROWS_PER_TASK))
+        .enumerate()
+        .for_each(|(task, (sig_chunk, count_chunk))| {
+            let mut hashes = Vec::new();
+            let mut shingles = Vec::new();
+            let mut mins = Vec::new();
+            let first = task * ROWS_PER_TASK;
+            for (k, (sig, count)) in sig_chunk.chunks_mut(p).zip(count_chunk.iter_mut()).enumerate() {
+                hashes.clear();
+                shingles.clear();
+                let text = texts.text(first + k);
+                *count = word_hashes_into(&text, &mut hashes) as i64;
+                shingles_into(&hashes, ngram, &mut shingles);
+                perms.signature(&shingles, &mut mins, sig);
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::OwnedColumn;
+
+    fn slow_permute(x: u64, a: u64, b: u64) -> u64 {
+        ((a as u128 * x as u128 + b as u128) % MERSENNE_61 as u128) as u64
+    }
+
+    #[test]
+    fn permute_is_exact_modular_arithmetic() {
+        let cases = [(0u64, 1u64, 0u64), (u32::MAX as u64, u32::MAX as u64, MERSENNE_61 - 1), (12345, 678, 9)];
+        for (x, a, b) in cases {
+            assert_eq!(permute(x, a, b), slow_permute(x, a, b));
+        }
+        let mut s = 0x1234_5678_9abc_def0u64;
+        for _ in 0..10_000 {
+            s = mix64(s);
+            let (x, a, b) = (s >> 32, (s & 0xFFFF_FFFF).max(1), mix64(s) % MERSENNE_61);
+            assert_eq!(permute(x, a, b), slow_permute(x, a, b));
+        }
+    }
+
+    #[test]
+    fn short_rows_get_one_shingle_and_empty_rows_none() {
+        let mut out = Vec::new();
+        shingles_into(&[1, 2], 5, &mut out);
+        assert_eq!(out.len(), 1);
+        out.clear();
+        shingles_into(&[1, 2, 3, 4, 5, 6], 5, &mut out);
+        assert_eq!(out.len(), 2);
+        out.clear();
+        shingles_into(&[], 5, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn identical_texts_share_signatures_and_empty_rows_are_marked() {
+        let col = OwnedColumn::from_rows(&["the quick brown fox jumps", "", "the quick brown fox jumps"]);
+        let perms = Permutations::new(&[3, 5, 7], &[1, 2, 3]).unwrap();
+        let mut sig = vec![0u64; 9];
+        let mut counts = vec![0i64; 3];
+        signatures(&col.view(), 2, &perms, &mut sig, &mut counts);
+        assert_eq!(sig[0..3], sig[6..9]);
+        assert_eq!(sig[3..6], [EMPTY; 3]);
+        assert_eq!(counts, [5, 0, 5]);
+    }
+
+    #[test]
+    fn bad_permutations_are_refused() {
+        assert!(Permutations::new(&[0], &[1]).is_err());
+        assert!(Permutations::new(&[1 << 32], &[1]).is_err());
+        assert!(Permutations::new(&[1], &[MERSENNE_61]).is_err());
+        assert!(Permutations::new(&[1, 2], &[1]).is_err());
+    }
+}
