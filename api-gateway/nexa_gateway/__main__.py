@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import uvicorn
+from pydantic import ValidationError
+
+from nexa_gateway.settings import Settings
 
 
 def main() -> None:
@@ -13,6 +17,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
+    try:
+        Settings()
+    except ValidationError as exc:
+        # Name each bad variable in one line apiece, not as a traceback.
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            print(f"nexa gateway: invalid setting NEXA_{field.upper()}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
     uvicorn.run(
         "nexa_gateway.main:app_from_env",
         factory=True,

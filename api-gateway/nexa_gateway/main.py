@@ -21,15 +21,11 @@ from nexa_gateway.ratelimit import RateLimiter
 from nexa_gateway.routes import artifacts, datasets, health, jobs, keys, submit, workers
 from nexa_gateway.services import queue
 from nexa_gateway.services.jobs import count_by_state
-from nexa_gateway.services.keys import KeyResolver, ensure_tenant, store_api_key, well_formed
+from nexa_gateway.services.keys import KeyResolver, ensure_tenant, store_api_key
 from nexa_gateway.settings import Settings
 from nexa_gateway.state import AppState, build_store
 
 log = logging.getLogger("nexa.gateway")
-
-
-class ConfigurationError(RuntimeError):
-    """The gateway cannot start with these settings."""
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -40,8 +36,6 @@ def _bootstrap(state: AppState) -> None:
     state.db.create_schema()
     key = state.settings.bootstrap_api_key
     if key:
-        if not well_formed(key):
-            raise ConfigurationError("NEXA_BOOTSTRAP_API_KEY is not a well-formed nexa_ key")
         with state.db.session() as session:
             tenant = ensure_tenant(session, "default")
             store_api_key(session, key, tenant_id=tenant.id, name="bootstrap")

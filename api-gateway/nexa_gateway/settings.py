@@ -47,6 +47,15 @@ class Settings(BaseSettings):
             return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
         return value
 
+    @field_validator("bootstrap_api_key")
+    @classmethod
+    def _well_formed_key(cls, value: str | None) -> str | None:
+        from nexa_gateway.services.keys import well_formed
+
+        if value is not None and not well_formed(value):
+            raise ValueError("not a well-formed nexa_ API key (generate one with `nexa keys create`)")
+        return value
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")

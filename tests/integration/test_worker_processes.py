@@ -21,7 +21,9 @@ def _job(gw: GatewayProcess, job_id: str) -> dict[str, Any]:
     return dict(httpx.get(f"{gw.url}/v1/jobs/{job_id}", headers=gw.headers(), timeout=10).json())
 
 
-def _wait(gw: GatewayProcess, job_id: str, done: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+def _wait(
+    gw: GatewayProcess, job_id: str, done: Callable[[dict[str, Any]], bool], timeout: float
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         job = _job(gw, job_id)
@@ -33,7 +35,9 @@ def _wait(gw: GatewayProcess, job_id: str, done: Callable[[dict[str, Any]], bool
 
 
 def _submit_audit(gw: GatewayProcess, path: Path, **extra: Any) -> str:
-    r = httpx.post(f"{gw.url}/v1/audit", json={"dataset_uri": str(path), **extra}, headers=gw.headers(), timeout=10)
+    r = httpx.post(
+        f"{gw.url}/v1/audit", json={"dataset_uri": str(path), **extra}, headers=gw.headers(), timeout=10
+    )
     assert r.status_code == 201, r.text
     return str(r.json()["job_id"])
 
@@ -125,7 +129,9 @@ def test_sigkill_mid_job_requeues_and_completes_once(
     assert kinds.count("requeued") == 1
     requeue = next(e for e in done["events"] if e["kind"] == "requeued")
     assert "lease_expired" in requeue["message"]
-    artifacts = httpx.get(f"{gw.url}/v1/artifacts", params={"job_id": job_id}, headers=gw.headers()).json()["items"]
+    artifacts = httpx.get(f"{gw.url}/v1/artifacts", params={"job_id": job_id}, headers=gw.headers()).json()[
+        "items"
+    ]
     assert [a["artifact_id"] for a in artifacts] == [done["result"]["dataset_id"]]
     manifest = httpx.get(f"{gw.url}/v1/artifacts/{artifacts[0]['artifact_id']}", headers=gw.headers()).json()
     assert manifest["manifest"]["attempt"] == 2
@@ -157,7 +163,9 @@ def test_frozen_worker_cannot_promote_its_stale_attempt(
             break
         time.sleep(0.5)
     assert "nexa_worker_stale_reports_total 0.0" not in metrics
-    artifacts = httpx.get(f"{gw.url}/v1/artifacts", params={"job_id": job_id}, headers=gw.headers()).json()["items"]
+    artifacts = httpx.get(f"{gw.url}/v1/artifacts", params={"job_id": job_id}, headers=gw.headers()).json()[
+        "items"
+    ]
     assert len(artifacts) == 1
     info = httpx.get(f"{gw.url}/v1/artifacts/{artifacts[0]['artifact_id']}", headers=gw.headers()).json()
     assert info["manifest"]["attempt"] == 2

@@ -21,7 +21,7 @@ class JobBackend(Protocol):
         """The job with its events; ApiError 404 when the tenant has no such job."""
         ...
 
-    def list(
+    def list_jobs(
         self,
         tenant_id: str,
         *,

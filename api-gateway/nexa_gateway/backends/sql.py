@@ -31,7 +31,7 @@ class SqlJobBackend:
         with self.state.db.session() as session:
             return svc.get_job(session, tenant_id, job_id)
 
-    def list(
+    def list_jobs(
         self,
         tenant_id: str,
         *,

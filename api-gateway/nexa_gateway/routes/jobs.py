@@ -29,7 +29,7 @@ def list_jobs(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobList:
     """List the caller's jobs, newest first."""
-    items, next_cursor = state.backend.list(
+    items, next_cursor = state.backend.list_jobs(
         principal.tenant_id,
         job_type=type,
         status=status,

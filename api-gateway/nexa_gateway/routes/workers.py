@@ -99,7 +99,9 @@ def job_heartbeat(
 ) -> HeartbeatAck:
     """Extend the lease on an attempt; the answer says whether the user cancelled it."""
     try:
-        expires, cancel = queue.heartbeat(session, worker.id, job_id, body.attempt, state.settings.lease_seconds)
+        expires, cancel = queue.heartbeat(
+            session, worker.id, job_id, body.attempt, state.settings.lease_seconds
+        )
     except Exception as exc:
         _refused(state, exc)
         raise

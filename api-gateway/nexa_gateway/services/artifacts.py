@@ -35,7 +35,7 @@ def dataset_contract(row: Artifact) -> Dataset:
         dataset_id=row.id,
         name=row.name,
         uri=row.uri,
-        format=row.format or "parquet",  # type: ignore[arg-type]
+        format=row.format or "parquet",
         num_rows=row.num_rows,
         size_bytes=row.size_bytes,
         sha256=row.sha256,
@@ -159,7 +159,7 @@ def list_artifact_rows(
 def artifact_info(row: Artifact, manifest: ArtifactManifest | None) -> ArtifactInfo:
     return ArtifactInfo(
         artifact_id=row.id,
-        kind=row.kind,  # type: ignore[arg-type]
+        kind=row.kind,
         uri=row.uri,
         job_id=row.job_id,
         created_at=row.created_at,

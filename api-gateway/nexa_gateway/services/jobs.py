@@ -233,8 +233,9 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> tuple[JobModel,
         .values(
             status="cancelled", cancel_requested=True, finished_at=now, updated_at=now, lease_expires_at=None
         )
-    ).rowcount
-    if changed != 1:
+        .returning(Job.id)
+    ).scalar_one_or_none()
+    if changed is None:
         # Lost a race with a worker or the reaper; answer with whatever state won.
         session.expire(row)
         row = get_job_row(session, tenant_id, job_id)

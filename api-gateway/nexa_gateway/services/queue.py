@@ -180,8 +180,9 @@ def report_progress(
         update(Job)
         .where(_fenced(job_id, attempt, worker_id))
         .values(progress=progress, progress_message=message, updated_at=utcnow())
-    ).rowcount
-    if changed != 1:
+        .returning(Job.id)
+    ).scalar_one_or_none()
+    if changed is None:
         raise stale(job_id, attempt)
 
 
@@ -312,8 +313,9 @@ def _end_attempt(session: Session, row: Job, *, code: str, message: str, retryab
         update(Job)
         .where(Job.id == row.id, Job.status == "running", Job.attempt == row.attempt)
         .values(**values)
-    ).rowcount
-    if changed != 1:
+        .returning(Job.id)
+    ).scalar_one_or_none()
+    if changed is None:
         raise stale(row.id, row.attempt)
     add_event(session, row.id, kind, text, row.attempt)
     session.flush()
