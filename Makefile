@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 LINT_PATHS := sdk api-gateway engines operator tests bench
 # Benchmark scripts run by `make bench`, in order (paths relative to the repo root).
-BENCHES ?=
+BENCHES ?= bench/bench_gateway.py bench/bench_claims.py
 
 # The install is redone only when pyproject.toml changes: the stamp names its hash.
 PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)

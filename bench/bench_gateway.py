@@ -128,8 +128,7 @@ def measure(scenario: str, make: Scenario, server: Server, round_no: int) -> Mea
     """One timed load run against one server, with the server's CPU use over the same span."""
     result = run_load_in_subprocess(make(server, unique_prefix(f"{scenario}{round_no}")))
     print(
-        f"  {scenario:<6} {server.name:<7} round {round_no}: {result.rps:8.0f} req/s, "
-        f"{result.errors} errors",
+        f"  {scenario:<6} {server.name:<7} round {round_no}: {result.rps:8.0f} req/s, {result.errors} errors",
         flush=True,
     )
     for sample in result.error_samples:
@@ -167,7 +166,17 @@ def round_table(measured: list[Measured]) -> str:
         )
         for m in measured
     ]
-    headers = ("scenario", "server", "round", "req/s", "p50 ms", "p99 ms", "errors", "client CPU", "server CPU")
+    headers = (
+        "scenario",
+        "server",
+        "round",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "client CPU",
+        "server CPU",
+    )
     return markdown_table(headers, rows)
 
 
@@ -252,7 +261,9 @@ def database_url(kind: str) -> Iterator[str | None]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a few seconds of smoke run")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--concurrency", type=int, default=32, help="open connections (default 32)")

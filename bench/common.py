@@ -266,7 +266,7 @@ class RawHttpConnection:
 
     async def _read_chunked(self) -> bytes:
         assert self._reader is not None
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int((await self._reader.readline()).split(b";")[0], 16)
             chunk = await self._reader.readexactly(size + 2)
@@ -397,8 +397,22 @@ def py_spy_recording(pid: int, output: Path, seconds: float) -> Iterator[None]:
         raise SystemExit("--profile needs py-spy: pip install py-spy (into the venv)")
     output.parent.mkdir(parents=True, exist_ok=True)
     recorder = subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "250", "--gil",
-         "--format", "raw", "--output", str(output), "--nonblocking"],
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, round(seconds))),
+            "--rate",
+            "250",
+            "--gil",
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+            "--nonblocking",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -450,4 +464,3 @@ def _frame_name(frame: str) -> str:
             path = path.split(marker, 1)[1]
             break
     return f"{name} ({path})" if path else name
-

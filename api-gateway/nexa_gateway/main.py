@@ -43,9 +43,11 @@ def _bootstrap(state: AppState) -> None:
 
 def _reap_once(state: AppState) -> None:
     with state.db.session() as session:
-        queue.reap_expired(
+        expired = queue.reap_expired(
             session, lambda job_type, status: state.metrics.jobs_finished.labels(job_type, status).inc()
         )
+    if expired:
+        state.metrics.leases_expired.inc(expired)
 
 
 async def _reaper(state: AppState) -> None:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,8 +59,8 @@ class GatewayMetrics:
             ["kind"],
             registry=self.registry,
         )
-        self.workers_seen = Gauge(
-            "nexa_workers_registered", "Workers registered with this gateway.", registry=self.registry
+        self.worker_registrations = Counter(
+            "nexa_worker_registrations_total", "Worker registrations accepted.", registry=self.registry
         )
 
     def add_state_collector(self, count_by_state: Callable[[], Iterable[tuple[str, str, int]]]) -> None:

@@ -108,8 +108,8 @@ mod tests {
     fn packs_largest_first_into_the_first_bin_with_room() {
         let (bins, offsets, used) = pack(&[3, 7, 5, 5, 2], 10);
         assert_eq!(used, 3);
-        assert_eq!(bins, [0, 0, 1, 2, 1]);
-        assert_eq!(offsets, [7, 0, 0, 0, 5]);
+        assert_eq!(bins, [0, 0, 1, 1, 2]);
+        assert_eq!(offsets, [7, 0, 0, 5, 0]);
     }
 
     #[test]

@@ -171,3 +171,26 @@ def test_frozen_worker_cannot_promote_its_stale_attempt(
     assert info["manifest"]["attempt"] == 2
     final = _job(gw, job_id)
     assert final["status"] == "completed" and [e["kind"] for e in final["events"]].count("completed") == 1
+
+
+def test_audit_with_artifacts_in_s3(
+    gateway_factory: GatewayFactory, worker_factory: WorkerFactory, tmp_path: Path, s3_server: Any
+) -> None:
+    env = s3_server.env(bucket="nexa-e2e", prefix="team-a")
+    gw = gateway_factory(extra_env=env)
+    worker_factory(gw, extra_env=env)
+    generate_sft_dataset(tmp_path / "sft.jsonl", num_rows=300, seed=5, fmt="jsonl")
+    client = NexaClient(api_key=gw.api_key, base_url=gw.url)
+    uploaded = client.upload_dataset(tmp_path / "sft.jsonl")
+    assert uploaded.uri.startswith("s3://nexa-e2e/team-a/datasets/")
+    done = client.wait(client.audit(dataset_uri=uploaded.dataset_id)["job_id"], timeout=120, poll_interval=0.2)
+    assert done.status == "completed"
+    scored_id = (done.result or {})["dataset_id"]
+    info = client.get_artifact(scored_id)
+    assert info.uri == f"s3://nexa-e2e/team-a/datasets/{scored_id}"
+    assert info.manifest is not None and {f.path for f in info.manifest.files} >= {"data.parquet", "report.json"}
+    # The bytes really are in the S3 server, verified against the manifest on the way out.
+    store = s3_server.make_store(bucket="nexa-e2e", prefix="team-a")
+    assert store.exists(scored_id)
+    report = client.read_artifact_file(scored_id, "report.json")
+    assert b'"num_rows": 300' in report or b'"num_rows":300' in report

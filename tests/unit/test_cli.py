@@ -231,8 +231,8 @@ def test_demo_summary_compares_found_with_planted() -> None:
 
     from nexa.cli.demo import planted_counts, summary_table
 
-    planted = planted_counts({"planted": {"exact_duplicate": 20, "pii": [1, 2, 3], "seed": 7}})
-    assert planted == {"exact_duplicate": 20, "pii": 3, "seed": 7}
+    planted = planted_counts({"num_rows": 100, "counts": {"exact_duplicate": 20, "pii": 3}})
+    assert planted == {"exact_duplicate": 20, "pii": 3, "num_rows": 100}
     table = summary_table(
         {
             "num_rows": 100,

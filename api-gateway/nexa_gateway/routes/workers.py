@@ -40,7 +40,7 @@ def register(
     """Register a worker with its hardware; answers with its credential and the artifact store to use."""
     worker, token = queue.register_worker(session, body)
     session.commit()
-    state.metrics.workers_seen.inc()
+    state.metrics.worker_registrations.inc()
     return WorkerRegistered(
         worker_id=worker.id,
         token=token,

@@ -68,24 +68,10 @@ def local_nexa() -> Iterator[NexaClient]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def planted_counts(planted: Any) -> dict[str, int]:
-    """Flag name -> rows the generator planted, from whatever shape it returned."""
-    if hasattr(planted, "model_dump"):
-        planted = planted.model_dump()
-    elif hasattr(planted, "__dataclass_fields__"):
-        planted = {name: getattr(planted, name) for name in planted.__dataclass_fields__}
-    if isinstance(planted, Mapping) and isinstance(planted.get("planted"), Mapping):
-        planted = planted["planted"]
-    if not isinstance(planted, Mapping):
-        return {}
-    counts: dict[str, int] = {}
-    for key, value in planted.items():
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int):
-            counts[str(key)] = value
-        elif isinstance(value, list | tuple | set):
-            counts[str(key)] = len(value)
+def planted_counts(generated: Mapping[str, Any]) -> dict[str, int]:
+    """Flag name -> how many rows the sample generator planted with it, plus ``num_rows``."""
+    counts = {str(flag): int(n) for flag, n in generated["counts"].items()}
+    counts["num_rows"] = int(generated["num_rows"])
     return counts
 
 
@@ -147,10 +133,7 @@ def _sample_dataset(directory: Path, rows: int, seed: int) -> tuple[Path, dict[s
     except ImportError as exc:
         raise CliError(f"the demo needs the engines ({exc}): pip install 'nexa[engines]'") from exc
     path = directory / "nexa-demo.jsonl"
-    planted = generate_sft_dataset(path, rows, seed, "jsonl")
-    counts = planted_counts(planted)
-    counts.setdefault("num_rows", rows)
-    return path, counts
+    return path, planted_counts(generate_sft_dataset(path, rows, seed, "jsonl"))
 
 
 @handle_errors
