@@ -25,7 +25,11 @@ impl RawBuffer {
     /// A contiguous view of `obj`; `writable` asks the exporter for write access.
     pub fn get(obj: &Bound<'_, PyAny>, writable: bool, what: &str) -> PyResult<Self> {
         let mut view: Box<MaybeUninit<ffi::Py_buffer>> = Box::new(MaybeUninit::uninit());
-        let flags = if writable { ffi::PyBUF_WRITABLE } else { ffi::PyBUF_SIMPLE };
+        let flags = if writable {
+            ffi::PyBUF_WRITABLE
+        } else {
+            ffi::PyBUF_SIMPLE
+        };
         // SAFETY: `view` is valid storage for a Py_buffer; on success CPython fills it.
         let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags) };
         if rc == -1 {
@@ -151,7 +155,8 @@ impl ArrowText {
             let all = self.offsets.slice::<i32>("offsets")?;
             Offsets::Small(all.get(self.offset..).unwrap_or(&[]))
         };
-        TextColumn::new(offsets, data, validity, self.offset, self.len).map_err(PyValueError::new_err)
+        TextColumn::new(offsets, data, validity, self.offset, self.len)
+            .map_err(PyValueError::new_err)
     }
 
     pub fn len(&self) -> usize {

@@ -17,11 +17,14 @@ const BAND_MULT: u64 = 0x100_0000_01B3;
 /// The 128-bit xxh3 of each row's bytes as (high, low) pairs into `out` (rows x 2).
 pub fn text_hashes(texts: &TextColumn<'_>, out: &mut [u64]) {
     assert_eq!(out.len(), texts.len() * 2);
-    out.par_chunks_mut(2).enumerate().with_min_len(1024).for_each(|(i, pair)| {
-        let h = xxh3_128(texts.bytes(i));
-        pair[0] = (h >> 64) as u64;
-        pair[1] = h as u64;
-    });
+    out.par_chunks_mut(2)
+        .enumerate()
+        .with_min_len(1024)
+        .for_each(|(i, pair)| {
+            let h = xxh3_128(texts.bytes(i));
+            pair[0] = (h >> 64) as u64;
+            pair[1] = h as u64;
+        });
 }
 
 /// A read-only rows x permutations signature matrix of u32 or u64 entries.
@@ -69,24 +72,38 @@ impl Signatures<'_> {
     fn equal_entries(&self, u: usize, v: usize) -> usize {
         let p = self.width();
         match *self {
-            Signatures::U32(s, _) => {
-                s[u * p..(u + 1) * p].iter().zip(&s[v * p..(v + 1) * p]).filter(|(x, y)| x == y).count()
-            }
-            Signatures::U64(s, _) => {
-                s[u * p..(u + 1) * p].iter().zip(&s[v * p..(v + 1) * p]).filter(|(x, y)| x == y).count()
-            }
+            Signatures::U32(s, _) => s[u * p..(u + 1) * p]
+                .iter()
+                .zip(&s[v * p..(v + 1) * p])
+                .filter(|(x, y)| x == y)
+                .count(),
+            Signatures::U64(s, _) => s[u * p..(u + 1) * p]
+                .iter()
+                .zip(&s[v * p..(v + 1) * p])
+                .filter(|(x, y)| x == y)
+                .count(),
         }
     }
 }
 
 /// Candidate pairs `(u << 32) | v` with `u < v`, sorted and without repeats.
-pub fn candidate_pairs(sig: &Signatures<'_>, valid: &[bool], bands: usize, rows_per_band: usize) -> Vec<u64> {
-    let members: Vec<u32> = (0..sig.rows()).filter(|&i| valid[i]).map(|i| i as u32).collect();
+pub fn candidate_pairs(
+    sig: &Signatures<'_>,
+    valid: &[bool],
+    bands: usize,
+    rows_per_band: usize,
+) -> Vec<u64> {
+    let members: Vec<u32> = (0..sig.rows())
+        .filter(|&i| valid[i])
+        .map(|i| i as u32)
+        .collect();
     let mut pairs: Vec<u64> = (0..bands)
         .into_par_iter()
         .flat_map_iter(|band| {
-            let mut keyed: Vec<(u64, u32)> =
-                members.iter().map(|&r| (sig.band_key(r as usize, band, rows_per_band), r)).collect();
+            let mut keyed: Vec<(u64, u32)> = members
+                .iter()
+                .map(|&r| (sig.band_key(r as usize, band, rows_per_band), r))
+                .collect();
             keyed.sort_unstable();
             let mut out = Vec::new();
             let mut start = 0;
@@ -116,7 +133,9 @@ pub struct MinUnionFind {
 
 impl MinUnionFind {
     pub fn new(n: usize) -> Self {
-        MinUnionFind { parent: (0..n as u32).collect() }
+        MinUnionFind {
+            parent: (0..n as u32).collect(),
+        }
     }
 
     pub fn find(&mut self, mut x: u32) -> u32 {
@@ -142,7 +161,9 @@ impl MinUnionFind {
 
     /// The smallest member of every element's set.
     pub fn labels(mut self) -> Vec<i64> {
-        (0..self.parent.len() as u32).map(|i| self.find(i) as i64).collect()
+        (0..self.parent.len() as u32)
+            .map(|i| self.find(i) as i64)
+            .collect()
     }
 }
 

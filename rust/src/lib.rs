@@ -20,7 +20,9 @@ use dedup::Signatures;
 
 fn expect_len(got: usize, want: usize, what: &str) -> PyResult<()> {
     if got != want {
-        return Err(PyValueError::new_err(format!("{what} holds {got} items, expected {want}")));
+        return Err(PyValueError::new_err(format!(
+            "{what} holds {got} items, expected {want}"
+        )));
     }
     Ok(())
 }
@@ -41,11 +43,16 @@ fn minhash_signatures(
         return Err(PyValueError::new_err("ngram must be at least 1"));
     }
     let arrow = ArrowText::from_array(texts)?;
-    let (a_buf, b_buf) = (RawBuffer::get(a, false, "a")?, RawBuffer::get(b, false, "b")?);
-    let perms =
-        minhash::Permutations::new(a_buf.slice("a")?, b_buf.slice("b")?).map_err(PyValueError::new_err)?;
-    let (mut out_buf, mut count_buf) =
-        (RawBuffer::get(out, true, "out")?, RawBuffer::get(word_counts, true, "word_counts")?);
+    let (a_buf, b_buf) = (
+        RawBuffer::get(a, false, "a")?,
+        RawBuffer::get(b, false, "b")?,
+    );
+    let perms = minhash::Permutations::new(a_buf.slice("a")?, b_buf.slice("b")?)
+        .map_err(PyValueError::new_err)?;
+    let (mut out_buf, mut count_buf) = (
+        RawBuffer::get(out, true, "out")?,
+        RawBuffer::get(word_counts, true, "word_counts")?,
+    );
     let column = arrow.column()?;
     let sig = out_buf.slice_mut::<u64>("out")?;
     expect_len(sig.len(), arrow.len() * perms.len(), "out")?;
@@ -91,7 +98,9 @@ fn near_duplicate_clusters(
     let valid: &[bool] = valid_buf.slice("valid")?;
     let n = valid.len();
     if n >= u32::MAX as usize {
-        return Err(PyValueError::new_err("at most 2**32-1 rows can be clustered at once"));
+        return Err(PyValueError::new_err(
+            "at most 2**32-1 rows can be clustered at once",
+        ));
     }
     let sig_buf = RawBuffer::get(signatures, false, "signatures")?;
     let raw: &[u8] = sig_buf.slice("signatures")?;
@@ -107,7 +116,9 @@ fn near_duplicate_clusters(
         }
     };
     if n > 0 && raw.len() % (n * num_perm) != 0 {
-        return Err(PyValueError::new_err("signatures do not match (rows, num_perm)"));
+        return Err(PyValueError::new_err(
+            "signatures do not match (rows, num_perm)",
+        ));
     }
     let mut label_buf = RawBuffer::get(labels, true, "labels")?;
     let out = label_buf.slice_mut::<i64>("labels")?;
@@ -147,7 +158,10 @@ fn pack_first_fit_decreasing(
 ) -> PyResult<usize> {
     let len_buf = RawBuffer::get(lengths, false, "lengths")?;
     let lengths: &[i64] = len_buf.slice("lengths")?;
-    let (mut bin_buf, mut off_buf) = (RawBuffer::get(bins, true, "bins")?, RawBuffer::get(offsets, true, "offsets")?);
+    let (mut bin_buf, mut off_buf) = (
+        RawBuffer::get(bins, true, "bins")?,
+        RawBuffer::get(offsets, true, "offsets")?,
+    );
     let bins = bin_buf.slice_mut::<i64>("bins")?;
     let offsets = off_buf.slice_mut::<i64>("offsets")?;
     expect_len(bins.len(), lengths.len(), "bins")?;
@@ -173,7 +187,11 @@ fn position_ids(
         RawBuffer::get(bins, false, "bins")?,
         RawBuffer::get(offsets, false, "offsets")?,
     ];
-    let (lengths, bins, offsets) = (bufs[0].slice("lengths")?, bufs[1].slice("bins")?, bufs[2].slice("offsets")?);
+    let (lengths, bins, offsets) = (
+        bufs[0].slice("lengths")?,
+        bufs[1].slice("bins")?,
+        bufs[2].slice("offsets")?,
+    );
     expect_len(bins.len(), lengths.len(), "bins")?;
     expect_len(offsets.len(), lengths.len(), "offsets")?;
     if capacity == 0 {
@@ -182,7 +200,10 @@ fn position_ids(
     let mut out_buf = RawBuffer::get(out, true, "out")?;
     let ids = out_buf.slice_mut::<i32>("out")?;
     if ids.len() % capacity != 0 {
-        return Err(PyValueError::new_err(format!("out holds {} items, not a multiple of {capacity}", ids.len())));
+        return Err(PyValueError::new_err(format!(
+            "out holds {} items, not a multiple of {capacity}",
+            ids.len()
+        )));
     }
     py.allow_threads(|| packing::position_ids(lengths, bins, offsets, capacity, pad, ids))
         .map_err(PyValueError::new_err)
@@ -197,7 +218,10 @@ fn num_threads() -> usize {
 #[pymodule]
 fn _nexa_kernels(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("TEXT_STAT_FIELDS", pyo3::types::PyTuple::new(m.py(), stats::FIELDS)?)?;
+    m.add(
+        "TEXT_STAT_FIELDS",
+        pyo3::types::PyTuple::new(m.py(), stats::FIELDS)?,
+    )?;
     m.add("EMPTY_SIGNATURE", minhash::EMPTY)?;
     m.add_function(wrap_pyfunction!(minhash_signatures, m)?)?;
     m.add_function(wrap_pyfunction!(text_hashes, m)?)?;

@@ -78,7 +78,11 @@ impl Permutations {
     /// Checks the ranges the exact reduction relies on.
     pub fn new(a: &[u64], b: &[u64]) -> Result<Self, String> {
         if a.len() != b.len() || a.is_empty() {
-            return Err(format!("a and b must be equally long and non-empty, got {} and {}", a.len(), b.len()));
+            return Err(format!(
+                "a and b must be equally long and non-empty, got {} and {}",
+                a.len(),
+                b.len()
+            ));
         }
         if let Some(bad) = a.iter().find(|&&v| v == 0 || v >= 1 << 32) {
             return Err(format!("every a must be in [1, 2**32), got {bad}"));
@@ -86,7 +90,10 @@ impl Permutations {
         if let Some(bad) = b.iter().find(|&&v| v >= MERSENNE_61) {
             return Err(format!("every b must be below 2**61-1, got {bad}"));
         }
-        Ok(Permutations { a: a.iter().map(|&v| v as u32).collect(), b: b.to_vec() })
+        Ok(Permutations {
+            a: a.iter().map(|&v| v as u32).collect(),
+            b: b.to_vec(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -162,7 +169,11 @@ pub fn signatures(
             let mut shingles = Vec::new();
             let mut mins = Vec::new();
             let first = task * ROWS_PER_TASK;
-            for (k, (sig, count)) in sig_chunk.chunks_mut(p).zip(count_chunk.iter_mut()).enumerate() {
+            for (k, (sig, count)) in sig_chunk
+                .chunks_mut(p)
+                .zip(count_chunk.iter_mut())
+                .enumerate()
+            {
                 hashes.clear();
                 shingles.clear();
                 let text = texts.text(first + k);
@@ -184,7 +195,11 @@ mod tests {
 
     #[test]
     fn permute_is_exact_modular_arithmetic() {
-        let cases = [(0u64, 1u64, 0u64), (u32::MAX as u64, u32::MAX as u64, MERSENNE_61 - 1), (12345, 678, 9)];
+        let cases = [
+            (0u64, 1u64, 0u64),
+            (u32::MAX as u64, u32::MAX as u64, MERSENNE_61 - 1),
+            (12345, 678, 9),
+        ];
         for (x, a, b) in cases {
             assert_eq!(permute(x, a, b), slow_permute(x, a, b));
         }
@@ -211,7 +226,8 @@ mod tests {
 
     #[test]
     fn identical_texts_share_signatures_and_empty_rows_are_marked() {
-        let col = OwnedColumn::from_rows(&["the quick brown fox jumps", "", "the quick brown fox jumps"]);
+        let col =
+            OwnedColumn::from_rows(&["the quick brown fox jumps", "", "the quick brown fox jumps"]);
         let perms = Permutations::new(&[3, 5, 7], &[1, 2, 3]).unwrap();
         let mut sig = vec![0u64; 9];
         let mut counts = vec![0i64; 3];

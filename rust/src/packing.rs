@@ -24,7 +24,11 @@ impl RoomTree {
     fn leftmost(&self, need: i64) -> usize {
         let mut node = 1;
         while node < self.size {
-            node = if self.room[2 * node] >= need { 2 * node } else { 2 * node + 1 };
+            node = if self.room[2 * node] >= need {
+                2 * node
+            } else {
+                2 * node + 1
+            };
         }
         node - self.size
     }
@@ -52,8 +56,14 @@ pub fn first_fit_decreasing(
     if capacity <= 0 {
         return Err(format!("capacity must be positive, got {capacity}"));
     }
-    if let Some((i, &len)) = lengths.iter().enumerate().find(|(_, &l)| l < 0 || l > capacity) {
-        return Err(format!("sequence {i} has length {len}, outside 0..={capacity}"));
+    if let Some((i, &len)) = lengths
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l < 0 || l > capacity)
+    {
+        return Err(format!(
+            "sequence {i} has length {len}, outside 0..={capacity}"
+        ));
     }
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(lengths[i]), i));
@@ -82,8 +92,15 @@ pub fn position_ids(
     let num_bins = out.len() / capacity.max(1);
     for i in 0..lengths.len() {
         let (bin, start, len) = (bins[i], offsets[i], lengths[i]);
-        if bin < 0 || bin as usize >= num_bins || start < 0 || len < 0 || (start + len) as usize > capacity {
-            return Err(format!("sequence {i} (bin {bin}, offset {start}, length {len}) does not fit the bins"));
+        if bin < 0
+            || bin as usize >= num_bins
+            || start < 0
+            || len < 0
+            || (start + len) as usize > capacity
+        {
+            return Err(format!(
+                "sequence {i} (bin {bin}, offset {start}, length {len}) does not fit the bins"
+            ));
         }
         let base = bin as usize * capacity + start as usize;
         for (p, slot) in out[base..base + len as usize].iter_mut().enumerate() {

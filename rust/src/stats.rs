@@ -50,11 +50,17 @@ fn lower_hash(word: &str, lower: &mut String) -> u64 {
 
 /// The statistics of one text into `out` (one entry per `FIELDS` name).
 pub fn row_stats(text: &str, scratch: &mut Scratch, out: &mut [i64]) {
-    let Scratch { word_hashes, trigrams, lines, lower } = scratch;
+    let Scratch {
+        word_hashes,
+        trigrams,
+        lines,
+        lower,
+    } = scratch;
     word_hashes.clear();
     trigrams.clear();
     lines.clear();
-    let (mut chars, mut word_chars, mut letters, mut noise, mut re2_spaces) = (0i64, 0i64, 0i64, 0i64, 0i64);
+    let (mut chars, mut word_chars, mut letters, mut noise, mut re2_spaces) =
+        (0i64, 0i64, 0i64, 0i64, 0i64);
     let (mut longest_run, mut run, mut prev) = (0i64, 0i64, None::<char>);
     let (mut max_line_chars, mut line_chars_now) = (0i64, 0i64);
     let mut word_start: Option<(usize, i64)> = None;
@@ -149,11 +155,14 @@ pub fn row_stats(text: &str, scratch: &mut Scratch, out: &mut [i64]) {
 pub fn text_stats(texts: &TextColumn<'_>, out: &mut [i64]) {
     let width = FIELDS.len();
     assert_eq!(out.len(), texts.len() * width);
-    out.par_chunks_mut(width).enumerate().with_min_len(64).for_each_init(Scratch::default, |scratch, (i, row)| {
-        row_stats(&texts.text(i), scratch, row);
-        // Bytes as stored: a binary row's invalid UTF-8 is counted before replacement.
-        row[0] = texts.bytes(i).len() as i64;
-    });
+    out.par_chunks_mut(width)
+        .enumerate()
+        .with_min_len(64)
+        .for_each_init(Scratch::default, |scratch, (i, row)| {
+            row_stats(&texts.text(i), scratch, row);
+            // Bytes as stored: a binary row's invalid UTF-8 is counted before replacement.
+            row[0] = texts.bytes(i).len() as i64;
+        });
 }
 
 #[cfg(test)]

@@ -35,7 +35,11 @@ impl<'a> TextColumn<'a> {
             Offsets::Large(o) => o.len(),
         };
         if len > 0 && n_off < len + 1 {
-            return Err(format!("offsets hold {n_off} entries, {} rows need {}", len, len + 1));
+            return Err(format!(
+                "offsets hold {n_off} entries, {} rows need {}",
+                len,
+                len + 1
+            ));
         }
         let at = |i: usize| -> i64 {
             match offsets {
@@ -46,7 +50,10 @@ impl<'a> TextColumn<'a> {
         for i in 0..len {
             let (s, e) = (at(i), at(i + 1));
             if s < 0 || e < s || e as usize > data.len() {
-                return Err(format!("row {i} spans bytes {s}..{e} outside the {}-byte data", data.len()));
+                return Err(format!(
+                    "row {i} spans bytes {s}..{e} outside the {}-byte data",
+                    data.len()
+                ));
             }
         }
         if let Some(v) = validity {
@@ -54,7 +61,13 @@ impl<'a> TextColumn<'a> {
                 return Err("validity bitmap is shorter than the array".to_string());
             }
         }
-        Ok(TextColumn { offsets, data, validity, bit_offset, len })
+        Ok(TextColumn {
+            offsets,
+            data,
+            validity,
+            bit_offset,
+            len,
+        })
     }
 
     /// Number of rows.
@@ -107,8 +120,14 @@ impl OwnedColumn {
     }
 
     pub fn view(&self) -> TextColumn<'_> {
-        TextColumn::new(Offsets::Large(&self.offsets), &self.data, None, 0, self.offsets.len() - 1)
-            .expect("offsets built from rows are valid")
+        TextColumn::new(
+            Offsets::Large(&self.offsets),
+            &self.data,
+            None,
+            0,
+            self.offsets.len() - 1,
+        )
+        .expect("offsets built from rows are valid")
     }
 }
 

@@ -60,7 +60,15 @@ pub fn is_re2_space(c: char) -> bool {
 pub fn is_line_break(c: char) -> bool {
     matches!(
         c,
-        '\n' | '\r' | '\x0B' | '\x0C' | '\x1C' | '\x1D' | '\x1E' | '\u{85}' | '\u{2028}' | '\u{2029}'
+        '\n' | '\r'
+            | '\x0B'
+            | '\x0C'
+            | '\x1C'
+            | '\x1D'
+            | '\x1E'
+            | '\u{85}'
+            | '\u{2028}'
+            | '\u{2029}'
     )
 }
 
@@ -72,8 +80,16 @@ mod tests {
     fn ascii_fast_paths_agree_with_tables() {
         for b in 0u8..0x80 {
             let c = b as char;
-            assert_eq!(is_space(c), in_ranges(tables::WHITESPACE, b as u32), "{b:#x}");
-            assert_eq!(is_letter_or_number(c), in_ranges(tables::LETTER_OR_NUMBER, b as u32), "{b:#x}");
+            assert_eq!(
+                is_space(c),
+                in_ranges(tables::WHITESPACE, b as u32),
+                "{b:#x}"
+            );
+            assert_eq!(
+                is_letter_or_number(c),
+                in_ranges(tables::LETTER_OR_NUMBER, b as u32),
+                "{b:#x}"
+            );
             assert_eq!(is_noise(c), in_ranges(tables::NOISE, b as u32), "{b:#x}");
         }
     }
