@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
 
@@ -204,14 +205,18 @@ class Usage(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+READ_ONLY = "nexa_read_only"
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL and serialized writers so claims never race."""
     if url.startswith("sqlite"):
+        memory = url in ("sqlite://", "sqlite:///:memory:")
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
-            pool_size=16,
-            max_overflow=32,
+            # An in-memory database exists once per connection: share one.
+            **({"poolclass": StaticPool} if memory else {"pool_size": 16, "max_overflow": 32}),
         )
 
         @event.listens_for(engine, "connect")
@@ -224,10 +229,12 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin_immediate(conn: Any) -> None:
+        def _sqlite_begin(conn: Any) -> None:
             # A deferred transaction that later writes can fail with SQLITE_BUSY without
             # waiting; taking the write lock up front makes every writer queue instead.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers (marked read_only) need no lock at all under WAL.
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
@@ -244,6 +251,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
     def create_schema(self) -> None:
@@ -259,6 +269,15 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reads only: on SQLite it takes no write lock."""
+        with self.read_sessions() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     def dispose(self) -> None:
         self.engine.dispose()

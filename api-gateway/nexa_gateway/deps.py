@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from nexa_gateway.db import Worker
 from nexa_gateway.errors import ApiError, unauthorized
@@ -16,7 +17,7 @@ from nexa_gateway.services.queue import worker_for_token
 from nexa_gateway.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.nexa
     return state
 
@@ -48,15 +49,15 @@ def _bearer(request: Request) -> str | None:
     return key.strip() if key else None
 
 
-def current_principal(request: Request, state: StateDep) -> Principal:
+async def current_principal(request: Request, state: StateDep) -> Principal:
     """The caller's API key and tenant; worker tokens and unknown keys get the same 401."""
     token = _bearer(request)
     if token is None or token.startswith(WORKER_TOKEN_PREFIX):
         raise unauthorized()
-    # A short session of its own: on SQLite a transaction holds the write lock, and the
-    # handler's own session must not wait behind the one that authenticated it.
-    with state.db.session() as session:
-        principal = state.keys.resolve(session, token)
+    # Async with an in-memory fast path: most requests never leave the event loop here.
+    hit, principal = state.keys.cached(token)
+    if not hit:
+        principal = await run_in_threadpool(state.keys.resolve, state.db, token)
     if principal is None:
         raise unauthorized()
     wait = state.limiter.acquire(principal.key_id)
@@ -68,6 +69,8 @@ def current_principal(request: Request, state: StateDep) -> Principal:
             f"rate limit of {state.settings.rate_limit_per_minute} requests per minute exceeded",
             headers={"Retry-After": state.limiter.retry_after_header(wait)},
         )
+    if state.keys.touch_due(principal.key_id):
+        await run_in_threadpool(state.keys.touch, state.db, principal.key_id)
     return principal
 
 

@@ -20,6 +20,7 @@ from nexa_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nexa_gateway.ratelimit import RateLimiter
 from nexa_gateway.routes import artifacts, datasets, health, jobs, keys, submit, workers
 from nexa_gateway.services import queue
+from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
 from nexa_gateway.services.keys import KeyResolver, ensure_tenant, store_api_key
 from nexa_gateway.settings import Settings
@@ -43,11 +44,12 @@ def _bootstrap(state: AppState) -> None:
 
 def _reap_once(state: AppState) -> None:
     with state.db.session() as session:
-        expired = queue.reap_expired(
+        reaped = queue.reap_expired(
             session, lambda job_type, status: state.metrics.jobs_finished.labels(job_type, status).inc()
         )
-    if expired:
-        state.metrics.leases_expired.inc(expired)
+    state.jobs.invalidate(reaped.changed)
+    if reaped.lease_expired:
+        state.metrics.leases_expired.inc(reaped.lease_expired)
 
 
 async def _reaper(state: AppState) -> None:
@@ -71,10 +73,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         limiter=RateLimiter(settings.rate_limit_per_minute),
         keys=KeyResolver(settings.key_cache_seconds),
+        jobs=JobCache(settings.status_cache_seconds),
     )
 
     def _states() -> list[tuple[str, str, int]]:
-        with db.session() as session:
+        with db.read() as session:
             return count_by_state(session)
 
     metrics.add_state_collector(_states)
@@ -87,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await state.backend.close()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper

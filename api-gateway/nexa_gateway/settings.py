@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(1 << 30, ge=1)
     key_cache_seconds: float = Field(5.0, ge=0)
     log_poll_seconds: float = Field(0.5, gt=0)
+    status_cache_seconds: float = Field(
+        1.0, ge=0, description="How long another replica's change to a job may go unseen by this one."
+    )
 
     @field_validator("allowed_dataset_roots", mode="before")
     @classmethod

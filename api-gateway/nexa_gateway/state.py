@@ -10,6 +10,7 @@ from nexa_engines.store.base import ArtifactStore
 from nexa_gateway.db import Database
 from nexa_gateway.metrics import GatewayMetrics
 from nexa_gateway.ratelimit import RateLimiter
+from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.keys import KeyResolver
 from nexa_gateway.settings import Settings
 
@@ -25,6 +26,7 @@ class AppState:
     metrics: GatewayMetrics
     limiter: RateLimiter
     keys: KeyResolver
+    jobs: JobCache
     backend: JobBackend = field(init=False)
 
     @property

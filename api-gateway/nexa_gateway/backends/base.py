@@ -11,7 +11,7 @@ from nexa.contracts import Job, JobEvent, JobOptions, JobState, JobType
 
 
 class JobBackend(Protocol):
-    def submit(
+    async def submit(
         self, tenant_id: str, job_type: JobType, spec: JobOptions, idempotency_key: str | None
     ) -> tuple[Job, bool]:
         """Create a job (True) or return the one this idempotency key already made (False)."""
@@ -19,6 +19,10 @@ class JobBackend(Protocol):
 
     def get(self, tenant_id: str, job_id: str) -> Job:
         """The job with its events; ApiError 404 when the tenant has no such job."""
+        ...
+
+    async def get_json(self, tenant_id: str, job_id: str) -> bytes:
+        """``get`` serialized as JSON: the hot path of status polling, which backends may cache."""
         ...
 
     def list_jobs(
@@ -40,6 +44,10 @@ class JobBackend(Protocol):
 
     def events(self, tenant_id: str, job_id: str) -> list[JobEvent]:
         """The job's timeline."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the backend holds (background tasks, connections)."""
         ...
 
     def log_stream(

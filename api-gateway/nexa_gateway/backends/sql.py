@@ -5,31 +5,41 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import Job, JobEvent, JobOptions, JobState, JobType
 from nexa_gateway.services import jobs as svc
-from nexa_gateway.services.artifacts import check_job_inputs
 from nexa_gateway.services.logstream import log_event_stream
+from nexa_gateway.services.submitbatch import SubmitBatcher
 from nexa_gateway.state import AppState
 
 
 class SqlJobBackend:
     def __init__(self, state: AppState) -> None:
         self.state = state
+        self.batcher = SubmitBatcher(state)
 
-    def submit(
+    async def close(self) -> None:
+        await self.batcher.close()
+
+    async def submit(
         self, tenant_id: str, job_type: JobType, spec: JobOptions, idempotency_key: str | None
     ) -> tuple[Job, bool]:
-        with self.state.db.session() as session:
-            check_job_inputs(session, self.state.store, self.state.allowed_roots, tenant_id, job_type, spec)
-            result = svc.submit_job(session, tenant_id, job_type, spec, idempotency_key)
-        if result.created:
-            self.state.metrics.jobs_submitted.labels(job_type.value).inc()
-        return result.job, result.created
+        return await self.batcher.submit(tenant_id, job_type, spec, idempotency_key)
 
     def get(self, tenant_id: str, job_id: str) -> Job:
-        with self.state.db.session() as session:
+        with self.state.db.read() as session:
             return svc.get_job(session, tenant_id, job_id)
+
+    async def get_json(self, tenant_id: str, job_id: str) -> bytes:
+        cache = self.state.jobs
+        body = cache.get(tenant_id, job_id)
+        if body is None:
+            generation = cache.generation(job_id)
+            job = await run_in_threadpool(self.get, tenant_id, job_id)
+            body = job.model_dump_json().encode()
+            cache.put(tenant_id, job_id, body, generation)
+        return body
 
     def list_jobs(
         self,
@@ -41,7 +51,7 @@ class SqlJobBackend:
         limit: int,
         cursor: str | None,
     ) -> tuple[list[Job], str | None]:
-        with self.state.db.session() as session:
+        with self.state.db.read() as session:
             return svc.list_jobs(
                 session,
                 tenant_id,
@@ -55,6 +65,7 @@ class SqlJobBackend:
     def cancel(self, tenant_id: str, job_id: str) -> Job:
         with self.state.db.session() as session:
             job, finished_type = svc.cancel_job(session, tenant_id, job_id)
+        self.state.jobs.invalidate([job_id])
         if finished_type is not None:
             self.state.metrics.jobs_finished.labels(finished_type, "cancelled").inc()
         return job
@@ -65,6 +76,6 @@ class SqlJobBackend:
     def log_stream(
         self, request: Request, tenant_id: str, job_id: str, *, after: int, follow: bool
     ) -> AsyncIterator[str]:
-        with self.state.db.session() as session:
+        with self.state.db.read() as session:
             svc.get_job_row(session, tenant_id, job_id)
         return log_event_stream(self.state, request, job_id, after=after, follow=follow)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from nexa.contracts import Job, JobEvent, JobList, JobState, JobType
@@ -41,15 +41,17 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=Job)
-def get_job(job_id: JobIdPath, principal: CurrentPrincipal, state: StateDep) -> Job:
+async def get_job(job_id: JobIdPath, principal: CurrentPrincipal, state: StateDep) -> Response:
     """A job's status, result and events."""
-    return state.backend.get(principal.tenant_id, job_id)
+    body = await state.backend.get_json(principal.tenant_id, job_id)
+    return Response(body, media_type="application/json")
 
 
 @spec_router.get("/status/{job_id}", response_model=Job, name="spec_status")
-def spec_status(job_id: JobIdPath, principal: CurrentPrincipal, state: StateDep) -> Job:
+async def spec_status(job_id: JobIdPath, principal: CurrentPrincipal, state: StateDep) -> Response:
     """A job's status (SPEC path)."""
-    return state.backend.get(principal.tenant_id, job_id)
+    body = await state.backend.get_json(principal.tenant_id, job_id)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=Job)

@@ -25,14 +25,14 @@ IdempotencyHeader = Annotated[
 
 
 def _make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignore[no-untyped-def]
-    def handler(
+    async def handler(
         body: spec_cls,  # type: ignore[valid-type]
         principal: CurrentPrincipal,
         state: StateDep,
         response: Response,
         idempotency_key: IdempotencyHeader = None,
     ) -> Job:
-        job, created = state.backend.submit(principal.tenant_id, job_type, body, idempotency_key)
+        job, created = await state.backend.submit(principal.tenant_id, job_type, body, idempotency_key)
         response.status_code = 201 if created else 200
         response.headers["Location"] = f"/v1/jobs/{job.job_id}"
         return job

@@ -71,6 +71,7 @@ def _claim_once(state: AppState, worker: Worker, body: ClaimRequest) -> ClaimedJ
         )
         queue.touch_worker(session, worker.id)
     if claimed is not None:
+        state.jobs.invalidate([claimed.job_id])
         state.metrics.claims.labels(claimed.job_type.value).inc()
     return claimed
 
@@ -125,6 +126,7 @@ def progress(
         _refused(state, exc)
         raise
     session.commit()
+    state.jobs.invalidate([job_id])
     return Response(status_code=204)
 
 
@@ -159,6 +161,7 @@ def complete(
         _refused(state, exc)
         raise
     session.commit()
+    state.jobs.invalidate([job_id])
     state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
     for item in done.usage:
         state.metrics.usage.labels(item.kind).inc(item.amount)
@@ -176,6 +179,7 @@ def fail(
         _refused(state, exc)
         raise
     session.commit()
+    state.jobs.invalidate([job_id])
     if done.changed and done.status in queue.TERMINAL_STATES:
         state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
     for item in done.usage:

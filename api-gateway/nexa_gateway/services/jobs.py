@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -80,67 +80,166 @@ class Submitted:
     created: bool  # False when an idempotent repeat returned the existing job
 
 
+@dataclass
+class NewJob:
+    """One submission in a batch."""
+
+    tenant_id: str
+    job_type: JobType
+    spec: JobOptions
+    idempotency_key: str | None
+
+
+def _rows(new: NewJob) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """The job, its 'created' event and its labels as column-keyed rows for Core inserts."""
+    spec = new.spec
+    body = spec.model_dump(mode="json")
+    now = utcnow()
+    job_id = new_id("job")
+    job = {
+        "id": job_id,
+        "tenant_id": new.tenant_id,
+        "job_type": new.job_type.value,
+        "status": "pending",
+        "spec": body,
+        "spec_hash": spec_hash(body),
+        "idempotency_key": new.idempotency_key or spec.idempotency_key,
+        "priority": spec.priority,
+        "labels": dict(spec.labels),
+        "metadata": dict(spec.metadata),
+        "gpus": spec.resources.gpus,
+        "gpu_type": spec.resources.gpu_type,
+        "tier": spec.resources.tier,
+        "max_retries": spec.max_retries,
+        "timeout_seconds": spec.timeout_seconds,
+        "attempt": 0,
+        "progress": 0.0,
+        "event_seq": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+    event = {
+        "job_id": job_id,
+        "seq": 1,
+        "at": now,
+        "kind": "created",
+        "message": f"{new.job_type.value} job submitted",
+        "attempt": 0,
+    }
+    labels = [
+        {"job_id": job_id, "key": k, "value": v, "tenant_id": new.tenant_id} for k, v in spec.labels.items()
+    ]
+    return job, event, labels
+
+
+def _created(job: dict[str, Any], event: dict[str, Any]) -> Submitted:
+    attrs = {("meta" if k == "metadata" else k): v for k, v in job.items()}
+    return Submitted(job=to_contract(Job(**attrs), [JobEventRow(**event)]), created=True)
+
+
+def _insert(
+    session: Session, rows: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]]
+) -> None:
+    # Core executemany, not the unit of work: submission is the gateway's hottest write.
+    conn = session.connection()
+    tables = Job.metadata.tables
+    conn.execute(insert(tables["jobs"]), [job for job, _, _ in rows])
+    conn.execute(insert(tables["job_events"]), [event for _, event, _ in rows])
+    labels = [label for _, _, job_labels in rows for label in job_labels]
+    if labels:
+        conn.execute(insert(tables["job_labels"]), labels)
+
+
+def submit_jobs(session: Session, batch: list[NewJob]) -> list[Submitted | ApiError]:
+    """Create many pending jobs in the caller's transaction; idempotent repeats return the first job.
+
+    One executemany per table for the whole batch. Only if another writer raced us
+    on an idempotency key does it fall back to one savepoint per job.
+    """
+    rows = [_rows(new) for new in batch]
+    outcomes: list[Submitted | ApiError | None] = [None] * len(batch)
+    keyed = {(job["tenant_id"], job["idempotency_key"]) for job, _, _ in rows if job["idempotency_key"]}
+    existing: dict[tuple[str, str], Job] = {}
+    if keyed:
+        tenants = {t for t, _ in keyed}
+        keys = {k for _, k in keyed}
+        for row in session.scalars(
+            select(Job).where(Job.tenant_id.in_(tenants), Job.idempotency_key.in_(keys))
+        ):
+            existing[(row.tenant_id, row.idempotency_key or "")] = row
+    first_in_batch: dict[tuple[str, str], int] = {}
+    fresh: list[int] = []
+    for i, (job, _, _) in enumerate(rows):
+        key = job["idempotency_key"]
+        if key is None:
+            fresh.append(i)
+            continue
+        ident = (job["tenant_id"], key)
+        if ident in existing:
+            outcomes[i] = _repeat_or_conflict(existing[ident], batch[i].job_type, job["spec_hash"])
+        elif ident in first_in_batch:
+            earlier = rows[first_in_batch[ident]][0]
+            if earlier["job_type"] != job["job_type"] or earlier["spec_hash"] != job["spec_hash"]:
+                outcomes[i] = _idempotency_conflict(earlier["id"])
+            else:
+                outcomes[i] = Submitted(
+                    job=_created(earlier, rows[first_in_batch[ident]][1]).job, created=False
+                )
+        else:
+            first_in_batch[ident] = i
+            fresh.append(i)
+    if fresh:
+        try:
+            with session.begin_nested():
+                _insert(session, [rows[i] for i in fresh])
+            for i in fresh:
+                outcomes[i] = _created(rows[i][0], rows[i][1])
+        except IntegrityError:
+            # Another gateway inserted one of these keys since we looked: go one by one.
+            for i in fresh:
+                outcomes[i] = _submit_one(session, batch[i], rows[i])
+    return [o for o in outcomes if o is not None]
+
+
+def _submit_one(
+    session: Session, new: NewJob, row: tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
+) -> Submitted | ApiError:
+    job = row[0]
+    try:
+        with session.begin_nested():
+            _insert(session, [row])
+    except IntegrityError:
+        found = _by_idempotency_key(session, job["tenant_id"], job["idempotency_key"] or "")
+        if found is None:
+            raise
+        return _repeat_or_conflict(found, new.job_type, job["spec_hash"])
+    return _created(job, row[1])
+
+
 def submit_job(
     session: Session, tenant_id: str, job_type: JobType, spec: JobOptions, idempotency_key: str | None
 ) -> Submitted:
-    """Create a pending job, or return the job an earlier submission with the same key created."""
-    key = idempotency_key or spec.idempotency_key
-    body = spec.model_dump(mode="json")
-    digest = spec_hash(body)
-    if key is not None:
-        existing = _by_idempotency_key(session, tenant_id, key)
-        if existing is not None:
-            return _repeat(existing, job_type, digest)
-    now = utcnow()
-    row = Job(
-        id=new_id("job"),
-        tenant_id=tenant_id,
-        job_type=job_type.value,
-        status="pending",
-        spec=body,
-        spec_hash=digest,
-        idempotency_key=key,
-        priority=spec.priority,
-        labels=dict(spec.labels),
-        meta=dict(spec.metadata),
-        gpus=spec.resources.gpus,
-        gpu_type=spec.resources.gpu_type,
-        tier=spec.resources.tier,
-        max_retries=spec.max_retries,
-        timeout_seconds=spec.timeout_seconds,
-        created_at=now,
-        updated_at=now,
+    """Create one pending job, or return the job an earlier submission with the same key created."""
+    outcome = submit_jobs(session, [NewJob(tenant_id, job_type, spec, idempotency_key)])[0]
+    if isinstance(outcome, ApiError):
+        raise outcome
+    return outcome
+
+
+def _idempotency_conflict(job_id: str) -> ApiError:
+    return conflict(
+        "idempotency_conflict", f"idempotency key was already used for job {job_id} with a different request"
     )
-    try:
-        # A savepoint, so that losing the race on the idempotency key only undoes this insert.
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-            for k, v in spec.labels.items():
-                session.add(JobLabel(job_id=row.id, key=k, value=v, tenant_id=tenant_id))
-            add_event(session, row.id, "created", f"{job_type.value} job submitted")
-            session.flush()
-    except IntegrityError:
-        if key is None:
-            raise
-        existing = _by_idempotency_key(session, tenant_id, key)
-        if existing is None:
-            raise
-        return _repeat(existing, job_type, digest)
-    return Submitted(job=to_contract(row), created=True)
+
+
+def _repeat_or_conflict(existing: Job, job_type: JobType, digest: str) -> Submitted | ApiError:
+    if existing.job_type != job_type.value or existing.spec_hash != digest:
+        return _idempotency_conflict(existing.id)
+    return Submitted(job=to_contract(existing), created=False)
 
 
 def _by_idempotency_key(session: Session, tenant_id: str, key: str) -> Job | None:
     return session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key))
-
-
-def _repeat(existing: Job, job_type: JobType, digest: str) -> Submitted:
-    if existing.job_type != job_type.value or existing.spec_hash != digest:
-        raise conflict(
-            "idempotency_conflict",
-            f"idempotency key was already used for job {existing.id} with a different request",
-        )
-    return Submitted(job=to_contract(existing), created=False)
 
 
 def get_job_row(session: Session, tenant_id: str, job_id: str) -> Job:

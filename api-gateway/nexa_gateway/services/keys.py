@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from nexa.contracts import ApiKeyCreated, ApiKeyInfo
 from nexa.ids import new_id
-from nexa_gateway.db import ApiKey, Tenant, utcnow
+from nexa_gateway.db import ApiKey, Database, Tenant, utcnow
 
 KEY_PREFIX = "nexa_"
 WORKER_TOKEN_PREFIX = "nexaw_"
@@ -180,38 +180,54 @@ class KeyResolver:
         with self._lock:
             self._cache.clear()
 
-    def resolve(self, session: Session, key: str) -> Principal | None:
+    def cached(self, key: str) -> tuple[bool, Principal | None]:
+        """(True, answer) when the cache can answer without the database, else (False, None)."""
         if not well_formed(key):
-            return None
-        digest = hash_key(key)
-        now = time.monotonic()
+            return True, None
         with self._lock:
-            entry = self._cache.get(digest)
-        if entry is None or now - entry.fetched > self.ttl:
+            entry = self._cache.get(hash_key(key))
+        if entry is None or time.monotonic() - entry.fetched > self.ttl:
+            return False, None
+        return True, self._valid(entry)
+
+    def resolve(self, db: Database, key: str) -> Principal | None:
+        """The key's principal, from the cache or the database; None for any key that may not call."""
+        hit, principal = self.cached(key)
+        if hit:
+            return principal
+        digest = hash_key(key)
+        with db.read() as session:
             row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
-            principal = None
+            found = None
             expires_at = None
             if row is not None and row.revoked_at is None:
-                principal = Principal(key_id=row.id, tenant_id=row.tenant_id)
+                found = Principal(key_id=row.id, tenant_id=row.tenant_id)
                 expires_at = row.expires_at
-            entry = _CacheEntry(principal, expires_at, now)
-            with self._lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[digest] = entry
+        entry = _CacheEntry(found, expires_at, time.monotonic())
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = entry
+        return self._valid(entry)
+
+    @staticmethod
+    def _valid(entry: _CacheEntry) -> Principal | None:
         if entry.principal is None:
             return None
         if entry.expires_at is not None and entry.expires_at <= utcnow():
             return None
-        self._touch(session, entry.principal.key_id, now)
         return entry.principal
 
-    def _touch(self, session: Session, key_id: str, now: float) -> None:
-        # last_used_at is informational; write it at most once a minute per key.
+    def touch_due(self, key_id: str) -> bool:
+        """True at most once a minute per key: last_used_at is informational, not worth a write per call."""
+        now = time.monotonic()
         with self._lock:
-            last = self._last_touch.get(key_id, 0.0)
-            if now - last < 60:
-                return
+            if now - self._last_touch.get(key_id, 0.0) < 60:
+                return False
             self._last_touch[key_id] = now
-        session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
-        session.commit()
+            return True
+
+    @staticmethod
+    def touch(db: Database, key_id: str) -> None:
+        with db.session() as session:
+            session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))

@@ -34,7 +34,7 @@ class _Batch:
 
 
 def _fetch(state: AppState, job_id: str, after: int) -> _Batch:
-    with state.db.session() as session:
+    with state.db.read() as session:
         status = session.scalar(select(Job.status).where(Job.id == job_id)) or "failed"
         rows = session.execute(
             select(JobLog.seq, JobLog.attempt, JobLog.at, JobLog.line)

@@ -322,13 +322,20 @@ def _end_attempt(session: Session, row: Job, *, code: str, message: str, retryab
     session.refresh(row)
 
 
-def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> int:
+@dataclass
+class Reaped:
+    lease_expired: int
+    changed: list[str]
+
+
+def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> Reaped:
     """Requeue or fail running attempts whose lease ran out or that passed their timeout."""
     now = utcnow()
     expired = list(
         session.scalars(select(Job).where(Job.status == "running", Job.lease_expires_at < now).limit(100))
     )
     count = 0
+    changed: list[str] = []
     for row in expired:
         try:
             with session.begin_nested():
@@ -342,6 +349,7 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> i
         except ApiError:
             continue  # the worker reported in the meantime
         count += 1
+        changed.append(row.id)
         if row.status in TERMINAL_STATES:
             on_finished(row.job_type, row.status)
     timed_out = list(
@@ -364,8 +372,9 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> i
                 )
         except ApiError:
             continue
+        changed.append(row.id)
         on_finished(row.job_type, row.status)
-    return count
+    return Reaped(count, changed)
 
 
 TERMINAL_STATES = ("completed", "failed", "cancelled")
