@@ -85,6 +85,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,6 +105,14 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "GET")
-            self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.latency.labels(template, method).observe(time.perf_counter() - start)
+            key = (template, scope.get("method", "GET"), status)
+            children = self._children.get(key)
+            if children is None:
+                # labels() takes a lock and builds a tuple every call; keep the children.
+                children = (
+                    self.metrics.requests.labels(key[0], key[1], str(status)),
+                    self.metrics.latency.labels(key[0], key[1]),
+                )
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)

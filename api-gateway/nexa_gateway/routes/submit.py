@@ -29,13 +29,16 @@ def _make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignor
         body: spec_cls,  # type: ignore[valid-type]
         principal: CurrentPrincipal,
         state: StateDep,
-        response: Response,
         idempotency_key: IdempotencyHeader = None,
-    ) -> Job:
+    ) -> Response:
         job, created = await state.backend.submit(principal.tenant_id, job_type, body, idempotency_key)
-        response.status_code = 201 if created else 200
-        response.headers["Location"] = f"/v1/jobs/{job.job_id}"
-        return job
+        # Serialized once here; the declared response_model documents the same shape.
+        return Response(
+            job.model_dump_json().encode(),
+            status_code=201 if created else 200,
+            media_type="application/json",
+            headers={"Location": f"/v1/jobs/{job.job_id}"},
+        )
 
     handler.__doc__ = f"Submit a {job_type.value} job ({spec_cls.__name__})."
     return handler
