@@ -5,23 +5,36 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
-LINT_PATHS := sdk api-gateway engines operator tests bench
+LINT_PATHS := sdk api-gateway engines operator tests bench rust/python rust/scripts
 # Benchmark scripts run by `make bench`, in order (paths relative to the repo root).
-BENCHES ?= bench/bench_gateway.py bench/bench_claims.py
+BENCHES ?= bench/bench_gateway.py bench/bench_claims.py bench/bench_minhash.py bench/bench_audit_e2e.py \
+	bench/bench_packing.py
+# cargo builds and tests the PyO3 crate against the venv's interpreter.
+CARGO_ENV := PYO3_PYTHON=$(CURDIR)/$(PY)
 
 # The install is redone only when pyproject.toml changes: the stamp names its hash.
 PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
 INSTALL_STAMP := $(VENV)/.installed-$(PYPROJECT_HASH)
+# The Rust kernels are rebuilt into the venv when their sources change.
+KERNEL_SOURCES := $(wildcard rust/Cargo.toml rust/Cargo.lock rust/pyproject.toml rust/src/*.rs rust/python/nexa_kernels/*)
+KERNELS_STAMP := $(VENV)/.kernels-built
 
 MAKEFLAGS += --no-print-directory
 .DEFAULT_GOAL := help
-.PHONY: help venv services lint format test test-unit test-integration test-e2e demo bench clean distclean
+.PHONY: help venv kernels services lint format test test-unit test-integration test-e2e demo bench clean distclean
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-venv: $(INSTALL_STAMP) ## Create .venv and install Nexa with all extras (redone when pyproject.toml changes)
+venv: $(INSTALL_STAMP) $(KERNELS_STAMP) ## Create .venv, install Nexa with all extras and the Rust kernels
 	@:
+
+kernels: $(KERNELS_STAMP) ## Build the Rust kernels (rust/, PyO3 + maturin) into .venv
+
+$(KERNELS_STAMP): $(INSTALL_STAMP) $(KERNEL_SOURCES)
+	@echo "kernels: building rust/ into $(VENV)"
+	@$(PY) -m pip install -q --disable-pip-version-check --no-input ./rust
+	@touch $@
 
 $(INSTALL_STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,15 +51,20 @@ lint: venv ## ruff check, ruff format --check, mypy (strict for the SDK)
 	@$(PY) -m ruff format --check --quiet $(LINT_PATHS)
 	@$(PY) -m mypy --strict --no-error-summary sdk/nexa
 	@$(PY) -m mypy --no-error-summary api-gateway/nexa_gateway engines/nexa_engines
+	@cd rust && cargo fmt --check
+	@cd rust && $(CARGO_ENV) cargo clippy --quiet --all-targets -- -D warnings
+	@$(PY) -m mypy.stubtest nexa_kernels._nexa_kernels
 
 format: venv ## Apply ruff's fixes and formatting
 	@$(PY) -m ruff check --quiet --fix $(LINT_PATHS)
 	@$(PY) -m ruff format --quiet $(LINT_PATHS)
 
-test: venv services ## Unit then integration tests (the CI gate)
+test: venv services ## Rust tests, then Python unit and integration tests (the CI gate)
+	@cd rust && $(CARGO_ENV) cargo test --quiet
 	@$(PYTEST) -q tests/unit tests/integration
 
-test-unit: venv ## Unit tests only (no servers)
+test-unit: venv ## Rust tests and Python unit tests (no servers)
+	@cd rust && $(CARGO_ENV) cargo test --quiet
 	@$(PYTEST) -q tests/unit
 
 test-integration: venv services ## Integration tests against real PostgreSQL, S3 and gateway processes
@@ -58,7 +76,8 @@ test-e2e: venv ## End-to-end tests on a real Kubernetes cluster (NEXA_TEST_KUBEC
 demo: venv ## Run the standalone demo (`nexa demo`)
 	@$(VENV)/bin/nexa demo
 
-bench: venv ## Run the benchmark scripts listed in BENCHES
+bench: venv ## Run the benchmark scripts listed in BENCHES (installs the peers they compare against)
+	@$(PY) -m pip install -q --disable-pip-version-check --no-input -e '.[bench]'
 	@if [ -z "$(strip $(BENCHES))" ]; then echo "bench: no benchmarks listed in BENCHES" >&2; exit 1; fi
 	@for b in $(BENCHES); do echo "bench: $$b"; $(PY) $$b || exit 1; done
 

@@ -94,6 +94,18 @@ def run_nexa(path: Path, work: Path) -> dict[str, object]:
     }
 
 
+def _patch_datatrove_xxhash() -> None:
+    """datatrove 0.10 passes ``str`` to xxhash, which xxhash >= 4 refuses: encode it as UTF-8 first."""
+    import xxhash
+    from datatrove.utils.hashes import xxhash as dt_xxhash
+
+    def encoded(data: str | bytes) -> bytes:
+        return data.encode("utf-8") if isinstance(data, str) else data
+
+    dt_xxhash.xxhash32 = lambda data: xxhash.xxh32_intdigest(encoded(data))
+    dt_xxhash.xxhash64 = lambda data: xxhash.xxh64_intdigest(encoded(data))
+
+
 def run_datatrove(path: Path, work: Path) -> dict[str, object]:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
@@ -102,6 +114,7 @@ def run_datatrove(path: Path, work: Path) -> dict[str, object]:
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
 
+    _patch_datatrove_xxhash()
     config = MinhashConfig(n_grams=5, num_buckets=16, hashes_per_bucket=8, seed=1)
     logs = str(work / "logs")
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 NUM_PERM, NGRAM, SEED = 128, 5, 42
 DATA_DIR = Path("/tmp/nexa-bench")
@@ -31,7 +32,7 @@ def dataset(rows: int) -> Path:
     return path
 
 
-def load_texts(path: Path, limit: int) -> object:
+def load_texts(path: Path, limit: int) -> Any:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -51,8 +52,6 @@ def shingle_lists(texts: list[str]) -> list[list[str]]:
 
 def run_contender(name: str, path: Path, rows: int) -> dict[str, object]:
     """Time one contender in this process; the text column is loaded before the clock starts."""
-    import numpy as np
-
     texts = load_texts(path, rows)
     n = len(texts)
     extra: dict[str, object] = {}
@@ -88,8 +87,7 @@ def run_contender(name: str, path: Path, rows: int) -> dict[str, object]:
     else:
         raise SystemExit(f"unknown contender {name}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    threads = int(extra.get("threads", 1))
-    del np
+    threads = int(str(extra.get("threads", 1)))
     return {
         "contender": name,
         "rows": n,

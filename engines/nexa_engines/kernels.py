@@ -1,7 +1,9 @@
 """The data-path kernels the engines call: native (``nexa_kernels``, Rust) when installed,
 else the pure-Python reference in ``kernels_reference`` (same results, far slower).
 
-Which path runs is logged once, at first use. Every function takes pyarrow arrays
+Which path runs is logged once, at first use. ``NEXA_KERNELS=python`` forces the
+reference (to compare the two); ``NEXA_KERNELS=native`` makes a missing extension an
+import error instead of a slow fallback. Every function takes pyarrow arrays
 (chunked or not; string, large_string, binary or large_binary) or numpy arrays and
 returns numpy arrays; on the native path no Python object is made per row.
 """
@@ -9,6 +11,7 @@ returns numpy arrays; on the native path no Python object is made per row.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -22,11 +25,17 @@ from nexa_engines import kernels_reference as ref
 
 log = logging.getLogger(__name__)
 
-_native: ModuleType | None
-try:
-    import nexa_kernels as _native
-except ImportError:  # the Rust extension is optional: `make kernels` builds it
-    _native = None
+_CHOICE = os.environ.get("NEXA_KERNELS", "auto")
+if _CHOICE not in ("auto", "native", "python"):
+    raise ImportError(f"NEXA_KERNELS must be auto, native or python, not {_CHOICE!r}")
+
+_native: ModuleType | None = None
+if _CHOICE != "python":
+    try:
+        import nexa_kernels as _native
+    except ImportError:  # the Rust extension is optional: `make kernels` builds it
+        if _CHOICE == "native":
+            raise
 
 NATIVE: bool = _native is not None
 EMPTY_SIGNATURE = np.uint64(ref.EMPTY_SIGNATURE)
@@ -140,7 +149,9 @@ def near_duplicate_clusters(
         raise ValueError(f"need bands * rows_per_band <= {sig.shape[1]}, got {bands} x {rows_per_band}")
     labels = np.empty(sig.shape[0], dtype=np.int64)
     if _native is not None:
-        pairs = _native.near_duplicate_clusters(sig, sig.shape[1], ok, threshold, bands, rows_per_band, labels)
+        pairs = _native.near_duplicate_clusters(
+            sig, sig.shape[1], ok, threshold, bands, rows_per_band, labels
+        )
         return labels, pairs
     found, pairs = ref.near_duplicate_clusters(sig.tolist(), ok.tolist(), threshold, bands, rows_per_band)
     labels[:] = found
@@ -218,6 +229,11 @@ def position_ids(lengths: np.ndarray, packing: Packing, pad: int = -1) -> np.nda
         _native.position_ids(lens, packing.bins, packing.offsets, packing.capacity, pad, out)
         return out
     rows = ref.position_ids(
-        lens.tolist(), packing.bins.tolist(), packing.offsets.tolist(), packing.num_bins, packing.capacity, pad
+        lens.tolist(),
+        packing.bins.tolist(),
+        packing.offsets.tolist(),
+        packing.num_bins,
+        packing.capacity,
+        pad,
     )
     return np.array(rows, dtype=np.int32).reshape(packing.num_bins, packing.capacity)

@@ -87,7 +87,10 @@ def minhash_signature(text: str, ngram: int, a: Sequence[int], b: Sequence[int])
     shingles = shingle_hashes(text, ngram)
     if not shingles:
         return [EMPTY_SIGNATURE] * len(a)
-    return [min((int(aj) * (s >> 32) + int(bj)) % MERSENNE_61 for s in shingles) for aj, bj in zip(a, b, strict=True)]
+    return [
+        min((int(aj) * (s >> 32) + int(bj)) % MERSENNE_61 for s in shingles)
+        for aj, bj in zip(a, b, strict=True)
+    ]
 
 
 def text_hash(value: str | bytes | None) -> tuple[int, int]:
@@ -122,7 +125,11 @@ def candidate_pairs(
 
 
 def near_duplicate_clusters(
-    signatures: Sequence[Sequence[int]], valid: Sequence[bool], threshold: float, bands: int, rows_per_band: int
+    signatures: Sequence[Sequence[int]],
+    valid: Sequence[bool],
+    threshold: float,
+    bands: int,
+    rows_per_band: int,
 ) -> tuple[list[int], int]:
     """Cluster label per row (its cluster's lowest row) and the number of pairs that passed verification."""
     parent = list(range(len(signatures)))
@@ -206,7 +213,12 @@ def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> tuple[list[in
 
 
 def position_ids(
-    lengths: Sequence[int], bins: Sequence[int], offsets: Sequence[int], num_bins: int, capacity: int, pad: int
+    lengths: Sequence[int],
+    bins: Sequence[int],
+    offsets: Sequence[int],
+    num_bins: int,
+    capacity: int,
+    pad: int,
 ) -> list[list[int]]:
     """Per bin, the position of each token within its sequence, ``pad`` where no token is."""
     out = [[pad] * capacity for _ in range(num_bins)]

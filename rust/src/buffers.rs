@@ -73,7 +73,9 @@ impl RawBuffer {
     fn checked<T>(&self, what: &str) -> PyResult<(*mut c_void, usize)> {
         let item = std::mem::size_of::<T>();
         let ptr = self.view.buf;
-        if self.len_bytes() % item != 0 || (ptr as usize) % std::mem::align_of::<T>() != 0 {
+        if !self.len_bytes().is_multiple_of(item)
+            || !(ptr as usize).is_multiple_of(std::mem::align_of::<T>())
+        {
             return Err(PyValueError::new_err(format!(
                 "{what} holds {} bytes, not a whole, aligned number of {item}-byte items",
                 self.len_bytes()
@@ -161,5 +163,9 @@ impl ArrowText {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }

@@ -115,7 +115,7 @@ fn near_duplicate_clusters(
             )))
         }
     };
-    if n > 0 && raw.len() % (n * num_perm) != 0 {
+    if n > 0 && !raw.len().is_multiple_of(n * num_perm) {
         return Err(PyValueError::new_err(
             "signatures do not match (rows, num_perm)",
         ));

@@ -105,16 +105,39 @@ impl Permutations {
     }
 
     /// Folds `shingles` into the running minima `mins` (as i64: every value is below 2^61).
+    ///
+    /// Permutations go in blocks of `LANES` whose coefficients and minima stay in
+    /// registers while every shingle streams past.
     #[inline(always)]
     fn fold_generic(&self, shingles: &[u64], mins: &mut [i64]) {
-        let (a, b) = (&self.a[..], &self.b[..mins.len()]);
-        let a = &a[..mins.len()];
-        for &s in shingles {
-            let x = s >> 32;
-            for j in 0..mins.len() {
-                let v = permute(x, a[j] as u64, b[j]) as i64;
-                mins[j] = mins[j].min(v);
+        const LANES: usize = 16;
+        let p = mins.len();
+        let mut start = 0;
+        while start + LANES <= p {
+            let mut a = [0u64; LANES];
+            let mut b = [0u64; LANES];
+            let mut m = [i64::MAX; LANES];
+            for j in 0..LANES {
+                a[j] = self.a[start + j] as u64;
+                b[j] = self.b[start + j];
             }
+            for &s in shingles {
+                let x = s >> 32;
+                for j in 0..LANES {
+                    m[j] = m[j].min(permute(x, a[j], b[j]) as i64);
+                }
+            }
+            mins[start..start + LANES].copy_from_slice(&m);
+            start += LANES;
+        }
+        let tail = self.a[start..p].iter().zip(&self.b[start..p]);
+        for (slot, (&a, &b)) in mins[start..].iter_mut().zip(tail) {
+            let a = a as u64;
+            *slot = shingles
+                .iter()
+                .map(|&s| permute(s >> 32, a, b) as i64)
+                .min()
+                .unwrap_or(i64::MAX);
         }
     }
 

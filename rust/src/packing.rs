@@ -11,9 +11,7 @@ impl RoomTree {
     fn new(bins: usize, capacity: i64) -> Self {
         let size = bins.next_power_of_two().max(1);
         let mut room = vec![capacity; 2 * size];
-        for i in (size + bins)..(2 * size) {
-            room[i] = -1;
-        }
+        room[size + bins..].fill(-1);
         for i in (1..size).rev() {
             room[i] = room[2 * i].max(room[2 * i + 1]);
         }

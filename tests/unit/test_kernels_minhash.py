@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash, MinHashLSH
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +17,7 @@ from hypothesis import strategies as st
 from nexa_engines import kernels
 from nexa_engines import kernels_reference as ref
 from nexa_engines.audit import dedup, minhash
+from nexa_engines.sample_data import generate_sft_dataset
 
 pytestmark = pytest.mark.skipif(not kernels.NATIVE, reason="nexa_kernels is not built (make kernels)")
 
@@ -31,7 +35,9 @@ texts_st = st.lists(
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def numpy_signatures(normalized: pa.Array, ngram: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def numpy_signatures(
+    normalized: pa.Array, ngram: int, a: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     words, offsets = minhash.split_words(normalized)
     shingles, shingle_offsets = minhash.shingle_hashes(minhash.word_hashes(words), offsets, ngram)
     return minhash.signatures(shingles, shingle_offsets, a, b), np.diff(offsets)
@@ -39,7 +45,9 @@ def numpy_signatures(normalized: pa.Array, ngram: int, a: np.ndarray, b: np.ndar
 
 @FAST
 @given(texts=texts_st, ngram=st.integers(1, 6), seed=st.integers(0, 2**32))
-def test_signatures_match_the_numpy_audit_path_and_the_reference(texts: list[str | None], ngram: int, seed: int) -> None:
+def test_signatures_match_the_numpy_audit_path_and_the_reference(
+    texts: list[str | None], ngram: int, seed: int
+) -> None:
     normalized = dedup.normalize_texts(pa.array(texts, type=pa.string()))
     a, b = minhash.permutations(16, seed)
     sig, counts = kernels.minhash_signatures(normalized, ngram, a, b)
@@ -57,13 +65,9 @@ def test_raw_text_tokenizes_like_pyarrow_split_whitespace(texts: list[str | None
     arr = pa.array(texts, type=pa.large_string())
     a, b = minhash.permutations(8, 3)
     sig, counts = kernels.minhash_signatures(arr, 2, a, b)
-    want, want_counts = numpy_signatures(pc_fill(arr), 2, a, b)
+    want, want_counts = numpy_signatures(arr.fill_null(""), 2, a, b)
     np.testing.assert_array_equal(sig, want)
     np.testing.assert_array_equal(counts, want_counts)
-
-
-def pc_fill(arr: pa.Array) -> pa.Array:
-    return arr.fill_null("")
 
 
 def test_chunked_sliced_and_large_arrays_give_the_same_signatures() -> None:
@@ -91,12 +95,16 @@ def test_a_huge_row_and_empty_rows() -> None:
 def test_invalid_permutations_and_types_are_refused_clearly() -> None:
     texts = pa.array(["a b c"])
     with pytest.raises(ValueError, match="2\\*\\*32"):
-        kernels.minhash_signatures(texts, 2, np.array([1 << 40], dtype=np.uint64), np.array([1], dtype=np.uint64))
+        kernels.minhash_signatures(
+            texts, 2, np.array([1 << 40], dtype=np.uint64), np.array([1], dtype=np.uint64)
+        )
     with pytest.raises(TypeError, match="text"):
         kernels.minhash_signatures(pa.array([[1]]), 2, *minhash.permutations(4, 0))
 
 
-binary_st = st.lists(st.one_of(st.none(), st.binary(max_size=40), st.text(max_size=20).map(str.encode)), max_size=20)
+binary_st = st.lists(
+    st.one_of(st.none(), st.binary(max_size=40), st.text(max_size=20).map(str.encode)), max_size=20
+)
 
 
 @FAST
@@ -115,7 +123,7 @@ def test_text_hashes_match_the_audit_path(texts: list[str | None]) -> None:
 
 def planted_signatures(rng: np.random.Generator, n: int, width: int, dtype: type) -> np.ndarray:
     """Random signatures where some rows copy another row with a few entries changed."""
-    sig = rng.integers(0, 50, size=(n, width)).astype(dtype)
+    sig: np.ndarray = rng.integers(0, 50, size=(n, width)).astype(dtype)
     for i in range(1, n):
         if rng.random() < 0.5:
             j = int(rng.integers(0, i))
@@ -132,7 +140,9 @@ def planted_signatures(rng: np.random.Generator, n: int, width: int, dtype: type
     dtype=st.sampled_from([np.uint32, np.uint64]),
     threshold=st.sampled_from([0.5, 0.7, 0.85]),
 )
-def test_clusters_match_the_audit_path_and_the_reference(seed: int, n: int, dtype: type, threshold: float) -> None:
+def test_clusters_match_the_audit_path_and_the_reference(
+    seed: int, n: int, dtype: type, threshold: float
+) -> None:
     rng = np.random.default_rng(seed)
     sig = planted_signatures(rng, n, 16, dtype)
     valid = rng.random(n) < 0.9
@@ -154,15 +164,11 @@ def test_cluster_arguments_are_checked() -> None:
         kernels.near_duplicate_clusters(sig, np.ones(2, bool), 0.5, 2, 4)
 
 
-def test_kept_rows_agree_with_datasketch(tmp_path: object) -> None:
+def test_kept_rows_agree_with_datasketch(tmp_path: Path) -> None:
     """On the demo dataset, the rows our near-dup pass keeps and datasketch's LSH keeps overlap >= 0.99."""
-    from nexa_engines.sample_data import generate_sft_dataset
-
-    import pyarrow.parquet as pq
-
-    path = generate_sft_dataset(__import__("pathlib").Path(str(tmp_path)) / "sft.parquet", num_rows=3000, seed=4)["path"]
+    path = generate_sft_dataset(tmp_path / "sft.parquet", num_rows=3000, seed=4)["path"]
     table = pq.read_table(path)
-    texts = pa.compute.binary_join_element_wise(table["instruction"], table["response"], "\n")
+    texts = pc.binary_join_element_wise(table["instruction"], table["response"], "\n")
     normalized = dedup.normalize_texts(texts.combine_chunks())
     num_perm, ngram, threshold, seed = 128, 5, 0.8, 11
     a, b = minhash.permutations(num_perm, seed)

@@ -3,7 +3,9 @@
 Exact duplicates compare a 128-bit xxh3 hash of the normalized text (NFKC,
 lowercased, punctuation removed, whitespace collapsed). Near duplicates come from
 MinHash signatures: LSH candidate pairs, verified by the estimated Jaccard
-similarity, then grouped into clusters labelled by their lowest row index.
+similarity, then grouped into clusters labelled by their lowest row index. Hashing and
+clustering run in the Rust kernels when they are built (``nexa_engines.kernels``),
+with identical results.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from nexa_engines import kernels
 from nexa_engines.audit import minhash
 
 _LOW_64 = (1 << 64) - 1
@@ -29,6 +32,8 @@ def normalize_texts(texts: pa.Array) -> pa.Array:
 
 def text_hashes(normalized: pa.Array) -> np.ndarray:
     """A (rows, 2) uint64 array: the 128-bit xxh3 hash of each normalized text."""
+    if kernels.NATIVE:
+        return kernels.text_hashes(normalized)
     out = np.zeros((len(normalized), 2), dtype=np.uint64)
     for i, text in enumerate(normalized.to_pylist()):
         digest = xxhash.xxh3_128_intdigest((text or "").encode("utf-8"))
@@ -79,6 +84,10 @@ def near_duplicate_clusters(
     sig: np.ndarray, valid: np.ndarray, threshold: float, bands: int, rows: int
 ) -> tuple[np.ndarray, int]:
     """Cluster label per row (lowest member's index; own index when alone) and the verified pair count."""
+    if kernels.NATIVE:
+        return kernels.near_duplicate_clusters(sig, valid, threshold, bands, rows)
+    if not valid.any():
+        return np.arange(len(sig), dtype=np.int64), 0
     keys = minhash.band_keys(sig, bands, rows)
     u, v = minhash.candidate_pairs(keys, valid)
     if u.size:

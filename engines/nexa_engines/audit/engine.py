@@ -113,14 +113,12 @@ def _scan(ctx: EngineContext, spec: AuditSpec, reader: DatasetReader, columns: l
             fields=text.fields if len(text.fields) > 1 else None,
         )
         normalized = dedup.normalize_texts(texts)
-        words, offsets = minhash.split_words(normalized)
-        shingles, shingle_offsets = minhash.shingle_hashes(minhash.word_hashes(words), offsets, spec.ngram)
-        sig = minhash.signatures(shingles, shingle_offsets, a, b)
+        sig, word_counts = minhash.text_signatures(normalized, spec.ngram, a, b)
         # Equality is all LSH and the Jaccard estimate need; the low 32 bits keep it
         # (a false match has odds 2**-32 per entry) at half the memory.
         scan.signatures.append((sig & np.uint64(0xFFFFFFFF)).astype(np.uint32))
         scan.hashes.append(dedup.text_hashes(normalized))
-        scan.has_words.append(np.diff(offsets) > 0)
+        scan.has_words.append(word_counts > 0)
         scan.flags.append(result.flags)
         for kind, mask in result.pii_kinds.items():
             scan.pii_kinds[kind] = scan.pii_kinds.get(kind, 0) + int(mask.sum())

@@ -4,7 +4,9 @@ Every public function takes a batch of texts (a pyarrow string array) and return
 numpy arrays with one entry per row, so a native kernel can replace any of them
 without touching the engine. Character-class counting and PII pre-filtering run
 as vectorized pyarrow (RE2) kernels; Python only looks at the few rows a
-pre-filter selects, and at repetition, which needs per-row structure.
+pre-filter selects, and at repetition, which needs per-row structure. When the
+Rust kernels are built (``nexa_engines.kernels``), character counts and repetition
+come from their one-pass text statistics instead, with identical results.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from nexa_engines import kernels
 
 # Flags in bit order; the order is also the order flags appear in `nexa_flags`.
 FLAG_NAMES: tuple[str, ...] = (
@@ -97,10 +101,15 @@ def stripped_lengths(texts: pa.Array) -> np.ndarray:
 
 def non_text_mask(texts: pa.Array, char_len: np.ndarray) -> np.ndarray:
     """Rows that look like binary or symbol soup rather than natural text or code."""
-    total = np.asarray(pc.utf8_length(texts).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    noise = _counts(texts, _NOISE_RE)
-    texty = _counts(texts, r"[\pL\pN]")
-    spaces = _counts(texts, r"\s")
+    if kernels.NATIVE:
+        stats = kernels.text_stats(texts)
+        total, noise = stats["chars"], stats["noise_chars"]
+        texty, spaces = stats["letter_or_number_chars"], stats["re2_space_chars"]
+    else:
+        total = np.asarray(pc.utf8_length(texts).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        noise = _counts(texts, _NOISE_RE)
+        texty = _counts(texts, r"[\pL\pN]")
+        spaces = _counts(texts, r"\s")
     non_space = total - spaces
     safe_total = np.maximum(total, 1)
     safe_non_space = np.maximum(non_space, 1)
@@ -140,8 +149,25 @@ def is_repetitive(text: str) -> bool:
     return longest >= REPEAT_CHAR_RUN and longest / len(text) >= REPEAT_CHAR_RUN_FRACTION
 
 
+def _repetitive_from_stats(s: kernels.TextStats) -> np.ndarray:
+    """`is_repetitive` for every row, read off its text statistics."""
+    chars, run = s["chars"], s["longest_char_run"]
+    lines = (s["nonempty_lines"] >= 3) & (
+        s["repeated_line_chars"] > REPEAT_LINE_FRACTION * np.maximum(1, s["line_chars"])
+    )
+    trigrams = (s["words"] >= REPEAT_MIN_WORDS) & (
+        s["unique_word_trigrams"] < REPEAT_TRIGRAM_UNIQUE * s["word_trigrams"]
+    )
+    runs = (run >= REPEAT_CHAR_RUN) & (run >= REPEAT_CHAR_RUN_FRACTION * chars)
+    out: np.ndarray = (chars >= REPEAT_CHAR_RUN) & (lines | trigrams | runs)
+    return out
+
+
 def repetitive_mask(texts: pa.Array, char_len: np.ndarray) -> np.ndarray:
     """Rows where `is_repetitive` holds (only rows long enough to repeat are examined)."""
+    if kernels.NATIVE:
+        native: np.ndarray = (char_len >= REPEAT_CHAR_RUN) & _repetitive_from_stats(kernels.text_stats(texts))
+        return native
     out = np.zeros(len(texts), dtype=bool)
     candidates = np.flatnonzero(char_len >= REPEAT_CHAR_RUN)
     if candidates.size == 0:

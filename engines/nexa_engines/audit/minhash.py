@@ -7,6 +7,8 @@ universal hash ``(a*x + b) mod (2**61 - 1)``; a row's signature is the minimum
 over its shingles. ``a`` is drawn below 2**32 and ``x`` is the top 32 bits of the
 shingle hash, so ``a*x`` fits in 64 bits and the Mersenne reduction is exact
 without 128-bit arithmetic (a native kernel can reproduce it bit for bit).
+`text_signatures` runs the whole pipeline in the Rust kernel when it is built
+(``nexa_engines.kernels``), with identical results.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
+
+from nexa_engines import kernels
 
 MERSENNE_61 = np.uint64((1 << 61) - 1)
 EMPTY = np.uint64(np.iinfo(np.uint64).max)  # signature value of a row without shingles
@@ -121,6 +125,17 @@ def signatures(shingles: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.n
         which = chunk_rows[seg]
         out[which] = np.minimum(out[which], mins)
     return out
+
+
+def text_signatures(
+    normalized: pa.Array, ngram: int, a: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (rows, num_perm) uint64 signatures of normalized texts and each row's word count."""
+    if kernels.NATIVE:
+        return kernels.minhash_signatures(normalized, ngram, a, b)
+    words, offsets = split_words(normalized)
+    shingles, shingle_offsets = shingle_hashes(word_hashes(words), offsets, ngram)
+    return signatures(shingles, shingle_offsets, a, b), np.diff(offsets)
 
 
 # Every candidate pair is verified against the threshold afterwards, so a false

@@ -56,7 +56,9 @@ def text_stats(texts: _ArrowArray, out: Buffer) -> None:
 def pack_first_fit_decreasing(lengths: Buffer, capacity: int, bins: Buffer, offsets: Buffer) -> int:
     """First-fit-decreasing packing of int64 lengths into bins of `capacity`; returns the bin count."""
 
-def position_ids(lengths: Buffer, bins: Buffer, offsets: Buffer, capacity: int, pad: int, out: Buffer) -> None:
+def position_ids(
+    lengths: Buffer, bins: Buffer, offsets: Buffer, capacity: int, pad: int, out: Buffer
+) -> None:
     """Position ids of packed sequences into an int32 (bins, capacity) array, `pad` where no token is."""
 
 def num_threads() -> int:
