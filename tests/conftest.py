@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.gateway_proc",
     "tests.fixtures.s3_server",
+    "tests.fixtures.k8s",
 ]
 
 TESTS_DIR = Path(__file__).resolve().parent

@@ -16,6 +16,11 @@ from nexa_engines.engine import EngineError, EngineFn
 # job type -> (module, function, pip extra that provides its dependencies)
 ENGINES: dict[JobType, tuple[str, str, str]] = {
     JobType.audit: ("nexa_engines.audit", "run", "engines"),
+    JobType.train: ("nexa_engines.train", "run", "ml"),
+    JobType.deploy: ("nexa_engines.deploy", "run", "ml"),
+    JobType.distill: ("nexa_engines.distill", "run", "ml"),
+    JobType.generate: ("nexa_engines.generate", "run", "ml"),
+    JobType.evaluate: ("nexa_engines.evaluate", "run", "ml"),
 }
 
 

@@ -72,25 +72,20 @@ def test_audit_runs_end_to_end_through_the_sdk(
 
 
 def test_job_without_an_installed_engine_fails_at_once(
-    gateway_factory: GatewayFactory, worker_factory: WorkerFactory, tmp_path: Path
+    gateway_factory: GatewayFactory, worker_factory: WorkerFactory
 ) -> None:
     gw = gateway_factory()
     worker_factory(gw)
-    data = tmp_path / "prompts.jsonl"
-    data.write_text('{"prompt": "say hi"}\n')
-    up = httpx.post(
-        f"{gw.url}/v1/datasets", files={"file": ("prompts.jsonl", data.read_bytes())}, headers=gw.headers()
-    ).json()
     r = httpx.post(
-        f"{gw.url}/v1/distill",
-        json={"dataset_id": up["dataset_id"], "teacher": "openai/gpt-4o-mini", "max_retries": 5},
+        f"{gw.url}/v1/container",
+        json={"image": "python:3.11-slim", "command": ["python", "-c", "print(1)"], "max_retries": 5},
         headers=gw.headers(),
     )
     job_id = r.json()["job_id"]
     failed = _wait(gw, job_id, lambda j: j["status"] in ("failed", "completed"), timeout=60)
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "engine_not_installed"
-    assert "distill" in failed["error"]["message"]
+    assert "container" in failed["error"]["message"]
     assert failed["attempts"] == 1  # not retried: it cannot succeed on a retry
 
 

@@ -147,6 +147,15 @@ class TrainSpec(JobOptions):
     checkpoint_every_steps: int = Field(500, ge=1)
     warm_start_checkpoint_id: IdField | None = None
     deepspeed_stage: Literal[0, 1, 2, 3] = Field(0, description="ZeRO stage on GPU; 0 disables DeepSpeed.")
+    holdout_fraction: float = Field(
+        0.05,
+        ge=0.0,
+        lt=0.5,
+        description="Share of the dataset held out of training and saved as the evaluation split; 0 keeps none.",
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps even if the epochs are not done."
+    )
 
 
 EvalMetric = Literal["exact_match", "accuracy", "perplexity", "judge"]

@@ -1,0 +1,185 @@
+"""The deploy engine (standalone mode): start a detached serving process and record the deployment.
+
+The serving process runs on this worker's machine in its own session, so it
+outlives the job and the worker. The engine waits until ``/v2/health/ready``
+answers, then commits a ``dp_…`` artifact (``deployment.json``: url, pid, host,
+checkpoint, started_at) and returns ``deployment_id`` and ``inference_url``.
+Undeploy is a stop request in the artifact store (``nexa_engines.serve.control``).
+
+Settings: ``NEXA_SERVE_BIND`` (default 127.0.0.1) is the address the server
+binds; ``NEXA_SERVE_PUBLIC_HOST`` the host name put in ``inference_url``
+(default: the bind address, or this machine's name when binding 0.0.0.0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nexa.contracts import DeploySpec, InputSource
+from nexa.ids import new_id
+from nexa_engines.engine import EngineContext, EngineError
+from nexa_engines.serve.control import DEPLOYMENT_FILE
+
+READY_TIMEOUT_S = 600.0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def serving_root() -> Path:
+    """Where serving processes keep their logs and fetched models."""
+    return Path(os.environ.get("NEXA_HOME", "~/.nexa")).expanduser() / "serving"
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def start_server(
+    *,
+    checkpoint_id: str,
+    deployment_id: str,
+    store_config: dict[str, Any],
+    max_batch_size: int,
+    bind: str,
+    directory: Path,
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Launch the serving process detached; returns it, its port and its log file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = _free_port(bind)
+    log_path = directory / "serve.log"
+    args = [
+        sys.executable, "-m", "nexa_engines.serve",
+        "--checkpoint", checkpoint_id,
+        "--store-config", json.dumps(store_config),
+        "--deployment-id", deployment_id,
+        "--host", bind,
+        "--port", str(port),
+        "--max-batch-size", str(max_batch_size),
+        "--workdir", str(directory / "models"),
+    ]  # fmt: skip
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=directory,
+        )
+    return process, port, log_path
+
+
+def wait_ready(
+    ctx: EngineContext, process: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float
+) -> None:
+    """Block until the server answers ready; ``EngineError`` with its log when it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EngineError(
+                "serve_failed",
+                f"the serving process exited with status {process.returncode} before it was ready:\n{_tail(log_path)}",
+                retryable=False,
+            )
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if ctx.cancel_event.wait(0.3):
+            process.terminate()
+            ctx.check_cancelled()
+    process.terminate()
+    raise EngineError(
+        "serve_timeout",
+        f"the serving process was not ready after {timeout:.0f}s:\n{_tail(log_path)}",
+        retryable=True,
+    )
+
+
+def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
+    """Start serving ``spec.checkpoint_id``; return ``deployment_id`` and ``inference_url``."""
+    if not isinstance(spec, DeploySpec):
+        spec = DeploySpec.model_validate(spec)
+    if not ctx.store.exists(spec.checkpoint_id):
+        raise EngineError("checkpoint_not_found", f"checkpoint {spec.checkpoint_id} does not exist")
+    if spec.replicas > 1 or spec.max_replicas > 1:
+        ctx.log("standalone mode runs one serving process; replicas and autoscaling apply on Kubernetes")
+    deployment_id = new_id("dp")
+    bind = os.environ.get("NEXA_SERVE_BIND", "127.0.0.1")
+    public = os.environ.get("NEXA_SERVE_PUBLIC_HOST") or (
+        socket.gethostname() if bind in ("0.0.0.0", "::") else bind
+    )
+    directory = serving_root() / deployment_id
+    ctx.progress(0.1, "starting the serving process")
+    process, port, log_path = start_server(
+        checkpoint_id=spec.checkpoint_id,
+        deployment_id=deployment_id,
+        store_config=ctx.store.describe(),
+        max_batch_size=spec.max_batch_size,
+        bind=bind,
+        directory=directory,
+    )
+    local_url = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '::') else bind}:{port}"
+    ctx.log(f"serving process {process.pid} starting on port {port} (log {log_path})")
+    started = time.monotonic()
+    wait_ready(
+        ctx, process, local_url, log_path, float(os.environ.get("NEXA_SERVE_READY_TIMEOUT", READY_TIMEOUT_S))
+    )
+    ctx.log(f"ready after {time.monotonic() - started:.1f}s")
+    inference_url = f"http://{public}:{port}"
+    record = {
+        "deployment_id": deployment_id,
+        "checkpoint_id": spec.checkpoint_id,
+        "url": inference_url,
+        "openai_base_url": f"{inference_url}/v1",
+        "model_name": deployment_id,
+        "pid": process.pid,
+        "host": socket.gethostname(),
+        "protocol": spec.protocol,
+        "max_batch_size": spec.max_batch_size,
+        "started_at": datetime.now(UTC).isoformat(),
+        "log_path": str(log_path),
+    }
+    try:
+        with ctx.store.begin("deployment", deployment_id) as writer:
+            (writer.path / DEPLOYMENT_FILE).write_text(json.dumps(record, indent=2))
+            writer.commit(
+                job_id=ctx.job_id,
+                attempt=ctx.attempt,
+                tenant_id=ctx.tenant_id,
+                inputs=[InputSource(uri=ctx.store.uri(spec.checkpoint_id), artifact_id=spec.checkpoint_id)],
+                config={"record": "deployment", **{k: v for k, v in record.items() if k != "log_path"}},
+            )
+    except Exception:
+        process.terminate()  # never leave a server running that no record points at
+        raise
+    ctx.produced_artifacts.append(deployment_id)
+    ctx.usage("deployments", 1)
+    return {
+        "deployment_id": deployment_id,
+        "inference_url": inference_url,
+        "openai_base_url": f"{inference_url}/v1",
+        "model_name": deployment_id,
+        "checkpoint_id": spec.checkpoint_id,
+        "pid": process.pid,
+        "host": record["host"],
+    }

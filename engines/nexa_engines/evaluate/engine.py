@@ -1,0 +1,164 @@
+"""The evaluate engine: task metrics on held-out data, optional judge, and the same for the base model."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from nexa.contracts import EvaluateSpec, InputSource
+from nexa.ids import new_id
+from nexa_engines.engine import EngineContext, EngineError
+from nexa_engines.evaluate import metrics as m
+from nexa_engines.evaluate.report import render_html, render_json, render_markdown
+from nexa_engines.models.loading import load_model, load_tokenizer, resolve_model
+from nexa_engines.models.runtime import configure_threads, pick_device
+from nexa_engines.store.datasets import DatasetRefError, fetch_dataset
+from nexa_engines.train.data import read_table, sft_pairs
+
+EXAMPLES = 20
+JUDGE_PROMPT = (
+    "Rate how well the answer responds to the instruction, compared with the reference answer. "
+    "Reply with one integer from 1 (wrong) to 5 (fully correct).\n\nInstruction: {i}\nReference: {r}\nAnswer: {a}"
+)
+
+
+def _score_model(
+    ctx: EngineContext, reference: str, spec: EvaluateSpec, pairs: list[tuple[str, str]], label: str
+) -> tuple[dict[str, float], list[str]]:
+    device = pick_device()
+    resolved = resolve_model(reference, store=ctx.store, workdir=ctx.workdir, allowed_roots=ctx.allowed_roots)
+    tokenizer = load_tokenizer(resolved)
+    model = load_model(resolved, dtype=device.dtype).to(device.torch_device).eval()
+    scores: dict[str, float] = {}
+    preds: list[str] = []
+    refs = [r for _, r in pairs]
+    if {"exact_match", "accuracy", "judge"} & set(spec.metrics):
+        preds = m.predictions(model, tokenizer, pairs)
+        if "exact_match" in spec.metrics:
+            scores["exact_match"] = m.exact_match(preds, refs)
+        if "accuracy" in spec.metrics:
+            scores["accuracy"] = m.accuracy(preds, refs)
+    if "perplexity" in spec.metrics:
+        scores["perplexity"] = m.perplexity(model, tokenizer, pairs)
+    if "judge" in spec.metrics:
+        scores["judge"] = _judge(ctx, spec, pairs, preds)
+    ctx.log(f"{label} {reference}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return scores, preds
+
+
+def _judge(ctx: EngineContext, spec: EvaluateSpec, pairs: list[tuple[str, str]], preds: list[str]) -> float:
+    import re
+
+    from nexa_engines.teacher.client import ChatClient, TeacherError
+
+    if spec.judge is None:
+        raise EngineError("judge_missing", "the judge metric needs a judge (base_url and model)")
+    import os
+
+    key = os.environ.get(spec.judge.api_key_env) if spec.judge.api_key_env else None
+    client = ChatClient(
+        str(spec.judge.base_url), spec.judge.model, api_key=key, timeout=spec.judge.timeout_seconds
+    )
+    got = []
+    try:
+        for (instruction, reference), answer in list(zip(pairs, preds, strict=True))[
+            : spec.judge.sample_size
+        ]:
+            ctx.check_cancelled()
+            try:
+                reply = client.chat(
+                    [{"role": "user", "content": JUDGE_PROMPT.format(i=instruction, r=reference, a=answer)}],
+                    max_tokens=8,
+                    temperature=0.0,
+                )
+            except TeacherError as exc:
+                ctx.log(f"judge: {exc}")
+                continue
+            match = re.search(r"[1-5]", reply.text)
+            if match:
+                got.append((int(match.group()) - 1) / 4)
+    finally:
+        client.close()
+    if not got:
+        raise EngineError("judge_failed", "the judge returned no usable score", retryable=True)
+    return sum(got) / len(got)
+
+
+def run(ctx: EngineContext, spec: EvaluateSpec) -> dict[str, Any]:
+    """Evaluate ``spec.checkpoint_id`` (and its base); commit a report; return ``eval_id``, ``scores``, ``report_uri``."""
+    if not isinstance(spec, EvaluateSpec):
+        spec = EvaluateSpec.model_validate(spec)
+    configure_threads()
+    try:
+        manifest = ctx.store.read_manifest(spec.checkpoint_id, verify=False)
+    except Exception as exc:
+        raise EngineError(
+            "checkpoint_not_found", f"checkpoint {spec.checkpoint_id} cannot be read: {exc}"
+        ) from exc
+    dataset_ref = spec.dataset_id or manifest.config.get("holdout_dataset_id")
+    if not dataset_ref:
+        raise EngineError("dataset_missing", f"{spec.checkpoint_id} has no held-out split; pass dataset_id")
+    try:
+        dataset = fetch_dataset(
+            str(dataset_ref), store=ctx.store, allowed_roots=ctx.allowed_roots, workdir=ctx.workdir
+        )
+    except DatasetRefError as exc:
+        raise EngineError(exc.code, exc.message) from exc
+    pairs = sft_pairs(read_table(dataset.path, dataset.format))
+    if spec.max_samples:
+        pairs = pairs[: spec.max_samples]
+    if not pairs:
+        raise EngineError("dataset_empty", f"{dataset_ref} has no instruction/response rows")
+    started = time.monotonic()
+    ctx.progress(0.1, f"scoring {spec.checkpoint_id} on {len(pairs)} samples")
+    scores, preds = _score_model(ctx, spec.checkpoint_id, spec, pairs, "checkpoint")
+    base_ref = manifest.config.get("trained_from") if spec.compare_base else None
+    base_scores: dict[str, float] | None = None
+    base_preds: list[str] = []
+    if base_ref:
+        ctx.progress(0.55, f"scoring the base model {base_ref}")
+        base_scores, base_preds = _score_model(ctx, str(base_ref), spec, pairs, "base")
+    ctx.usage("samples", len(pairs) * (2 if base_scores is not None else 1))
+    report: dict[str, Any] = {
+        "checkpoint_id": spec.checkpoint_id,
+        "base_model": base_ref,
+        "dataset": str(dataset_ref),
+        "num_samples": len(pairs),
+        "scores": scores,
+        "base_scores": base_scores,
+        "improvement": {k: scores[k] - base_scores[k] for k in scores if base_scores and k in base_scores},
+        "seconds": round(time.monotonic() - started, 2),
+        "examples": [
+            {
+                "instruction": p,
+                "reference": r,
+                "prediction": preds[i] if preds else "",
+                "base_prediction": base_preds[i] if base_preds else "",
+            }
+            for i, (p, r) in enumerate(pairs[:EXAMPLES])
+        ],
+    }
+    eval_id = new_id("ev")
+    with ctx.store.begin("eval", eval_id) as writer:
+        (writer.path / "report.json").write_text(render_json(report), encoding="utf-8")
+        (writer.path / "report.md").write_text(render_markdown(report), encoding="utf-8")
+        (writer.path / "report.html").write_text(render_html(report), encoding="utf-8")
+        writer.commit(
+            job_id=ctx.job_id,
+            attempt=ctx.attempt,
+            tenant_id=ctx.tenant_id,
+            inputs=[InputSource(uri=dataset.uri, sha256=dataset.sha256, artifact_id=dataset.artifact_id)],
+            config={"checkpoint_id": spec.checkpoint_id, "metrics": list(spec.metrics)},
+            metrics={"scores": scores, "base_scores": base_scores},
+        )
+    ctx.produced_artifacts.append(eval_id)
+    uri = ctx.store.uri(eval_id)
+    return {
+        "eval_id": eval_id,
+        "scores": scores,
+        "base_scores": base_scores,
+        "improvement": report["improvement"],
+        "report_uri": f"{uri}/report.json",
+        "report_html_uri": f"{uri}/report.html",
+        "num_samples": len(pairs),
+    }

@@ -1,0 +1,129 @@
+"""One loader for every model reference: a ``ckpt_…`` checkpoint, a local path, or a Hugging Face id.
+
+A checkpoint directory holds either full weights or a LoRA adapter; an adapter's
+manifest names its base (``config.base_model``), which is resolved the same way.
+Hugging Face ids load through the local cache only when ``HF_HUB_OFFLINE=1``; a
+missing model is reported as an ``EngineError`` that says which reference failed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nexa.ids import is_id
+from nexa_engines.engine import EngineError
+from nexa_engines.store.base import ArtifactError, ArtifactNotFound, ArtifactStore
+
+ADAPTER_FILE = "adapter_config.json"
+
+
+@dataclass
+class ResolvedModel:
+    """Where a model's files are, and what the store says about it."""
+
+    reference: str
+    source: str  # local directory or Hugging Face id
+    checkpoint_id: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    base: ResolvedModel | None = None  # set for LoRA adapters
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.base is not None
+
+    @property
+    def lineage_base(self) -> str:
+        """The base model reference this model was trained from (itself for a base model)."""
+        return str(self.config.get("base_model") or self.reference)
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    real = Path(os.path.realpath(path))
+    for root in roots:
+        base = Path(os.path.realpath(root))
+        if real == base or base in real.parents:
+            return True
+    return False
+
+
+def resolve_model(
+    reference: str, *, store: ArtifactStore, workdir: Path, allowed_roots: list[Path], _depth: int = 0
+) -> ResolvedModel:
+    """Local files (or a hub id) for ``reference``; ``EngineError(model_not_found)`` when it names nothing usable."""
+    if _depth > 8:
+        raise EngineError("model_not_found", f"{reference}: the chain of base models is too long")
+    ref = reference.strip()
+    if ref.startswith("ckpt_"):
+        if not is_id(ref, "ckpt"):
+            raise EngineError("model_not_found", f"{ref!r} is not a valid checkpoint id")
+        try:
+            manifest = store.read_manifest(ref, verify=False)
+            directory = store.fetch(ref, workdir / "models" / ref)
+        except ArtifactNotFound as exc:
+            raise EngineError("model_not_found", f"checkpoint {ref} does not exist") from exc
+        except ArtifactError as exc:
+            raise EngineError("model_unreadable", f"checkpoint {ref} cannot be read: {exc}") from exc
+        resolved = ResolvedModel(ref, str(directory), checkpoint_id=ref, config=dict(manifest.config))
+        if (directory / ADAPTER_FILE).exists():
+            base_ref = str(manifest.config.get("base_model") or "")
+            if not base_ref:
+                raise EngineError(
+                    "model_unreadable", f"adapter checkpoint {ref} does not name its base model"
+                )
+            resolved.base = resolve_model(
+                base_ref, store=store, workdir=workdir, allowed_roots=allowed_roots, _depth=_depth + 1
+            )
+        return resolved
+    if ref.startswith(("/", "file://")):
+        path = Path(ref.removeprefix("file://"))
+        if not _under(path, allowed_roots):
+            raise EngineError(
+                "model_not_allowed",
+                f"{ref!r} is outside the directories this server may read; register it as a checkpoint instead",
+            )
+        if not (path / "config.json").exists():
+            raise EngineError("model_not_found", f"{ref!r} is not a model directory (no config.json)")
+        return ResolvedModel(ref, str(path))
+    return ResolvedModel(ref, ref)
+
+
+def load_tokenizer(resolved: ResolvedModel) -> Any:
+    """The tokenizer saved with the model (the base's, for an adapter without one), with a pad token."""
+    from transformers import AutoTokenizer
+
+    source = resolved.source
+    if resolved.base is not None and not (Path(source) / "tokenizer_config.json").exists():
+        source = resolved.base.source
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise EngineError(
+            "model_not_found", f"cannot load the tokenizer of {resolved.reference}: {exc}"
+        ) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(resolved: ResolvedModel, *, dtype: Any = None, trainable_adapter: bool = False) -> Any:
+    """The causal LM; an adapter is applied to its base (merged unless ``trainable_adapter``)."""
+    from transformers import AutoModelForCausalLM
+
+    target = resolved.base if resolved.base is not None else resolved
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(target.source, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise EngineError(
+            "model_not_found",
+            f"cannot load model {target.reference}: {exc} (without network, Hugging Face ids must be cached)",
+        ) from exc
+    if resolved.base is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, resolved.source, is_trainable=trainable_adapter)
+        if not trainable_adapter:
+            model = model.merge_and_unload()
+    return model

@@ -1,0 +1,215 @@
+"""Run one engine for one NexaJob attempt, without a gateway: the entry point of the engine image.
+
+    python -m nexa_engines.run_one --job-type audit --job-id job_… --attempt 1 --spec-json '{…}'
+
+The operator starts this in a Kubernetes Job. Logs and progress go to stdout
+(``kubectl logs``); the artifact store comes from the environment
+(``store_from_env``). On success the result is written as a record to
+``runs/<job_id>/attempt-<n>/result.json`` in the artifact store and, when it
+fits, to the termination message (``/dev/termination-log``), where the operator
+reads it back. Exit codes:
+
+* 0 — success;
+* 3 — a failure another attempt cannot fix (a non-retryable ``EngineError``, an
+  invalid spec, an engine that is not installed): the Job fails at once;
+* 1 — anything else (retryable ``EngineError``, a crash, SIGTERM): the operator
+  starts another attempt while retries remain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from nexa.contracts import JobType, spec_for
+from nexa.contracts.crd import (
+    EXIT_FATAL,
+    EXIT_RETRYABLE,
+    EXIT_SUCCESS,
+    TERMINATION_MESSAGE_LIMIT,
+    run_result_key,
+)
+from nexa_engines.engine import EngineContext, EngineError, JobCancelled
+from nexa_engines.store.factory import default_local_root, parse_bool, store_from_env
+from nexa_engines.worker import json_result
+
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+
+class StdoutReporter:
+    """An engine ``Reporter`` that prints log lines, progress and usage to stdout."""
+
+    def __init__(self) -> None:
+        self.usage_totals: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def log(self, line: str) -> None:
+        with self._lock:
+            for part in str(line).splitlines() or [""]:
+                print(part, flush=True)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        with self._lock:
+            print(f"[nexa progress] {fraction:.4f} {message or ''}".rstrip(), flush=True)
+
+    def usage(self, kind: str, amount: float) -> None:
+        with self._lock:
+            self.usage_totals[kind] = self.usage_totals.get(kind, 0.0) + float(amount)
+
+
+def result_record(
+    job_id: str, attempt: int, result: dict[str, Any], artifacts: list[str], usage: dict[str, float]
+) -> bytes:
+    """The JSON record the operator reads back for a successful attempt."""
+    doc = {"job_id": job_id, "attempt": attempt, "result": result, "artifacts": artifacts, "usage": usage}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def write_result_record(env: Mapping[str, str], job_id: str, attempt: int, record: bytes) -> str:
+    """Store ``record`` under the artifact store root the environment names; returns its location."""
+    key = run_result_key(job_id, attempt)
+    if env.get("NEXA_S3_ENDPOINT"):
+        from io import BytesIO
+
+        from minio import Minio
+
+        client = Minio(
+            env["NEXA_S3_ENDPOINT"],
+            access_key=env.get("NEXA_S3_ACCESS_KEY", ""),
+            secret_key=env.get("NEXA_S3_SECRET_KEY", ""),
+            secure=parse_bool(env.get("NEXA_S3_SECURE"), name="NEXA_S3_SECURE"),
+            region=env.get("NEXA_S3_REGION") or None,
+        )
+        prefix = env.get("NEXA_S3_PREFIX", "").strip("/")
+        name = f"{prefix}/{key}" if prefix else key
+        bucket = env.get("NEXA_S3_BUCKET", "nexa-artifacts")
+        client.put_object(bucket, name, BytesIO(record), len(record), content_type="application/json")
+        return f"s3://{bucket}/{name}"
+    path = default_local_root(env) / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(record)
+    os.replace(tmp, path)  # readers never see half a record
+    return str(path)
+
+
+def write_termination_message(env: Mapping[str, str], doc: dict[str, Any]) -> None:
+    """Leave ``doc`` for the kubelet to copy into the pod's status (dropped when it does not fit)."""
+    path = Path(env.get("NEXA_TERMINATION_LOG", DEFAULT_TERMINATION_LOG))
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+        if "error" in doc:
+            error = dict(doc["error"])
+            error["message"] = str(error.get("message", ""))[: TERMINATION_MESSAGE_LIMIT // 2]
+            text = json.dumps({"attempt": doc.get("attempt"), "error": error}, separators=(",", ":"))
+        else:
+            text = json.dumps({"attempt": doc.get("attempt"), "result_in_store": True})
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        pass  # outside a pod there is no termination log; stdout has everything
+
+
+def _fail(env: Mapping[str, str], attempt: int, code: str, message: str, *, retryable: bool) -> int:
+    print(f"[nexa] attempt {attempt} failed: {code}: {message}", file=sys.stderr, flush=True)
+    write_termination_message(
+        env, {"attempt": attempt, "error": {"code": code, "message": message, "retryable": retryable}}
+    )
+    return EXIT_RETRYABLE if retryable else EXIT_FATAL
+
+
+def run(
+    job_type: str,
+    spec_json: str,
+    job_id: str,
+    attempt: int,
+    tenant_id: str,
+    env: Mapping[str, str] | None = None,
+    cancel_event: threading.Event | None = None,
+) -> int:
+    """Run the attempt and return the process exit code (0, 1 or 3; see the module docstring)."""
+    from nexa_engines.registry import load_engine
+
+    env = os.environ if env is None else env
+    reporter = StdoutReporter()
+    try:
+        spec = spec_for(JobType(job_type), json.loads(spec_json))
+    except (ValueError, ValidationError) as exc:
+        return _fail(env, attempt, "invalid_spec", f"the job's spec is invalid: {exc}", retryable=False)
+    try:
+        engine = load_engine(job_type)
+        store = store_from_env(env)
+    except EngineError as exc:
+        return _fail(env, attempt, exc.code, exc.message, retryable=exc.retryable)
+    except Exception as exc:  # the store could not be opened: configuration or network
+        return _fail(
+            env, attempt, "store_unavailable", f"cannot open the artifact store: {exc}", retryable=True
+        )
+    workdir = Path(env.get("NEXA_WORKDIR") or tempfile.gettempdir()) / f"{job_id}-{attempt}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = EngineContext(
+        job_id=job_id,
+        attempt=attempt,
+        tenant_id=tenant_id,
+        store=store,
+        reporter=reporter,
+        workdir=workdir,
+        allowed_roots=[
+            Path(p) for p in env.get("NEXA_ALLOWED_DATASET_ROOTS", "").split(os.pathsep) if p.strip()
+        ],
+        cancel_event=cancel_event or threading.Event(),
+    )
+    reporter.log(f"[nexa] {job_type} {job_id} attempt {attempt} started")
+    try:
+        result = json_result(engine(ctx, spec))
+    except JobCancelled:
+        return _fail(env, attempt, "terminated", "the pod was asked to stop", retryable=True)
+    except EngineError as exc:
+        return _fail(env, attempt, exc.code, exc.message, retryable=exc.retryable)
+    except Exception as exc:
+        traceback.print_exc()
+        return _fail(env, attempt, "engine_crashed", f"{type(exc).__name__}: {exc}", retryable=True)
+    artifacts = list(dict.fromkeys(ctx.produced_artifacts))
+    record = result_record(job_id, attempt, result, artifacts, reporter.usage_totals)
+    try:
+        where = write_result_record(env, job_id, attempt, record)
+    except Exception as exc:  # the work is done but nobody could read it: another attempt redoes it
+        return _fail(env, attempt, "result_unwritable", f"cannot store the result: {exc}", retryable=True)
+    write_termination_message(env, {"attempt": attempt, "result": result, "artifacts": artifacts})
+    reporter.log(f"[nexa] attempt {attempt} completed; result record at {where}")
+    return EXIT_SUCCESS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nexa_engines.run_one", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--job-type", required=True, choices=[t.value for t in JobType])
+    parser.add_argument("--job-id", required=True)
+    parser.add_argument("--attempt", type=int, required=True)
+    parser.add_argument("--tenant", default="default")
+    parser.add_argument("--spec-json", required=True, help="the job's contract spec as JSON")
+    args = parser.parse_args(argv)
+    cancel = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        cancel.set()  # engines stop at their next check_cancelled()
+
+    signal.signal(signal.SIGTERM, on_term)
+    return run(args.job_type, args.spec_json, args.job_id, args.attempt, args.tenant, cancel_event=cancel)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""The serving process: load a model, batch requests, answer HTTP, stop when told.
+
+Run by the deploy engine as a detached process (its own session, so it outlives
+the job and the worker)::
+
+    python -m nexa_engines.serve --checkpoint ckpt_… --store-config '{"kind": "local", …}' \
+        --deployment-id dp_… --host 127.0.0.1 --port 8100
+
+It watches the artifact store for the deployment's stop request (see
+``control``) and also stops on SIGTERM; either way it records ``stopped``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("nexa.serve")
+STOP_POLL_SECONDS = 2.0
+
+
+def build_generate(model: Any, tokenizer: Any) -> Callable[..., Any]:
+    """The batcher's generate function over ``model``."""
+    from nexa_engines.models.generation import generate_batch
+
+    def generate(requests: Sequence[Any], on_token: Callable[[int, str], None]) -> Any:
+        return generate_batch(model, tokenizer, requests, on_token=on_token)
+
+    return generate
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m nexa_engines.serve", description="Serve a Nexa checkpoint."
+    )
+    parser.add_argument("--checkpoint", help="checkpoint id (ckpt_…) in the artifact store")
+    parser.add_argument("--model-dir", type=Path, help="a local model directory instead of a checkpoint")
+    parser.add_argument("--store-config", default=None, help="the artifact store's describe() JSON")
+    parser.add_argument(
+        "--deployment-id", default=None, help="watch the store for this deployment's stop request"
+    )
+    parser.add_argument(
+        "--model-name", default=None, help="name clients use (default: deployment or checkpoint id)"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--workdir", type=Path, default=None, help="where a fetched checkpoint is kept")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until a stop request or a signal; returns the exit code."""
+    args = _parse(argv)
+    logging.basicConfig(
+        level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    import uvicorn
+
+    from nexa_engines.models.loading import load_model, load_tokenizer, resolve_model
+    from nexa_engines.models.runtime import configure_threads, pick_device
+    from nexa_engines.serve.app import create_app
+    from nexa_engines.serve.batcher import BatchScheduler
+    from nexa_engines.serve.control import mark_stopped, stop_requested
+    from nexa_engines.store.factory import store_from_config
+
+    store = store_from_config(json.loads(args.store_config)) if args.store_config else None
+    if args.checkpoint:
+        if store is None:
+            print("error: --checkpoint needs --store-config", file=sys.stderr)
+            return 2
+        workdir = args.workdir or Path(os.environ.get("NEXA_HOME", "~/.nexa")).expanduser() / "serving"
+        resolved = resolve_model(args.checkpoint, store=store, workdir=workdir, allowed_roots=[])
+    elif args.model_dir:
+        from nexa_engines.models.loading import ResolvedModel
+
+        resolved = ResolvedModel(str(args.model_dir), str(args.model_dir))
+    else:
+        print("error: pass --checkpoint or --model-dir", file=sys.stderr)
+        return 2
+    threads = configure_threads()
+    device = pick_device()
+    tokenizer = load_tokenizer(resolved)
+    model = load_model(resolved, dtype=device.dtype).to(device.torch_device).eval()
+    log.info("loaded %s on %s (%d threads)", resolved.reference, device.note, threads)
+    name = args.model_name or args.deployment_id or resolved.reference
+    scheduler = BatchScheduler(
+        build_generate(model, tokenizer),
+        max_batch_size=args.max_batch_size,
+        max_wait_s=args.max_wait_ms / 1000,
+    ).start()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(scheduler, name), host=args.host, port=args.port, log_level="warning")
+    )
+    reason = {"why": "signal"}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(STOP_POLL_SECONDS):
+            try:
+                if store is not None and args.deployment_id and stop_requested(store, args.deployment_id):
+                    log.info("stop requested for %s", args.deployment_id)
+                    reason["why"] = "undeploy"
+                    server.should_exit = True
+                    return
+            except Exception as exc:  # a store hiccup must not stop serving; try again next poll
+                log.warning("could not check for a stop request: %s", exc)
+
+    threading.Thread(target=watch, name="stop-watch", daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    log.info("serving %s on http://%s:%d (OpenAI /v1, OIP /v2)", name, args.host, args.port)
+    try:
+        server.run()
+    finally:
+        done.set()
+        scheduler.stop()
+        if store is not None and args.deployment_id:
+            try:
+                mark_stopped(store, args.deployment_id, reason=reason["why"])
+            except Exception as exc:
+                log.error("could not record that %s stopped: %s", args.deployment_id, exc)
+    log.info("stopped (%s)", reason["why"])
+    return 0

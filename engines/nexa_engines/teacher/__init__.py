@@ -1,0 +1,1 @@
+"""Teachers: OpenAI-compatible endpoints, Nexa deployments and local models behind one interface."""

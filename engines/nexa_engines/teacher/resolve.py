@@ -1,0 +1,128 @@
+"""Turn a job's ``teacher`` string into something that answers chat messages.
+
+* ``dp_…``: a Nexa deployment; its ``deployment.json`` gives the OpenAI base URL.
+* ``ckpt_…`` or an absolute path: a local model, run in this process (batched).
+* ``provider/model`` (e.g. ``openai/gpt-4o-mini``): an OpenAI-compatible endpoint;
+  ``teacher_base_url`` overrides the provider's default URL, the key comes from the
+  environment variable ``teacher_api_key_env`` (default ``<PROVIDER>_API_KEY``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from nexa.ids import is_id
+from nexa_engines.engine import EngineContext, EngineError
+from nexa_engines.serve.control import DEPLOYMENT_FILE, deployment_status
+from nexa_engines.store.base import ArtifactError
+from nexa_engines.teacher.client import ChatClient, Completion
+
+PROVIDER_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "together": "https://api.together.xyz/v1",
+    "mistral": "https://api.mistral.ai/v1",
+    "deepseek": "https://api.deepseek.com/v1",
+}
+
+
+class Teacher(Protocol):
+    """Answers batches of chat conversations."""
+
+    name: str
+
+    def answer(
+        self, conversations: Sequence[list[dict[str, str]]], *, max_tokens: int, temperature: float
+    ) -> list[Completion]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class EndpointTeacher:
+    """An OpenAI-compatible endpoint; each conversation is one HTTP request (the caller adds concurrency)."""
+
+    name: str
+    client: ChatClient
+    batch_size: int = 1
+
+    def answer(
+        self, conversations: Sequence[list[dict[str, str]]], *, max_tokens: int, temperature: float
+    ) -> list[Completion]:
+        return [self.client.chat(c, max_tokens=max_tokens, temperature=temperature) for c in conversations]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass
+class LocalTeacher:
+    """A Hugging Face model in this process, answering a batch of conversations at once."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    batch_size: int = 16
+
+    def answer(
+        self, conversations: Sequence[list[dict[str, str]]], *, max_tokens: int, temperature: float
+    ) -> list[Completion]:
+        from nexa_engines.models.generation import GenerationRequest, generate_batch
+        from nexa_engines.models.prompt import clean_completion, format_chat
+        from nexa_engines.serve.openai_api import CHAT_STOPS
+
+        requests = [
+            GenerationRequest(format_chat(c), max_tokens=max_tokens, temperature=temperature, stop=CHAT_STOPS)
+            for c in conversations
+        ]
+        results = generate_batch(self.model, self.tokenizer, requests)
+        return [Completion(clean_completion(r.text), r.prompt_tokens, r.completion_tokens) for r in results]
+
+    def close(self) -> None:
+        return None
+
+
+def resolve_teacher(
+    ctx: EngineContext, teacher: str, base_url: str | None, api_key_env: str | None, *, timeout: float = 120.0
+) -> EndpointTeacher | LocalTeacher:
+    """The teacher ``teacher`` names; ``EngineError`` with what to fix when it names nothing usable."""
+    ref = teacher.strip()
+    if ref.startswith("dp_"):
+        if not is_id(ref, "dp"):
+            raise EngineError("teacher_not_found", f"{ref!r} is not a valid deployment id")
+        try:
+            record = json.loads(ctx.store.read_file(ref, DEPLOYMENT_FILE))
+        except ArtifactError as exc:
+            raise EngineError("teacher_not_found", f"deployment {ref} does not exist: {exc}") from exc
+        if deployment_status(ctx.store, ref) != "running":
+            raise EngineError("teacher_not_found", f"deployment {ref} was undeployed")
+        client = ChatClient(str(record["openai_base_url"]), str(record["model_name"]), timeout=timeout)
+        return EndpointTeacher(ref, client)
+    if ref.startswith(("ckpt_", "/", "file://")):
+        from nexa_engines.models.loading import load_model, load_tokenizer, resolve_model
+        from nexa_engines.models.runtime import configure_threads, pick_device
+
+        configure_threads()
+        device = pick_device()
+        resolved = resolve_model(ref, store=ctx.store, workdir=ctx.workdir, allowed_roots=ctx.allowed_roots)
+        model = load_model(resolved, dtype=device.dtype).to(device.torch_device).eval()
+        return LocalTeacher(ref, model, load_tokenizer(resolved))
+    provider, sep, model = ref.partition("/")
+    if not sep or not model:
+        raise EngineError(
+            "teacher_not_found",
+            f"teacher {ref!r}: use provider/model (e.g. openai/gpt-4o-mini), a dp_ deployment, a ckpt_ checkpoint "
+            "or an absolute model path",
+        )
+    url = base_url or PROVIDER_URLS.get(provider.lower())
+    if url is None:
+        raise EngineError("teacher_not_found", f"unknown provider {provider!r}: pass teacher_base_url")
+    env_name = api_key_env or f"{provider.upper().replace('-', '_')}_API_KEY"
+    key = os.environ.get(env_name)
+    if key is None and base_url is None:
+        raise EngineError("teacher_no_key", f"no API key for {provider}: set {env_name} on the worker")
+    return EndpointTeacher(ref, ChatClient(str(url), model, api_key=key, timeout=timeout))

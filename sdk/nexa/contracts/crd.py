@@ -1,0 +1,523 @@
+"""The ``NexaJob`` and ``NexaEndpoint`` custom resources, generated from the contracts.
+
+Pure: builds the CustomResourceDefinition objects as dicts (``nexajob_crd()``,
+``nexaendpoint_crd()``) and maps between a ``NexaJob`` and the contracts
+(``nexajob_payload``, ``nexajob_object``). ``python -m nexa_operator.crdgen``
+writes them to ``crds/``; a test fails when that folder is stale.
+
+Field names inside ``spec`` are the contracts' own: ``spec.audit`` of a NexaJob is
+the body of ``POST /v1/audit`` without the options every job shares, and those
+options (``resources``, ``priority``, ``max_retries`` …) sit beside it in ``spec``.
+``status`` is written by the operator and uses Kubernetes' camelCase.
+
+Pydantic's JSON Schema becomes a *structural* schema: ``$ref`` inlined,
+``X | None`` as ``nullable: true``, ``extra="forbid"`` left to pruning and strict
+field validation, free-form dicts as ``x-kubernetes-preserve-unknown-fields``,
+descriptions kept (``kubectl explain`` shows them).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nexa.contracts.common import JobOptions
+from nexa.contracts.jobs import JOB_SPECS, DeploySpec, JobType
+from nexa.ids import is_id
+
+GROUP = "nexa.run"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+NEXAJOB_KIND = "NexaJob"
+NEXAJOB_PLURAL = "nexajobs"
+NEXAENDPOINT_KIND = "NexaEndpoint"
+NEXAENDPOINT_PLURAL = "nexaendpoints"
+CATEGORY = "nexa"
+
+# Labels and annotations the gateway and the operator put on what they create.
+LABEL_TENANT = "nexa.run/tenant"
+LABEL_JOB_TYPE = "nexa.run/type"
+LABEL_NEXAJOB = "nexa.run/nexajob"
+LABEL_ATTEMPT = "nexa.run/attempt"
+LABEL_ENDPOINT = "nexa.run/endpoint"
+LABEL_IDEMPOTENCY = "nexa.run/idempotency"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+
+# The options every job type shares live at the top of ``spec``; the rest of a
+# type's contract lives under ``spec.<type>``.
+SHARED_FIELDS: tuple[str, ...] = tuple(JobOptions.model_fields)
+
+NexaJobPhase = Literal["Pending", "Running", "Suspended", "Completed", "Failed", "Cancelled"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Completed", "Failed", "Cancelled"})
+# The gateway's JobState for each phase (Suspended is still waiting to run).
+PHASE_STATES: dict[str, str] = {
+    "Pending": "pending",
+    "Running": "running",
+    "Suspended": "pending",
+    "Completed": "completed",
+    "Failed": "failed",
+    "Cancelled": "cancelled",
+}
+
+
+# --- status models (written by the operator) ------------------------------------------
+
+
+class _StatusModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Condition(_StatusModel):
+    """One observation about the resource, Kubernetes-style."""
+
+    type: str = Field(description="What is observed, e.g. JobCreated, PodScheduled, Complete, Failed.")
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(
+        description="A CamelCase reason from a fixed list, e.g. Unschedulable, FatalExitCode."
+    )
+    message: str = Field("", description="Human-readable detail.")
+    last_transition_time: datetime | None = Field(None, alias="lastTransitionTime")
+    observed_generation: int | None = Field(None, alias="observedGeneration")
+
+
+class JobFailure(_StatusModel):
+    """Why a NexaJob failed; the gateway shows it as the job's ``error``."""
+
+    code: str = Field(description="Machine-readable reason, e.g. fatal_exit_code, deadline_exceeded.")
+    message: str = ""
+    retryable: bool = False
+
+
+class NexaJobStatus(_StatusModel):
+    """What the operator observed about a NexaJob."""
+
+    phase: NexaJobPhase = Field(
+        "Pending", description="Pending, Running, Suspended, Completed, Failed or Cancelled."
+    )
+    conditions: list[Condition] = Field(default_factory=list)
+    attempts: int = Field(0, ge=0, description="Attempts started so far (one Kubernetes Job each).")
+    progress: float = Field(0.0, ge=0.0, le=1.0, description="Fraction done, 0 to 1.")
+    progress_message: str | None = Field(None, alias="progressMessage")
+    result: dict[str, Any] | None = Field(None, description="The engine's JSON result once completed.")
+    error: JobFailure | None = None
+    artifacts_uri: str | None = Field(
+        None, alias="artifactsUri", description="Where the job's artifacts live."
+    )
+    job_name: str | None = Field(
+        None, alias="jobName", description="The Kubernetes Job of the current attempt."
+    )
+    endpoint_name: str | None = Field(
+        None, alias="endpointName", description="The NexaEndpoint a deploy made."
+    )
+    next_attempt_at: datetime | None = Field(
+        None, alias="nextAttemptAt", description="When the next attempt starts after a retryable failure."
+    )
+    start_time: datetime | None = Field(None, alias="startTime")
+    completion_time: datetime | None = Field(None, alias="completionTime")
+    observed_generation: int | None = Field(None, alias="observedGeneration")
+
+
+class NexaEndpointStatus(_StatusModel):
+    """What the operator observed about a NexaEndpoint."""
+
+    phase: Literal["Pending", "Ready", "Failed"] = "Pending"
+    url: str | None = Field(None, description="Cluster URL of the inference service.")
+    ready_replicas: int = Field(0, ge=0, alias="readyReplicas")
+    replicas: int = Field(0, ge=0)
+    backend: Literal["deployment", "kserve"] | None = Field(
+        None, description="deployment (Deployment + Service) or kserve (an InferenceService)."
+    )
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = Field(None, alias="observedGeneration")
+
+
+# --- JSON Schema → structural schema ---------------------------------------------------
+
+_KEPT_FORMATS = {"int32", "int64", "float", "double", "byte", "date", "date-time", "password"}
+_DROPPED_KEYS = {"title", "default", "examples", "propertyNames", "$schema"}
+
+
+class SchemaError(ValueError):
+    """A contract uses a JSON Schema construct Kubernetes cannot express."""
+
+
+def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    name = str(ref).rsplit("/", 1)[-1]
+    merged: dict[str, Any] = copy.deepcopy(defs[name])
+    # Keys next to a $ref (a field's description) win over the target's own.
+    merged.update({k: v for k, v in node.items() if k != "$ref"})
+    return merged
+
+
+def _describe_default(node: dict[str, Any]) -> str | None:
+    if "default" not in node or node["default"] is None:
+        return None
+    value = node["default"]
+    if isinstance(value, dict | list | str) and not value:
+        return None
+    return json.dumps(value, sort_keys=True)
+
+
+def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """One JSON Schema node (pydantic's) as a Kubernetes structural schema node."""
+    node = _resolve(node, defs)
+    out: dict[str, Any] = {}
+    variants = node.get("anyOf") or node.get("oneOf")
+    if variants is not None:
+        non_null = [v for v in variants if v.get("type") != "null"]
+        if len(non_null) != 1:
+            raise SchemaError(f"a union of {len(non_null)} non-null types has no structural form: {variants}")
+        inner = structural(non_null[0], defs)
+        if len(non_null) < len(variants):
+            inner["nullable"] = True
+        for key in ("description",):
+            if key in node:
+                inner[key] = node[key]
+        default = _describe_default(node)
+        if default is not None:
+            inner["description"] = f"{inner.get('description', '').rstrip()} Default: {default}.".strip()
+        return inner
+    for key, value in node.items():
+        if key in _DROPPED_KEYS or key in ("anyOf", "oneOf", "$defs"):
+            continue
+        if key == "properties":
+            out["properties"] = {name: structural(sub, defs) for name, sub in value.items()}
+        elif key == "items":
+            out["items"] = structural(value, defs)
+        elif key == "additionalProperties":
+            if isinstance(value, dict):
+                out["additionalProperties"] = structural(value, defs)
+            # ``false`` (extra="forbid"): the apiserver prunes or, with strict field
+            # validation (kubectl's default), refuses unknown fields by itself.
+        elif key == "patternProperties":
+            # Kubernetes cannot constrain map keys by pattern; the operator's pydantic
+            # validation still does.
+            schemas = list(value.values())
+            if len(schemas) != 1:
+                raise SchemaError(f"several patternProperties cannot be expressed: {value}")
+            out["additionalProperties"] = structural(schemas[0], defs)
+        elif key == "const":
+            out["enum"] = [value]
+        elif key == "format":
+            if value in _KEPT_FORMATS:
+                out["format"] = value
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+            out[bound] = value
+            out[key] = True
+        else:
+            out[key] = copy.deepcopy(value)
+    if "enum" in out and "type" not in out:
+        kinds = {type(v) for v in out["enum"]}
+        if kinds == {str}:
+            out["type"] = "string"
+        elif kinds == {int}:
+            out["type"] = "integer"
+        else:
+            raise SchemaError(f"an enum of mixed types has no structural form: {out['enum']}")
+    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    if out.get("type") == "object" and "additionalProperties" in out:
+        # dict[str, Any] values are free-form.
+        values = out["additionalProperties"]
+        if values == {} or values is True:
+            del out["additionalProperties"]
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    if "type" not in out and "x-kubernetes-preserve-unknown-fields" not in out:
+        # dict[str, Any] values and Any fields: free-form JSON.
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    default = _describe_default(node)
+    if default is not None:
+        out["description"] = f"{out.get('description', '').rstrip()} Default: {default}.".strip()
+    return out
+
+
+def model_schema(model: type[BaseModel], *, by_alias: bool = False) -> dict[str, Any]:
+    """A pydantic model's validation schema as a structural schema, descriptions kept."""
+    raw = model.model_json_schema(mode="validation", by_alias=by_alias)
+    return structural(raw, raw.get("$defs", {}))
+
+
+def _per_type_schema(job_type: JobType) -> dict[str, Any]:
+    schema = model_schema(JOB_SPECS[job_type])
+    schema["properties"] = {k: v for k, v in schema["properties"].items() if k not in SHARED_FIELDS}
+    required = [k for k in schema.get("required", []) if k not in SHARED_FIELDS]
+    if required:
+        schema["required"] = required
+    else:
+        schema.pop("required", None)
+    schema["description"] = (
+        f"{schema.get('description', '').strip()} Required exactly when spec.type is '{job_type.value}'."
+    ).strip()
+    schema["x-kubernetes-validations"] = [
+        {"rule": "self == oldSelf", "message": f"spec.{job_type.value} is immutable; create a new NexaJob"}
+    ]
+    return schema
+
+
+def nexajob_spec_schema() -> dict[str, Any]:
+    """The structural schema of ``NexaJob.spec``."""
+    shared = model_schema(JobOptions)
+    properties: dict[str, Any] = {
+        "type": {
+            "type": "string",
+            "enum": [t.value for t in JobType],
+            "description": "The job type; its spec goes in the field of the same name.",
+            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "spec.type is immutable"}],
+        },
+        "tenant": {
+            "type": "string",
+            "maxLength": 63,
+            "description": "The tenant that owns the job (set by the gateway).",
+            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "spec.tenant is immutable"}],
+        },
+        "suspend": {
+            "type": "boolean",
+            "description": "Pause the job: its Kubernetes Job is suspended until this is false again.",
+        },
+        "cancel": {
+            "type": "boolean",
+            "description": "Cancel the job for good: its pods stop and it ends Cancelled. Cannot be undone.",
+        },
+    }
+    properties.update(shared["properties"])
+    properties["resources"] = copy.deepcopy(properties["resources"])
+    properties["resources"].setdefault("x-kubernetes-validations", []).append(
+        {"rule": "self == oldSelf", "message": "spec.resources is immutable"}
+    )
+    for job_type in JobType:
+        properties[job_type.value] = _per_type_schema(job_type)
+    rules = [
+        {
+            "rule": f"has(self.{t.value}) == (self.type == '{t.value}')",
+            "message": f"spec.{t.value} must be set exactly when spec.type is '{t.value}'",
+        }
+        for t in JobType
+    ]
+    rules.append(
+        {
+            "rule": "!has(oldSelf.cancel) || !oldSelf.cancel || (has(self.cancel) && self.cancel)",
+            "message": "a cancelled NexaJob cannot be un-cancelled",
+        }
+    )
+    return {
+        "type": "object",
+        "description": "What to run: the job type, its typed spec, and the options every job shares.",
+        "required": ["type"],
+        "properties": properties,
+        "x-kubernetes-validations": rules,
+    }
+
+
+def nexaendpoint_spec_schema() -> dict[str, Any]:
+    """The structural schema of ``NexaEndpoint.spec`` (a deploy's serving fields plus resources)."""
+    deploy = model_schema(DeploySpec)
+    kept = {k: v for k, v in deploy["properties"].items() if k not in SHARED_FIELDS or k == "resources"}
+    kept["tenant"] = {"type": "string", "maxLength": 63, "description": "The tenant that owns the endpoint."}
+    kept["image"] = {
+        "type": "string",
+        "maxLength": 500,
+        "description": "Serving image; the operator's default serving image when unset.",
+    }
+    return {
+        "type": "object",
+        "description": "A KServe-style inference service for one checkpoint.",
+        "required": ["checkpoint_id"],
+        "properties": kept,
+        "x-kubernetes-validations": [
+            {
+                "rule": "!has(self.min_replicas) || !has(self.max_replicas) || self.min_replicas <= self.max_replicas",
+                "message": "min_replicas must not exceed max_replicas",
+            },
+            {"rule": "self.checkpoint_id == oldSelf.checkpoint_id", "message": "checkpoint_id is immutable"},
+        ],
+    }
+
+
+def _status_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model_schema(model, by_alias=True)
+    conditions = schema["properties"].get("conditions")
+    if conditions is not None:
+        conditions["x-kubernetes-list-type"] = "map"
+        conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return schema
+
+
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    description: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "annotations": {"nexa.run/generated-by": "python -m nexa_operator.crdgen (do not edit)"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": description,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def nexajob_crd() -> dict[str, Any]:
+    """The ``nexajobs.nexa.run`` CustomResourceDefinition."""
+    return _crd(
+        kind=NEXAJOB_KIND,
+        plural=NEXAJOB_PLURAL,
+        short_names=["nj"],
+        description="A Nexa job (audit, distill, generate, train, evaluate, deploy, container) run as Kubernetes Jobs.",
+        spec=nexajob_spec_schema(),
+        status=_status_schema(NexaJobStatus),
+        columns=[
+            {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
+            {"name": "Status", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Progress", "type": "number", "jsonPath": ".status.progress"},
+            {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "priority": 1},
+            {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+
+
+def nexaendpoint_crd() -> dict[str, Any]:
+    """The ``nexaendpoints.nexa.run`` CustomResourceDefinition."""
+    return _crd(
+        kind=NEXAENDPOINT_KIND,
+        plural=NEXAENDPOINT_PLURAL,
+        short_names=["nep"],
+        description="An inference endpoint serving one checkpoint (Deployment + Service, or a KServe InferenceService).",
+        spec=nexaendpoint_spec_schema(),
+        status=_status_schema(NexaEndpointStatus),
+        columns=[
+            {"name": "Checkpoint", "type": "string", "jsonPath": ".spec.checkpoint_id"},
+            {"name": "Status", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+            {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+
+
+def all_crds() -> dict[str, dict[str, Any]]:
+    """Every CRD by the file name it is written to under ``crds/``."""
+    return {
+        f"{GROUP}_{NEXAJOB_PLURAL}.yaml": nexajob_crd(),
+        f"{GROUP}_{NEXAENDPOINT_PLURAL}.yaml": nexaendpoint_crd(),
+    }
+
+
+# --- NexaJob <-> contracts -----------------------------------------------------------------
+
+
+def resource_name(job_id: str) -> str:
+    """The NexaJob name of a ``job_…`` id (Kubernetes names allow no underscore)."""
+    return job_id.replace("_", "-", 1)
+
+
+def job_id_of(name: str) -> str:
+    """The ``job_…`` id a NexaJob name stands for (the reverse of ``resource_name``)."""
+    return name.replace("-", "_", 1) if name.startswith("job-") else name
+
+
+def nexajob_object(
+    *,
+    job_id: str,
+    tenant_id: str,
+    namespace: str,
+    job_type: JobType,
+    spec: JobOptions,
+) -> dict[str, Any]:
+    """The NexaJob resource for a validated contract spec: shared options on top, the rest under ``spec.<type>``."""
+    payload = spec.model_dump(mode="json", exclude_none=True)
+    body: dict[str, Any] = {"type": job_type.value, "tenant": tenant_id}
+    body.update({k: v for k, v in payload.items() if k in SHARED_FIELDS})
+    body[job_type.value] = {k: v for k, v in payload.items() if k not in SHARED_FIELDS}
+    labels = {LABEL_TENANT: tenant_id, LABEL_JOB_TYPE: job_type.value, LABEL_MANAGED_BY: "nexa-gateway"}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": NEXAJOB_KIND,
+        "metadata": {"name": resource_name(job_id), "namespace": namespace, "labels": labels},
+        "spec": body,
+    }
+
+
+def nexajob_payload(spec: dict[str, Any]) -> tuple[JobType, dict[str, Any]]:
+    """The job type and its contract payload (what ``spec_for`` validates) from a NexaJob's ``spec``."""
+    job_type = JobType(spec["type"])
+    payload = {k: v for k, v in spec.items() if k in SHARED_FIELDS}
+    typed = spec.get(job_type.value) or {}
+    if not isinstance(typed, dict):
+        raise ValueError(f"spec.{job_type.value} must be an object")
+    payload.update(typed)
+    return job_type, payload
+
+
+# --- the engine container's side of the contract -----------------------------------------
+
+ENGINE_CONTAINER = "engine"
+EXIT_SUCCESS = 0
+EXIT_RETRYABLE = 1
+EXIT_FATAL = 3  # a non-retryable EngineError or an invalid spec: the NexaJob fails at once
+TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of /dev/termination-log
+
+
+def run_result_key(job_id: str, attempt: int) -> str:
+    """Where, relative to the artifact store root, an attempt's result record lives."""
+    return f"runs/{job_id}/attempt-{attempt}/result.json"
+
+
+def nexajob_job_id(name: str, uid: str) -> str:
+    """The ``job_…`` id engines see for a NexaJob: its name's, or one derived from its uid for hand-made ones."""
+    candidate = job_id_of(name)
+    if is_id(candidate, "job"):
+        return candidate
+    digest = hashlib.sha256(uid.encode()).digest()
+    return "job_" + base64.b32encode(digest).decode("ascii").lower()[:26]
