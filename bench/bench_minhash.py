@@ -95,6 +95,7 @@ def run_contender(name: str, path: Path, rows: int) -> dict[str, object]:
         "rows_per_s": round(n / elapsed),
         "rows_per_s_per_core": round(n / elapsed / threads),
         "peak_rss_mib": round(peak_mib),
+        "load_avg": round(os.getloadavg()[0], 2),
         **extra,
     }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -115,6 +115,88 @@ def minhash_signatures(
             out[i] = ref.minhash_signature(text, ngram, a64.tolist(), b64.tolist())
             counts[i] = len(text.split())
     return out, counts
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """What dedup needs of each row's normalized text; only rows marked ``handled`` are filled."""
+
+    signatures: np.ndarray  # (rows, num_perm) uint32: the low 32 bits of each MinHash entry
+    hashes: np.ndarray  # (rows, 2) uint64: xxh3-128 of the normalized text
+    word_counts: np.ndarray  # int64 words of the normalized text
+    handled: np.ndarray  # bool: the row was ASCII, so normalized and hashed here
+
+
+def ascii_fingerprints(
+    texts: pa.Array | pa.ChunkedArray, ngram: int, a: np.ndarray, b: np.ndarray
+) -> Fingerprints:
+    """For every ASCII row, normalize it as the audit does and hash it, in one pass.
+
+    Equals ``text_hashes`` and ``minhash_signatures`` (low 32 bits) of the normalized
+    column; other rows are left zero with ``handled`` false, for the caller to
+    normalize with pyarrow.
+    """
+    _announce()
+    a64, b64 = _u64(a, "a"), _u64(b, "b")
+    if len(a64) != len(b64) or len(a64) == 0:
+        raise ValueError("a and b must be equally long and non-empty")
+    if ngram < 1:
+        raise ValueError("ngram must be at least 1")
+    n = len(texts)
+    out = Fingerprints(
+        np.zeros((n, len(a64)), dtype=np.uint32),
+        np.zeros((n, 2), dtype=np.uint64),
+        np.zeros(n, dtype=np.int64),
+        np.zeros(n, dtype=np.bool_),
+    )
+    for start, end, chunk in _spans(texts):
+        if _native is not None:
+            _native.ascii_fingerprints(
+                chunk,
+                ngram,
+                a64,
+                b64,
+                out.signatures[start:end],
+                out.hashes[start:end],
+                out.word_counts[start:end],
+                out.handled[start:end],
+            )
+            continue
+        for i, value in enumerate(chunk.to_pylist(), start):
+            text = ref.normalize_ascii(value)
+            if text is None:
+                continue
+            sig = ref.minhash_signature(text, ngram, a64.tolist(), b64.tolist())
+            out.signatures[i] = [v & 0xFFFFFFFF for v in sig]
+            out.hashes[i] = ref.text_hash(text)
+            out.word_counts[i] = len(text.split())
+            out.handled[i] = True
+    return out
+
+
+class PatternMatcher:
+    """Regular expressions compiled once; ``matches`` says which of them occur in each row.
+
+    Classes and word boundaries are ASCII, as in RE2 (pyarrow); for patterns made of
+    ASCII atoms the answer equals ``pyarrow.compute.match_substring_regex``.
+    """
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns = tuple(patterns)
+        self._native = _native.PatternSet(list(self.patterns)) if _native is not None else None
+
+    def matches(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """A (rows, patterns) bool array: pattern j occurs in row i (nulls match nothing)."""
+        _announce()
+        out = np.zeros((len(texts), len(self.patterns)), dtype=np.bool_)
+        for start, end, chunk in _spans(texts):
+            if self._native is not None:
+                self._native.matches(chunk, out[start:end])
+                continue
+            for j, pattern in enumerate(self.patterns):
+                found = pc.match_substring_regex(chunk.cast(pa.large_string()), pattern).fill_null(False)
+                out[start:end, j] = np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.bool_)
+        return out
 
 
 def text_hashes(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:

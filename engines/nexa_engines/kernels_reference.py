@@ -93,6 +93,29 @@ def minhash_signature(text: str, ngram: int, a: Sequence[int], b: Sequence[int])
     ]
 
 
+# ASCII characters of Unicode category P and RE2's `\s`: both collapse to one space.
+_ASCII_BLANK = frozenset("!\"#%&'()*,-./:;?@[\\]_{}") | frozenset("\t\n\x0c\r ")
+_ASCII_TRIM = "".join(chr(c) for c in (*range(0x09, 0x0E), *range(0x1C, 0x21)))
+
+
+def normalize_ascii(value: str | bytes | None) -> str | None:
+    """The audit normalization (NFKC, lower, punctuation and spaces to one space, trim) of an ASCII row, else None."""
+    text = as_text(value)
+    if not text.isascii():
+        return None
+    out: list[str] = []
+    blank = False
+    for ch in text.lower():
+        if ch in _ASCII_BLANK:
+            blank = True
+            continue
+        if blank:
+            out.append(" ")
+            blank = False
+        out.append(ch)
+    return "".join(out).strip(_ASCII_TRIM)
+
+
 def text_hash(value: str | bytes | None) -> tuple[int, int]:
     """The 128-bit xxh3 of a row's bytes as (high, low) 64-bit halves."""
     digest = xxhash.xxh3_128_intdigest(as_bytes(value))

@@ -7,7 +7,9 @@
 pub mod buffers;
 pub mod dedup;
 pub mod minhash;
+pub mod normalize;
 pub mod packing;
+pub mod patterns;
 pub mod stats;
 pub mod text;
 pub mod unicode;
@@ -27,6 +29,33 @@ fn expect_len(got: usize, want: usize, what: &str) -> PyResult<()> {
     Ok(())
 }
 
+fn permutations(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<minhash::Permutations> {
+    let (a_buf, b_buf) = (
+        RawBuffer::get(a, false, "a")?,
+        RawBuffer::get(b, false, "b")?,
+    );
+    minhash::Permutations::new(a_buf.slice("a")?, b_buf.slice("b")?).map_err(PyValueError::new_err)
+}
+
+/// A writable signature matrix of `rows * num_perm` uint64 or uint32 (low 32 bits) entries.
+enum SigOut<'a> {
+    U64(&'a mut [u64]),
+    U32(&'a mut [u32]),
+}
+
+fn signature_output<'a>(buf: &'a mut RawBuffer, entries: usize) -> PyResult<SigOut<'a>> {
+    let bytes = buf.slice::<u8>("out")?.len();
+    if bytes == entries * 8 && entries > 0 {
+        Ok(SigOut::U64(buf.slice_mut::<u64>("out")?))
+    } else if bytes == entries * 4 {
+        Ok(SigOut::U32(buf.slice_mut::<u32>("out")?))
+    } else {
+        Err(PyValueError::new_err(format!(
+            "out holds {bytes} bytes, expected {entries} uint64 or uint32 entries"
+        )))
+    }
+}
+
 /// MinHash signatures of word n-gram shingles for every row of a pyarrow string array.
 #[pyfunction]
 #[pyo3(signature = (texts, ngram, a, b, out, word_counts))]
@@ -43,23 +72,119 @@ fn minhash_signatures(
         return Err(PyValueError::new_err("ngram must be at least 1"));
     }
     let arrow = ArrowText::from_array(texts)?;
-    let (a_buf, b_buf) = (
-        RawBuffer::get(a, false, "a")?,
-        RawBuffer::get(b, false, "b")?,
-    );
-    let perms = minhash::Permutations::new(a_buf.slice("a")?, b_buf.slice("b")?)
-        .map_err(PyValueError::new_err)?;
+    let perms = permutations(a, b)?;
     let (mut out_buf, mut count_buf) = (
         RawBuffer::get(out, true, "out")?,
         RawBuffer::get(word_counts, true, "word_counts")?,
     );
     let column = arrow.column()?;
-    let sig = out_buf.slice_mut::<u64>("out")?;
-    expect_len(sig.len(), arrow.len() * perms.len(), "out")?;
+    let sig = signature_output(&mut out_buf, arrow.len() * perms.len())?;
     let counts = count_buf.slice_mut::<i64>("word_counts")?;
     expect_len(counts.len(), arrow.len(), "word_counts")?;
-    py.allow_threads(|| minhash::signatures(&column, ngram, &perms, sig, counts));
+    py.allow_threads(|| match sig {
+        SigOut::U64(s) => minhash::signatures(&column, ngram, &perms, s, counts),
+        SigOut::U32(s) => minhash::signatures(&column, ngram, &perms, s, counts),
+    });
     Ok(())
+}
+
+/// Normalize every ASCII row as the audit does, then hash it and compute its signature.
+#[pyfunction]
+#[pyo3(signature = (texts, ngram, a, b, signatures, hashes, word_counts, handled))]
+#[allow(clippy::too_many_arguments)]
+fn ascii_fingerprints(
+    py: Python<'_>,
+    texts: &Bound<'_, PyAny>,
+    ngram: usize,
+    a: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    signatures: &Bound<'_, PyAny>,
+    hashes: &Bound<'_, PyAny>,
+    word_counts: &Bound<'_, PyAny>,
+    handled: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    if ngram == 0 {
+        return Err(PyValueError::new_err("ngram must be at least 1"));
+    }
+    let arrow = ArrowText::from_array(texts)?;
+    let n = arrow.len();
+    let perms = permutations(a, b)?;
+    let mut bufs = [
+        RawBuffer::get(signatures, true, "signatures")?,
+        RawBuffer::get(hashes, true, "hashes")?,
+        RawBuffer::get(word_counts, true, "word_counts")?,
+        RawBuffer::get(handled, true, "handled")?,
+    ];
+    let column = arrow.column()?;
+    let [sig_buf, hash_buf, count_buf, ok_buf] = &mut bufs;
+    let sig = signature_output(sig_buf, n * perms.len())?;
+    let hash_out = hash_buf.slice_mut::<u64>("hashes")?;
+    expect_len(hash_out.len(), n * 2, "hashes")?;
+    let counts = count_buf.slice_mut::<i64>("word_counts")?;
+    expect_len(counts.len(), n, "word_counts")?;
+    let ok = ok_buf.slice_mut::<bool>("handled")?;
+    expect_len(ok.len(), n, "handled")?;
+    py.allow_threads(|| match sig {
+        SigOut::U64(s) => minhash::ascii_fingerprints(
+            &column,
+            ngram,
+            &perms,
+            minhash::Fingerprints {
+                signatures: s,
+                hashes: hash_out,
+                word_counts: counts,
+                handled: ok,
+            },
+        ),
+        SigOut::U32(s) => minhash::ascii_fingerprints(
+            &column,
+            ngram,
+            &perms,
+            minhash::Fingerprints {
+                signatures: s,
+                hashes: hash_out,
+                word_counts: counts,
+                handled: ok,
+            },
+        ),
+    });
+    Ok(())
+}
+
+/// Regular expressions compiled once (ASCII classes and word boundaries, as in RE2).
+#[pyclass(frozen, module = "nexa_kernels._nexa_kernels")]
+struct PatternSet {
+    set: regex::bytes::RegexSet,
+}
+
+#[pymethods]
+impl PatternSet {
+    #[new]
+    fn new(patterns: Vec<String>) -> PyResult<Self> {
+        let set = patterns::compile(&patterns).map_err(PyValueError::new_err)?;
+        Ok(PatternSet { set })
+    }
+
+    /// Number of patterns.
+    fn __len__(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Which patterns match each row, into a bool (rows, patterns) array.
+    fn matches(
+        &self,
+        py: Python<'_>,
+        texts: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let arrow = ArrowText::from_array(texts)?;
+        let mut out_buf = RawBuffer::get(out, true, "out")?;
+        let column = arrow.column()?;
+        let found = out_buf.slice_mut::<bool>("out")?;
+        expect_len(found.len(), arrow.len() * self.set.len(), "out")?;
+        py.allow_threads(|| patterns::matches(&column, &self.set, found));
+        Ok(())
+    }
 }
 
 /// The 128-bit xxh3 hash of every row's bytes, as (high, low) uint64 pairs.
@@ -224,6 +349,8 @@ fn _nexa_kernels(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("EMPTY_SIGNATURE", minhash::EMPTY)?;
     m.add_function(wrap_pyfunction!(minhash_signatures, m)?)?;
+    m.add_function(wrap_pyfunction!(ascii_fingerprints, m)?)?;
+    m.add_class::<PatternSet>()?;
     m.add_function(wrap_pyfunction!(text_hashes, m)?)?;
     m.add_function(wrap_pyfunction!(near_duplicate_clusters, m)?)?;
     m.add_function(wrap_pyfunction!(text_stats, m)?)?;

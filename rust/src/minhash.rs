@@ -7,8 +7,9 @@
 //! over the row's shingles, `u64::MAX` for a row without words.
 
 use rayon::prelude::*;
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
+use crate::normalize::{is_ascii_space, normalize_ascii};
 use crate::text::{words, TextColumn};
 
 pub const MERSENNE_61: u64 = (1 << 61) - 1;
@@ -50,7 +51,18 @@ pub fn shingles_into(word_hashes: &[u64], ngram: usize, out: &mut Vec<u64>) {
 #[inline]
 pub fn word_hashes_into(text: &str, out: &mut Vec<u64>) -> usize {
     let before = out.len();
-    out.extend(words(text).map(|w| xxh3_64(w.as_bytes())));
+    if text.is_ascii() {
+        // Byte-wise split: for ASCII the whitespace set is a table lookup, no decoding.
+        let bytes = text.as_bytes();
+        out.extend(
+            bytes
+                .split(|&b| is_ascii_space(b))
+                .filter(|w| !w.is_empty())
+                .map(xxh3_64),
+        );
+    } else {
+        out.extend(words(text).map(|w| xxh3_64(w.as_bytes())));
+    }
     out.len() - before
 }
 
@@ -65,6 +77,26 @@ pub fn permute(x: u64, a: u64, b: u64) -> u64 {
         v - MERSENNE_61
     } else {
         v
+    }
+}
+
+/// A signature entry the kernels write: the full value, or its low 32 bits (all that
+/// equality tests need, at half the memory).
+pub trait Entry: Copy + Send + Sync {
+    fn from_u64(v: u64) -> Self;
+}
+
+impl Entry for u64 {
+    #[inline(always)]
+    fn from_u64(v: u64) -> Self {
+        v
+    }
+}
+
+impl Entry for u32 {
+    #[inline(always)]
+    fn from_u64(v: u64) -> Self {
+        v as u32
     }
 }
 
@@ -147,17 +179,27 @@ impl Permutations {
         self.fold_generic(shingles, mins)
     }
 
+    /// AVX-512 has a 64-bit lane minimum (`vpminsq`) and twice the lanes.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fold_avx512(&self, shingles: &[u64], mins: &mut [i64]) {
+        self.fold_generic(shingles, mins)
+    }
+
     /// The signature of one row from its shingles, written to `out`.
-    pub fn signature(&self, shingles: &[u64], mins: &mut Vec<i64>, out: &mut [u64]) {
+    pub fn signature<E: Entry>(&self, shingles: &[u64], mins: &mut Vec<i64>, out: &mut [E]) {
         if shingles.is_empty() {
-            out.fill(EMPTY);
+            out.fill(E::from_u64(EMPTY));
             return;
         }
         mins.clear();
         mins.resize(self.len(), i64::MAX);
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx2") {
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F, checked just above.
+                unsafe { self.fold_avx512(shingles, mins) };
+            } else if std::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
                 unsafe { self.fold_avx2(shingles, mins) };
             } else {
@@ -167,18 +209,18 @@ impl Permutations {
         #[cfg(not(target_arch = "x86_64"))]
         self.fold_generic(shingles, mins);
         for (o, &m) in out.iter_mut().zip(mins.iter()) {
-            *o = m as u64;
+            *o = E::from_u64(m as u64);
         }
     }
 }
 
 /// Signatures of every row of `texts` into `out` (rows x permutations, row-major) and the
 /// word count of each row into `word_counts`, in parallel.
-pub fn signatures(
+pub fn signatures<E: Entry>(
     texts: &TextColumn<'_>,
     ngram: usize,
     perms: &Permutations,
-    out: &mut [u64],
+    out: &mut [E],
     word_counts: &mut [i64],
 ) {
     let p = perms.len();
@@ -205,6 +247,68 @@ pub fn signatures(
                 perms.signature(&shingles, &mut mins, sig);
             }
         });
+}
+
+/// Per-row outputs of `ascii_fingerprints`, each sliced to the same rows.
+pub struct Fingerprints<'a, E> {
+    /// rows x permutations signatures of the normalized text
+    pub signatures: &'a mut [E],
+    /// rows x 2: xxh3-128 of the normalized text as (high, low)
+    pub hashes: &'a mut [u64],
+    /// words of the normalized text
+    pub word_counts: &'a mut [i64],
+    /// whether the row was ASCII and so handled here (other rows are left untouched)
+    pub handled: &'a mut [bool],
+}
+
+/// For every ASCII row: normalize it (`normalize::normalize_ascii`) into scratch space,
+/// then hash it and compute its signature, as `text_hashes` and `signatures` would on
+/// the normalized column. Rows that are not ASCII are only marked unhandled.
+pub fn ascii_fingerprints<E: Entry>(
+    texts: &TextColumn<'_>,
+    ngram: usize,
+    perms: &Permutations,
+    out: Fingerprints<'_, E>,
+) {
+    let p = perms.len();
+    let n = texts.len();
+    assert_eq!(out.signatures.len(), n * p);
+    assert_eq!(out.hashes.len(), n * 2);
+    assert_eq!(out.word_counts.len(), n);
+    assert_eq!(out.handled.len(), n);
+    out.signatures
+        .par_chunks_mut(ROWS_PER_TASK * p)
+        .zip(out.hashes.par_chunks_mut(ROWS_PER_TASK * 2))
+        .zip(
+            out.word_counts
+                .par_chunks_mut(ROWS_PER_TASK)
+                .zip(out.handled.par_chunks_mut(ROWS_PER_TASK)),
+        )
+        .enumerate()
+        .for_each(
+            |(task, ((sig_chunk, hash_chunk), (count_chunk, ok_chunk)))| {
+                let (mut text, mut hashes, mut shingles, mut mins) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let first = task * ROWS_PER_TASK;
+                for (k, (ok, count)) in ok_chunk.iter_mut().zip(count_chunk.iter_mut()).enumerate()
+                {
+                    *ok = normalize_ascii(texts.bytes(first + k), &mut text);
+                    if !*ok {
+                        continue;
+                    }
+                    let h = xxh3_128(&text);
+                    hash_chunk[2 * k] = (h >> 64) as u64;
+                    hash_chunk[2 * k + 1] = h as u64;
+                    hashes.clear();
+                    shingles.clear();
+                    // ASCII bytes are valid UTF-8.
+                    let normalized = std::str::from_utf8(&text).unwrap_or_default();
+                    *count = word_hashes_into(normalized, &mut hashes) as i64;
+                    shingles_into(&hashes, ngram, &mut shingles);
+                    perms.signature(&shingles, &mut mins, &mut sig_chunk[k * p..(k + 1) * p]);
+                }
+            },
+        );
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ from nexa_engines.run_one import result_record, write_result_record
 from nexa_gateway.backends.kubernetes import KubernetesJobBackend, tenant_namespace
 from tests.fixtures.k8s import K8sCluster
 from tests.integration.gateway_app import Gateway, build_gateway
-from tests.integration.test_operator_kopf import OperatorProcess, wait_for
+from tests.integration.test_operator_kopf import OperatorProcess, install_crds, wait_for
 
 pytest.importorskip("kubernetes")
 pytestmark = pytest.mark.timeout(300)
@@ -22,10 +22,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 def cluster_gateway(tmp_path: Path, k8s_cluster: K8sCluster) -> Iterator[tuple[Gateway, str]]:
-    k8s_cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(Path(__file__).parents[2] / "crds")
-    )
-    k8s_cluster.kubectl("wait", "--for=condition=Established", "crd/nexajobs.nexa.run", "--timeout=60s")
+    install_crds(k8s_cluster)
     prefix = f"nx{uuid.uuid4().hex[:6]}-"
     for gw in build_gateway(f"sqlite:///{tmp_path / 'nexa.db'}", tmp_path / "gw"):
         state = gw.client.app.state.nexa  # type: ignore[attr-defined]

@@ -17,12 +17,7 @@ from tests.fixtures.k8s import (
     GPU_TOLERATION,
     KWOK_OUTCOME_ANNOTATION,
     K8sCluster,
-    k8s_cluster,
-    k8s_namespace,
 )
-
-# Registered here until tests/conftest.py lists tests.fixtures.k8s in pytest_plugins.
-__all__ = ["k8s_cluster", "k8s_namespace"]
 
 kubernetes = pytest.importorskip("kubernetes")
 client = kubernetes.client

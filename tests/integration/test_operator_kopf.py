@@ -128,11 +128,23 @@ class OperatorProcess:
         )
 
 
+def install_crds(cluster: K8sCluster) -> None:
+    """Apply crds/ and wait until the API server serves both kinds."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    with cluster.api_client() as api_client:
+        extensions = client.ApiextensionsV1Api(api_client)
+
+        def established(name: str) -> bool:
+            conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+            return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+        for crd in ("nexajobs.nexa.run", "nexaendpoints.nexa.run"):
+            wait_for(f"CRD {crd} to be established", lambda crd=crd: established(crd), 60)
+
+
 @pytest.fixture(scope="module")
 def crds_installed(k8s_cluster: K8sCluster) -> K8sCluster:
-    k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    for crd in ("nexajobs.nexa.run", "nexaendpoints.nexa.run"):
-        k8s_cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    install_crds(k8s_cluster)
     return k8s_cluster
 
 
@@ -216,7 +228,10 @@ def terminal(api: Any, namespace: str, name: str, timeout: float = 90.0) -> dict
         obj = get(api, namespace, name)
         return obj if (obj.get("status") or {}).get("phase") in ("Completed", "Failed", "Cancelled") else None
 
-    result: dict[str, Any] = wait_for(f"NexaJob {name} to finish", check, timeout)
+    try:
+        result: dict[str, Any] = wait_for(f"NexaJob {name} to finish", check, timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; status: {get(api, namespace, name).get('status')}") from None
     return result
 
 

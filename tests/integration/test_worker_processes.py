@@ -178,12 +178,17 @@ def test_audit_with_artifacts_in_s3(
     client = NexaClient(api_key=gw.api_key, base_url=gw.url)
     uploaded = client.upload_dataset(tmp_path / "sft.jsonl")
     assert uploaded.uri.startswith("s3://nexa-e2e/team-a/datasets/")
-    done = client.wait(client.audit(dataset_uri=uploaded.dataset_id)["job_id"], timeout=120, poll_interval=0.2)
+    done = client.wait(
+        client.audit(dataset_uri=uploaded.dataset_id)["job_id"], timeout=120, poll_interval=0.2
+    )
     assert done.status == "completed"
     scored_id = (done.result or {})["dataset_id"]
     info = client.get_artifact(scored_id)
     assert info.uri == f"s3://nexa-e2e/team-a/datasets/{scored_id}"
-    assert info.manifest is not None and {f.path for f in info.manifest.files} >= {"data.parquet", "report.json"}
+    assert info.manifest is not None and {f.path for f in info.manifest.files} >= {
+        "data.parquet",
+        "report.json",
+    }
     # The bytes really are in the S3 server, verified against the manifest on the way out.
     store = s3_server.make_store(bucket="nexa-e2e", prefix="team-a")
     assert store.exists(scored_id)

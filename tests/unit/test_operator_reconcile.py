@@ -11,7 +11,7 @@ from nexa.contracts import AuditSpec, ContainerSpec, DeploySpec, JobType
 from nexa.contracts.common import JobOptions
 from nexa.contracts.crd import EXIT_FATAL, nexajob_object
 from nexa_operator.config import OperatorConfig
-from nexa_operator.reconcile import Plan, ResultLookup, decide
+from nexa_operator.reconcile import Plan, ResultLookup, decide, status_patch
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 CONFIG = OperatorConfig(retry_base_seconds=10, retry_max_seconds=60)
@@ -261,3 +261,22 @@ def test_deploy_creates_the_endpoint_and_completes_when_ready() -> None:
     )
     assert done.status is not None and done.status["phase"] == "Completed"
     assert done.status["result"]["url"] == "http://x"
+
+
+def test_starting_the_next_attempt_clears_the_retry_time_in_the_patch() -> None:
+    failed = job(("Failed", "BackoffLimitExceeded", ""))
+    waiting = decide(
+        nexajob(status=running_status()), failed, [pod("Failed", exit_code=1)], NOW, CONFIG
+    ).status
+    assert waiting is not None and "nextAttemptAt" in waiting
+    started = decide(nexajob(status=waiting), failed, [], NOW + timedelta(seconds=11), CONFIG).status
+    assert started is not None and "nextAttemptAt" not in started
+    patch = status_patch(waiting, started)
+    assert patch["nextAttemptAt"] is None and patch["attempts"] == 2
+
+
+def test_no_attempt_starts_past_the_retry_budget() -> None:
+    status = running_status(2, nextAttemptAt=(NOW - timedelta(seconds=1)).isoformat())
+    plan = decide(nexajob(status=status), None, [], NOW, CONFIG)
+    assert plan.create_job is None
+    assert plan.status is not None and plan.status["phase"] == "Failed"

@@ -42,6 +42,31 @@ def text_hashes(normalized: pa.Array) -> np.ndarray:
     return out
 
 
+def fingerprints(
+    texts: pa.Array, ngram: int, a: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of each raw text's normalized form: uint32 MinHash signatures (low 32 bits), the
+    (rows, 2) xxh3-128 hashes and the word counts.
+
+    The low 32 bits are all LSH and the Jaccard estimate need (a false match has odds
+    2**-32 per entry) at half the memory. With the native kernels, ASCII rows are
+    normalized and hashed in one Rust pass; only the other rows go through pyarrow.
+    """
+    if kernels.NATIVE:
+        found = kernels.ascii_fingerprints(texts, ngram, a, b)
+        rest = np.flatnonzero(~found.handled)
+        if rest.size:
+            normalized = normalize_texts(texts.take(pa.array(rest)))
+            sig, counts = minhash.text_signatures(normalized, ngram, a, b)
+            found.signatures[rest] = sig & np.uint64(0xFFFFFFFF)
+            found.hashes[rest] = text_hashes(normalized)
+            found.word_counts[rest] = counts
+        return found.signatures, found.hashes, found.word_counts
+    normalized = normalize_texts(texts)
+    sig, counts = minhash.text_signatures(normalized, ngram, a, b)
+    return (sig & np.uint64(0xFFFFFFFF)).astype(np.uint32), text_hashes(normalized), counts
+
+
 def first_occurrence(hashes: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """For each row, the index of the first row with the same hash (itself when first or not valid)."""
     n = len(hashes)

@@ -112,12 +112,9 @@ def _scan(ctx: EngineContext, spec: AuditSpec, reader: DatasetReader, columns: l
             empty_field=text.empty_field,
             fields=text.fields if len(text.fields) > 1 else None,
         )
-        normalized = dedup.normalize_texts(texts)
-        sig, word_counts = minhash.text_signatures(normalized, spec.ngram, a, b)
-        # Equality is all LSH and the Jaccard estimate need; the low 32 bits keep it
-        # (a false match has odds 2**-32 per entry) at half the memory.
-        scan.signatures.append((sig & np.uint64(0xFFFFFFFF)).astype(np.uint32))
-        scan.hashes.append(dedup.text_hashes(normalized))
+        sig, hashes, word_counts = dedup.fingerprints(texts, spec.ngram, a, b)
+        scan.signatures.append(sig)
+        scan.hashes.append(hashes)
         scan.has_words.append(word_counts > 0)
         scan.flags.append(result.flags)
         for kind, mask in result.pii_kinds.items():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -99,10 +100,19 @@ def stripped_lengths(texts: pa.Array) -> np.ndarray:
     return np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def non_text_mask(texts: pa.Array, char_len: np.ndarray) -> np.ndarray:
-    """Rows that look like binary or symbol soup rather than natural text or code."""
+def non_text_mask(
+    texts: pa.Array,
+    char_len: np.ndarray,
+    stats: kernels.TextStats | None = None,
+    blob: np.ndarray | None = None,
+) -> np.ndarray:
+    """Rows that look like binary or symbol soup rather than natural text or code.
+
+    ``stats`` (the rows' `kernels.text_stats`) and ``blob`` (`_BLOB_RE` matches) may be
+    passed in when the caller already has them.
+    """
     if kernels.NATIVE:
-        stats = kernels.text_stats(texts)
+        stats = stats if stats is not None else kernels.text_stats(texts)
         total, noise = stats["chars"], stats["noise_chars"]
         texty, spaces = stats["letter_or_number_chars"], stats["re2_space_chars"]
     else:
@@ -115,13 +125,13 @@ def non_text_mask(texts: pa.Array, char_len: np.ndarray) -> np.ndarray:
     safe_non_space = np.maximum(non_space, 1)
     noisy = noise / safe_total > NOISE_FRACTION
     soup = (non_space >= TEXTY_MIN_CHARS) & (texty / safe_non_space < MIN_TEXTY_FRACTION)
-    blob = _matches(texts, _BLOB_RE)
+    blob = (blob if blob is not None else _regex_masks(texts, {"blob": _BLOB_RE})["blob"]).copy()
     if blob.any():
         # A long run of letters alone (a DNA string, a long word) is not a blob: a real
         # base64/hex payload mixes digits with letters.
-        values = texts.to_pylist()
-        for i in np.flatnonzero(blob):
-            blob[i] = any(_looks_encoded(m.group(0)) for m in _BLOB_PY.finditer(values[i] or ""))
+        rows = np.flatnonzero(blob)
+        values = texts.take(pa.array(rows)).to_pylist()
+        blob[rows] = [any(_looks_encoded(m.group(0)) for m in _BLOB_PY.finditer(v or "")) for v in values]
     out: np.ndarray = (char_len > 0) & (noisy | soup | blob)
     return out
 
@@ -163,10 +173,13 @@ def _repetitive_from_stats(s: kernels.TextStats) -> np.ndarray:
     return out
 
 
-def repetitive_mask(texts: pa.Array, char_len: np.ndarray) -> np.ndarray:
+def repetitive_mask(
+    texts: pa.Array, char_len: np.ndarray, stats: kernels.TextStats | None = None
+) -> np.ndarray:
     """Rows where `is_repetitive` holds (only rows long enough to repeat are examined)."""
     if kernels.NATIVE:
-        native: np.ndarray = (char_len >= REPEAT_CHAR_RUN) & _repetitive_from_stats(kernels.text_stats(texts))
+        stats = stats if stats is not None else kernels.text_stats(texts)
+        native: np.ndarray = (char_len >= REPEAT_CHAR_RUN) & _repetitive_from_stats(stats)
         return native
     out = np.zeros(len(texts), dtype=bool)
     candidates = np.flatnonzero(char_len >= REPEAT_CHAR_RUN)
@@ -227,17 +240,43 @@ def _confirm(kind: str, text: str) -> bool:
     return False
 
 
-def pii_masks(texts: pa.Array) -> dict[str, np.ndarray]:
-    """Per PII kind, the rows that contain at least one (checksums and validity rules applied)."""
+@lru_cache(maxsize=8)
+def _matcher(patterns: tuple[str, ...]) -> kernels.PatternMatcher:
+    return kernels.PatternMatcher(patterns)
+
+
+def _regex_masks(texts: pa.Array, patterns: dict[str, str]) -> dict[str, np.ndarray]:
+    """Per pattern name, the rows RE2 (pyarrow) finds it in.
+
+    With the native kernels one Rust pass over the rows finds the candidates (the same
+    ASCII-class semantics as RE2) and pyarrow confirms only those, so the answer stays
+    RE2's while most rows are scanned once instead of once per pattern.
+    """
+    if not kernels.NATIVE:
+        return {name: _matches(texts, p) for name, p in patterns.items()}
+    found = _matcher(tuple(patterns.values())).matches(texts)
     out: dict[str, np.ndarray] = {}
-    values: list[str | None] | None = None
-    for kind, pattern in PII_PATTERNS.items():
-        mask = _matches(texts, pattern)
+    for j, (name, pattern) in enumerate(patterns.items()):
+        rows = np.flatnonzero(found[:, j])
+        mask = np.zeros(len(texts), dtype=bool)
+        if rows.size:
+            mask[rows] = _matches(texts.take(pa.array(rows)), pattern)
+        out[name] = mask
+    return out
+
+
+def pii_masks(texts: pa.Array, found: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Per PII kind, the rows that contain at least one (checksums and validity rules applied).
+
+    ``found`` (each kind's `PII_PATTERNS` matches) may be passed in when already computed.
+    """
+    found = found if found is not None else _regex_masks(texts, PII_PATTERNS)
+    out: dict[str, np.ndarray] = {}
+    for kind in PII_PATTERNS:
+        mask = found[kind].copy()
         if kind in ("credit_card", "ssn", "ipv4") and mask.any():
-            if values is None:
-                values = texts.to_pylist()
-            for i in np.flatnonzero(mask):
-                mask[i] = _confirm(kind, values[i] or "")
+            rows = np.flatnonzero(mask)
+            mask[rows] = [_confirm(kind, v or "") for v in texts.take(pa.array(rows)).to_pylist()]
         out[kind] = mask
     return out
 
@@ -264,7 +303,10 @@ def compute_flags(
     """
     texts = _large(texts)
     parts = [_large(f) for f in fields] if fields else [texts]
-    char_len = stripped_lengths(texts)
+    # One text-statistics pass and one regex pass per column, shared by every check.
+    stats = kernels.text_stats(texts) if kernels.NATIVE else None
+    char_len = stats["stripped_chars"] if stats is not None else stripped_lengths(texts)
+    found = _regex_masks(texts, {**PII_PATTERNS, "blob": _BLOB_RE})
     empty = char_len == 0
     if empty_field is not None:
         empty |= empty_field
@@ -274,10 +316,15 @@ def compute_flags(
     flags[present & ~empty & (char_len < min_chars)] |= FLAG_BITS["too_short"]
     flags[char_len > max_chars] |= FLAG_BITS["too_long"]
     for part in parts:
-        part_len = char_len if part is texts else stripped_lengths(part)
-        flags[repetitive_mask(part, part_len)] |= FLAG_BITS["repetitive"]
-        flags[non_text_mask(part, part_len)] |= FLAG_BITS["non_text"]
-    kinds = pii_masks(texts)
+        if part is texts:
+            part_stats, part_len, blob = stats, char_len, found["blob"]
+        else:
+            part_stats = kernels.text_stats(part) if kernels.NATIVE else None
+            part_len = part_stats["stripped_chars"] if part_stats is not None else stripped_lengths(part)
+            blob = _regex_masks(part, {"blob": _BLOB_RE})["blob"]
+        flags[repetitive_mask(part, part_len, part_stats)] |= FLAG_BITS["repetitive"]
+        flags[non_text_mask(part, part_len, part_stats, blob)] |= FLAG_BITS["non_text"]
+    kinds = pii_masks(texts, found)
     any_pii = np.zeros(len(texts), dtype=bool)
     for mask in kinds.values():
         any_pii |= mask

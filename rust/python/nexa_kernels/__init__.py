@@ -3,7 +3,9 @@
 from nexa_kernels._nexa_kernels import (
     EMPTY_SIGNATURE,
     TEXT_STAT_FIELDS,
+    PatternSet,
     __version__,
+    ascii_fingerprints,
     minhash_signatures,
     near_duplicate_clusters,
     num_threads,
@@ -16,7 +18,9 @@ from nexa_kernels._nexa_kernels import (
 __all__ = [
     "EMPTY_SIGNATURE",
     "TEXT_STAT_FIELDS",
+    "PatternSet",
     "__version__",
+    "ascii_fingerprints",
     "minhash_signatures",
     "near_duplicate_clusters",
     "num_threads",

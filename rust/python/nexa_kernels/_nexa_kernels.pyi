@@ -1,6 +1,6 @@
 """Native kernels (Rust, PyO3). Inputs are read in place, outputs are written into arrays the caller allocates."""
 
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, final
 
 from typing_extensions import Buffer
 
@@ -16,6 +16,8 @@ class _ArrowArray(Protocol):
 
 __all__ = [
     "__version__",
+    "PatternSet",
+    "ascii_fingerprints",
     "EMPTY_SIGNATURE",
     "TEXT_STAT_FIELDS",
     "minhash_signatures",
@@ -35,6 +37,28 @@ def minhash_signatures(
     texts: _ArrowArray, ngram: int, a: Buffer, b: Buffer, out: Buffer, word_counts: Buffer
 ) -> None:
     """MinHash signatures of word n-gram shingles for every row of a pyarrow string array."""
+
+def ascii_fingerprints(
+    texts: _ArrowArray,
+    ngram: int,
+    a: Buffer,
+    b: Buffer,
+    signatures: Buffer,
+    hashes: Buffer,
+    word_counts: Buffer,
+    handled: Buffer,
+) -> None:
+    """Normalize every ASCII row as the audit does, then hash it and compute its signature."""
+
+@final
+class PatternSet:
+    """Regular expressions compiled once (ASCII classes and word boundaries, as in RE2)."""
+
+    def __new__(cls, patterns: list[str]) -> PatternSet: ...
+    def __len__(self) -> int:
+        """Number of patterns."""
+    def matches(self, texts: _ArrowArray, out: Buffer) -> None:
+        """Which patterns match each row, into a bool (rows, patterns) array."""
 
 def text_hashes(texts: _ArrowArray, out: Buffer) -> None:
     """The 128-bit xxh3 hash of every row's bytes, as (high, low) uint64 pairs."""

@@ -1,0 +1,202 @@
+"""Operator benchmark: N NexaJobs against the test control plane, beside a raw client.
+
+    .venv/bin/python -m bench.bench_operator --jobs 1000 --concurrency 32
+
+Starts the control plane from ``tests/fixtures/k8s.py`` (or uses ``$NEXA_TEST_KUBECONFIG``),
+applies ``crds/``, then in the same run:
+
+1. raw: creates the same N ``batch/v1`` Jobs the operator would build, directly,
+   ``--concurrency`` at a time: the API server's own throughput on this machine;
+2. operator: starts ``python -m nexa_operator`` and creates N NexaJobs at the same
+   concurrency; a watch on Jobs records when each NexaJob's Job appears.
+
+Jobs are created suspended (``spec.suspend`` on the NexaJob) so the scheduler and
+KWOK stay out of the measurement: it is create → Job, not pod start. Reports
+create→Job latency p50/p99, both throughputs, and the operator's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from nexa.contracts import AuditSpec, JobType
+from nexa.contracts.crd import nexajob_object
+from nexa.ids import new_id
+from nexa_operator.builders import build_job
+from nexa_operator.config import OperatorConfig
+from nexa_operator.kube import KubeClient, load_connection
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[Any]:
+    sys.path.insert(0, str(REPO))
+    from tests.fixtures import k8s
+
+    external = os.environ.get(k8s.KUBECONFIG_ENV)
+    if external:
+        yield k8s._external_cluster(Path(external))
+        return
+    bin_dir = k8s.ensure_binaries(print)
+    with tempfile.TemporaryDirectory() as tmp, k8s.local_cluster(Path(tmp), bin_dir, 180.0) as c:
+        yield c
+
+
+def nexajobs(namespace: str, n: int) -> list[dict[str, Any]]:
+    out = []
+    for _ in range(n):
+        obj = nexajob_object(
+            job_id=new_id("job"),
+            tenant_id="bench",
+            namespace=namespace,
+            job_type=JobType.audit,
+            spec=AuditSpec(dataset_uri="ds_" + "a" * 26),
+        )
+        obj["spec"]["suspend"] = True
+        out.append(obj)
+    return out
+
+
+async def create_all(kube: KubeClient, objs: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
+    """Create every object, ``concurrency`` at a time; returns when each create returned."""
+    done: dict[str, float] = {}
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for obj in objs:
+        queue.put_nowait(obj)
+
+    async def worker() -> None:
+        while not queue.empty():
+            obj = queue.get_nowait()
+            await kube.create(obj)
+            done[obj["metadata"]["name"]] = time.perf_counter()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
+def raw_jobs(namespace: str, n: int) -> list[dict[str, Any]]:
+    config = OperatorConfig()
+    jobs = []
+    for obj in nexajobs(namespace, n):
+        obj["metadata"]["uid"] = "raw"
+        job = build_job(obj, 1, config)
+        del job["metadata"]["ownerReferences"]  # no owner exists; the GC would delete them
+        jobs.append(job)
+    return jobs
+
+
+class JobWatcher(threading.Thread):
+    """Records when each Job of a namespace is first seen on a watch."""
+
+    def __init__(self, c: Any, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.c = c
+        self.namespace = namespace
+        self.seen: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from kubernetes import client, watch
+
+        with self.c.api_client() as api:
+            batch = client.BatchV1Api(api)
+            while not self.stop.is_set():
+                for event in watch.Watch().stream(
+                    batch.list_namespaced_job, self.namespace, timeout_seconds=5
+                ):
+                    owner = (event["object"].metadata.labels or {}).get("nexa.run/nexajob")
+                    if owner and owner not in self.seen:
+                        self.seen[owner] = time.perf_counter()
+                    if self.stop.is_set():
+                        break
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def measure(c: Any, n: int, concurrency: int) -> dict[str, Any]:
+    c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    c.kubectl("wait", "--for=condition=Established", "crd/nexajobs.nexa.run", "--timeout=60s")
+    raw_ns, op_ns = c.create_namespace(), c.create_namespace()
+    os.environ["KUBECONFIG"] = str(c.kubeconfig)
+    kube = KubeClient(load_connection(str(c.kubeconfig)), max_connections=concurrency)
+
+    jobs = raw_jobs(raw_ns, n)
+    start = time.perf_counter()
+    await create_all(kube, jobs, concurrency)
+    raw_seconds = time.perf_counter() - start
+
+    env = dict(os.environ, NEXA_OPERATOR_METRICS_PORT="0", NEXA_OPERATOR_RESYNC_SECONDS="60")
+    with tempfile.TemporaryFile() as log:
+        op = subprocess.Popen(
+            [sys.executable, "-m", "nexa_operator", "--namespace", op_ns, "--health-port", "0"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        watcher = JobWatcher(c, op_ns)
+        watcher.start()
+        await asyncio.sleep(3.0)  # let the operator start its watches
+        objs = nexajobs(op_ns, n)
+        start = time.perf_counter()
+        created = await create_all(kube, objs, concurrency)
+        deadline = time.monotonic() + 300
+        while len(watcher.seen) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        end = max(watcher.seen.values()) if watcher.seen else time.perf_counter()
+        rss = peak_rss_mb(op.pid)
+        op.terminate()
+        op.wait(timeout=30)
+        watcher.stop.set()
+    await kube.close()
+    latencies = sorted(watcher.seen[name] - created[name] for name in watcher.seen if name in created)
+    op_seconds = end - start
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else float("nan")
+
+    return {
+        "jobs": n,
+        "concurrency": concurrency,
+        "jobs_seen": len(watcher.seen),
+        "raw_jobs_per_s": n / raw_seconds,
+        "operator_jobs_per_s": len(watcher.seen) / op_seconds,
+        "ratio": (len(watcher.seen) / op_seconds) / (n / raw_seconds),
+        "latency_p50_s": pct(0.50),
+        "latency_p99_s": pct(0.99),
+        "latency_mean_s": statistics.fmean(latencies) if latencies else float("nan"),
+        "operator_peak_rss_mb": rss,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_operator", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    with cluster() as c:
+        result = asyncio.run(measure(c, args.jobs, args.concurrency))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

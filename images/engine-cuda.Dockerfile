@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1.7
+# Engines on NVIDIA GPUs (train, evaluate, deploy/serve, and any job asking for GPUs):
+# `docker build -f images/engine-cuda.Dockerfile .` from the repository root.
+# PyTorch's Linux wheels carry the CUDA runtime libraries; the node supplies the driver.
+ARG PYTHON_IMAGE=docker.io/library/python:3.11.10-slim-bookworm
+ARG RUST_IMAGE=docker.io/library/rust:1.83.0-slim-bookworm
+
+FROM ${RUST_IMAGE} AS rust
+
+FROM ${PYTHON_IMAGE} AS kernels
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo
+ENV PATH=/usr/local/cargo/bin:$PATH
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+COPY --from=rust /usr/local/rustup /usr/local/rustup
+COPY --from=rust /usr/local/cargo /usr/local/cargo
+WORKDIR /src
+COPY rust/Cargo.toml rust/Cargo.lock rust/pyproject.toml rust/
+COPY rust/src rust/src
+COPY rust/python rust/python
+RUN pip wheel --no-deps --wheel-dir /wheels ./rust
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY sdk/nexa sdk/nexa
+COPY api-gateway/nexa_gateway api-gateway/nexa_gateway
+COPY engines/nexa_engines engines/nexa_engines
+COPY --from=kernels /wheels /wheels
+RUN pip install ".[gpu]" /wheels/*.whl
+
+FROM ${PYTHON_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/work NEXA_KERNELS=native \
+    HF_HOME=/work/.cache/huggingface NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
+RUN groupadd --gid 10001 nexa && useradd --uid 10001 --gid 10001 --home-dir /work --shell /usr/sbin/nologin nexa \
+    && mkdir -p /work && chown 10001:10001 /work
+COPY --from=build /opt/venv /opt/venv
+USER 10001:10001
+WORKDIR /work
+EXPOSE 8000
+CMD ["python", "-m", "nexa_engines.worker", "--help"]

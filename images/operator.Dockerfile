@@ -1,0 +1,26 @@
+# syntax=docker/dockerfile:1.7
+# The Nexa operator: `docker build -f images/operator.Dockerfile .` from the repository root.
+# The operator extra (kopf, kubernetes) only.
+ARG PYTHON_IMAGE=docker.io/library/python:3.11.10-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY sdk/nexa sdk/nexa
+COPY api-gateway/nexa_gateway api-gateway/nexa_gateway
+COPY engines/nexa_engines engines/nexa_engines
+RUN pip install ".[operator]"
+# nexa_operator is not part of the wheel's packages; it is copied beside the venv.
+COPY operator/nexa_operator /opt/nexa/nexa_operator
+
+FROM ${PYTHON_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/opt/nexa PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+RUN groupadd --gid 10001 nexa && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin nexa
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/nexa /opt/nexa
+USER 10001:10001
+EXPOSE 8080 9090
+ENTRYPOINT ["python", "-m", "nexa_operator"]

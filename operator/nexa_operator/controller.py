@@ -1,0 +1,310 @@
+"""Reconcile loops: read the cluster, decide with the pure state machine, write the plan.
+
+One reconcile per object at a time (a per-object lock); a trigger that arrives
+while one runs marks the object dirty and the running reconcile goes round once
+more, so bursts of watch events coalesce instead of queueing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from nexa.contracts import JobType
+from nexa.contracts.crd import (
+    LABEL_ATTEMPT,
+    LABEL_NEXAJOB,
+    NexaEndpointStatus,
+    nexajob_job_id,
+)
+from nexa_operator import builders
+from nexa_operator import conditions as c
+from nexa_operator.config import OperatorConfig
+from nexa_operator.kube import (
+    Conflict,
+    KubeClient,
+    KubeError,
+    collection_path,
+    nexaendpoint_path,
+    nexajob_path,
+)
+from nexa_operator.metrics import OperatorMetrics
+from nexa_operator.reconcile import Plan, decide, is_terminal, status_patch
+from nexa_operator.results import ResultReader
+
+log = logging.getLogger("nexa.operator")
+
+KSERVE_API = "/apis/serving.kserve.io/v1beta1"
+CONFLICT_RETRIES = 5
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Slot:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    dirty: bool = False
+
+
+class Controller:
+    """Everything the kopf handlers call; holds the client, config, metrics and per-object locks."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        config: OperatorConfig,
+        *,
+        results: ResultReader | None = None,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
+        self.kube = kube
+        self.config = config
+        self.results = results or ResultReader()
+        self.metrics = metrics or OperatorMetrics()
+        self._slots: dict[tuple[str, str, str], _Slot] = {}
+        self._timers: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
+        self._kserve: bool | None = None
+
+    # --- coalescing ----------------------------------------------------------------------
+
+    async def _serialised(
+        self, key: tuple[str, str, str], work: Callable[[], Awaitable[float | None]]
+    ) -> None:
+        slot = self._slots.setdefault(key, _Slot())
+        if slot.lock.locked():
+            slot.dirty = True
+            return
+        async with slot.lock:
+            requeue: float | None = None
+            while True:
+                slot.dirty = False
+                started = time.perf_counter()
+                try:
+                    requeue = await work()
+                    self.metrics.reconciles.labels(key[0], "ok").inc()
+                except (KubeError, OSError) as exc:
+                    # The next event, requeue or timer tick tries again.
+                    log.warning("reconcile %s %s/%s failed: %s", key[0], key[1], key[2], exc)
+                    self.metrics.reconciles.labels(key[0], "error").inc()
+                    requeue = max(1.0, self.config.retry_base_seconds / 2)
+                finally:
+                    self.metrics.duration.labels(key[0]).observe(time.perf_counter() - started)
+                if not slot.dirty:
+                    break
+        if requeue is not None:
+            self._requeue(key, requeue, work)
+        else:
+            self._slots.pop(key, None)
+
+    def _requeue(
+        self, key: tuple[str, str, str], delay: float, work: Callable[[], Awaitable[float | None]]
+    ) -> None:
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            loop.create_task(self._serialised(key, work))
+
+        self._timers[key] = loop.call_later(max(0.05, delay), fire)
+
+    # --- NexaJob ---------------------------------------------------------------------------
+
+    async def nexajob(self, namespace: str, name: str) -> None:
+        """Reconcile one NexaJob (safe to call any number of times, from any trigger)."""
+        await self._serialised(("nexajob", namespace, name), lambda: self._reconcile_nexajob(namespace, name))
+
+    async def _reconcile_nexajob(self, namespace: str, name: str) -> float | None:
+        for _ in range(CONFLICT_RETRIES):
+            nexajob = await self.kube.get(nexajob_path(namespace, name))
+            if nexajob is None or nexajob["metadata"].get("deletionTimestamp"):
+                return None  # gone, or the finalizer's cleanup handles it
+            uid = nexajob["metadata"]["uid"]
+            if is_terminal(nexajob):
+                self.metrics.observe_phase(uid, nexajob["status"]["phase"])
+                return None
+            job, pods, endpoint = await self._observe(nexajob)
+            plan = decide(nexajob, job, pods, utcnow(), self.config, endpoint=endpoint)
+            if plan.need_result:
+                attempt = int((nexajob.get("status") or {}).get("attempts") or 0)
+                job_id = nexajob_job_id(name, uid)
+                lookup = await asyncio.to_thread(self.results.read, job_id, attempt)
+                plan = decide(nexajob, job, pods, utcnow(), self.config, result=lookup, endpoint=endpoint)
+            try:
+                await self._execute(nexajob, job, plan)
+            except Conflict as exc:
+                log.info("NexaJob %s/%s changed while reconciling (%s); again", namespace, name, exc.reason)
+                continue
+            phase = (plan.status or nexajob.get("status") or {}).get("phase")
+            self.metrics.observe_phase(uid, phase)
+            if phase in ("Completed", "Failed", "Cancelled"):
+                return None
+            return plan.requeue_after
+        return 1.0
+
+    async def _observe(
+        self, nexajob: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any] | None]:
+        meta = nexajob["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        if nexajob["spec"].get("type") == JobType.deploy.value:
+            endpoint = await self.kube.get(nexaendpoint_path(namespace, name))
+            return None, [], endpoint
+        attempt = int((nexajob.get("status") or {}).get("attempts") or 0)
+        if attempt == 0:
+            return None, [], None
+        jobs = collection_path("batch/v1", "Job", namespace)
+        job = await self.kube.get(f"{jobs}/{builders.job_name(name, attempt)}")
+        pods: list[dict[str, Any]] = []
+        if job is not None:
+            pods = await self.kube.list(
+                collection_path("v1", "Pod", namespace),
+                label_selector=f"{LABEL_NEXAJOB}={name},{LABEL_ATTEMPT}={attempt}",
+            )
+        return job, pods, None
+
+    async def _execute(self, nexajob: dict[str, Any], job: dict[str, Any] | None, plan: Plan) -> None:
+        meta = nexajob["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        jobs = collection_path("batch/v1", "Job", namespace)
+        if plan.create_job is not None:
+            _, created = await self.kube.create(builders.build_job(nexajob, plan.create_job, self.config))
+            if created:
+                self.metrics.jobs_created.inc()
+        if plan.create_endpoint:
+            await self.kube.create(builders.endpoint_object(nexajob))
+        if plan.delete_job is not None:
+            await self.kube.delete(f"{jobs}/{plan.delete_job}", propagation="Background")
+        if plan.suspend_job is not None and job is not None:
+            await self.kube.merge_patch(
+                f"{jobs}/{job['metadata']['name']}", {"spec": {"suspend": plan.suspend_job}}
+            )
+        if plan.status is not None:
+            # Conditional on what we decided from: a concurrent change is a 409, and we decide again.
+            await self.kube.merge_patch(
+                nexajob_path(namespace, name) + "/status",
+                {
+                    "metadata": {"resourceVersion": meta["resourceVersion"]},
+                    "status": status_patch(nexajob.get("status") or {}, plan.status),
+                },
+            )
+        for type_, reason, message in plan.events:
+            await self._event(nexajob, type_, reason, message)
+
+    async def _event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        now = utcnow().isoformat().replace("+00:00", "Z")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": builders.MANAGER},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": builders.MANAGER,
+        }
+        try:
+            await self.kube.create(event)
+        except KubeError as exc:  # an Event is best effort; the status already says it
+            log.debug("could not post event %s on %s: %s", reason, meta["name"], exc)
+
+    async def cleanup_nexajob(self, namespace: str, name: str) -> None:
+        """On deletion: remove every attempt's Job and its pods (the finalizer waits for this)."""
+        jobs = collection_path("batch/v1", "Job", namespace)
+        for job in await self.kube.list(jobs, label_selector=f"{LABEL_NEXAJOB}={name}"):
+            await self.kube.delete(f"{jobs}/{job['metadata']['name']}", propagation="Background")
+        self._slots.pop(("nexajob", namespace, name), None)
+        timer = self._timers.pop(("nexajob", namespace, name), None)
+        if timer is not None:
+            timer.cancel()
+
+    # --- NexaEndpoint ----------------------------------------------------------------------
+
+    async def endpoint(self, namespace: str, name: str) -> None:
+        """Reconcile one NexaEndpoint into a Deployment + Service (+ HPA) or an InferenceService."""
+        await self._serialised(
+            ("nexaendpoint", namespace, name), lambda: self._reconcile_endpoint(namespace, name)
+        )
+
+    async def _reconcile_endpoint(self, namespace: str, name: str) -> float | None:
+        endpoint = await self.kube.get(nexaendpoint_path(namespace, name))
+        if endpoint is None or endpoint["metadata"].get("deletionTimestamp"):
+            return None
+        if self._kserve is None:
+            self._kserve = await self.kube.api_exists(KSERVE_API)
+        status = NexaEndpointStatus.model_validate(endpoint.get("status") or {})
+        before = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        desired = int(endpoint["spec"].get("replicas", 1))
+        if self._kserve:
+            isvc = builders.build_inference_service(endpoint, self.config)
+            await self.kube.create(isvc)
+            live = (
+                await self.kube.get(f"{collection_path(isvc['apiVersion'], isvc['kind'], namespace)}/{name}")
+                or {}
+            )
+            live_status = live.get("status") or {}
+            ready = any(
+                cond.get("type") == "Ready" and cond.get("status") == "True"
+                for cond in live_status.get("conditions") or []
+            )
+            status.backend = "kserve"
+            status.url = live_status.get("url")
+            status.ready_replicas = desired if ready else 0
+        else:
+            deployment = builders.build_deployment(endpoint, self.config)
+            await self.kube.create(deployment)
+            await self.kube.create(builders.build_service(endpoint))
+            hpa = builders.build_hpa(endpoint)
+            if hpa is not None:
+                await self.kube.create(hpa)
+            path = f"{collection_path('apps/v1', 'Deployment', namespace)}/{name}"
+            live = await self.kube.get(path) or {}
+            if (live.get("spec") or {}).get("replicas") != desired and hpa is None:
+                await self.kube.merge_patch(path, {"spec": {"replicas": desired}})
+            ready_count = int((live.get("status") or {}).get("readyReplicas") or 0)
+            ready = desired > 0 and ready_count >= desired
+            status.backend = "deployment"
+            status.url = builders.endpoint_url(endpoint)
+            status.ready_replicas = ready_count
+        status.replicas = desired
+        status.phase = "Ready" if ready else "Pending"
+        status.conditions = c.set_condition(
+            status.conditions,
+            c.ENDPOINT_READY,
+            ready,
+            c.R_ENDPOINT_READY if ready else c.R_ENDPOINT_PENDING,
+            f"{status.ready_replicas}/{desired} replicas ready",
+            utcnow(),
+            endpoint["metadata"].get("generation"),
+        )
+        status.observed_generation = endpoint["metadata"].get("generation")
+        after = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if after != before:
+            await self.kube.merge_patch(nexaendpoint_path(namespace, name) + "/status", {"status": after})
+            await self._notify_deploy_job(endpoint)
+        return None if ready else 5.0
+
+    async def _notify_deploy_job(self, endpoint: dict[str, Any]) -> None:
+        owner = (endpoint["metadata"].get("labels") or {}).get(LABEL_NEXAJOB)
+        if owner:
+            asyncio.get_running_loop().create_task(self.nexajob(endpoint["metadata"]["namespace"], owner))

@@ -1,0 +1,213 @@
+"""The only module that talks to the Kubernetes API: a small async client over httpx.
+
+Credentials come from the usual places (``KUBECONFIG`` / ``~/.kube/config``, or the
+in-cluster service account) through the ``kubernetes`` package's loaders; requests
+go straight to the REST API as JSON dicts, which keeps the operator fast and small.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from nexa.contracts.crd import GROUP, NEXAENDPOINT_PLURAL, NEXAJOB_PLURAL, VERSION
+
+
+class KubeError(Exception):
+    """The API refused a request; ``status`` and ``reason`` say how."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class Conflict(KubeError):
+    """409 Conflict: the object changed since it was read (or already exists)."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the API server is and how to authenticate to it."""
+
+    host: str
+    headers: dict[str, str]
+    verify: ssl.SSLContext | bool
+    cert: tuple[str, str] | None = None
+
+
+def load_connection(kubeconfig: str | None = None) -> Connection:
+    """Credentials from ``kubeconfig`` (or ``$KUBECONFIG``), else the in-cluster service account."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if path or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
+    else:
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    headers = {"Accept": "application/json"}
+    token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    if token:
+        prefix = (cfg.api_key_prefix or {}).get("authorization", "")
+        headers["Authorization"] = f"{prefix} {token}".strip() if not token.startswith("Bearer") else token
+    verify: ssl.SSLContext | bool = bool(cfg.verify_ssl)
+    if cfg.verify_ssl and cfg.ssl_ca_cert:
+        verify = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+    cert = (cfg.cert_file, cfg.key_file) if cfg.cert_file and cfg.key_file else None
+    if cert and isinstance(verify, ssl.SSLContext):
+        verify.load_cert_chain(*cert)
+        cert = None
+    return Connection(host=cfg.host.rstrip("/"), headers=headers, verify=verify, cert=cert)
+
+
+# --- paths ---------------------------------------------------------------------------------
+
+
+def nexajob_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{NEXAJOB_PLURAL}"
+    return f"{base}/{name}" if name else base
+
+
+def nexaendpoint_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{NEXAENDPOINT_PLURAL}"
+    return f"{base}/{name}" if name else base
+
+
+_RESOURCES = {
+    ("batch/v1", "Job"): "/apis/batch/v1/namespaces/{ns}/jobs",
+    ("v1", "Pod"): "/api/v1/namespaces/{ns}/pods",
+    ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
+    ("v1", "Event"): "/api/v1/namespaces/{ns}/events",
+    ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments",
+    (
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+    ): "/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers",
+    (
+        "serving.kserve.io/v1beta1",
+        "InferenceService",
+    ): "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices",
+    (f"{GROUP}/{VERSION}", "NexaJob"): "/apis/" + f"{GROUP}/{VERSION}" + "/namespaces/{ns}/" + NEXAJOB_PLURAL,
+    (f"{GROUP}/{VERSION}", "NexaEndpoint"): "/apis/"
+    + f"{GROUP}/{VERSION}"
+    + "/namespaces/{ns}/"
+    + NEXAENDPOINT_PLURAL,
+}
+
+
+def collection_path(api_version: str, kind: str, namespace: str) -> str:
+    """The namespaced collection URL of a kind the operator manages."""
+    return _RESOURCES[(api_version, kind)].format(ns=namespace)
+
+
+def object_path(obj: dict[str, Any]) -> str:
+    """The URL of one object from its apiVersion, kind, namespace and name."""
+    meta = obj["metadata"]
+    return f"{collection_path(obj['apiVersion'], obj['kind'], meta['namespace'])}/{meta['name']}"
+
+
+class KubeClient:
+    """Async JSON access to the API server: get, list, create, patch, delete."""
+
+    def __init__(self, connection: Connection, *, timeout: float = 30.0, max_connections: int = 64) -> None:
+        self.connection = connection
+        self._http = httpx.AsyncClient(
+            base_url=connection.host,
+            headers=connection.headers,
+            verify=connection.verify,
+            cert=connection.cert,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> httpx.Response:
+        headers = {"Content-Type": content_type} if json is not None else None
+        response = await self._http.request(method, path, json=json, params=params, headers=headers)
+        if response.status_code >= 400 and response.status_code != 404:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"reason": response.reason_phrase, "message": response.text[:500]}
+            error_type = Conflict if response.status_code == 409 else KubeError
+            raise error_type(response.status_code, str(body.get("reason", "")), str(body.get("message", "")))
+        return response
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        """The object at ``path``, or None when it does not exist."""
+        response = await self._call("GET", path)
+        if response.status_code == 404:
+            return None
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def list(self, path: str, *, label_selector: str | None = None) -> list[dict[str, Any]]:
+        """Every object of a collection (following continue tokens)."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, str] = {"limit": "500"}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        while True:
+            response = await self._call("GET", path, params=params)
+            if response.status_code == 404:
+                return items
+            data = response.json()
+            items.extend(data.get("items") or [])
+            token = (data.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params["continue"] = token
+
+    async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        """Create ``obj``; ``(object, True)`` when made now, ``(None, False)`` when it already existed."""
+        path = collection_path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"])
+        try:
+            response = await self._call("POST", path, json=obj)
+        except Conflict as exc:
+            if exc.reason == "AlreadyExists":
+                return None, False
+            raise
+        if response.status_code == 404:
+            raise KubeError(
+                404, "NotFound", f"cannot create {obj['kind']}: {path} not found (CRD or namespace missing)"
+            )
+        data: dict[str, Any] = response.json()
+        return data, True
+
+    async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Apply a JSON merge patch; None when the object is gone. A resourceVersion in it makes it conditional."""
+        response = await self._call("PATCH", path, json=patch, content_type="application/merge-patch+json")
+        if response.status_code == 404:
+            return None
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def delete(self, path: str, *, propagation: str = "Background") -> bool:
+        """Delete an object (its dependents per ``propagation``); False when it was already gone."""
+        response = await self._call(
+            "DELETE",
+            path,
+            json={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
+        )
+        return response.status_code != 404
+
+    async def api_exists(self, group_version_path: str) -> bool:
+        """Whether an API group/version is served (e.g. KServe's)."""
+        response = await self._call("GET", group_version_path)
+        return response.status_code == 200

@@ -1,0 +1,76 @@
+"""Read an attempt's result record from the artifact store (local directory or S3)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nexa.contracts.crd import run_result_key
+from nexa_operator.reconcile import ResultLookup
+
+
+class ResultReader:
+    """Finds ``runs/<job_id>/attempt-<n>/result.json`` under the store root the engines write to."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.endpoint = env.get("NEXA_S3_ENDPOINT") or None
+        self.bucket = env.get("NEXA_S3_BUCKET", "nexa-artifacts")
+        self.prefix = env.get("NEXA_S3_PREFIX", "").strip("/")
+        self.secure = env.get("NEXA_S3_SECURE", "").lower() in ("1", "true", "yes", "on")
+        self.access_key = env.get("NEXA_S3_ACCESS_KEY", "")
+        self.secret_key = env.get("NEXA_S3_SECRET_KEY", "")
+        root = env.get("NEXA_ARTIFACT_ROOT") or str(Path(env.get("NEXA_HOME") or "~/.nexa") / "artifacts")
+        self.root = Path(root).expanduser()
+
+    def read(self, job_id: str, attempt: int) -> ResultLookup:
+        """The record's result; ``missing`` when there is none, ``unavailable`` when the store failed."""
+        key = run_result_key(job_id, attempt)
+        try:
+            raw = self._read_s3(key) if self.endpoint else self._read_local(key)
+        except OSError as exc:
+            return ResultLookup("unavailable", detail=f"cannot read {key}: {exc}")
+        if raw is None:
+            return ResultLookup("missing", detail=f"no {key} in the artifact store")
+        try:
+            doc: Any = json.loads(raw)
+        except ValueError:
+            return ResultLookup("missing", detail=f"{key} is not JSON")
+        if (
+            not isinstance(doc, dict)
+            or not isinstance(doc.get("result"), dict)
+            or doc.get("attempt") != attempt
+        ):
+            return ResultLookup("missing", detail=f"{key} is not a result record of attempt {attempt}")
+        return ResultLookup("found", result=doc["result"])
+
+    def _read_local(self, key: str) -> bytes | None:
+        path = self.root / key
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _read_s3(self, key: str) -> bytes | None:
+        from minio import Minio
+        from minio.error import S3Error
+
+        assert self.endpoint is not None
+        client = Minio(
+            self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=self.secure
+        )
+        name = f"{self.prefix}/{key}" if self.prefix else key
+        try:
+            response = client.get_object(self.bucket, name)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                return None
+            raise OSError(str(exc)) from exc
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()

@@ -1,0 +1,227 @@
+"""The chart lints, renders with every value set, and every object it renders is valid Kubernetes."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fixtures.helm import CHART, REPO_ROOT, VALUE_SETS, helm, pod_specs, render, template_args
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+# The Kubernetes version the offline schemas are taken from (the test control plane's minor).
+KUBE_VERSION = "1.34.0"
+# Kinds served by CRDs the schemas cannot know; they are checked by the tests that need them.
+CUSTOM_KINDS = {"ServiceMonitor"}
+
+
+@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, render(VALUE_SETS[request.param])
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_helm_lint_is_clean_with_every_value_set(value_set: str) -> None:
+    args = ["lint", "--strict", str(CHART)]
+    for path in VALUE_SETS[value_set]:
+        args += ["--values", str(path)]
+    result = helm(*args, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+def test_every_rendered_object_passes_strict_kubernetes_validation(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    value_set, objects = rendered
+    checked = 0
+    for obj in objects:
+        if obj["kind"] in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(
+                f"[{value_set}] {obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}"
+            )
+        checked += 1
+    assert checked >= 20
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    value_set, objects = rendered
+    specs = pod_specs(objects)
+    assert len(specs) >= 4
+    for where, spec in specs:
+        pod_ctx = spec.get("securityContext") or {}
+        assert pod_ctx.get("runAsNonRoot") is True, (value_set, where)
+        assert pod_ctx.get("runAsUser", 0) != 0, (value_set, where)
+        assert pod_ctx.get("seccompProfile", {}).get("type") == "RuntimeDefault", (value_set, where)
+        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), where
+        for volume in spec.get("volumes", []):
+            assert "hostPath" not in volume, (value_set, where, volume)
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            ctx = container.get("securityContext") or {}
+            name = f"{where}:{container['name']}"
+            assert ctx.get("allowPrivilegeEscalation") is False, (value_set, name)
+            assert ctx.get("capabilities", {}).get("drop") == ["ALL"], (value_set, name)
+            assert not ctx.get("capabilities", {}).get("add"), (value_set, name)
+            assert not ctx.get("privileged"), (value_set, name)
+            # Every process here can run with a read-only root: the writable paths are emptyDirs.
+            assert ctx.get("readOnlyRootFilesystem") is True, (value_set, name)
+            assert "ports" not in container or all("hostPort" not in p for p in container["ports"]), name
+
+
+def test_nexa_images_default_to_the_chart_version_which_is_the_package_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    package = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert chart["version"] == chart["appVersion"] == package
+    objects = render()
+    images = {c["image"] for _, spec in pod_specs(objects) for c in spec["containers"]}
+    nexa_images = {image for image in images if image.startswith("ghcr.io/nexa/")}
+    assert {i.rsplit(":", 1)[0].rsplit("/", 1)[1] for i in nexa_images} == {
+        "gateway",
+        "operator",
+        "engine-cpu",
+    }
+    assert all(image.endswith(f":{package}") for image in nexa_images), nexa_images
+    operator = _one(objects, "Deployment", "nexa-operator")
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["NEXA_OPERATOR_CUDA_IMAGE"] == f"ghcr.io/nexa/engine-cuda:{package}"
+    pinned = render(sets=["image.tag=1.2.3", "gateway.image.tag=9.9.9"])
+    gateway = _one(pinned, "Deployment", "nexa-gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["image"] == "ghcr.io/nexa/gateway:9.9.9"
+    assert _one(pinned, "Deployment", "nexa-operator")["spec"]["template"]["spec"]["containers"][0][
+        "image"
+    ] == ("ghcr.io/nexa/operator:1.2.3")
+
+
+def test_the_operator_runs_one_replica_that_is_stopped_before_its_successor_starts(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _, objects = rendered
+    operator = _one(objects, "Deployment", "nexa-operator")
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_the_gateway_serves_the_api_and_the_helm_test_calls_readyz() -> None:
+    objects = render()
+    gateway = _one(objects, "Deployment", "nexa-gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["args"] == ["--host", "0.0.0.0", "--port", "8080"]
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e for e in gateway["env"]}
+    assert env["NEXA_S3_ENDPOINT"]["value"] == "nexa-minio:9000"
+    assert env["NEXA_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "nexa-gateway"
+    assert "NEXA_STRIPE_API_KEY" not in env  # billing is off by default: no code reads the key yet
+    hook = next(o for o in objects if o["kind"] == "Pod")
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert "http://nexa-gateway:8080/readyz" in hook["spec"]["containers"][0]["command"][-1]
+
+
+def test_external_s3_and_database_come_from_the_named_secrets() -> None:
+    objects = render(VALUE_SETS["external-s3"])
+    assert not [o for o in objects if o["metadata"]["name"] in ("nexa-minio", "nexa-postgresql")]
+    gateway = _one(objects, "Deployment", "nexa-gateway")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in gateway["env"]}
+    assert env["NEXA_S3_ENDPOINT"]["value"] == "s3.eu-west-1.amazonaws.com:443"
+    assert env["NEXA_S3_SECURE"]["value"] == "true"
+    assert env["NEXA_S3_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "nexa-s3-credentials",
+        "key": "access-key",
+    }
+    assert env["NEXA_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "nexa-database", "key": "url"}
+
+
+def test_kueue_and_gpu_settings_reach_the_operator_and_the_gpu_pool() -> None:
+    kueue = _one(render(VALUE_SETS["kueue"]), "Deployment", "nexa-operator")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in kueue["containers"][0]["env"]}
+    assert env["NEXA_OPERATOR_KUEUE_QUEUE"] == "nexa-team"
+    assert kueue["containers"][0]["args"][-4:] == ["--namespace", "nexa-team-a", "--namespace", "nexa-team-b"]
+    gpu_objects = render(VALUE_SETS["gpu"])
+    operator_env = {
+        e["name"]: e.get("value")
+        for e in _one(gpu_objects, "Deployment", "nexa-operator")["spec"]["template"]["spec"]["containers"][
+            0
+        ]["env"]
+    }
+    assert operator_env["NEXA_OPERATOR_TIER_LABEL"] == "cloud.example.com/pool"
+    pool = _one(gpu_objects, "Deployment", "nexa-worker-gpu")["spec"]["template"]["spec"]
+    worker = pool["containers"][0]
+    assert worker["image"].startswith("ghcr.io/nexa/engine-cuda:")
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert worker["args"][-2:] == ["--job-types", "train,evaluate"]
+    assert pool["nodeSelector"]["cloud.example.com/pool"] == "gpu"
+    assert pool["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_ingress_routes_the_host_to_the_gateway_with_tls() -> None:
+    objects = render(VALUE_SETS["ingress"])
+    ingress = _one(objects, "Ingress", "nexa-gateway")
+    assert ingress["spec"]["tls"] == [{"hosts": ["nexa.example.com"], "secretName": "nexa-tls"}]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "nexa-gateway", "port": {"name": "http"}}
+    monitors = {o["metadata"]["name"] for o in objects if o["kind"] == "ServiceMonitor"}
+    assert monitors == {"nexa-gateway", "nexa-operator"}
+
+
+def test_dashboards_are_configmaps_with_the_grafana_sidecar_label() -> None:
+    maps = [o for o in render() if o["kind"] == "ConfigMap" and "-dashboard-" in o["metadata"]["name"]]
+    names = {file for m in maps for file in m["data"]}
+    assert names == {f"nexa-{p.stem}.json" for p in (CHART / "dashboards").glob("*.json")}
+    assert all(m["metadata"]["labels"]["grafana_dashboard"] == "1" for m in maps)
+
+
+BAD_VALUES = {
+    "unknown top-level key": ["bogus=1"],
+    "zero gateway replicas": ["gateway.replicas=0"],
+    "port out of range": ["gateway.port=70000"],
+    "unknown pull policy": ["image.pullPolicy=Sometimes"],
+    "external S3 without endpoint": ["minio.enabled=false", "externalS3.existingSecret=s3"],
+    "external S3 without secret": ["minio.enabled=false", "externalS3.endpoint=s3.example.com:443"],
+    "external database without secret": ["postgresql.enabled=false"],
+    "stripe without its secret": ["billing.stripe.enabled=true"],
+    "TLS without a secret": ["gateway.ingress.enabled=true", "gateway.ingress.tls.enabled=true"],
+    "worker pool of an unknown job type": [
+        "workers.pools[0].name=cpu",
+        "workers.pools[0].replicas=1",
+        "workers.pools[0].image=cpu",
+        "workers.pools[0].jobTypes[0]=bake",
+    ],
+    "third-party image on latest": ["minio.image.tag=latest"],
+    "a watch namespace that is no DNS label": ["operator.watchNamespaces[0]=Team_A"],
+}
+
+
+@pytest.mark.parametrize("sets", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_values_schema_rejects_bad_values(sets: list[str]) -> None:
+    result = helm(*template_args(sets=sets), check=False)
+    assert result.returncode != 0
+    assert "schema" in result.stderr or "required" in result.stderr, result.stderr
+
+
+def test_values_yaml_documents_every_top_level_key() -> None:
+    text = (CHART / "values.yaml").read_text()
+    values = yaml.safe_load(text)
+    lines = text.splitlines()
+    for key in values:
+        index = lines.index(next(line for line in lines if line.startswith(f"{key}:")))
+        assert lines[index - 1].startswith("#"), f"values.yaml: `{key}` has no comment above it"
+
+
+def _one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def test_chart_files_are_not_left_over_placeholders() -> None:
+    readme = (REPO_ROOT / "charts" / "README.md").read_text()
+    assert "Not built yet" not in readme and "charts/nexa" in readme
+    assert Path(CHART / "templates" / "NOTES.txt").is_file()
