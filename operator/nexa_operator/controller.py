@@ -71,6 +71,52 @@ class Controller:
         self._slots: dict[tuple[str, str, str], _Slot] = {}
         self._timers: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
         self._kserve: bool | None = None
+        # Informer-style caches fed by the watches: reconciles read these instead of the API.
+        # A miss falls back to a GET; a stale entry costs a 409 on the status write and a re-read.
+        self._nexajobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pods: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+
+    # --- caches --------------------------------------------------------------------------
+
+    def remember_nexajob(self, event_type: str, obj: dict[str, Any]) -> None:
+        """Keep the latest NexaJob a watch delivered (forget it when deleted)."""
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if event_type == "DELETED":
+            self._nexajobs.pop(key, None)
+        else:
+            self._nexajobs[key] = obj
+
+    def remember_job(self, event_type: str, obj: dict[str, Any]) -> None:
+        """Keep the latest Job a watch delivered."""
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if event_type == "DELETED":
+            self._jobs.pop(key, None)
+        else:
+            self._jobs[key] = obj
+
+    def remember_pod(self, event_type: str, obj: dict[str, Any]) -> None:
+        """Keep the latest state of each pod of each attempt."""
+        meta = obj["metadata"]
+        labels = meta.get("labels") or {}
+        key = (meta["namespace"], labels.get(LABEL_NEXAJOB, ""), labels.get(LABEL_ATTEMPT, ""))
+        pods = self._pods.setdefault(key, {})
+        if event_type == "DELETED":
+            pods.pop(meta["name"], None)
+            if not pods:
+                self._pods.pop(key, None)
+        else:
+            pods[meta["name"]] = obj
+
+    def _forget(self, namespace: str, name: str) -> None:
+        self._nexajobs.pop((namespace, name), None)
+        self._forget_attempts(namespace, name)
+
+    def _forget_attempts(self, namespace: str, name: str) -> None:
+        for pod_key in [k for k in self._pods if k[0] == namespace and k[1] == name]:
+            del self._pods[pod_key]
+        for job_key in [k for k in self._jobs if k[0] == namespace and k[1].startswith(f"{name}-a")]:
+            del self._jobs[job_key]
 
     # --- coalescing ----------------------------------------------------------------------
 
@@ -125,12 +171,17 @@ class Controller:
 
     async def _reconcile_nexajob(self, namespace: str, name: str) -> float | None:
         for _ in range(CONFLICT_RETRIES):
-            nexajob = await self.kube.get(nexajob_path(namespace, name))
+            nexajob = self._nexajobs.get((namespace, name))
+            if nexajob is None:
+                nexajob = await self.kube.get(nexajob_path(namespace, name))
+                if nexajob is not None:
+                    self._nexajobs[(namespace, name)] = nexajob
             if nexajob is None or nexajob["metadata"].get("deletionTimestamp"):
                 return None  # gone, or the finalizer's cleanup handles it
             uid = nexajob["metadata"]["uid"]
             if is_terminal(nexajob):
                 self.metrics.observe_phase(uid, nexajob["status"]["phase"])
+                self._forget_attempts(namespace, name)
                 return None
             job, pods, endpoint = await self._observe(nexajob)
             plan = decide(nexajob, job, pods, utcnow(), self.config, endpoint=endpoint)
@@ -143,6 +194,7 @@ class Controller:
                 await self._execute(nexajob, job, plan)
             except Conflict as exc:
                 log.info("NexaJob %s/%s changed while reconciling (%s); again", namespace, name, exc.reason)
+                self._nexajobs.pop((namespace, name), None)
                 continue
             phase = (plan.status or nexajob.get("status") or {}).get("phase")
             self.metrics.observe_phase(uid, phase)
@@ -162,14 +214,16 @@ class Controller:
         attempt = int((nexajob.get("status") or {}).get("attempts") or 0)
         if attempt == 0:
             return None, [], None
-        jobs = collection_path("batch/v1", "Job", namespace)
-        job = await self.kube.get(f"{jobs}/{builders.job_name(name, attempt)}")
+        job_name = builders.job_name(name, attempt)
+        job = self._jobs.get((namespace, job_name))
+        if job is None:
+            # Not seen on the watch yet: ask, so a Job that exists is never taken for a lost one.
+            job = await self.kube.get(f"{collection_path('batch/v1', 'Job', namespace)}/{job_name}")
+            if job is not None:
+                self._jobs[(namespace, job_name)] = job
         pods: list[dict[str, Any]] = []
         if job is not None:
-            pods = await self.kube.list(
-                collection_path("v1", "Pod", namespace),
-                label_selector=f"{LABEL_NEXAJOB}={name},{LABEL_ATTEMPT}={attempt}",
-            )
+            pods = list(self._pods.get((namespace, name, str(attempt)), {}).values())
         return job, pods, None
 
     async def _execute(self, nexajob: dict[str, Any], job: dict[str, Any] | None, plan: Plan) -> None:
@@ -177,7 +231,9 @@ class Controller:
         namespace, name = meta["namespace"], meta["name"]
         jobs = collection_path("batch/v1", "Job", namespace)
         if plan.create_job is not None:
-            _, created = await self.kube.create(builders.build_job(nexajob, plan.create_job, self.config))
+            made, created = await self.kube.create(builders.build_job(nexajob, plan.create_job, self.config))
+            if made is not None:
+                self._jobs[(namespace, made["metadata"]["name"])] = made
             if created:
                 self.metrics.jobs_created.inc()
         if plan.create_endpoint:
@@ -190,13 +246,15 @@ class Controller:
             )
         if plan.status is not None:
             # Conditional on what we decided from: a concurrent change is a 409, and we decide again.
-            await self.kube.merge_patch(
+            written = await self.kube.merge_patch(
                 nexajob_path(namespace, name) + "/status",
                 {
                     "metadata": {"resourceVersion": meta["resourceVersion"]},
                     "status": status_patch(nexajob.get("status") or {}, plan.status),
                 },
             )
+            if written is not None:
+                self._nexajobs[(namespace, name)] = written
         for type_, reason, message in plan.events:
             await self._event(nexajob, type_, reason, message)
 
@@ -234,6 +292,7 @@ class Controller:
         for job in await self.kube.list(jobs, label_selector=f"{LABEL_NEXAJOB}={name}"):
             await self.kube.delete(f"{jobs}/{job['metadata']['name']}", propagation="Background")
         self._slots.pop(("nexajob", namespace, name), None)
+        self._forget(namespace, name)
         timer = self._timers.pop(("nexajob", namespace, name), None)
         if timer is not None:
             timer.cancel()

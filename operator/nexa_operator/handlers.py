@@ -33,6 +33,12 @@ FINALIZER = "nexa.run/cleanup"
 log = logging.getLogger("nexa.operator")
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf's own loaders: importing the ``kubernetes`` package would cost ~50 MB of RSS.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
@@ -57,6 +63,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def nexajob_changed(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
+    memo["controller"].remember_nexajob(event["type"], event["object"])
     if event["type"] != "DELETED":
         await memo["controller"].nexajob(namespace, name)
 
@@ -75,12 +82,18 @@ async def nexajob_deleted(namespace: str | None, name: str, memo: Any, **_: Any)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGER, LABEL_NEXAJOB: kopf.PRESENT})
-async def job_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+async def job_changed(
+    event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any
+) -> None:
+    memo["controller"].remember_job(event["type"], event["object"])
     await memo["controller"].nexajob(namespace, labels[LABEL_NEXAJOB])
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER, LABEL_NEXAJOB: kopf.PRESENT})
-async def pod_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+async def pod_changed(
+    event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any
+) -> None:
+    memo["controller"].remember_pod(event["type"], event["object"])
     await memo["controller"].nexajob(namespace, labels[LABEL_NEXAJOB])
 
 

@@ -7,8 +7,10 @@ go straight to the REST API as JSON dicts, which keeps the operator fast and sma
 
 from __future__ import annotations
 
+import base64
 import os
 import ssl
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,28 +44,64 @@ class Connection:
 
 
 def load_connection(kubeconfig: str | None = None) -> Connection:
-    """Credentials from ``kubeconfig`` (or ``$KUBECONFIG``), else the in-cluster service account."""
-    from kubernetes import client, config
+    """Credentials from ``kubeconfig`` (or ``$KUBECONFIG`` / ``~/.kube/config``), else the in-cluster service account.
 
-    cfg = client.Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG")
-    if path or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
-    else:
-        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    Uses kopf's own loaders, so the operator never imports the large ``kubernetes`` package.
+    """
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    info = None
+    if not kubeconfig:
+        info = kopf.login_with_service_account(settings=settings)
+    if info is None:
+        previous = os.environ.get("KUBECONFIG")
+        if kubeconfig:
+            os.environ["KUBECONFIG"] = kubeconfig
+        try:
+            info = kopf.login_with_kubeconfig(settings=settings)
+        finally:
+            if kubeconfig:
+                if previous is None:
+                    del os.environ["KUBECONFIG"]
+                else:
+                    os.environ["KUBECONFIG"] = previous
+    if info is None:
+        raise KubeError(0, "NoCredentials", "no kubeconfig and no in-cluster service account found")
+    return connection_from_info(info)
+
+
+def _data_file(data: bytes | str, suffix: str) -> str:
+    handle = tempfile.NamedTemporaryFile(prefix="nexa-kube-", suffix=suffix, delete=False)  # noqa: SIM115
+    with handle:
+        handle.write(data if isinstance(data, bytes) else data.encode())
+    return handle.name
+
+
+def connection_from_info(info: Any) -> Connection:
+    """A ``Connection`` from kopf's ``ConnectionInfo``."""
     headers = {"Accept": "application/json"}
-    token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
-    if token:
-        prefix = (cfg.api_key_prefix or {}).get("authorization", "")
-        headers["Authorization"] = f"{prefix} {token}".strip() if not token.startswith("Bearer") else token
-    verify: ssl.SSLContext | bool = bool(cfg.verify_ssl)
-    if cfg.verify_ssl and cfg.ssl_ca_cert:
-        verify = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
-    cert = (cfg.cert_file, cfg.key_file) if cfg.cert_file and cfg.key_file else None
-    if cert and isinstance(verify, ssl.SSLContext):
-        verify.load_cert_chain(*cert)
-        cert = None
-    return Connection(host=cfg.host.rstrip("/"), headers=headers, verify=verify, cert=cert)
+    if info.token:
+        headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+    elif info.username and info.password:
+        raw = base64.b64encode(f"{info.username}:{info.password}".encode()).decode()
+        headers["Authorization"] = f"Basic {raw}"
+    verify: ssl.SSLContext | bool = not info.insecure
+    if not info.insecure:
+        context = ssl.create_default_context(cafile=info.ca_path)
+        if info.ca_data:
+            data = info.ca_data
+            context.load_verify_locations(cadata=data.decode() if isinstance(data, bytes) else data)
+        cert = info.certificate_path or (
+            _data_file(info.certificate_data, ".crt") if info.certificate_data else None
+        )
+        key = info.private_key_path or (
+            _data_file(info.private_key_data, ".key") if info.private_key_data else None
+        )
+        if cert and key:
+            context.load_cert_chain(cert, key)
+        verify = context
+    return Connection(host=str(info.server).rstrip("/"), headers=headers, verify=verify)
 
 
 # --- paths ---------------------------------------------------------------------------------
