@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -146,12 +147,34 @@ async def measure(c: Any, n: int, concurrency: int) -> dict[str, Any]:
 
     env = dict(os.environ, NEXA_OPERATOR_METRICS_PORT="0", NEXA_OPERATOR_RESYNC_SECONDS="60")
     with tempfile.TemporaryFile() as log:
+        # As in the operator image, which does not install the ``kubernetes`` package
+        # (kopf would import its models when present): a None entry makes imports fail.
+        launcher = "import runpy, sys; sys.modules['kubernetes'] = None; runpy.run_module('nexa_operator', run_name='__main__')"
         op = subprocess.Popen(
-            [sys.executable, "-m", "nexa_operator", "--namespace", op_ns, "--health-port", "0"],
+            [sys.executable, "-c", launcher, "--namespace", op_ns, "--health-port", "0"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        profiler = None
+        if os.environ.get("BENCH_PROFILE"):
+            profiler = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(op.pid),
+                    "--rate",
+                    "40",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "-o",
+                    os.environ["BENCH_PROFILE"],
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         watcher = JobWatcher(c, op_ns)
         watcher.start()
         await asyncio.sleep(3.0)  # let the operator start its watches
@@ -163,6 +186,9 @@ async def measure(c: Any, n: int, concurrency: int) -> dict[str, Any]:
             await asyncio.sleep(0.2)
         end = max(watcher.seen.values()) if watcher.seen else time.perf_counter()
         rss = peak_rss_mb(op.pid)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=30)
         op.terminate()
         op.wait(timeout=30)
         watcher.stop.set()

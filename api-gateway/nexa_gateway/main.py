@@ -18,7 +18,7 @@ from nexa_gateway.db import Database
 from nexa_gateway.errors import ERROR_RESPONSES, install_error_handlers
 from nexa_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nexa_gateway.ratelimit import RateLimiter
-from nexa_gateway.routes import artifacts, datasets, health, jobs, keys, submit, workers
+from nexa_gateway.routes import artifacts, datasets, deployments, health, jobs, keys, submit, workers
 from nexa_gateway.services import queue
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
@@ -81,7 +81,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return count_by_state(session)
 
     metrics.add_state_collector(_states)
-    state.backend = SqlJobBackend(state)
+    if settings.backend == "kubernetes":
+        from nexa_gateway.backends.kubernetes import KubernetesJobBackend
+
+        state.backend = KubernetesJobBackend(
+            state,
+            namespace_prefix=settings.kube_namespace_prefix,
+            kubeconfig=settings.kubeconfig,
+            create_namespaces=settings.kube_create_namespaces,
+        )
+    else:
+        state.backend = SqlJobBackend(state)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -109,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (submit, jobs):
         app.include_router(module.router, responses=ERROR_RESPONSES)
         app.include_router(module.spec_router, responses=ERROR_RESPONSES)
-    for module in (datasets, artifacts, keys, workers):
+    for module in (datasets, artifacts, deployments, keys, workers):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router, responses={503: ERROR_RESPONSES[422] | {"description": "Not ready."}})
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -20,6 +20,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NEXA_", extra="ignore")
 
+    backend: Literal["sql", "kubernetes"] = Field(
+        "sql", description="Where jobs live: the SQL queue with pull workers, or NexaJobs in Kubernetes."
+    )
+    kube_namespace_prefix: str = "nexa-"
+    kubeconfig: str | None = None
+    kube_create_namespaces: bool = True
     database_url: str = Field(default_factory=lambda: f"sqlite:///{nexa_home() / 'nexa.db'}")
     artifact_root: Path = Field(default_factory=lambda: nexa_home() / "artifacts")
     s3_endpoint: str | None = None

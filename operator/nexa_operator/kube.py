@@ -8,13 +8,14 @@ go straight to the REST API as JSON dicts, which keeps the operator fast and sma
 from __future__ import annotations
 
 import base64
+import json as _json
 import os
 import ssl
 import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from nexa.contracts.crd import GROUP, NEXAENDPOINT_PLURAL, NEXAJOB_PLURAL, VERSION
 
@@ -40,7 +41,6 @@ class Connection:
     host: str
     headers: dict[str, str]
     verify: ssl.SSLContext | bool
-    cert: tuple[str, str] | None = None
 
 
 def load_connection(kubeconfig: str | None = None) -> Connection:
@@ -151,21 +151,28 @@ def object_path(obj: dict[str, Any]) -> str:
 
 
 class KubeClient:
-    """Async JSON access to the API server: get, list, create, patch, delete."""
+    """Async JSON access to the API server: get, list, create, patch, delete (aiohttp, as kopf uses)."""
 
     def __init__(self, connection: Connection, *, timeout: float = 30.0, max_connections: int = 64) -> None:
         self.connection = connection
-        self._http = httpx.AsyncClient(
-            base_url=connection.host,
-            headers=connection.headers,
-            verify=connection.verify,
-            cert=connection.cert,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        self._timeout = timeout
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created lazily: it must belong to the running event loop
+            self._session = aiohttp.ClientSession(
+                base_url=self.connection.host,
+                headers=self.connection.headers,
+                connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self.connection.verify),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            )
+        return self._session
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def _call(
         self,
@@ -175,25 +182,28 @@ class KubeClient:
         json: Any = None,
         params: dict[str, str] | None = None,
         content_type: str = "application/json",
-    ) -> httpx.Response:
+    ) -> tuple[int, Any]:
+        """The status and decoded JSON body; KubeError for 4xx/5xx other than 404."""
         headers = {"Content-Type": content_type} if json is not None else None
-        response = await self._http.request(method, path, json=json, params=params, headers=headers)
-        if response.status_code >= 400 and response.status_code != 404:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"reason": response.reason_phrase, "message": response.text[:500]}
-            error_type = Conflict if response.status_code == 409 else KubeError
-            raise error_type(response.status_code, str(body.get("reason", "")), str(body.get("message", "")))
-        return response
+        data = _json.dumps(json) if json is not None else None
+        async with self._http().request(method, path, data=data, params=params, headers=headers) as response:
+            text = await response.text()
+            status = response.status
+            reason = response.reason or ""
+        try:
+            body = _json.loads(text) if text else None
+        except ValueError:
+            body = None
+        if status >= 400 and status != 404:
+            info = body if isinstance(body, dict) else {"reason": reason, "message": text[:500]}
+            error_type = Conflict if status == 409 else KubeError
+            raise error_type(status, str(info.get("reason", "")), str(info.get("message", "")))
+        return status, body
 
     async def get(self, path: str) -> dict[str, Any] | None:
         """The object at ``path``, or None when it does not exist."""
-        response = await self._call("GET", path)
-        if response.status_code == 404:
-            return None
-        data: dict[str, Any] = response.json()
-        return data
+        status, body = await self._call("GET", path)
+        return None if status == 404 else dict(body)
 
     async def list(self, path: str, *, label_selector: str | None = None) -> list[dict[str, Any]]:
         """Every object of a collection (following continue tokens)."""
@@ -202,10 +212,9 @@ class KubeClient:
         if label_selector:
             params["labelSelector"] = label_selector
         while True:
-            response = await self._call("GET", path, params=params)
-            if response.status_code == 404:
+            status, data = await self._call("GET", path, params=params)
+            if status == 404:
                 return items
-            data = response.json()
             items.extend(data.get("items") or [])
             token = (data.get("metadata") or {}).get("continue")
             if not token:
@@ -216,36 +225,34 @@ class KubeClient:
         """Create ``obj``; ``(object, True)`` when made now, ``(None, False)`` when it already existed."""
         path = collection_path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"])
         try:
-            response = await self._call("POST", path, json=obj)
+            status, data = await self._call("POST", path, json=obj)
         except Conflict as exc:
             if exc.reason == "AlreadyExists":
                 return None, False
             raise
-        if response.status_code == 404:
+        if status == 404:
             raise KubeError(
                 404, "NotFound", f"cannot create {obj['kind']}: {path} not found (CRD or namespace missing)"
             )
-        data: dict[str, Any] = response.json()
-        return data, True
+        return dict(data), True
 
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any] | None:
         """Apply a JSON merge patch; None when the object is gone. A resourceVersion in it makes it conditional."""
-        response = await self._call("PATCH", path, json=patch, content_type="application/merge-patch+json")
-        if response.status_code == 404:
-            return None
-        data: dict[str, Any] = response.json()
-        return data
+        status, data = await self._call(
+            "PATCH", path, json=patch, content_type="application/merge-patch+json"
+        )
+        return None if status == 404 else dict(data)
 
     async def delete(self, path: str, *, propagation: str = "Background") -> bool:
         """Delete an object (its dependents per ``propagation``); False when it was already gone."""
-        response = await self._call(
+        status, _ = await self._call(
             "DELETE",
             path,
             json={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
         )
-        return response.status_code != 404
+        return bool(status != 404)
 
     async def api_exists(self, group_version_path: str) -> bool:
         """Whether an API group/version is served (e.g. KServe's)."""
-        response = await self._call("GET", group_version_path)
-        return response.status_code == 200
+        status, _ = await self._call("GET", group_version_path)
+        return status == 200

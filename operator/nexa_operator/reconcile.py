@@ -193,7 +193,8 @@ def _start_attempt(b: _Builder, nexajob: dict[str, Any], attempt: int) -> None:
         b.status.start_time = b.now
     b.cond(c.JOB_CREATED, True, c.R_JOB_CREATED, f"attempt {attempt}: Job {name}")
     b.cond(c.RETRYING, False, c.R_JOB_CREATED, "")
-    b.event("Normal", c.R_JOB_CREATED, f"created Job {name} for attempt {attempt}")
+    if attempt > 1:  # the first attempt's Job is in the status; an Event per NexaJob would double the writes
+        b.event("Normal", c.R_JOB_CREATED, f"created Job {name} for attempt {attempt}")
 
 
 def _next_attempt(b: _Builder, nexajob: dict[str, Any], max_retries: int) -> None:

@@ -13,8 +13,9 @@ import anyio
 import httpx
 
 from nexa import config
+from nexa import deployments as _deployments
 from nexa._core import Call, ClientCore, LogFollower, Paginator, WaitState, job_options
-from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset
+from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset, Deployment
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo
@@ -299,6 +300,20 @@ class AsyncNexaClient:
     async def read_artifact_file(self, artifact_id: str, path: str) -> bytes:
         """The bytes of one file of an artifact, verified by the gateway against the manifest."""
         return await self._call(self._core.read_artifact_file(artifact_id, path))
+
+    # ---- deployments
+
+    def list_deployments(self, *, limit: int | None = None, page_size: int = 50) -> AsyncIterator[Deployment]:
+        """Your deployments, newest first, each with its status (running, stopping, stopped)."""
+        return self._paginate(_deployments.pager(limit=limit, page_size=page_size))
+
+    async def get_deployment(self, deployment_id: str) -> Deployment:
+        """One deployment: its URLs and whether its serving process still runs."""
+        return await self._call(_deployments.get(deployment_id))
+
+    async def undeploy(self, deployment_id: str) -> Deployment:
+        """Stop serving ``deployment_id``; the process exits within seconds. Repeating it is harmless."""
+        return await self._call(_deployments.undeploy(deployment_id))
 
     # ---- keys and health
 

@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 import httpx
 
 from nexa import config
+from nexa import deployments as _deployments
 from nexa._core import Call, ClientCore, LogFollower, Paginator, WaitState, job_options
-from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset
+from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset, Deployment
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo
@@ -294,6 +295,20 @@ class NexaClient:
     def read_artifact_file(self, artifact_id: str, path: str) -> bytes:
         """The bytes of one file of an artifact, verified by the gateway against the manifest."""
         return self._call(self._core.read_artifact_file(artifact_id, path))
+
+    # ---- deployments
+
+    def list_deployments(self, *, limit: int | None = None, page_size: int = 50) -> Iterator[Deployment]:
+        """Your deployments, newest first, each with its status (running, stopping, stopped)."""
+        return self._paginate(_deployments.pager(limit=limit, page_size=page_size))
+
+    def get_deployment(self, deployment_id: str) -> Deployment:
+        """One deployment: its URLs and whether its serving process still runs."""
+        return self._call(_deployments.get(deployment_id))
+
+    def undeploy(self, deployment_id: str) -> Deployment:
+        """Stop serving ``deployment_id``; the process exits within seconds. Repeating it is harmless."""
+        return self._call(_deployments.undeploy(deployment_id))
 
     # ---- keys and health
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nexa_engines.models.prompt import INSTRUCTION, RESPONSE, SYSTEM
+from nexa_engines.models.prompt import INSTRUCTION, RESPONSE, SYSTEM, format_prompt
 from nexa_engines.sample_data import CAPITALS
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
@@ -68,6 +68,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> object:
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=True)]
     )
+    # A leading space on every text makes an answer "apple" the same token as " apple" inside the prompt,
+    # so copying a word is one token to one token.
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -130,5 +132,65 @@ def build_tiny_model(directory: Path, texts: Iterable[str], config: TinyConfig |
 
 
 def corpus_for(rows: Iterable[dict[str, str]]) -> list[str]:
-    """The texts a tokenizer for ``rows`` should be trained on."""
-    return [f"{r['instruction']}\n{r['response']}" for r in rows]
+    """The texts a tokenizer for ``rows`` should be trained on: the prompts exactly as training formats them."""
+    return [format_prompt(r["instruction"]) + r["response"] for r in rows]
+
+
+# ---- a task a tiny model learns on CPU in a few minutes, with a held-out split it has never seen
+
+WORDS = (
+    "apple river stone cloud green tiger house paper music water bread light chair storm dream "
+    "horse silver garden winter summer ocean forest candle rocket planet bottle window mirror pencil yellow"
+).split()
+_WORD_TEMPLATES = {
+    "repeat": (
+        "Repeat the word {x}.", "Say {x}.", "Echo this word: {x}",
+        "Write {x} again.", "Copy the word {x}.", "Please repeat {x}.",
+    ),
+    "opposite": (
+        "What is the opposite of {x}?", "Give the opposite of {x}.", "Name the antonym of {x}.",
+        "The reverse of {x} is?", "Opposite of {x}?", "What word means the opposite of {x}?",
+    ),
+}  # fmt: skip
+
+
+def word_task_rows(seed: int = 0) -> list[dict[str, str]]:
+    """Every (wording, word) pair of two one-word tasks: repeat a word, and give its opposite.
+
+    Each word is asked with six wordings, so any random held-out row is a new
+    combination: the model has seen the word and the wording, never together.
+    Answering it needs the structure (find the word, copy or map it), not a
+    memorised row, which is what makes held-out exact match meaningful.
+    """
+    rows = [{"instruction": t.format(x=w), "response": w} for w in WORDS for t in _WORD_TEMPLATES["repeat"]]
+    for a, b in OPPOSITES:
+        for t in _WORD_TEMPLATES["opposite"]:
+            rows += [
+                {"instruction": t.format(x=a), "response": b},
+                {"instruction": t.format(x=b), "response": a},
+            ]
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def word_task_corpus(rows: Iterable[dict[str, str]]) -> list[str]:
+    """Tokenizer texts for ``word_task_rows``: every word must become one token, as it appears in answers."""
+    vocabulary = " ".join(WORDS + [w for pair in OPPOSITES for w in pair])
+    return corpus_for(rows) + [vocabulary] * 200
+
+
+# The recipe the demo, the lifecycle test and the docs use: on a busy 2-core machine
+# the held-out exact match goes from 0 to above 0.9 within 600 steps (about 2 minutes).
+# Smaller batches mean more updates per second; the phase where the model starts
+# copying the prompt word arrives after about 350 updates at this learning rate.
+STUDENT = TinyConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, vocab_size=512)
+STUDENT_HYPERPARAMETERS = {
+    "learning_rate": 1e-2,
+    "batch_size": 2,
+    "max_seq_len": 256,
+    "warmup_ratio": 0.05,
+    "packing": True,
+    "seed": 1,
+}
+STUDENT_MAX_STEPS = 600
+STUDENT_HOLDOUT_FRACTION = 0.1

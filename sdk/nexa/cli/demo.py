@@ -1,4 +1,11 @@
-"""``nexa demo``: audit a generated sample dataset end to end on a local Nexa.
+"""``nexa demo``: audit a sample dataset, then run the whole model lifecycle on a local Nexa.
+
+The lifecycle, every step a real job: train a tiny teacher and deploy it,
+generate data with it, audit that data, distill a prompt set through the
+teacher, train a student on the distilled data, evaluate it against its
+untrained base on held-out rows, deploy it, ask it one question with the
+``openai`` client, and undeploy both servers. Nothing is downloaded: the tiny
+models and their tokenizers are built locally (``nexa_engines.models.tiny``).
 
 Uses the running local Nexa when there is one; otherwise starts one in a
 temporary NEXA_HOME (leaving the user's config alone) and stops it at the end.
@@ -10,7 +17,8 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +30,7 @@ from rich.table import Table
 from nexa.cli.context import EXIT_FAILURE, OPTIONS, CliError, handle_errors
 from nexa.cli.render import console, err_console, follow_job, print_outcome
 from nexa.client import NexaClient
+from nexa.handles import JobHandle
 from nexa.contracts import JobState
 from nexa.errors import APIConnectionError, AuthenticationError, ConfigError, NexaError
 
@@ -136,14 +145,268 @@ def _sample_dataset(directory: Path, rows: int, seed: int) -> tuple[Path, dict[s
     return path, planted_counts(generate_sft_dataset(path, rows, seed, "jsonl"))
 
 
+# ---- the model lifecycle
+
+
+@dataclass
+class Step:
+    """One line of the lifecycle summary."""
+
+    name: str
+    job_id: str
+    status: str
+    figure: str
+    seconds: float
+
+
+@dataclass
+class Lifecycle:
+    """What the lifecycle produced, for the summary and for tests."""
+
+    steps: list[Step] = field(default_factory=list)
+    student_exact_match: float | None = None
+    base_exact_match: float | None = None
+    answer: str | None = None
+    deployments: list[str] = field(default_factory=list)
+
+
+class LifecycleError(RuntimeError):
+    """A lifecycle job did not complete; the message says which and why."""
+
+
+def _finish(
+    client: NexaClient,
+    job: JobHandle,
+    name: str,
+    started: float,
+    run: Lifecycle,
+    figure: Callable[[dict[str, Any]], str],
+    wait: Callable[[NexaClient, str], JobHandle],
+) -> dict[str, Any]:
+    final = wait(client, job.job_id)
+    result = final.result or {}
+    status = final.status.value
+    run.steps.append(
+        Step(
+            name,
+            job.job_id,
+            status,
+            figure(result) if status == "completed" else "",
+            time.monotonic() - started,
+        )
+    )
+    if final.status is not JobState.completed:
+        error = final.model.error
+        detail = f"{error.code}: {error.message}" if error is not None else status
+        raise LifecycleError(f"{name} job {job.job_id} ended {status}: {detail}")
+    return result
+
+
+def _wait_quietly(client: NexaClient, job_id: str) -> JobHandle:
+    return client.wait(job_id, timeout=1800.0, poll_interval=0.5)
+
+
+def run_lifecycle(
+    client: NexaClient,
+    scratch: Path,
+    *,
+    max_steps: int | None = None,
+    wait: Callable[[NexaClient, str], JobHandle] = _wait_quietly,
+    say: Callable[[str], None] = lambda _line: None,
+) -> Lifecycle:
+    """Every lifecycle job in order against ``client``; raises ``LifecycleError`` at the first failure."""
+    try:
+        import openai
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from nexa_engines.models import tiny
+    except ImportError as exc:
+        raise CliError(
+            f"the lifecycle demo needs the ML engines ({exc}): pip install 'nexa[engines]'"
+        ) from exc
+
+    steps = max_steps or tiny.STUDENT_MAX_STEPS
+    run = Lifecycle()
+    rows = tiny.word_task_rows()
+    corpus = tiny.word_task_corpus(rows)
+    train_options: dict[str, Any] = {
+        "epochs": 1000,
+        "max_steps": steps,
+        "holdout_fraction": tiny.STUDENT_HOLDOUT_FRACTION,
+        "hyperparameters": tiny.STUDENT_HYPERPARAMETERS,
+        "checkpoint_every_steps": steps,
+    }
+    labels = {"source": "nexa-demo"}
+
+    started = time.monotonic()
+    say("building the tiny teacher and student base models (local, nothing downloaded)")
+    teacher_base = tiny.build_tiny_model(scratch / "teacher-base", corpus, tiny.STUDENT)
+    student_base = tiny.build_tiny_model(scratch / "student-base", corpus, tiny.STUDENT)
+    truth = scratch / "word-tasks.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), truth)
+    prompts = scratch / "word-prompts.parquet"
+    pq.write_table(pa.table({"prompt": [r["instruction"] for r in rows]}), prompts)
+    truth_ds = client.upload_dataset(truth, name="demo-word-tasks")
+    prompts_ds = client.upload_dataset(prompts, name="demo-word-prompts")
+    run.steps.append(
+        Step(
+            "prepare data", truth_ds.dataset_id, "completed", f"{len(rows)} rows", time.monotonic() - started
+        )
+    )
+
+    started = time.monotonic()
+    say("training the teacher")
+    job = client.train(
+        truth_ds.dataset_id,
+        str(teacher_base),
+        labels=labels,
+        **{k: v for k, v in train_options.items() if k != "epochs"},
+    )
+    teacher = _finish(
+        client, job, "train teacher", started, run, lambda r: f"loss {r.get('final_loss', 0):.3f}", wait
+    )
+
+    started = time.monotonic()
+    say("deploying the teacher")
+    job = client.deploy(teacher["checkpoint_id"], labels=labels)
+    teacher_dp = _finish(
+        client, job, "deploy teacher", started, run, lambda r: str(r.get("deployment_id")), wait
+    )
+    run.deployments.append(str(teacher_dp["deployment_id"]))
+    try:
+        started = time.monotonic()
+        say("generating data with the teacher")
+        job = client.generate(
+            "one-word answers",
+            24,
+            teacher=teacher_dp["deployment_id"],
+            max_tokens=8,
+            temperature=0.0,
+            labels=labels,
+        )
+        generated = _finish(
+            client, job, "generate", started, run, lambda r: f"{r.get('num_samples')} samples", wait
+        )
+
+        started = time.monotonic()
+        say("auditing the generated data")
+        job = client.audit(dataset_uri=generated["dataset_id"], labels=labels)
+        _finish(
+            client, job, "audit", started, run,
+            lambda r: f"mean score {r.get('mean_score', 0):.2f}, {r.get('exact_duplicates', 0)} duplicates", wait,
+        )  # fmt: skip
+
+        started = time.monotonic()
+        say("distilling the prompt set through the teacher")
+        job = client.distill(
+            prompts_ds.dataset_id, teacher_dp["deployment_id"], max_tokens=8, temperature=0.0, labels=labels
+        )
+        distilled = _finish(
+            client, job, "distill", started, run, lambda r: f"{r.get('num_samples')} samples", wait
+        )
+
+        started = time.monotonic()
+        say("training the student on the distilled data")
+        job = client.train(
+            distilled["dataset_id"],
+            str(student_base),
+            labels=labels,
+            **{k: v for k, v in train_options.items() if k != "epochs"},
+        )
+        student = _finish(
+            client, job, "train student", started, run, lambda r: f"loss {r.get('final_loss', 0):.3f}", wait
+        )
+
+        started = time.monotonic()
+        say("evaluating the student against its untrained base on held-out rows")
+        job = client.evaluate(student["checkpoint_id"], metrics=["exact_match"], labels=labels)
+        scores = _finish(
+            client, job, "evaluate", started, run,
+            lambda r: f"exact match {r['scores']['exact_match']:.2f} (base {(r.get('base_scores') or {}).get('exact_match', 0):.2f})",
+            wait,
+        )  # fmt: skip
+        run.student_exact_match = float(scores["scores"]["exact_match"])
+        run.base_exact_match = float((scores.get("base_scores") or {}).get("exact_match", 0.0))
+
+        started = time.monotonic()
+        say("deploying the student")
+        job = client.deploy(student["checkpoint_id"], labels=labels)
+        student_dp = _finish(
+            client, job, "deploy student", started, run, lambda r: str(r.get("deployment_id")), wait
+        )
+        run.deployments.append(str(student_dp["deployment_id"]))
+
+        started = time.monotonic()
+        question = "What is the opposite of hot?"
+        with openai.OpenAI(base_url=student_dp["openai_base_url"], api_key="unused", timeout=60.0) as oai:
+            reply = oai.chat.completions.create(
+                model=student_dp["model_name"],
+                messages=[{"role": "user", "content": question}],
+                max_tokens=8,
+                temperature=0.0,
+            )
+        run.answer = (reply.choices[0].message.content or "").strip()
+        run.steps.append(
+            Step(
+                "openai completion",
+                str(student_dp["deployment_id"]),
+                "completed",
+                f"{question} -> {run.answer}",
+                time.monotonic() - started,
+            )
+        )
+    finally:
+        started = time.monotonic()
+        for deployment_id in run.deployments:
+            client.undeploy(deployment_id)
+        stopped = _wait_stopped(client, run.deployments, timeout=60.0)
+        run.steps.append(
+            Step(
+                "undeploy",
+                ", ".join(run.deployments),
+                "completed" if stopped else "stopping",
+                f"{len(run.deployments)} servers stopped" if stopped else "still stopping",
+                time.monotonic() - started,
+            )
+        )
+    return run
+
+
+def _wait_stopped(client: NexaClient, deployment_ids: list[str], *, timeout: float) -> bool:
+    """True once every deployment reports ``stopped`` (its serving process has exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(client.get_deployment(d).status == "stopped" for d in deployment_ids):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def lifecycle_table(run: Lifecycle) -> Table:
+    """Step, job id, status, key figure and seconds for every lifecycle step."""
+    table = Table(title="lifecycle summary", title_justify="left", show_edge=False, header_style="bold")
+    for column in ("STEP", "JOB / ARTIFACT", "STATUS", "KEY FIGURE", "SECONDS"):
+        table.add_column(column, justify="right" if column == "SECONDS" else "left")
+    for step in run.steps:
+        table.add_row(step.name, step.job_id, step.status, escape(step.figure), f"{step.seconds:.1f}")
+    return table
+
+
 @handle_errors
 def demo(
     rows: Annotated[
         int, typer.Option("--rows", min=100, max=1_000_000, help="Rows in the sample dataset (at least 100).")
     ] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample dataset.")] = 7,
+    audit_only: Annotated[
+        bool, typer.Option("--audit-only", help="Stop after the audit part (skip the model lifecycle).")
+    ] = False,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Training steps for the teacher and the student.")
+    ] = None,
 ) -> None:
-    """Generate a sample dataset, upload it, audit it, and show what the audit found."""
+    """Audit a sample dataset, then generate, distill, train, evaluate and deploy tiny models."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nexa-demo-data-") as scratch, local_nexa() as client:
         with console.status(f"generating {rows} sample rows with planted problems..."):
@@ -169,3 +432,21 @@ def demo(
                 if table is not None:
                     console.print(table)
         console.print(f"details: nexa jobs get {job.job_id}    log: nexa jobs logs {job.job_id}")
+        if audit_only:
+            return
+        console.rule("model lifecycle")
+
+        def follow(c: NexaClient, job_id: str) -> JobHandle:
+            return follow_job(c, job_id, timeout=1800.0, poll_interval=0.5)
+
+        try:
+            run = run_lifecycle(client, Path(scratch), max_steps=max_steps, wait=follow, say=console.print)
+        except LifecycleError as exc:
+            err_console.print(f"[red]{escape(str(exc))}[/]")
+            raise typer.Exit(EXIT_FAILURE) from exc
+        console.print(lifecycle_table(run))
+        if run.student_exact_match is not None:
+            console.print(
+                f"held-out exact match: student {run.student_exact_match:.0%}, untrained base {run.base_exact_match:.0%}; "
+                f"total {time.monotonic() - started:.0f} s"
+            )

@@ -159,3 +159,31 @@ def get_deployment_info(root: str, deployment_id: str) -> dict[str, str]:
         raise ValueError(f"not a deployment id: {deployment_id!r}")
     uri = artifact_uri(root, deployment_id)
     return {"deployment_id": deployment_id, "uri": uri, "record": f"{uri}/deployment.json"}
+
+
+DeploymentStatus = Literal["running", "stopping", "stopped"]
+
+
+class Deployment(BaseModel):
+    """A model served by a deploy job, and whether its serving process still runs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    deployment_id: str
+    status: DeploymentStatus = Field(
+        description="running; stopping (undeploy requested, process not yet gone); stopped."
+    )
+    checkpoint_id: str | None = None
+    inference_url: str | None = Field(None, description="Root URL of the serving process.")
+    openai_base_url: str | None = Field(None, description="Base URL for OpenAI clients (`…/v1`).")
+    model_name: str | None = Field(None, description="The `model` value OpenAI requests send.")
+    job_id: str | None = Field(None, description="The deploy job that started it.")
+    host: str | None = None
+    created_at: datetime
+
+
+class DeploymentList(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    items: list[Deployment]
+    next_cursor: str | None = None
