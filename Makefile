@@ -59,10 +59,11 @@ manifests: venv ## Regenerate crds/ and the chart's copy from the pydantic contr
 services: ## Make sure the servers the integration tests start (PostgreSQL) are installed
 	@./scripts/ensure_postgres.sh
 
-lint: venv ## ruff check, ruff format --check, mypy (strict for the SDK)
+lint: venv ## ruff, mypy (strict for the SDK and operator), CRD drift, cargo fmt/clippy, stubtest
 	@$(PY) -m ruff check --quiet --output-format=concise $(LINT_PATHS)
 	@$(PY) -m ruff format --check --quiet $(LINT_PATHS)
-	@$(PY) -m mypy --strict --no-error-summary sdk/nexa
+	@$(PY) -m mypy --strict --no-error-summary sdk/nexa operator/nexa_operator
+	@$(PY) -m nexa_operator.crdgen --check
 	@$(PY) -m mypy --no-error-summary api-gateway/nexa_gateway engines/nexa_engines
 	@cd rust && cargo fmt --check
 	@cd rust && $(CARGO_ENV) cargo clippy --quiet --all-targets -- -D warnings
