@@ -40,7 +40,7 @@ def deployment_contract(store: ArtifactStore, row: Artifact) -> Deployment:
     url = record.get("url")
     return Deployment(
         deployment_id=row.id,
-        status=deployment_status(store, row.id),  # type: ignore[arg-type]
+        status=deployment_status(store, row.id),
         checkpoint_id=record.get("checkpoint_id"),
         inference_url=url,
         openai_base_url=record.get("openai_base_url") or (f"{url}/v1" if url else None),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
@@ -40,25 +41,33 @@ class _Request:
 class SubmitBatcher:
     def __init__(self, state: AppState) -> None:
         self.state = state
-        self._queue: asyncio.Queue[_Request] | None = None
-        self._task: asyncio.Task[None] | None = None
+        # One queue and drain task per event loop: an app served from two loops (a server
+        # thread and an in-process client, say) must never await a future of the other loop.
+        self._drains: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[asyncio.Queue[_Request], asyncio.Task[None]]
+        ] = weakref.WeakKeyDictionary()
 
     async def submit(
         self, tenant_id: str, job_type: JobType, spec: JobOptions, idempotency_key: str | None
     ) -> tuple[Job, bool]:
         """Queue one submission and wait until the transaction holding it committed."""
-        if self._queue is None or self._task is None or self._task.done():
-            self._queue = asyncio.Queue()
-            self._task = asyncio.create_task(self._drain(self._queue), name="nexa-submit-batcher")
-        answer: asyncio.Future[tuple[Job, bool]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(tenant_id, job_type, spec, idempotency_key, answer))
+        loop = asyncio.get_running_loop()
+        drain = self._drains.get(loop)
+        if drain is None or drain[1].done():
+            queue: asyncio.Queue[_Request] = asyncio.Queue()
+            drain = (queue, loop.create_task(self._drain(queue), name="nexa-submit-batcher"))
+            self._drains[loop] = drain
+        answer: asyncio.Future[tuple[Job, bool]] = loop.create_future()
+        await drain[0].put(_Request(tenant_id, job_type, spec, idempotency_key, answer))
         return await answer
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """Stop the drain task of the calling loop (others end with their loops)."""
+        drain = self._drains.pop(asyncio.get_running_loop(), None)
+        if drain is not None:
+            drain[1].cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await drain[1]
 
     async def _drain(self, queue: asyncio.Queue[_Request]) -> None:
         while True:
