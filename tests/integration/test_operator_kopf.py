@@ -275,12 +275,20 @@ def test_audit_on_a_gpu_node_completes_with_the_engines_result(
     assert done["status"]["result"] == {"score": 0.93, "tier": "good", "rows": 2000}
     assert done["status"]["attempts"] == 1 and done["status"]["progress"] == 1.0
     assert condition(done, "Complete")["reason"] == "Succeeded"  # type: ignore[index]
-    events = (
-        client.CoreV1Api(api)
-        .list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
-        .items
+    # The Event is posted after the status it reports: wait for it rather than race it.
+    wait_for(
+        "the Succeeded event",
+        lambda: (
+            "Succeeded"
+            in {
+                e.reason
+                for e in client.CoreV1Api(api)
+                .list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+                .items
+            }
+        ),
+        30,
     )
-    assert "Succeeded" in {e.reason for e in events}
 
     # R5: the Job of a finished NexaJob disappears (TTL, or by hand): never re-run.
     client.BatchV1Api(api).delete_namespaced_job(f"{name}-a1", namespace, propagation_policy="Background")
