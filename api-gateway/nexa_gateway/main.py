@@ -16,6 +16,7 @@ from nexa import __version__
 from nexa_gateway.backends import SqlJobBackend
 from nexa_gateway.db import Database
 from nexa_gateway.errors import ERROR_RESPONSES, install_error_handlers
+from nexa_gateway.fastpath import StatusFastPath
 from nexa_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nexa_gateway.ratelimit import RateLimiter
 from nexa_gateway.routes import artifacts, datasets, deployments, health, jobs, keys, submit, workers
@@ -115,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.nexa = state
     install_error_handlers(app)
+    # Added first so it runs inside the metrics middleware: shortcut answers are counted too.
+    app.add_middleware(StatusFastPath, state=state)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (submit, jobs):
         app.include_router(module.router, responses=ERROR_RESPONSES)

@@ -26,6 +26,12 @@ class RateLimiter:
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
 
+    def refund(self, key: str) -> None:
+        """Give back a token taken by a caller that did not, in the end, serve the request."""
+        with self._lock:
+            tokens, stamp = self._buckets.get(key, (self.capacity, time.monotonic()))
+            self._buckets[key] = (min(self.capacity, tokens + 1.0), stamp)
+
     @staticmethod
     def retry_after_header(wait: float) -> str:
         return str(max(1, math.ceil(wait)))

@@ -133,3 +133,29 @@ def test_credential_kinds_do_not_cross(sqlite_gateway: Gateway) -> None:
         "/v1/workers/register", json={"name": "x"}, headers={"Authorization": f"Bearer {WORKER_SECRET}"}
     )
     assert ok.status_code == 201
+
+
+def test_cached_status_answers_follow_the_same_rules(sqlite_gateway: Gateway) -> None:
+    c = sqlite_gateway.client
+    job = sqlite_gateway.submit_audit()
+    url = f"/v1/jobs/{job['job_id']}"
+    first = c.get(url, headers=sqlite_gateway.auth())
+    second = c.get(url, headers=sqlite_gateway.auth())  # now served from the caches
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json() and second.headers["content-type"] == "application/json"
+    assert c.get(f"/status/{job['job_id']}", headers=sqlite_gateway.auth()).json() == first.json()
+    # Another tenant never gets a cached body, a worker token never passes.
+    other = sqlite_gateway.new_tenant_key("tenant-c")
+    assert c.get(url, headers=sqlite_gateway.auth(other)).status_code == 404
+    assert c.get(url, headers=sqlite_gateway.register_worker()).status_code == 401
+    # A change through this gateway is visible at once.
+    assert c.post(f"{url}/cancel", headers=sqlite_gateway.auth()).status_code == 200
+    assert c.get(url, headers=sqlite_gateway.auth()).json()["status"] == "cancelled"
+    # Revoking the key refuses it on the very next poll.
+    made = c.post("/v1/keys", json={"name": "poller"}, headers=sqlite_gateway.auth()).json()
+    assert c.get(url, headers=sqlite_gateway.auth(made["key"])).status_code == 200
+    assert c.get(url, headers=sqlite_gateway.auth(made["key"])).status_code == 200
+    c.delete(f"/v1/keys/{made['key_id']}", headers=sqlite_gateway.auth())
+    assert c.get(url, headers=sqlite_gateway.auth(made["key"])).json() == UNAUTHORIZED
+    metrics = c.get("/metrics").text
+    assert 'nexa_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="200"}' in metrics

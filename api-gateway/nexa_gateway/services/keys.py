@@ -218,6 +218,11 @@ class KeyResolver:
             return None
         return entry.principal
 
+    def touch_is_due(self, key_id: str) -> bool:
+        """Whether ``touch_due`` would say yes, without claiming the slot."""
+        with self._lock:
+            return time.monotonic() - self._last_touch.get(key_id, 0.0) >= 60
+
     def touch_due(self, key_id: str) -> bool:
         """True at most once a minute per key: last_used_at is informational, not worth a write per call."""
         now = time.monotonic()
