@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,6 +174,9 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
         process.terminate()  # never leave a server running that no record points at
         raise
     ctx.produced_artifacts.append(deployment_id)
+    # The server outlives this job; when it exits (undeploy), someone must collect its exit status or
+    # it lingers as a zombie for as long as the worker runs. A daemon thread waiting on it does that.
+    threading.Thread(target=process.wait, name=f"reap-{deployment_id}", daemon=True).start()
     ctx.usage("deployments", 1)
     return {
         "deployment_id": deployment_id,

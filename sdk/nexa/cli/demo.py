@@ -18,8 +18,8 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,9 +30,9 @@ from rich.table import Table
 from nexa.cli.context import EXIT_FAILURE, OPTIONS, CliError, handle_errors
 from nexa.cli.render import console, err_console, follow_job, print_outcome
 from nexa.client import NexaClient
-from nexa.handles import JobHandle
 from nexa.contracts import JobState
 from nexa.errors import APIConnectionError, AuthenticationError, ConfigError, NexaError
+from nexa.handles import JobHandle
 
 
 def _existing_client() -> NexaClient | None:
@@ -226,12 +226,15 @@ def run_lifecycle(
             f"the lifecycle demo needs the ML engines ({exc}): pip install 'nexa[engines]'"
         ) from exc
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # the summary table is the demo's output, not weight-saving bars
     steps = max_steps or tiny.STUDENT_MAX_STEPS
     run = Lifecycle()
     rows = tiny.word_task_rows()
     corpus = tiny.word_task_corpus(rows)
+    # epochs only bounds the run; max_steps decides its length.
     train_options: dict[str, Any] = {
-        "epochs": 1000,
         "max_steps": steps,
         "holdout_fraction": tiny.STUDENT_HOLDOUT_FRACTION,
         "hyperparameters": tiny.STUDENT_HYPERPARAMETERS,
@@ -261,7 +264,8 @@ def run_lifecycle(
         truth_ds.dataset_id,
         str(teacher_base),
         labels=labels,
-        **{k: v for k, v in train_options.items() if k != "epochs"},
+        epochs=1000,
+        **train_options,
     )
     teacher = _finish(
         client, job, "train teacher", started, run, lambda r: f"loss {r.get('final_loss', 0):.3f}", wait
@@ -309,10 +313,11 @@ def run_lifecycle(
         started = time.monotonic()
         say("training the student on the distilled data")
         job = client.train(
-            distilled["dataset_id"],
+            distilled["distilled_dataset_id"],
             str(student_base),
             labels=labels,
-            **{k: v for k, v in train_options.items() if k != "epochs"},
+            epochs=1000,
+            **train_options,
         )
         student = _finish(
             client, job, "train student", started, run, lambda r: f"loss {r.get('final_loss', 0):.3f}", wait
@@ -387,7 +392,9 @@ def lifecycle_table(run: Lifecycle) -> Table:
     """Step, job id, status, key figure and seconds for every lifecycle step."""
     table = Table(title="lifecycle summary", title_justify="left", show_edge=False, header_style="bold")
     for column in ("STEP", "JOB / ARTIFACT", "STATUS", "KEY FIGURE", "SECONDS"):
-        table.add_column(column, justify="right" if column == "SECONDS" else "left")
+        table.add_column(
+            column, justify="right" if column == "SECONDS" else "left", no_wrap=column == "JOB / ARTIFACT"
+        )
     for step in run.steps:
         table.add_row(step.name, step.job_id, step.status, escape(step.figure), f"{step.seconds:.1f}")
     return table
