@@ -1,4 +1,4 @@
-"""Every metric a Grafana dashboard queries is one the gateway or the operator really exports."""
+"""Every metric a Grafana dashboard queries is one the gateway, the operator or a serving process really exports."""
 
 from __future__ import annotations
 
@@ -37,7 +37,12 @@ def exported() -> set[str]:
     gateway = GatewayMetrics()
     gateway.add_state_collector(lambda: [])  # what create_app registers: nexa_jobs{type,status}
     operator_metrics = pytest.importorskip("nexa_operator.metrics")
-    return exported_names(gateway.registry) | exported_names(operator_metrics.OperatorMetrics().registry)
+    serving_metrics = pytest.importorskip("nexa_engines.serve.metrics")
+    return (
+        exported_names(gateway.registry)
+        | exported_names(operator_metrics.OperatorMetrics().registry)
+        | exported_names(serving_metrics.ServingMetrics("model").registry)
+    )
 
 
 def targets(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -78,12 +83,13 @@ def test_dashboards_have_unique_ids_a_datasource_variable_and_non_overlapping_pa
             }
             assert not area & cells, f"{path.name}: panel {panel['title']!r} overlaps another"
             cells |= area
-    assert uids == {"nexa-gateway", "nexa-operator", "nexa-jobs"}
+    assert uids == {"nexa-gateway", "nexa-operator", "nexa-jobs", "nexa-endpoints"}
 
 
 def test_the_checker_notices_a_metric_nobody_exports(exported: set[str]) -> None:
     assert (
         "nexa_http_requests_total" in exported
         and "nexa_operator_reconcile_duration_seconds_bucket" in exported
+        and "nexa_endpoint_request_duration_seconds_bucket" in exported
     )
     assert "nexa_endpoint_tokens_total" not in exported

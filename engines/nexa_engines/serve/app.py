@@ -15,6 +15,7 @@ from nexa_engines.models.generation import GenerationRequest, GenerationResult
 from nexa_engines.models.prompt import clean_completion, format_chat
 from nexa_engines.serve import oip
 from nexa_engines.serve.batcher import BatchScheduler, Ticket
+from nexa_engines.serve.metrics import ServingMetrics
 from nexa_engines.serve.openai_api import (
     CHAT_STOPS,
     ChatRequest,
@@ -50,9 +51,16 @@ def _sse(payload: dict[str, Any] | str) -> str:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
 
 
-def create_app(scheduler: BatchScheduler, model_name: str, *, ready: bool = True) -> FastAPI:
-    """The FastAPI app serving ``model_name`` through ``scheduler``."""
+def create_app(
+    scheduler: BatchScheduler,
+    model_name: str,
+    *,
+    ready: bool = True,
+    metrics: ServingMetrics | None = None,
+) -> FastAPI:
+    """The FastAPI app serving ``model_name`` through ``scheduler``, with Prometheus metrics at ``/metrics``."""
     app = FastAPI(title=f"Nexa serving: {model_name}", docs_url=None, redoc_url=None)
+    (metrics or ServingMetrics(model_name)).install(app)
     state = {"ready": ready}
 
     @app.get("/v1/models")

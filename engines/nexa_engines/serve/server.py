@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,14 @@ log = logging.getLogger("nexa.serve")
 STOP_POLL_SECONDS = 2.0
 
 
-def build_generate(model: Any, tokenizer: Any) -> Callable[..., Any]:
-    """The batcher's generate function over ``model``."""
-    from nexa_engines.models.generation import generate_batch
+def build_decoder(model: Any, tokenizer: Any) -> Callable[[Callable[[int, str], None]], Any]:
+    """The batcher's decoder factory: a continuous ``DecodeBatch`` over ``model``."""
+    from nexa_engines.models.generation import DecodeBatch
 
-    def generate(requests: Sequence[Any], on_token: Callable[[int, str], None]) -> Any:
-        return generate_batch(model, tokenizer, requests, on_token=on_token)
+    def decoder(on_token: Callable[[int, str], None]) -> DecodeBatch:
+        return DecodeBatch(model, tokenizer, on_token=on_token)
 
-    return generate
+    return decoder
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from nexa_engines.serve.app import create_app
     from nexa_engines.serve.batcher import BatchScheduler
     from nexa_engines.serve.control import mark_stopped, stop_requested
+    from nexa_engines.serve.metrics import ServingMetrics
     from nexa_engines.store.factory import store_from_config
 
     store = store_from_config(json.loads(args.store_config)) if args.store_config else None
@@ -93,14 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(resolved, dtype=device.dtype).to(device.torch_device).eval()
     log.info("loaded %s on %s (%d threads)", resolved.reference, device.note, threads)
     name = args.model_name or args.deployment_id or resolved.reference
+    metrics = ServingMetrics(name)
     scheduler = BatchScheduler(
-        build_generate(model, tokenizer),
+        decoder=build_decoder(model, tokenizer),
         max_batch_size=args.max_batch_size,
         max_wait_s=args.max_wait_ms / 1000,
+        on_step=metrics.observe_step,
+        on_done=metrics.observe_done,
     ).start()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(scheduler, name), host=args.host, port=args.port, log_level="warning")
-    )
+    app = create_app(scheduler, name, metrics=metrics)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     reason = {"why": "signal"}
     done = threading.Event()
 
