@@ -96,6 +96,11 @@ def _scenario_dataset(tmp_path: Path) -> Path:
     return path
 
 
+# The workers that get killed or frozen run the pure-Python kernels, so the audit
+# lasts long enough (seconds) to be caught mid-job; the Rust path finishes too soon.
+SLOW = {"NEXA_KERNELS": "python"}
+
+
 def _claimed_and_busy(job: dict[str, Any]) -> bool:
     return job["status"] == "running" and job["progress"] > 0.0
 
@@ -111,7 +116,7 @@ def test_sigkill_mid_job_requeues_and_completes_once(
     url = request.getfixturevalue("postgres_url") if db == "postgres" else None
     gw = gateway_factory(database_url=url, lease_seconds=3)
     path = _scenario_dataset(tmp_path)
-    victim = worker_factory(gw, "victim")
+    victim = worker_factory(gw, "victim", extra_env=SLOW)
     job_id = _submit_audit(gw, path)
     _wait(gw, job_id, _claimed_and_busy, timeout=90)
     victim.kill(signal.SIGKILL)
@@ -137,7 +142,7 @@ def test_frozen_worker_cannot_promote_its_stale_attempt(
 ) -> None:
     gw = gateway_factory(lease_seconds=2)
     path = _scenario_dataset(tmp_path)
-    sleeper = worker_factory(gw, "sleeper")
+    sleeper = worker_factory(gw, "sleeper", extra_env=SLOW)
     job_id = _submit_audit(gw, path)
     _wait(gw, job_id, _claimed_and_busy, timeout=90)
     sleeper.kill(signal.SIGSTOP, group=True)

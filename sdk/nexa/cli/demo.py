@@ -219,14 +219,11 @@ def run_lifecycle(
         import openai
         import pyarrow as pa
         import pyarrow.parquet as pq
+        from transformers.utils import logging as hf_logging
 
         from nexa_engines.models import tiny
     except ImportError as exc:
-        raise CliError(
-            f"the lifecycle demo needs the ML engines ({exc}): pip install 'nexa[engines]'"
-        ) from exc
-
-    from transformers.utils import logging as hf_logging
+        raise CliError(f"the lifecycle demo needs the ML engines ({exc}): pip install 'nexa[ml]'") from exc
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # the summary table is the demo's output, not weight-saving bars
     steps = max_steps or tiny.STUDENT_MAX_STEPS
