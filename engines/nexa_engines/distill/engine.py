@@ -18,7 +18,7 @@ from nexa_engines.store.datasets import DatasetRefError, fetch_dataset
 from nexa_engines.teacher.client import Completion
 from nexa_engines.teacher.journal import SampleJournal
 from nexa_engines.teacher.output import commit_sft_dataset
-from nexa_engines.teacher.resolve import resolve_teacher
+from nexa_engines.teacher.resolve import teacher_for
 from nexa_engines.teacher.runner import run_samples
 from nexa_engines.train.data import PROMPT_COLUMNS, pick_column, read_table
 
@@ -45,12 +45,7 @@ def run(ctx: EngineContext, spec: DistillSpec) -> dict[str, Any]:
     resumed = journal.load()
     if resumed:
         ctx.log(f"resuming: {resumed} samples were answered by an earlier attempt")
-    teacher = resolve_teacher(
-        ctx,
-        spec.teacher,
-        str(spec.teacher_base_url) if spec.teacher_base_url else None,
-        spec.teacher_api_key_env,
-    )
+    teacher = teacher_for(ctx, spec)
     ctx.log(f"teacher {teacher.name}: {len(indices)} prompts, concurrency {spec.concurrency}")
 
     def make_sample(

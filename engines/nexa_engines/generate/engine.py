@@ -16,7 +16,7 @@ from nexa_engines.models.prompt import clean_completion
 from nexa_engines.teacher.client import Completion
 from nexa_engines.teacher.journal import SampleJournal
 from nexa_engines.teacher.output import commit_sft_dataset
-from nexa_engines.teacher.resolve import resolve_teacher
+from nexa_engines.teacher.resolve import teacher_for
 from nexa_engines.teacher.runner import run_samples
 
 STYLES = (
@@ -50,12 +50,7 @@ def run(ctx: EngineContext, spec: GenerateSpec) -> dict[str, Any]:
         spec = GenerateSpec.model_validate(spec)
     journal = SampleJournal(ctx)
     resumed = journal.load()
-    teacher = resolve_teacher(
-        ctx,
-        spec.teacher,
-        str(spec.teacher_base_url) if spec.teacher_base_url else None,
-        spec.teacher_api_key_env,
-    )
+    teacher = teacher_for(ctx, spec)
     ctx.log(f"generating {spec.num_samples} samples about {spec.domain!r} with {teacher.name}")
 
     def make_sample(

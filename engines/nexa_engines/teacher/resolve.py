@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from nexa.contracts import DistillSpec, GenerateSpec
 from nexa.ids import is_id
 from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.serve.control import DEPLOYMENT_FILE, deployment_status
@@ -126,3 +127,9 @@ def resolve_teacher(
     if key is None and base_url is None:
         raise EngineError("teacher_no_key", f"no API key for {provider}: set {env_name} on the worker")
     return EndpointTeacher(ref, ChatClient(str(url), model, api_key=key, timeout=timeout))
+
+
+def teacher_for(ctx: EngineContext, spec: DistillSpec | GenerateSpec) -> EndpointTeacher | LocalTeacher:
+    """The teacher a distill or generate request names, with its endpoint and key settings."""
+    base_url = str(spec.teacher_base_url) if spec.teacher_base_url else None
+    return resolve_teacher(ctx, spec.teacher, base_url, spec.teacher_api_key_env)

@@ -39,7 +39,7 @@ def run_samples(
 ) -> RunStats:
     """Run ``make_sample`` for every index not yet in ``journal``; failed samples are listed, not written."""
     stats = RunStats()
-    todo = [i for i in indices if i not in journal.done]
+    unanswered = [i for i in indices if i not in journal.done]
 
     def ask(conversations: list[list[dict[str, str]]]) -> list[Completion]:
         answers = teacher.answer(conversations, max_tokens=max_tokens, temperature=temperature)
@@ -49,9 +49,9 @@ def run_samples(
 
     if isinstance(teacher, LocalTeacher):
         # A local model batches internally; one thread keeps the decode loop to itself.
-        for start in range(0, len(todo), teacher.batch_size):
+        for start in range(0, len(unanswered), teacher.batch_size):
             ctx.check_cancelled()
-            group = todo[start : start + teacher.batch_size]
+            group = unanswered[start : start + teacher.batch_size]
             for record in _batched_local(group, make_sample, ask):
                 journal.add(record)
             if on_done is not None:
@@ -61,7 +61,7 @@ def run_samples(
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="teacher") as pool:
         pending: dict[Future[dict[str, Any]], int] = {}
-        queue = list(reversed(todo))
+        queue = list(reversed(unanswered))
         try:
             while queue or pending:
                 ctx.check_cancelled()
