@@ -49,6 +49,8 @@ def _reap_once(state: AppState) -> None:
             session, lambda job_type, status: state.metrics.jobs_finished.labels(job_type, status).inc()
         )
     state.jobs.invalidate(reaped.changed)
+    for job in reaped.finished:
+        state.metrics.observe_job_finished(job)
     if reaped.lease_expired:
         state.metrics.leases_expired.inc(reaped.lease_expired)
 

@@ -1,15 +1,39 @@
-"""Prometheus metrics for the gateway; one registry per app so tests can build many apps."""
+"""Prometheus metrics for the gateway; one registry per app so tests can build many apps.
+
+Counters and histograms count what this process did (Prometheus sums them over
+replicas); ``nexa_jobs`` is read from the shared database, so every replica
+reports the same figure and dashboards take its ``max``.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nexa.contracts.crd import PHASE_STATES, TERMINAL_PHASES
+from nexa.telemetry import JOB_DURATION_BUCKETS, JOB_DURATION_METRIC, JOB_GPU_SECONDS_METRIC
+
+# The operator labels job metrics with NexaJob phases; using the same values here lets one
+# dashboard query read standalone and cluster mode alike.
+_PHASE_OF_STATE = {state: phase for phase, state in PHASE_STATES.items() if phase in TERMINAL_PHASES}
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """What one job that reached a terminal state adds to the job metrics."""
+
+    job_type: str
+    status: str  # completed | failed | cancelled
+    seconds: float  # first claim to end; 0 for a job that never ran
+    gpu_type: str | None
+    gpu_seconds: float  # 0 for a job that asked for no GPU
 
 
 class GatewayMetrics:
@@ -62,6 +86,25 @@ class GatewayMetrics:
         self.worker_registrations = Counter(
             "nexa_worker_registrations_total", "Worker registrations accepted.", registry=self.registry
         )
+        self.job_duration = Histogram(
+            JOB_DURATION_METRIC,
+            "Wall time of finished jobs, first claim to end, by job type and terminal phase.",
+            ["type", "phase"],
+            buckets=JOB_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.gpu_seconds = Counter(
+            JOB_GPU_SECONDS_METRIC,
+            "GPU time of finished jobs (metered when the worker reported it, else GPUs x wall time).",
+            ["type", "gpu_type"],
+            registry=self.registry,
+        )
+
+    def observe_job_finished(self, job: FinishedJob) -> None:
+        """Record a job's duration and GPU time; call once per job, after the commit that finished it."""
+        self.job_duration.labels(job.job_type, _PHASE_OF_STATE[job.status]).observe(max(0.0, job.seconds))
+        if job.gpu_seconds > 0:
+            self.gpu_seconds.labels(job.job_type, job.gpu_type or "any").inc(job.gpu_seconds)
 
     def add_state_collector(self, count_by_state: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
         """Expose live job counts by type and state, read from the database at scrape time."""

@@ -25,8 +25,9 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -39,6 +40,7 @@ from nexa.contracts.crd import (
     EXIT_RETRYABLE,
     EXIT_SUCCESS,
     TERMINATION_MESSAGE_LIMIT,
+    run_progress_key,
     run_result_key,
 )
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
@@ -49,11 +51,25 @@ DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
 
 class StdoutReporter:
-    """An engine ``Reporter`` that prints log lines, progress and usage to stdout."""
+    """An engine ``Reporter`` that prints log lines, progress and usage to stdout.
 
-    def __init__(self) -> None:
+    With ``publish``, progress is also handed on (as a JSON record) at most once per
+    ``interval`` seconds: the operator copies the latest record into the NexaJob's status.
+    """
+
+    def __init__(
+        self,
+        publish: Callable[[bytes], None] | None = None,
+        *,
+        attempt: int = 0,
+        interval: float = 5.0,
+    ) -> None:
         self.usage_totals: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._publish = publish
+        self._attempt = attempt
+        self._interval = interval
+        self._last_published = float("-inf")
 
     def log(self, line: str) -> None:
         with self._lock:
@@ -63,6 +79,15 @@ class StdoutReporter:
     def progress(self, fraction: float, message: str | None = None) -> None:
         with self._lock:
             print(f"[nexa progress] {fraction:.4f} {message or ''}".rstrip(), flush=True)
+            now = time.monotonic()
+            if self._publish is None or now - self._last_published < self._interval:
+                return
+            self._last_published = now
+        record = {"attempt": self._attempt, "fraction": round(float(fraction), 4), "message": message}
+        try:
+            self._publish(json.dumps(record, separators=(",", ":")).encode())
+        except Exception as exc:  # progress is best effort: the job goes on without it
+            print(f"[nexa] could not publish progress: {exc}", file=sys.stderr, flush=True)
 
     def usage(self, kind: str, amount: float) -> None:
         with self._lock:
@@ -77,9 +102,8 @@ def result_record(
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def write_result_record(env: Mapping[str, str], job_id: str, attempt: int, record: bytes) -> str:
-    """Store ``record`` under the artifact store root the environment names; returns its location."""
-    key = run_result_key(job_id, attempt)
+def write_run_record(env: Mapping[str, str], key: str, record: bytes) -> str:
+    """Store ``record`` at ``key`` under the artifact store root the environment names; returns its location."""
     if env.get("NEXA_S3_ENDPOINT"):
         from io import BytesIO
 
@@ -105,6 +129,11 @@ def write_result_record(env: Mapping[str, str], job_id: str, attempt: int, recor
     return str(path)
 
 
+def write_result_record(env: Mapping[str, str], job_id: str, attempt: int, record: bytes) -> str:
+    """Store an attempt's result record where the operator looks for it."""
+    return write_run_record(env, run_result_key(job_id, attempt), record)
+
+
 def write_termination_message(env: Mapping[str, str], doc: dict[str, Any]) -> None:
     """Leave ``doc`` for the kubelet to copy into the pod's status (dropped when it does not fit)."""
     path = Path(env.get("NEXA_TERMINATION_LOG", DEFAULT_TERMINATION_LOG))
@@ -120,6 +149,14 @@ def write_termination_message(env: Mapping[str, str], doc: dict[str, Any]) -> No
         path.write_text(text, encoding="utf-8")
     except OSError:
         pass  # outside a pod there is no termination log; stdout has everything
+
+
+def _progress_interval(env: Mapping[str, str]) -> float:
+    """Seconds between progress records (``NEXA_PROGRESS_INTERVAL_SECONDS``, default 5)."""
+    try:
+        return max(0.0, float(env.get("NEXA_PROGRESS_INTERVAL_SECONDS") or 5.0))
+    except ValueError:
+        return 5.0
 
 
 def _fail(env: Mapping[str, str], attempt: int, code: str, message: str, *, retryable: bool) -> int:
@@ -143,7 +180,12 @@ def run(
     from nexa_engines.registry import load_engine
 
     env = os.environ if env is None else env
-    reporter = StdoutReporter()
+    progress_key = run_progress_key(job_id, attempt)
+
+    def publish_progress(record: bytes) -> None:
+        write_run_record(env, progress_key, record)
+
+    reporter = StdoutReporter(publish_progress, attempt=attempt, interval=_progress_interval(env))
     try:
         spec = spec_for(JobType(job_type), json.loads(spec_json))
     except (ValueError, ValidationError) as exc:

@@ -27,10 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     try:
-        import nexa_operator.handlers  # noqa: F401  (registers the handlers)
+        import nexa_operator.handlers as handlers  # registers the handlers
     except ConfigError as exc:
         print(f"nexa-operator: {exc}", file=sys.stderr)
         return 2
+    handlers.NAMESPACES[:] = args.namespace
     kopf.run(
         standalone=True,
         clusterwide=not args.namespace,

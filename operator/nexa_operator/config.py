@@ -57,6 +57,7 @@ class OperatorConfig:
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 300.0
     resync_seconds: float = 30.0
+    progress_seconds: float = 10.0  # how often a running attempt's progress record is read
     service_account: str | None = None  # the namespace default when unset
     image_pull_policy: str = "IfNotPresent"
 
@@ -85,6 +86,7 @@ class OperatorConfig:
             retry_base_seconds=_float(env, prefix + "RETRY_BASE_SECONDS", 10.0),
             retry_max_seconds=_float(env, prefix + "RETRY_MAX_SECONDS", 300.0),
             resync_seconds=_float(env, prefix + "RESYNC_SECONDS", 30.0),
+            progress_seconds=_float(env, prefix + "PROGRESS_SECONDS", 10.0),
             service_account=env.get(prefix + "SERVICE_ACCOUNT") or None,
             image_pull_policy=env.get(prefix + "IMAGE_PULL_POLICY") or cls.image_pull_policy,
         )

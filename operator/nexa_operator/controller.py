@@ -3,6 +3,11 @@
 One reconcile per object at a time (a per-object lock); a trigger that arrives
 while one runs marks the object dirty and the running reconcile goes round once
 more, so bursts of watch events coalesce instead of queueing.
+
+kopf delivers the custom resources' events; the Jobs, Pods and Deployments the
+operator makes come from one informer per collection (``start_background``), and
+one resync loop re-reconciles every unfinished object each ``resync_seconds``, so a
+missed event never strands a NexaJob.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any
 from nexa.contracts import JobType
 from nexa.contracts.crd import (
     LABEL_ATTEMPT,
+    LABEL_ENDPOINT,
+    LABEL_MANAGED_BY,
     LABEL_NEXAJOB,
     NexaEndpointStatus,
     nexajob_job_id,
@@ -25,6 +32,7 @@ from nexa.contracts.crd import (
 from nexa_operator import builders
 from nexa_operator import conditions as c
 from nexa_operator.config import OperatorConfig
+from nexa_operator.informer import Informer
 from nexa_operator.kube import (
     Conflict,
     KubeClient,
@@ -32,6 +40,7 @@ from nexa_operator.kube import (
     collection_path,
     nexaendpoint_path,
     nexajob_path,
+    watch_path,
 )
 from nexa_operator.metrics import OperatorMetrics
 from nexa_operator.reconcile import Plan, decide, is_terminal, status_patch
@@ -45,6 +54,18 @@ CONFLICT_RETRIES = 5
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` without ``metadata.managedFields``: often most of an object's size, never read here."""
+    meta = obj.get("metadata") or {}
+    if "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 @dataclass
@@ -76,6 +97,92 @@ class Controller:
         self._nexajobs: dict[tuple[str, str], dict[str, Any]] = {}
         self._jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self._pods: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+        self._endpoints: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Set once every informer has listed its collection; None when none run (unit tests).
+        self._informers_synced: asyncio.Event | None = None
+
+    # --- informers and resync ------------------------------------------------------------
+
+    def start_background(self, namespaces: list[str] | None = None) -> None:
+        """Start the informers of the operator's children and the resync loop.
+
+        ``namespaces``: watch only these (one informer each); all namespaces when empty.
+        """
+        scopes: list[str | None] = list(namespaces) if namespaces else [None]
+        made_for_jobs = f"{LABEL_MANAGED_BY}={builders.MANAGER},{LABEL_NEXAJOB}"
+        made_for_endpoints = f"{LABEL_MANAGED_BY}={builders.MANAGER},{LABEL_ENDPOINT}"
+        informers = []
+        for namespace in scopes:
+            informers += [
+                Informer(
+                    self.kube,
+                    watch_path("batch/v1", "Job", namespace),
+                    self._on_job,
+                    label_selector=made_for_jobs,
+                ),
+                Informer(
+                    self.kube, watch_path("v1", "Pod", namespace), self._on_pod, label_selector=made_for_jobs
+                ),
+                Informer(
+                    self.kube,
+                    watch_path("apps/v1", "Deployment", namespace),
+                    self._on_deployment,
+                    label_selector=made_for_endpoints,
+                ),
+            ]
+        synced = self._informers_synced = asyncio.Event()
+
+        async def all_synced() -> None:
+            await asyncio.gather(*(informer.synced.wait() for informer in informers))
+            synced.set()
+
+        for informer in informers:
+            self._spawn(informer.run())
+        self._spawn(all_synced())
+        self._spawn(self._resync_loop())
+
+    async def stop_background(self) -> None:
+        """Cancel the informers, the resync loop and any reconcile still running."""
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(work)
+        self._tasks.add(task)  # a reference, or the loop may collect a running task
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_job(self, event_type: str, obj: dict[str, Any]) -> None:
+        self.remember_job(event_type, obj)
+        self._reconcile_owner(obj)
+
+    def _on_pod(self, event_type: str, obj: dict[str, Any]) -> None:
+        self.remember_pod(event_type, obj)
+        self._reconcile_owner(obj)
+
+    def _reconcile_owner(self, obj: dict[str, Any]) -> None:
+        owner = (obj["metadata"].get("labels") or {}).get(LABEL_NEXAJOB)
+        if owner:
+            self._spawn(self.nexajob(obj["metadata"]["namespace"], owner))
+
+    def _on_deployment(self, event_type: str, obj: dict[str, Any]) -> None:
+        owner = (obj["metadata"].get("labels") or {}).get(LABEL_ENDPOINT)
+        if owner:
+            self._spawn(self.endpoint(obj["metadata"]["namespace"], owner))
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            for (namespace, name), nexajob in list(self._nexajobs.items()):
+                if not is_terminal(nexajob):
+                    self._spawn(self.nexajob(namespace, name))
+            for namespace, name in list(self._endpoints):
+                self._spawn(self.endpoint(namespace, name))
 
     # --- caches --------------------------------------------------------------------------
 
@@ -85,7 +192,15 @@ class Controller:
         if event_type == "DELETED":
             self._nexajobs.pop(key, None)
         else:
-            self._nexajobs[key] = obj
+            self._nexajobs[key] = slim(obj)
+
+    def remember_endpoint(self, event_type: str, obj: dict[str, Any]) -> None:
+        """Track which NexaEndpoints exist, for the resync loop."""
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if event_type == "DELETED":
+            self._endpoints.discard(key)
+        else:
+            self._endpoints.add(key)
 
     def remember_job(self, event_type: str, obj: dict[str, Any]) -> None:
         """Keep the latest Job a watch delivered."""
@@ -93,7 +208,7 @@ class Controller:
         if event_type == "DELETED":
             self._jobs.pop(key, None)
         else:
-            self._jobs[key] = obj
+            self._jobs[key] = slim(obj)
 
     def remember_pod(self, event_type: str, obj: dict[str, Any]) -> None:
         """Keep the latest state of each pod of each attempt."""
@@ -106,7 +221,7 @@ class Controller:
             if not pods:
                 self._pods.pop(key, None)
         else:
-            pods[meta["name"]] = obj
+            pods[meta["name"]] = slim(obj)
 
     def _forget(self, namespace: str, name: str) -> None:
         self._nexajobs.pop((namespace, name), None)
@@ -170,17 +285,21 @@ class Controller:
         await self._serialised(("nexajob", namespace, name), lambda: self._reconcile_nexajob(namespace, name))
 
     async def _reconcile_nexajob(self, namespace: str, name: str) -> float | None:
+        if self._informers_synced is not None:
+            # Deciding before the caches are filled could take a live Job's pods for none.
+            await self._informers_synced.wait()
         for _ in range(CONFLICT_RETRIES):
             nexajob = self._nexajobs.get((namespace, name))
             if nexajob is None:
                 nexajob = await self.kube.get(nexajob_path(namespace, name))
                 if nexajob is not None:
-                    self._nexajobs[(namespace, name)] = nexajob
+                    nexajob = self._nexajobs[(namespace, name)] = slim(nexajob)
             if nexajob is None or nexajob["metadata"].get("deletionTimestamp"):
                 return None  # gone, or the finalizer's cleanup handles it
             uid = nexajob["metadata"]["uid"]
             if is_terminal(nexajob):
                 self.metrics.observe_phase(uid, nexajob["status"]["phase"])
+                self._observe_finished(nexajob)
                 self._forget_attempts(namespace, name)
                 return None
             job, pods, endpoint = await self._observe(nexajob)
@@ -199,9 +318,60 @@ class Controller:
             phase = (plan.status or nexajob.get("status") or {}).get("phase")
             self.metrics.observe_phase(uid, phase)
             if phase in ("Completed", "Failed", "Cancelled"):
+                self._observe_finished(self._nexajobs.get((namespace, name)) or nexajob)
                 return None
+            if phase == "Running" and nexajob["spec"].get("type") != JobType.deploy.value:
+                await self._report_progress(namespace, name)
+                wait = self.config.progress_seconds
+                return wait if plan.requeue_after is None else min(plan.requeue_after, wait)
             return plan.requeue_after
         return 1.0
+
+    async def _report_progress(self, namespace: str, name: str) -> None:
+        """Copy a running attempt's latest progress record into the NexaJob's status."""
+        nexajob = self._nexajobs.get((namespace, name))
+        if nexajob is None:
+            return
+        status = nexajob.get("status") or {}
+        attempt = int(status.get("attempts") or 0)
+        job_id = nexajob_job_id(name, nexajob["metadata"]["uid"])
+        reported = await asyncio.to_thread(self.results.read_progress, job_id, attempt)
+        if reported is None:
+            return
+        fraction, message = reported
+        if status.get("progress") == fraction and status.get("progressMessage") == message:
+            return
+        try:
+            written = await self.kube.merge_patch(
+                nexajob_path(namespace, name) + "/status",
+                {
+                    "metadata": {"resourceVersion": nexajob["metadata"]["resourceVersion"]},
+                    "status": {"progress": fraction, "progressMessage": message},
+                },
+            )
+        except Conflict:
+            return  # it changed meanwhile; the next round reads it again
+        if written is not None:
+            self._nexajobs[(namespace, name)] = slim(written)
+
+    def _observe_finished(self, nexajob: dict[str, Any]) -> None:
+        """Job duration and GPU time of a NexaJob in a terminal phase (counted once per uid)."""
+        status = nexajob.get("status") or {}
+        if not is_terminal(nexajob):
+            return
+        started, ended = status.get("startTime"), status.get("completionTime")
+        seconds = 0.0
+        if started and ended:
+            seconds = (_parse_time(ended) - _parse_time(started)).total_seconds()
+        resources = nexajob["spec"].get("resources") or {}
+        self.metrics.observe_finished(
+            nexajob["metadata"]["uid"],
+            str(nexajob["spec"].get("type")),
+            str(status["phase"]),
+            seconds,
+            int(resources.get("gpus") or 0),
+            resources.get("gpu_type") or resources.get("gpuType"),
+        )
 
     async def _observe(
         self, nexajob: dict[str, Any]
@@ -220,7 +390,7 @@ class Controller:
             # Not seen on the watch yet: ask, so a Job that exists is never taken for a lost one.
             job = await self.kube.get(f"{collection_path('batch/v1', 'Job', namespace)}/{job_name}")
             if job is not None:
-                self._jobs[(namespace, job_name)] = job
+                job = self._jobs[(namespace, job_name)] = slim(job)
         pods: list[dict[str, Any]] = []
         if job is not None:
             pods = list(self._pods.get((namespace, name, str(attempt)), {}).values())
@@ -233,7 +403,7 @@ class Controller:
         if plan.create_job is not None:
             made, created = await self.kube.create(builders.build_job(nexajob, plan.create_job, self.config))
             if made is not None:
-                self._jobs[(namespace, made["metadata"]["name"])] = made
+                self._jobs[(namespace, made["metadata"]["name"])] = slim(made)
             if created:
                 self.metrics.jobs_created.inc()
         if plan.create_endpoint:
@@ -254,7 +424,7 @@ class Controller:
                 },
             )
             if written is not None:
-                self._nexajobs[(namespace, name)] = written
+                self._nexajobs[(namespace, name)] = slim(written)
         for type_, reason, message in plan.events:
             await self._event(nexajob, type_, reason, message)
 

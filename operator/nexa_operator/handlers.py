@@ -1,8 +1,9 @@
 """The kopf handlers: a few lines each, all work done by ``Controller``.
 
-Level-triggered: every NexaJob event, every event of a Job or Pod the operator
-made, and a timer all call the same idempotent reconcile, so a missed or
-duplicated event changes nothing and no NexaJob waits longer than one timer
+Level-triggered: every NexaJob or NexaEndpoint event (from kopf), every event of a
+Job, Pod or Deployment the operator made (from the controller's informers), and
+the controller's resync loop all call the same idempotent reconcile, so a missed or
+duplicated event changes nothing and no NexaJob waits longer than one resync
 interval (``NEXA_OPERATOR_RESYNC_SECONDS``).
 """
 
@@ -16,20 +17,18 @@ import kopf
 
 from nexa.contracts.crd import (
     GROUP,
-    LABEL_ENDPOINT,
-    LABEL_MANAGED_BY,
-    LABEL_NEXAJOB,
     NEXAENDPOINT_PLURAL,
+    NEXAJOB_FINALIZER,
     NEXAJOB_PLURAL,
     VERSION,
 )
-from nexa_operator.builders import MANAGER
 from nexa_operator.config import OperatorConfig
 from nexa_operator.controller import Controller
 from nexa_operator.kube import KubeClient, load_connection
 
 CONFIG = OperatorConfig.from_env()
-FINALIZER = "nexa.run/cleanup"
+# The namespaces ``python -m nexa_operator --namespace`` restricts the operator to (all when empty).
+NAMESPACES: list[str] = []
 log = logging.getLogger("nexa.operator")
 
 
@@ -51,7 +50,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = FINALIZER
+    settings.persistence.finalizer = NEXAJOB_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
@@ -61,11 +60,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     port = os.environ.get("NEXA_OPERATOR_METRICS_PORT", "9090")
     if port and port != "0":
         controller.metrics.serve(int(port))
+    controller.start_background(NAMESPACES)
     memo["controller"] = controller
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo["controller"].stop_background()
     await memo["controller"].kube.close()
 
 
@@ -78,50 +79,15 @@ async def nexajob_changed(
         await memo["controller"].nexajob(namespace, name)
 
 
-@kopf.timer(
-    GROUP, VERSION, NEXAJOB_PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds
-)
-async def nexajob_resync(namespace: str | None, name: str, status: kopf.Status, memo: Any, **_: Any) -> None:
-    if status.get("phase") not in ("Completed", "Failed", "Cancelled"):
-        await memo["controller"].nexajob(namespace, name)
-
-
 @kopf.on.delete(GROUP, VERSION, NEXAJOB_PLURAL)
 async def nexajob_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     await memo["controller"].cleanup_nexajob(namespace, name)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGER, LABEL_NEXAJOB: kopf.PRESENT})
-async def job_changed(
-    event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any
-) -> None:
-    memo["controller"].remember_job(event["type"], event["object"])
-    await memo["controller"].nexajob(namespace, labels[LABEL_NEXAJOB])
-
-
-@kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER, LABEL_NEXAJOB: kopf.PRESENT})
-async def pod_changed(
-    event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any
-) -> None:
-    memo["controller"].remember_pod(event["type"], event["object"])
-    await memo["controller"].nexajob(namespace, labels[LABEL_NEXAJOB])
 
 
 @kopf.on.event(GROUP, VERSION, NEXAENDPOINT_PLURAL)
 async def endpoint_changed(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
+    memo["controller"].remember_endpoint(event["type"], event["object"])
     if event["type"] != "DELETED":
         await memo["controller"].endpoint(namespace, name)
-
-
-@kopf.timer(
-    GROUP, VERSION, NEXAENDPOINT_PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds
-)
-async def endpoint_resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await memo["controller"].endpoint(namespace, name)
-
-
-@kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGER, LABEL_ENDPOINT: kopf.PRESENT})
-async def deployment_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
-    await memo["controller"].endpoint(namespace, labels[LABEL_ENDPOINT])

@@ -1,7 +1,7 @@
-"""The only module that talks to the Kubernetes API: a small async client over httpx.
+"""The only module that talks to the Kubernetes API: a small async client over aiohttp.
 
 Credentials come from the usual places (``KUBECONFIG`` / ``~/.kube/config``, or the
-in-cluster service account) through the ``kubernetes`` package's loaders; requests
+in-cluster service account) through kopf's loaders; requests
 go straight to the REST API as JSON dicts, which keeps the operator fast and small.
 """
 
@@ -12,6 +12,7 @@ import json as _json
 import os
 import ssl
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,10 +145,21 @@ def collection_path(api_version: str, kind: str, namespace: str) -> str:
     return _RESOURCES[(api_version, kind)].format(ns=namespace)
 
 
+def watch_path(api_version: str, kind: str, namespace: str | None) -> str:
+    """The collection URL in one namespace, or across all of them when ``namespace`` is None."""
+    if namespace is None:
+        return _RESOURCES[(api_version, kind)].replace("/namespaces/{ns}", "")
+    return collection_path(api_version, kind, namespace)
+
+
 def object_path(obj: dict[str, Any]) -> str:
     """The URL of one object from its apiVersion, kind, namespace and name."""
     meta = obj["metadata"]
     return f"{collection_path(obj['apiVersion'], obj['kind'], meta['namespace'])}/{meta['name']}"
+
+
+# A list of objects; an alias because ``KubeClient.list`` shadows the builtin in the class body.
+Objects = list[dict[str, Any]]
 
 
 class KubeClient:
@@ -207,6 +219,13 @@ class KubeClient:
 
     async def list(self, path: str, *, label_selector: str | None = None) -> list[dict[str, Any]]:
         """Every object of a collection (following continue tokens)."""
+        items, _ = await self.list_with_version(path, label_selector=label_selector)
+        return items
+
+    async def list_with_version(
+        self, path: str, *, label_selector: str | None = None
+    ) -> tuple[Objects, str]:
+        """Every object of a collection and the resourceVersion to watch from."""
         items: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "500"}
         if label_selector:
@@ -214,12 +233,49 @@ class KubeClient:
         while True:
             status, data = await self._call("GET", path, params=params)
             if status == 404:
-                return items
+                return items, ""
             items.extend(data.get("items") or [])
-            token = (data.get("metadata") or {}).get("continue")
+            meta = data.get("metadata") or {}
+            token = meta.get("continue")
             if not token:
-                return items
+                return items, str(meta.get("resourceVersion") or "")
             params["continue"] = token
+
+    async def watch(
+        self,
+        path: str,
+        *,
+        resource_version: str,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The events of one watch request, as ``(type, object)``, until the server ends it."""
+        params = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if label_selector:
+            params["labelSelector"] = label_selector
+        # The server closes the stream after timeoutSeconds; the client waits a little longer.
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
+        async with self._http().get(path, params=params, timeout=timeout) as response:
+            if response.status >= 400:
+                text = await response.text()
+                if response.status == 410:
+                    yield "ERROR", {"code": 410, "reason": "Expired", "message": text[:500]}
+                    return
+                raise KubeError(response.status, response.reason or "", text[:500])
+            # One JSON event per line; lines can exceed aiohttp's default 64 KiB line limit.
+            pending = b""
+            async for chunk in response.content.iter_any():
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    if line.strip():
+                        event = _json.loads(line)
+                        yield event["type"], event["object"]
 
     async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
         """Create ``obj``; ``(object, True)`` when made now, ``(None, False)`` when it already existed."""

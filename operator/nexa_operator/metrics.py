@@ -1,8 +1,11 @@
-"""Prometheus metrics of the operator: reconciles, their durations, NexaJobs by phase."""
+"""Prometheus metrics of the operator: reconciles, their durations, NexaJobs by phase, job
+durations and GPU time (the same job metric names the standalone gateway exports)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from nexa.telemetry import JOB_DURATION_BUCKETS, JOB_DURATION_METRIC, JOB_GPU_SECONDS_METRIC
 
 
 class OperatorMetrics:
@@ -34,7 +37,32 @@ class OperatorMetrics:
             ["phase"],
             registry=self.registry,
         )
+        self.job_duration = Histogram(
+            JOB_DURATION_METRIC,
+            "Wall time of finished jobs, start to end, by job type and terminal phase.",
+            ["type", "phase"],
+            registry=self.registry,
+            buckets=JOB_DURATION_BUCKETS,
+        )
+        self.gpu_seconds = Counter(
+            JOB_GPU_SECONDS_METRIC,
+            "GPU time used by finished jobs (GPUs requested x wall time), by job type and GPU type.",
+            ["type", "gpu_type"],
+            registry=self.registry,
+        )
         self._phase_of: dict[str, str] = {}
+        self._finished: set[str] = set()
+
+    def observe_finished(
+        self, uid: str, job_type: str, phase: str, seconds: float, gpus: int, gpu_type: str | None
+    ) -> None:
+        """Count a NexaJob that reached a terminal phase, once per uid for this process."""
+        if uid in self._finished:
+            return
+        self._finished.add(uid)
+        self.job_duration.labels(job_type, phase).observe(max(0.0, seconds))
+        if gpus > 0:
+            self.gpu_seconds.labels(job_type, gpu_type or "any").inc(max(0.0, seconds) * gpus)
 
     def observe_phase(self, uid: str, phase: str | None) -> None:
         """Record a NexaJob's current phase (None when it was deleted)."""

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nexa.contracts.crd import run_result_key
+from nexa.contracts.crd import run_progress_key, run_result_key
 from nexa_operator.reconcile import ResultLookup
 
 
@@ -46,6 +46,23 @@ class ResultReader:
         ):
             return ResultLookup("missing", detail=f"{key} is not a result record of attempt {attempt}")
         return ResultLookup("found", result=doc["result"])
+
+    def read_progress(self, job_id: str, attempt: int) -> tuple[float, str | None] | None:
+        """The attempt's latest ``(fraction, message)``; None when it reported none (or the store failed)."""
+        key = run_progress_key(job_id, attempt)
+        try:
+            raw = self._read_s3(key) if self.endpoint else self._read_local(key)
+            doc: Any = json.loads(raw) if raw is not None else None
+        except (OSError, ValueError):
+            return None  # progress is best effort; the next read tries again
+        if not isinstance(doc, dict) or doc.get("attempt") != attempt:
+            return None
+        try:
+            fraction = min(1.0, max(0.0, float(doc.get("fraction", 0.0))))
+        except (TypeError, ValueError):
+            return None
+        message = doc.get("message")
+        return fraction, str(message)[:256] if message else None
 
     def _read_local(self, key: str) -> bytes | None:
         path = self.root / key

@@ -33,9 +33,10 @@ from nexa.contracts.crd import (
     NEXAJOB_PLURAL,
     VERSION,
     nexajob_object,
+    run_progress_key,
 )
 from nexa.ids import new_id
-from nexa_engines.run_one import result_record, write_result_record
+from nexa_engines.run_one import result_record, write_result_record, write_run_record
 from tests.fixtures.k8s import KWOK_OUTCOME_ANNOTATION, KWOK_RUN_DURATION_ANNOTATION, K8sCluster
 
 kubernetes = pytest.importorskip("kubernetes")
@@ -86,6 +87,7 @@ class OperatorProcess:
             NEXA_ARTIFACT_ROOT=str(self.artifacts),
             NEXA_OPERATOR_RESYNC_SECONDS=str(RESYNC_SECONDS),
             NEXA_OPERATOR_RETRY_BASE_SECONDS="1",
+            NEXA_OPERATOR_PROGRESS_SECONDS="1",
             NEXA_OPERATOR_METRICS_PORT="0",
             NEXA_OPERATOR_CPU_IMAGE="nexa/engine-cpu:test",
             NEXA_OPERATOR_CUDA_IMAGE="nexa/engine-cuda:test",
@@ -297,6 +299,40 @@ def test_audit_on_a_gpu_node_completes_with_the_engines_result(
     assert jobs_of(api, namespace, name) == []
     after = get(api, namespace, name)
     assert after["status"]["phase"] == "Completed" and after["status"]["attempts"] == 1
+
+
+def test_progress_of_a_running_attempt_reaches_the_status(
+    operator: OperatorProcess, api: Any, namespace: str, crds_installed: K8sCluster
+) -> None:
+    obj = make_nexajob(namespace, pod_annotations={KWOK_RUN_DURATION_ANNOTATION: "1h"})
+    name = obj["metadata"]["name"]
+    create(api, obj)
+    wait_for("Running", lambda: phase(api, namespace, name) == "Running", 60)
+    # What run_one's reporter leaves in the artifact store while the engine works.
+    job_id = name.replace("-", "_", 1)
+    record = {"attempt": 1, "fraction": 0.42, "message": "scored 4200 of 10000 rows"}
+    write_run_record(
+        {"NEXA_ARTIFACT_ROOT": str(operator.artifacts)},
+        run_progress_key(job_id, 1),
+        json.dumps(record).encode(),
+    )
+    status = wait_for(
+        "the progress in the status",
+        lambda: (s := get(api, namespace, name)["status"]).get("progress") == 0.42 and s,
+        30,
+    )
+    assert status["phase"] == "Running"
+    assert status["progressMessage"] == "scored 4200 of 10000 rows"
+    row = next(
+        line
+        for line in crds_installed.kubectl("get", "nexajobs", "-n", namespace).stdout.splitlines()
+        if line.startswith(name)
+    )
+    assert row.split()[2:4] == ["Running", "0.42"]
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, NEXAJOB_PLURAL, name, {"spec": {"cancel": True}}
+    )
+    assert terminal(api, namespace, name)["status"]["phase"] == "Cancelled"
 
 
 def test_gpu_job_no_node_can_hold_stays_pending_with_a_clear_condition(

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from nexa_gateway.metrics import GatewayMetrics
+from nexa.telemetry import JOB_DURATION_METRIC, JOB_GPU_SECONDS_METRIC
+from nexa_gateway.metrics import FinishedJob, GatewayMetrics
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "charts" / "nexa" / "dashboards"
 METRIC = re.compile(r"\b(nexa_[a-z0-9_]+)\b")
@@ -93,3 +94,38 @@ def test_the_checker_notices_a_metric_nobody_exports(exported: set[str]) -> None
         and "nexa_endpoint_request_duration_seconds_bucket" in exported
     )
     assert "nexa_endpoint_tokens_total" not in exported
+
+
+def test_the_jobs_dashboard_shows_durations_failures_and_gpu_hours() -> None:
+    dashboard = json.loads((DASHBOARDS / "jobs.json").read_text())
+    exprs = " ".join(expr for _, expr in targets(dashboard))
+    assert f"histogram_quantile(0.95, sum by (type, le) (rate({JOB_DURATION_METRIC}_bucket" in exprs
+    assert f'{JOB_DURATION_METRIC}_count{{phase="Failed"}}' in exprs
+    assert f"sum by (type, gpu_type) (increase({JOB_GPU_SECONDS_METRIC}[$__range])) / 3600" in exprs
+    # Both modes: the gateway's job table in standalone mode, the operator's NexaJobs in cluster mode.
+    assert "max by (type, status) (nexa_jobs)" in exprs and "nexa_operator_nexajobs" in exprs
+
+
+def _job_series(registry: CollectorRegistry) -> set[tuple[str, tuple[str, ...], str]]:
+    """Name, label names and bucket bound of every job-metric sample a registry exposes."""
+    return {
+        (s.name, tuple(sorted(s.labels)), s.labels.get("le", ""))
+        for family in registry.collect()
+        if family.name in (JOB_DURATION_METRIC, JOB_GPU_SECONDS_METRIC.removesuffix("_total"))
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_gateway_and_operator_export_the_job_metrics_alike() -> None:
+    """One dashboard query reads either mode only if names, labels, phases and buckets all match."""
+    operator_metrics = pytest.importorskip("nexa_operator.metrics").OperatorMetrics()
+    gateway = GatewayMetrics()
+    operator_metrics.observe_finished("uid", "train", "Failed", 30.0, 2, None)
+    gateway.observe_job_finished(FinishedJob("train", "failed", 30.0, None, 60.0))
+
+    assert _job_series(gateway.registry) == _job_series(operator_metrics.registry)
+    for registry in (gateway.registry, operator_metrics.registry):
+        labels = {"type": "train", "phase": "Failed"}
+        assert registry.get_sample_value(f"{JOB_DURATION_METRIC}_count", labels) == 1
+        assert registry.get_sample_value(JOB_GPU_SECONDS_METRIC, {"type": "train", "gpu_type": "any"}) == 60

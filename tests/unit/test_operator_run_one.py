@@ -6,10 +6,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import patch
 
 from nexa.contracts import AuditSpec
-from nexa.contracts.crd import EXIT_FATAL, EXIT_SUCCESS, run_result_key
-from nexa_engines.run_one import run
+from nexa.contracts.crd import EXIT_FATAL, EXIT_SUCCESS, run_progress_key, run_result_key
+from nexa_engines.run_one import StdoutReporter, run, write_run_record
 from nexa_engines.sample_data import generate_sft_dataset
 from nexa_operator.reconcile import termination_message
 from nexa_operator.results import ResultReader
@@ -37,6 +38,9 @@ def test_success_writes_the_record_the_operator_reads(tmp_path: Path) -> None:
     lookup = ResultReader({"NEXA_ARTIFACT_ROOT": str(tmp_path / "artifacts")}).read(JOB, 2)
     assert lookup.state == "found" and lookup.result == record["result"]
     assert ResultReader({"NEXA_ARTIFACT_ROOT": str(tmp_path / "artifacts")}).read(JOB, 1).state == "missing"
+    # The attempt left its progress where the operator reads it while a job runs.
+    progress = ResultReader({"NEXA_ARTIFACT_ROOT": str(tmp_path / "artifacts")}).read_progress(JOB, 2)
+    assert progress is not None and 0.0 <= progress[0] <= 1.0
     message = (tmp_path / "termination-log").read_text()
     pod = {
         "status": {"containerStatuses": [{"name": "engine", "state": {"terminated": {"message": message}}}]}
@@ -46,6 +50,41 @@ def test_success_writes_the_record_the_operator_reads(tmp_path: Path) -> None:
         "result": record["result"],
         "artifacts": record["artifacts"],
     }
+
+
+def test_progress_is_published_at_most_once_per_interval(tmp_path: Path) -> None:
+    published: list[dict[str, object]] = []
+    clock = [100.0]
+    reporter = StdoutReporter(lambda raw: published.append(json.loads(raw)), attempt=3, interval=5.0)
+    with patch("nexa_engines.run_one.time.monotonic", lambda: clock[0]):
+        reporter.progress(0.1, "first")
+        clock[0] += 1.0
+        reporter.progress(0.2, "too soon")
+        clock[0] += 5.0
+        reporter.progress(0.7, "later")
+    assert published == [
+        {"attempt": 3, "fraction": 0.1, "message": "first"},
+        {"attempt": 3, "fraction": 0.7, "message": "later"},
+    ]
+
+
+def test_a_store_that_refuses_progress_does_not_fail_the_job(tmp_path: Path) -> None:
+    def refuse(raw: bytes) -> None:
+        raise OSError("store down")
+
+    StdoutReporter(refuse, attempt=1, interval=0.0).progress(0.5, "half")  # no exception
+
+
+def test_progress_records_of_another_attempt_or_garbage_are_ignored(tmp_path: Path) -> None:
+    env = {"NEXA_ARTIFACT_ROOT": str(tmp_path)}
+    reader = ResultReader(env)
+    assert reader.read_progress(JOB, 1) is None
+    write_run_record(env, run_progress_key(JOB, 1), b'{"attempt": 2, "fraction": 0.5}')
+    assert reader.read_progress(JOB, 1) is None
+    write_run_record(env, run_progress_key(JOB, 1), b"not json")
+    assert reader.read_progress(JOB, 1) is None
+    write_run_record(env, run_progress_key(JOB, 1), b'{"attempt": 1, "fraction": 7, "message": "m"}')
+    assert reader.read_progress(JOB, 1) == (1.0, "m")
 
 
 def test_a_dataset_that_does_not_exist_is_fatal(tmp_path: Path) -> None:

@@ -65,9 +65,15 @@ class SqlJobBackend:
     def cancel(self, tenant_id: str, job_id: str) -> Job:
         with self.state.db.session() as session:
             job, finished_type = svc.cancel_job(session, tenant_id, job_id)
+            finished = (
+                svc.finished_job(session, svc.get_job_row(session, tenant_id, job_id))
+                if finished_type
+                else None
+            )
         self.state.jobs.invalidate([job_id])
-        if finished_type is not None:
-            self.state.metrics.jobs_finished.labels(finished_type, "cancelled").inc()
+        if finished is not None:
+            self.state.metrics.jobs_finished.labels(finished.job_type, "cancelled").inc()
+            self.state.metrics.observe_job_finished(finished)
         return job
 
     def events(self, tenant_id: str, job_id: str) -> list[JobEvent]:

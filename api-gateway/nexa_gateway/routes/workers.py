@@ -163,6 +163,8 @@ def complete(
     session.commit()
     state.jobs.invalidate([job_id])
     state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
+    if done.job is not None:
+        state.metrics.observe_job_finished(done.job)
     for item in done.usage:
         state.metrics.usage.labels(item.kind).inc(item.amount)
     return Response(status_code=204)
@@ -182,6 +184,8 @@ def fail(
     state.jobs.invalidate([job_id])
     if done.changed and done.status in queue.TERMINAL_STATES:
         state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
+    if done.job is not None:
+        state.metrics.observe_job_finished(done.job)
     for item in done.usage:
         state.metrics.usage.labels(item.kind).inc(item.amount)
     return Response(status_code=204)

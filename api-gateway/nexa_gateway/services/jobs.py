@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session
 from nexa.contracts import Job as JobModel
 from nexa.contracts import JobError, JobEvent, JobOptions, JobState, JobType
 from nexa.ids import new_id
-from nexa_gateway.db import Job, JobLabel, utcnow
+from nexa_gateway.db import Job, JobLabel, Usage, utcnow
 from nexa_gateway.db import JobEvent as JobEventRow
 from nexa_gateway.errors import ApiError, conflict, not_found
+from nexa_gateway.metrics import FinishedJob
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -346,6 +347,25 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> tuple[JobModel,
     session.expire(row)
     row = get_job_row(session, tenant_id, job_id)
     return to_contract(row, list_events(session, job_id)), row.job_type
+
+
+def finished_job(session: Session, row: Job) -> FinishedJob:
+    """The metrics view of a job that just reached a terminal state, once its usage rows are written.
+
+    GPU time is what workers metered as ``gpu_seconds`` over all attempts, or the GPUs
+    asked for times the wall time when none was metered; a CPU job uses none.
+    """
+    seconds = 0.0
+    if row.started_at is not None and row.finished_at is not None:
+        seconds = max(0.0, (row.finished_at - row.started_at).total_seconds())
+    gpu_seconds = 0.0
+    if row.gpus > 0:
+        # Only GPU jobs pay for this lookup; it is an index range on (job_id, attempt, kind).
+        metered = session.scalar(
+            select(func.sum(Usage.amount)).where(Usage.job_id == row.id, Usage.kind == "gpu_seconds")
+        )
+        gpu_seconds = float(metered) if metered is not None else row.gpus * seconds
+    return FinishedJob(row.job_type, row.status, seconds, row.gpu_type, gpu_seconds)
 
 
 def count_by_state(session: Session) -> list[tuple[str, str, int]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -30,7 +30,8 @@ from nexa.contracts import (
 from nexa.ids import new_id
 from nexa_gateway.db import Job, JobLog, Usage, Worker, utcnow
 from nexa_gateway.errors import ApiError
-from nexa_gateway.services.jobs import add_event
+from nexa_gateway.metrics import FinishedJob
+from nexa_gateway.services.jobs import add_event, finished_job
 from nexa_gateway.services.keys import generate_worker_token, hash_key, well_formed
 
 log = logging.getLogger("nexa.gateway.queue")
@@ -236,6 +237,7 @@ class Finished:
     status: str
     usage: list[UsageRecord]
     changed: bool = True  # False when the report only confirmed a state reached earlier
+    job: FinishedJob | None = None  # set when this report moved the job to a terminal state
 
 
 def complete_job(
@@ -268,7 +270,7 @@ def complete_job(
     recorded = _record_usage(session, row.tenant_id, job_id, body.attempt, body.usage)
     add_event(session, job_id, "completed", "job completed", body.attempt)
     session.flush()
-    return Finished(row.job_type, "completed", recorded)
+    return Finished(row.job_type, "completed", recorded, job=finished_job(session, row))
 
 
 def fail_job(session: Session, worker_id: str, job_id: str, body: FailReport) -> Finished:
@@ -283,7 +285,8 @@ def fail_job(session: Session, worker_id: str, job_id: str, body: FailReport) ->
         raise stale(job_id, body.attempt)
     recorded = _record_usage(session, row.tenant_id, job_id, body.attempt, body.usage)
     _end_attempt(session, row, code=body.code, message=body.message, retryable=body.retryable)
-    return Finished(row.job_type, row.status, recorded)
+    ended = finished_job(session, row) if row.status in TERMINAL_STATES else None
+    return Finished(row.job_type, row.status, recorded, job=ended)
 
 
 def _end_attempt(session: Session, row: Job, *, code: str, message: str, retryable: bool) -> None:
@@ -326,6 +329,7 @@ def _end_attempt(session: Session, row: Job, *, code: str, message: str, retryab
 class Reaped:
     lease_expired: int
     changed: list[str]
+    finished: list[FinishedJob] = field(default_factory=list)  # attempts that ended their job
 
 
 def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> Reaped:
@@ -336,6 +340,7 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> R
     )
     count = 0
     changed: list[str] = []
+    finished: list[FinishedJob] = []
     for row in expired:
         try:
             with session.begin_nested():
@@ -352,6 +357,7 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> R
         changed.append(row.id)
         if row.status in TERMINAL_STATES:
             on_finished(row.job_type, row.status)
+            finished.append(finished_job(session, row))
     timed_out = list(
         session.scalars(
             select(Job).where(Job.status == "running", Job.attempt_started_at.is_not(None)).limit(500)
@@ -374,7 +380,8 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> R
             continue
         changed.append(row.id)
         on_finished(row.job_type, row.status)
-    return Reaped(count, changed)
+        finished.append(finished_job(session, row))
+    return Reaped(count, changed, finished)
 
 
 TERMINAL_STATES = ("completed", "failed", "cancelled")

@@ -48,6 +48,10 @@ LABEL_ATTEMPT = "nexa.run/attempt"
 LABEL_ENDPOINT = "nexa.run/endpoint"
 LABEL_IDEMPOTENCY = "nexa.run/idempotency"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+# The operator's cleanup finalizer. NexaJobs are created with it already set, so the
+# operator does not spend an extra write per NexaJob adding it (it still adds it to
+# NexaJobs made without it, e.g. by ``kubectl apply``).
+NEXAJOB_FINALIZER = "nexa.run/cleanup"
 
 # The options every job type shares live at the top of ``spec``; the rest of a
 # type's contract lives under ``spec.<type>``.
@@ -484,7 +488,12 @@ def nexajob_object(
     return {
         "apiVersion": API_VERSION,
         "kind": NEXAJOB_KIND,
-        "metadata": {"name": resource_name(job_id), "namespace": namespace, "labels": labels},
+        "metadata": {
+            "name": resource_name(job_id),
+            "namespace": namespace,
+            "labels": labels,
+            "finalizers": [NEXAJOB_FINALIZER],
+        },
         "spec": body,
     }
 
@@ -512,6 +521,11 @@ TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of /dev/termination-
 def run_result_key(job_id: str, attempt: int) -> str:
     """Where, relative to the artifact store root, an attempt's result record lives."""
     return f"runs/{job_id}/attempt-{attempt}/result.json"
+
+
+def run_progress_key(job_id: str, attempt: int) -> str:
+    """Where a running attempt leaves its latest progress (``{"attempt", "fraction", "message"}``)."""
+    return f"runs/{job_id}/attempt-{attempt}/progress.json"
 
 
 def nexajob_job_id(name: str, uid: str) -> str:
