@@ -26,6 +26,16 @@ class Settings(BaseSettings):
     kube_namespace_prefix: str = "nexa-"
     kubeconfig: str | None = None
     kube_create_namespaces: bool = True
+    kube_s3_secret: str | None = Field(
+        None,
+        description="Secret in the gateway's namespace copied into each tenant namespace it ensures "
+        "(the operator's NEXA_OPERATOR_S3_SECRET); unset copies nothing.",
+    )
+    kube_namespace: str | None = Field(
+        None,
+        description="The gateway's own namespace, where kube_s3_secret is read; unset: the pod's "
+        "service-account namespace.",
+    )
     database_url: str = Field(default_factory=lambda: f"sqlite:///{nexa_home() / 'nexa.db'}")
     artifact_root: Path = Field(default_factory=lambda: nexa_home() / "artifacts")
     s3_endpoint: str | None = None

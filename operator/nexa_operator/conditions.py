@@ -16,6 +16,7 @@ FAILED = "Failed"
 CANCELLED = "Cancelled"
 ENDPOINT_READY = "EndpointReady"
 RESULT_READ = "ResultRead"
+ADMITTED = "Admitted"  # only with Kueue: whether Kueue let the current attempt's Job start
 
 # Reasons
 R_JOB_CREATED = "JobCreated"
@@ -36,6 +37,8 @@ R_RESUMED = "Resumed"
 R_ENDPOINT_READY = "EndpointReady"
 R_ENDPOINT_PENDING = "EndpointPending"
 R_ENDPOINT_FAILED = "EndpointFailed"
+R_WAITING_FOR_ADMISSION = "WaitingForAdmission"
+R_ADMITTED = "AdmittedByKueue"
 
 
 def set_condition(

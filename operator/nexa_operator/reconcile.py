@@ -337,6 +337,8 @@ def decide(
         return b.done()
     if c.get_condition(status.conditions, c.SUSPENDED):
         b.cond(c.SUSPENDED, False, c.R_RESUMED, "")
+    if config.kueue_queue and _waiting_for_kueue(b, job, config.kueue_queue):
+        return b.done()
     blocked = unschedulable_message(pods)
     if blocked is not None:
         before = c.get_condition(status.conditions, c.POD_SCHEDULED)
@@ -350,6 +352,26 @@ def decide(
     else:
         status.phase = "Pending"
     return b.done()
+
+
+def _waiting_for_kueue(b: _Builder, job: dict[str, Any], queue: str) -> bool:
+    """Report Kueue's admission of the current Job; True while it still waits.
+
+    Kueue owns ``spec.suspend`` of a queued Job: it unsuspends on admission and
+    suspends again on preemption, so the operator only reports what it sees.
+    """
+    name = job["metadata"]["name"]
+    if (job.get("spec") or {}).get("suspend"):
+        b.status.phase = "Pending"
+        b.cond(
+            c.ADMITTED,
+            False,
+            c.R_WAITING_FOR_ADMISSION,
+            f"Job {name} is queued in Kueue LocalQueue {queue!r} and starts when Kueue admits it",
+        )
+        return True
+    b.cond(c.ADMITTED, True, c.R_ADMITTED, f"Kueue admitted Job {name} from LocalQueue {queue!r}")
+    return False
 
 
 def _failure_message(pods: list[dict[str, Any]]) -> str | None:

@@ -2,8 +2,10 @@
 
 Server-side dry-run applies every object of every value set into a namespace that
 enforces the "restricted" Pod Security Standard (and warns on it, so pod templates
-are checked too); zero warnings allowed. ServiceMonitors are left out: the test
-control plane has no Prometheus Operator CRDs.
+are checked too); zero warnings allowed. ServiceMonitors and PodMonitors are left
+out: the test control plane has no Prometheus Operator CRDs. The cluster-mode value
+set's RBAC and admission policy are applied for real, and exercised as the gateway's
+ServiceAccount, in tests/integration/test_gateway_kubernetes.py.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from kubernetes import client  # noqa: E402
 run_one = pytest.importorskip("nexa_engines.run_one")
 
 TERMINAL = ("Completed", "Failed", "Cancelled")
+PROMETHEUS_KINDS = {"ServiceMonitor", "PodMonitor"}
 PSS_LABELS = [f"pod-security.kubernetes.io/{mode}=restricted" for mode in ("enforce", "warn", "audit")]
 
 
@@ -58,7 +61,7 @@ def test_every_object_is_accepted_by_server_side_dry_run_without_warnings(
     objects = [
         o
         for o in render(VALUE_SETS[value_set], sets, namespace=restricted_namespace)
-        if o["kind"] != "ServiceMonitor"
+        if o["kind"] not in PROMETHEUS_KINDS
     ]
     # Cluster-scoped names are shared by every value set; CRDs are installed above.
     objects = [o for o in objects if o["kind"] != "CustomResourceDefinition"]

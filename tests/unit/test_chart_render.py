@@ -16,7 +16,7 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 # The Kubernetes version the offline schemas are taken from (the test control plane's minor).
 KUBE_VERSION = "1.34.0"
 # Kinds served by CRDs the schemas cannot know; they are checked by the tests that need them.
-CUSTOM_KINDS = {"ServiceMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor"}
 
 
 @pytest.fixture(scope="module", params=sorted(VALUE_SETS))
@@ -171,6 +171,65 @@ def test_ingress_routes_the_host_to_the_gateway_with_tls() -> None:
     assert monitors == {"nexa-gateway", "nexa-operator"}
 
 
+def test_cluster_mode_runs_jobs_as_nexajobs_without_pull_workers() -> None:
+    objects = render(VALUE_SETS["cluster-mode"])
+    assert not [o for o in objects if "nexa.run/worker-pool" in o["metadata"].get("labels", {})]
+    pod = _one(objects, "Deployment", "nexa-gateway")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    assert _one(objects, "ServiceAccount", "nexa-gateway")["automountServiceAccountToken"] is True
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["NEXA_BACKEND"]["value"] == "kubernetes"
+    assert env["NEXA_KUBE_NAMESPACE_PREFIX"]["value"] == "team-"
+    assert env["NEXA_KUBE_CREATE_NAMESPACES"]["value"] == "true"
+    assert env["NEXA_KUBE_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # The gateway copies the very Secret the operator tells engine pods to read.
+    operator = _one(objects, "Deployment", "nexa-operator")["spec"]["template"]["spec"]["containers"][0]
+    operator_env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["NEXA_KUBE_S3_SECRET"]["value"] == operator_env["NEXA_OPERATOR_S3_SECRET"] == "nexa-s3"
+    # The settings the gateway reads are the ones the chart sets.
+    settings = pytest.importorskip("nexa_gateway.settings")
+    fields = {f"NEXA_{name.upper()}" for name in settings.Settings.model_fields}
+    assert {name for name in env if name.startswith("NEXA_KUBE") or name == "NEXA_BACKEND"} <= fields
+    standalone = render()
+    assert "NEXA_BACKEND" not in {
+        e["name"]
+        for e in _one(standalone, "Deployment", "nexa-gateway")["spec"]["template"]["spec"]["containers"][0][
+            "env"
+        ]
+    }
+    assert _one(standalone, "Deployment", "nexa-worker-cpu")
+
+
+def test_the_pod_monitor_scrapes_the_operators_serving_pods() -> None:
+    builders = pytest.importorskip("nexa_operator.builders")
+    from nexa_operator.config import OperatorConfig
+
+    endpoint = {
+        "metadata": {"name": "ep-1", "namespace": "team-a", "uid": "u-1"},
+        "spec": {"checkpoint_id": "ck_1"},
+    }
+    deployment = builders.build_deployment(endpoint, OperatorConfig())
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    ports = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+
+    monitor = _one(render(VALUE_SETS["cluster-mode"]), "PodMonitor", "nexa-endpoints")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    selector = monitor["spec"]["selector"]
+    assert all(pod_labels.get(k) == v for k, v in selector["matchLabels"].items())
+    assert all(e["operator"] == "Exists" and e["key"] in pod_labels for e in selector["matchExpressions"])
+    [scrape] = monitor["spec"]["podMetricsEndpoints"]
+    assert scrape["path"] == "/metrics" and scrape["port"] in ports
+    # Engine pods of ordinary jobs are managed by the operator too, but serve no metrics: not selected.
+    assert "nexa.run/endpoint" in {e["key"] for e in selector["matchExpressions"]}
+
+    scoped = render(VALUE_SETS["ingress"], ["operator.watchNamespaces={team-a,team-b}"])
+    assert _one(scoped, "PodMonitor", "nexa-endpoints")["spec"]["namespaceSelector"] == {
+        "matchNames": ["team-a", "team-b"]
+    }
+    assert not [o for o in render() if o["kind"] == "PodMonitor"]
+
+
 def test_dashboards_are_configmaps_with_the_grafana_sidecar_label() -> None:
     maps = [o for o in render() if o["kind"] == "ConfigMap" and "-dashboard-" in o["metadata"]["name"]]
     names = {file for m in maps for file in m["data"]}
@@ -196,6 +255,8 @@ BAD_VALUES = {
     ],
     "third-party image on latest": ["minio.image.tag=latest"],
     "a watch namespace that is no DNS label": ["operator.watchNamespaces[0]=Team_A"],
+    "an unknown gateway backend": ["gateway.backend=sql"],
+    "a tenant namespace prefix that is no DNS label": ["gateway.kubernetes.namespacePrefix=Team_"],
 }
 
 

@@ -280,3 +280,45 @@ def test_no_attempt_starts_past_the_retry_budget() -> None:
     plan = decide(nexajob(status=status), None, [], NOW, CONFIG)
     assert plan.create_job is None
     assert plan.status is not None and plan.status["phase"] == "Failed"
+
+
+KUEUE = OperatorConfig(retry_base_seconds=10, retry_max_seconds=60, kueue_queue="team-a")
+
+
+@pytest.mark.parametrize(
+    ("suspended", "pods", "phase", "admitted"),
+    [
+        (True, [], "Pending", ("False", "WaitingForAdmission")),
+        (False, [], "Pending", ("True", "AdmittedByKueue")),
+        (False, [pod("Running")], "Running", ("True", "AdmittedByKueue")),
+    ],
+)
+def test_kueue_admission_is_reported_and_never_done_by_the_operator(
+    suspended: bool, pods: list[dict[str, Any]], phase: str, admitted: tuple[str, str]
+) -> None:
+    plan = decide(nexajob(status=running_status()), job(suspend=suspended), pods, NOW, KUEUE)
+    assert plan.suspend_job is None
+    assert plan.status is not None and plan.status["phase"] == phase
+    assert conds(plan)["Admitted"] == admitted
+
+
+def test_a_queued_job_waits_quietly_and_a_preempted_one_queues_again() -> None:
+    queued = decide(nexajob(status=running_status()), job(suspend=True), [], NOW, KUEUE)
+    assert queued.status is not None
+    message = next(c["message"] for c in queued.status["conditions"] if c["type"] == "Admitted")
+    assert "'team-a'" in message and f"{NAME}-a1" in message
+    later = NOW + timedelta(minutes=5)
+    again = decide(nexajob(status=queued.status), job(suspend=True), [], later, KUEUE)
+    assert again.status is None and again.suspend_job is None and again.events == []
+    running = decide(nexajob(status=queued.status), job(), [pod("Running")], later, KUEUE)
+    assert running.status is not None and running.status["phase"] == "Running"
+    # Kueue preempts by suspending the Job again: the NexaJob goes back to waiting, untouched.
+    preempted = decide(nexajob(status=running.status), job(suspend=True), [], later, KUEUE)
+    assert preempted.suspend_job is None
+    assert preempted.status is not None and preempted.status["phase"] == "Pending"
+    assert conds(preempted)["Admitted"] == ("False", "WaitingForAdmission")
+
+
+def test_without_kueue_no_admission_condition_is_written() -> None:
+    plan = decide(nexajob(status=running_status()), job(), [pod("Running")], NOW, CONFIG)
+    assert "Admitted" not in conds(plan)

@@ -6,6 +6,11 @@ with an idempotency key gets a name derived from (tenant, key), so two racing
 repeats create one NexaJob and the second sees ``AlreadyExists``. Logs are the
 attempts' pod logs, one SSE event per line, numbered across attempts so
 ``Last-Event-ID`` resumes where the client stopped.
+
+Engine pods read S3 credentials from a Secret in their own namespace; when
+``kube_s3_secret`` is set, the gateway copies that Secret from its namespace into
+each tenant namespace it ensures, and rewrites the copy (rotated credentials reach
+a namespace the next time a job is submitted there after ``_ENSURE_SECONDS``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -30,6 +36,7 @@ from nexa.contracts.crd import (
     LABEL_ATTEMPT,
     LABEL_IDEMPOTENCY,
     LABEL_JOB_TYPE,
+    LABEL_MANAGED_BY,
     LABEL_NEXAJOB,
     NEXAJOB_PLURAL,
     PHASE_STATES,
@@ -49,6 +56,11 @@ from nexa_gateway.state import AppState
 
 SPEC_HASH_ANNOTATION = "nexa.run/spec-hash"
 IDEMPOTENCY_ANNOTATION = "nexa.run/idempotency-key"
+COPIED_FROM_ANNOTATION = "nexa.run/copied-from"
+MANAGER = "nexa-gateway"
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# An ensured namespace is trusted this long; re-ensuring then carries rotated S3 credentials over.
+_ENSURE_SECONDS = 300.0
 _NAMESPACE_SAFE = re.compile(r"[^a-z0-9-]+")
 _KEEPALIVE_SECONDS = 15.0
 
@@ -61,6 +73,16 @@ def tenant_namespace(prefix: str, tenant_id: str) -> str:
         digest = hashlib.sha256(tenant_id.encode()).hexdigest()[:10]
         name = f"{name[: 63 - 11].rstrip('-')}-{digest}"
     return name
+
+
+def own_namespace(explicit: str | None) -> str | None:
+    """The gateway's namespace: the configured one, else the pod's service-account namespace."""
+    if explicit:
+        return explicit
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def idempotent_job_id(tenant_id: str, key: str) -> str:
@@ -153,26 +175,35 @@ class KubernetesJobBackend:
         kubeconfig: str | None = None,
         create_namespaces: bool = True,
         api_client: Any = None,
+        s3_secret: str | None = None,
+        home_namespace: str | None = None,
     ) -> None:
         from kubernetes import client, config
 
         self.state = state
         self.prefix = namespace_prefix
         self.create_namespaces = create_namespaces
+        # main.py builds the backend from the settings; the explicit arguments are for tests.
+        self.s3_secret = s3_secret or state.settings.kube_s3_secret
+        self.home_namespace = own_namespace(home_namespace or state.settings.kube_namespace)
+        if self.s3_secret and not self.home_namespace:
+            raise ValueError(
+                "NEXA_KUBE_S3_SECRET is set but the gateway's own namespace is unknown: set NEXA_KUBE_NAMESPACE"
+            )
         if api_client is None:
             if kubeconfig:
-                api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+                api_client = config.new_client_from_config(config_file=kubeconfig)
             else:
                 try:
-                    config.load_incluster_config()  # type: ignore[no-untyped-call]
+                    config.load_incluster_config()
                 except config.ConfigException:
-                    config.load_kube_config()  # type: ignore[no-untyped-call]
+                    config.load_kube_config()
                 api_client = client.ApiClient()
         self._api_client = api_client
         # Plain dicts in and out: the client's typed models add nothing here.
         self.custom: Any = client.CustomObjectsApi(api_client)
         self.core: Any = client.CoreV1Api(api_client)
-        self._namespaces: set[str] = set()
+        self._namespaces: dict[str, float] = {}  # namespace -> monotonic time it was last ensured
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -188,18 +219,63 @@ class KubernetesJobBackend:
         return tenant_namespace(self.prefix, tenant_id)
 
     def _ensure_namespace(self, namespace: str) -> None:
+        """Make the tenant namespace ready for jobs: created (if allowed) and holding the S3 Secret."""
+        ensured = self._namespaces.get(namespace)
+        if ensured is not None and time.monotonic() - ensured < _ENSURE_SECONDS:
+            return
+        if self.create_namespaces:
+            self._create_namespace(namespace)
+        if self.s3_secret and namespace != self.home_namespace:
+            self._copy_s3_secret(namespace)
+        self._namespaces[namespace] = time.monotonic()
+
+    def _create_namespace(self, namespace: str) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        if namespace in self._namespaces or not self.create_namespaces:
-            return
         try:
             self.core.create_namespace(
-                {"metadata": {"name": namespace, "labels": {"app.kubernetes.io/managed-by": "nexa-gateway"}}}
+                {"metadata": {"name": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}}}
             )
         except ApiException as exc:
             if exc.status != 409:
                 raise self._api_error(exc, f"create namespace {namespace}") from exc
-        self._namespaces.add(namespace)
+
+    def _copy_s3_secret(self, namespace: str) -> None:
+        """Create the S3 Secret's copy in ``namespace``, or overwrite the copy that is there.
+
+        The copy is overwritten without reading it first: the gateway may create and update
+        that one Secret name in tenant namespaces but never read it there, so it cannot mint
+        and read back a service-account token through a Secret of the same name.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        name, home = str(self.s3_secret), str(self.home_namespace)
+        try:
+            source = self.core.read_namespaced_secret(name, home)
+        except ApiException as exc:
+            raise self._api_error(exc, f"read Secret {home}/{name}") from exc
+        body: dict[str, Any] = {
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {LABEL_MANAGED_BY: MANAGER},
+                "annotations": {COPIED_FROM_ANNOTATION: f"{home}/{name}"},
+            },
+            "type": source.type or "Opaque",
+            "data": dict(source.data or {}),
+        }
+        try:
+            self.core.create_namespaced_secret(namespace, body)
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise self._api_error(exc, f"copy Secret {name} into {namespace}") from exc
+        try:
+            self.core.replace_namespaced_secret(name, namespace, body)
+        except ApiException as exc:
+            # 409: another gateway replica rewrote it at the same moment, from the same source.
+            if exc.status != 409:
+                raise self._api_error(exc, f"update Secret {namespace}/{name}") from exc
 
     def _read(self, tenant_id: str, job_id: str) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException

@@ -161,6 +161,16 @@ securityContext:
 {{- end -}}
 {{- end -}}
 
+{{/* "true" in cluster mode (the gateway runs jobs as NexaJobs), else empty. */}}
+{{- define "nexa.clusterMode" -}}
+{{- if eq .Values.gateway.backend "kubernetes" -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when pull workers are deployed: enabled, and the gateway keeps the SQL queue they claim from. */}}
+{{- define "nexa.workersEnabled" -}}
+{{- if and .Values.workers.enabled (not (include "nexa.clusterMode" .)) -}}true{{- end -}}
+{{- end -}}
+
 {{- define "nexa.gatewayUrl" -}}
 {{- printf "http://%s:%d" (include "nexa.componentName" (dict "root" . "component" "gateway")) (int .Values.gateway.service.port) -}}
 {{- end -}}

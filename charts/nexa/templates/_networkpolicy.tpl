@@ -32,6 +32,20 @@
 {{- end }}
 {{- end -}}
 
+{{/* Out to the Kubernetes API server: apiServerPorts, at apiServerCIDRs when given. */}}
+{{- define "nexa.np.apiServerEgress" -}}
+- ports:
+    {{- range .Values.networkPolicy.apiServerPorts }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+  {{- with .Values.networkPolicy.apiServerCIDRs }}
+  to:
+    {{- range . }}
+    - ipBlock: {cidr: {{ . }}}
+    {{- end }}
+  {{- end }}
+{{- end -}}
+
 {{- define "nexa.np.metricsIngress" -}}
 - from:
     - namespaceSelector:
