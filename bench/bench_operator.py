@@ -143,6 +143,39 @@ class JobWatcher:
                 await self._task
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def control_plane_pids() -> dict[str, int]:
+    """The control plane processes this benchmark started (children of this process)."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and name in (
+            "kube-apiserver",
+            "etcd",
+            "kube-controller",
+            "kube-scheduler",
+            "kwok",
+        ):
+            found[name] = int(entry.name)
+    return found
+
+
+def cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -159,12 +192,14 @@ async def measure(c: Any, n: int, concurrency: int) -> dict[str, Any]:
 
     # Both runs end when the last Job shows up on a watch, so they measure the same thing.
     jobs = raw_jobs(raw_ns, n)
+    plane = control_plane_pids()
     raw_watch = JobWatcher(kube, raw_ns, None)
     await raw_watch.start()
-    start = time.perf_counter()
+    cpu_before, start = cpu_of(plane), time.perf_counter()
     await create_all(kube, jobs, concurrency)
     await raw_watch.wait_for(n, 120)
     raw_seconds = max(raw_watch.seen.values(), default=time.perf_counter()) - start
+    raw_cpu = {k: v - cpu_before[k] for k, v in cpu_of(plane).items()}
     await raw_watch.stop()
 
     env = dict(os.environ, NEXA_OPERATOR_METRICS_PORT="0", NEXA_OPERATOR_RESYNC_SECONDS="60")
@@ -201,10 +236,13 @@ async def measure(c: Any, n: int, concurrency: int) -> dict[str, Any]:
         await watcher.start()
         await asyncio.sleep(3.0)  # let the operator start its watches
         objs = nexajobs(op_ns, n)
+        cpu_before, op_cpu_before = cpu_of(plane), cpu_seconds(op.pid)
         start = time.perf_counter()
         created = await create_all(kube, objs, concurrency)
         await watcher.wait_for(n, 300)
         end = max(watcher.seen.values()) if watcher.seen else time.perf_counter()
+        op_cpu = {k: v - cpu_before[k] for k, v in cpu_of(plane).items()}
+        op_cpu["operator"] = cpu_seconds(op.pid) - op_cpu_before
         rss = peak_rss_mb(op.pid)
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
@@ -230,6 +268,9 @@ async def measure(c: Any, n: int, concurrency: int) -> dict[str, Any]:
         "latency_p99_s": pct(0.99),
         "latency_mean_s": statistics.fmean(latencies) if latencies else float("nan"),
         "operator_peak_rss_mb": rss,
+        # CPU seconds each process used during each run: where the two cores went.
+        "raw_cpu_s": {k: round(v, 2) for k, v in raw_cpu.items()},
+        "operator_run_cpu_s": {k: round(v, 2) for k, v in op_cpu.items()},
     }
 
 

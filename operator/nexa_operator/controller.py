@@ -56,12 +56,36 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def slim(obj: dict[str, Any]) -> dict[str, Any]:
-    """``obj`` without ``metadata.managedFields``: often most of an object's size, never read here."""
+def slim(obj: dict[str, Any], *, spec_fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """``obj`` as the caches keep it: no ``metadata.managedFields`` (often most of an
+    object's size, never read here) and, with ``spec_fields``, only those spec fields
+    (a Job's pod template is kilobytes that no decision reads)."""
     meta = obj.get("metadata") or {}
-    if "managedFields" not in meta:
-        return obj
-    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    out = dict(obj)
+    if "managedFields" in meta:
+        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    if spec_fields is not None and "spec" in obj:
+        out["spec"] = {k: v for k, v in obj["spec"].items() if k in spec_fields}
+    return out
+
+
+# What reconciles read of the children: a Job's suspend flag, and nothing of a pod's spec.
+JOB_SPEC_FIELDS = ("suspend",)
+POD_SPEC_FIELDS: tuple[str, ...] = ()
+
+
+def _older(obj: dict[str, Any], cached: dict[str, Any] | None) -> bool:
+    """Whether ``obj`` is an older version of ``cached``.
+
+    The watch can deliver the event of our own status write after the write's response
+    already updated the cache; taking that event would make the next reconcile decide
+    from a stale object and lose a round trip to a 409. resourceVersions are etcd
+    revisions in every API server; anything not numeric is never taken for older.
+    """
+    if cached is None or cached["metadata"].get("uid") != obj["metadata"].get("uid"):
+        return False
+    new, old = obj["metadata"].get("resourceVersion", ""), cached["metadata"].get("resourceVersion", "")
+    return new.isdigit() and old.isdigit() and int(new) < int(old)
 
 
 def _parse_time(value: str) -> datetime:
@@ -191,7 +215,7 @@ class Controller:
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
         if event_type == "DELETED":
             self._nexajobs.pop(key, None)
-        else:
+        elif not _older(obj, self._nexajobs.get(key)):
             self._nexajobs[key] = slim(obj)
 
     def remember_endpoint(self, event_type: str, obj: dict[str, Any]) -> None:
@@ -208,7 +232,7 @@ class Controller:
         if event_type == "DELETED":
             self._jobs.pop(key, None)
         else:
-            self._jobs[key] = slim(obj)
+            self._jobs[key] = slim(obj, spec_fields=JOB_SPEC_FIELDS)
 
     def remember_pod(self, event_type: str, obj: dict[str, Any]) -> None:
         """Keep the latest state of each pod of each attempt."""
@@ -221,7 +245,7 @@ class Controller:
             if not pods:
                 self._pods.pop(key, None)
         else:
-            pods[meta["name"]] = slim(obj)
+            pods[meta["name"]] = slim(obj, spec_fields=POD_SPEC_FIELDS)
 
     def _forget(self, namespace: str, name: str) -> None:
         self._nexajobs.pop((namespace, name), None)
@@ -390,7 +414,7 @@ class Controller:
             # Not seen on the watch yet: ask, so a Job that exists is never taken for a lost one.
             job = await self.kube.get(f"{collection_path('batch/v1', 'Job', namespace)}/{job_name}")
             if job is not None:
-                job = self._jobs[(namespace, job_name)] = slim(job)
+                job = self._jobs[(namespace, job_name)] = slim(job, spec_fields=JOB_SPEC_FIELDS)
         pods: list[dict[str, Any]] = []
         if job is not None:
             pods = list(self._pods.get((namespace, name, str(attempt)), {}).values())
@@ -403,7 +427,7 @@ class Controller:
         if plan.create_job is not None:
             made, created = await self.kube.create(builders.build_job(nexajob, plan.create_job, self.config))
             if made is not None:
-                self._jobs[(namespace, made["metadata"]["name"])] = slim(made)
+                self._jobs[(namespace, made["metadata"]["name"])] = slim(made, spec_fields=JOB_SPEC_FIELDS)
             if created:
                 self.metrics.jobs_created.inc()
         if plan.create_endpoint:

@@ -33,7 +33,11 @@ log = logging.getLogger("nexa.operator")
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
-    """Keep no last-handled configuration: no handler here reacts to diffs, so the patch is waste."""
+    """Keep no last-handled configuration: no handler here reacts to diffs, so the patch is waste
+    (and so is the deep copy kopf makes of every object to build one)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         return None

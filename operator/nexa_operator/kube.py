@@ -222,9 +222,7 @@ class KubeClient:
         items, _ = await self.list_with_version(path, label_selector=label_selector)
         return items
 
-    async def list_with_version(
-        self, path: str, *, label_selector: str | None = None
-    ) -> tuple[Objects, str]:
+    async def list_with_version(self, path: str, *, label_selector: str | None = None) -> tuple[Objects, str]:
         """Every object of a collection and the resourceVersion to watch from."""
         items: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "500"}

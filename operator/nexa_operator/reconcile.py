@@ -189,6 +189,9 @@ def _start_attempt(b: _Builder, nexajob: dict[str, Any], attempt: int) -> None:
     b.status.job_name = name
     b.status.next_attempt_at = None
     b.status.phase = "Suspended" if nexajob["spec"].get("suspend") else "Pending"
+    if nexajob["spec"].get("suspend"):
+        # Said now, not on the Job's first event: one status write per new attempt, not two.
+        b.cond(c.SUSPENDED, True, c.R_SUSPENDED, "spec.suspend is true")
     if b.status.start_time is None:
         b.status.start_time = b.now
     b.cond(c.JOB_CREATED, True, c.R_JOB_CREATED, f"attempt {attempt}: Job {name}")
