@@ -15,6 +15,8 @@ use crate::text::{words, TextColumn};
 pub const MERSENNE_61: u64 = (1 << 61) - 1;
 pub const EMPTY: u64 = u64::MAX;
 const NGRAM_MULT: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Permutations folded together, their coefficients and minima held in registers.
+const LANES: usize = 16;
 /// Rows handed to one rayon task: enough work to amortize scheduling.
 const ROWS_PER_TASK: usize = 256;
 
@@ -50,20 +52,37 @@ pub fn shingles_into(word_hashes: &[u64], ngram: usize, out: &mut Vec<u64>) {
 /// Word hashes of one text (appended to `out`); returns the number of words.
 #[inline]
 pub fn word_hashes_into(text: &str, out: &mut Vec<u64>) -> usize {
-    let before = out.len();
     if text.is_ascii() {
-        // Byte-wise split: for ASCII the whitespace set is a table lookup, no decoding.
-        let bytes = text.as_bytes();
-        out.extend(
-            bytes
-                .split(|&b| is_ascii_space(b))
-                .filter(|w| !w.is_empty())
-                .map(xxh3_64),
-        );
-    } else {
-        out.extend(words(text).map(|w| xxh3_64(w.as_bytes())));
+        return ascii_word_hashes_into(text.as_bytes(), out);
     }
+    let before = out.len();
+    out.extend(words(text).map(|w| xxh3_64(w.as_bytes())));
     out.len() - before
+}
+
+/// `word_hashes_into` for text known to be ASCII: for ASCII the whitespace set is a
+/// table lookup, so the split is byte-wise with no decoding.
+#[inline]
+pub fn ascii_word_hashes_into(bytes: &[u8], out: &mut Vec<u64>) -> usize {
+    let before = out.len();
+    out.extend(
+        bytes
+            .split(|&b| is_ascii_space(b))
+            .filter(|w| !w.is_empty())
+            .map(xxh3_64),
+    );
+    out.len() - before
+}
+
+/// Word hashes of one row's bytes, read as UTF-8 with U+FFFD for invalid sequences;
+/// an ASCII row (the common case) is checked once and never decoded.
+#[inline]
+pub fn row_word_hashes_into(bytes: &[u8], out: &mut Vec<u64>) -> usize {
+    if bytes.is_ascii() {
+        ascii_word_hashes_into(bytes, out)
+    } else {
+        word_hashes_into(&String::from_utf8_lossy(bytes), out)
+    }
 }
 
 /// `(a * x + b) mod 2^61-1` for `a`, `x` below 2^32, exactly as the numpy path reduces it.
@@ -136,30 +155,27 @@ impl Permutations {
         self.a.is_empty()
     }
 
-    /// Folds `shingles` into the running minima `mins` (as i64: every value is below 2^61).
+    /// Folds `shingles` into the running minima `mins`.
     ///
     /// Permutations go in blocks of `LANES` whose coefficients and minima stay in
-    /// registers while every shingle streams past.
+    /// registers while every shingle streams past. With `u = (a*x mod 2^61-1)` folded
+    /// once (`u <= P + 7`), `t = u + b` is below `K * P`, so `t mod P` is the least of
+    /// `t - k*P` for `k < K` taken as wrapping unsigned values (a negative one wraps
+    /// above every candidate). The minimum over shingles of that least value is the
+    /// least of K running minima, one per offset: an add and an unsigned min each,
+    /// instead of a second fold, compare and subtract per shingle. K = 2 suffices
+    /// unless a block holds a `b` within 7 of P (which a random `b` all but never is).
     #[inline(always)]
-    fn fold_generic(&self, shingles: &[u64], mins: &mut [i64]) {
-        const LANES: usize = 16;
+    fn fold_generic(&self, shingles: &[u64], mins: &mut [u64]) {
         let p = mins.len();
         let mut start = 0;
         while start + LANES <= p {
-            let mut a = [0u64; LANES];
-            let mut b = [0u64; LANES];
-            let mut m = [i64::MAX; LANES];
-            for j in 0..LANES {
-                a[j] = self.a[start + j] as u64;
-                b[j] = self.b[start + j];
+            let block = start..start + LANES;
+            if self.b[block.clone()].iter().all(|&b| b < MERSENNE_61 - 7) {
+                self.fold_block::<2>(start, shingles, &mut mins[block]);
+            } else {
+                self.fold_block::<3>(start, shingles, &mut mins[block]);
             }
-            for &s in shingles {
-                let x = s >> 32;
-                for j in 0..LANES {
-                    m[j] = m[j].min(permute(x, a[j], b[j]) as i64);
-                }
-            }
-            mins[start..start + LANES].copy_from_slice(&m);
             start += LANES;
         }
         let tail = self.a[start..p].iter().zip(&self.b[start..p]);
@@ -167,33 +183,61 @@ impl Permutations {
             let a = a as u64;
             *slot = shingles
                 .iter()
-                .map(|&s| permute(s >> 32, a, b) as i64)
+                .map(|&s| permute(s >> 32, a, b))
                 .min()
-                .unwrap_or(i64::MAX);
+                .unwrap_or(u64::MAX);
+        }
+    }
+
+    /// `fold_generic` for the `LANES` permutations from `start`, with `K` offsets.
+    #[inline(always)]
+    fn fold_block<const K: usize>(&self, start: usize, shingles: &[u64], mins: &mut [u64]) {
+        let mut a = [0u32; LANES];
+        let mut b = [[0u64; LANES]; K];
+        let mut m = [[u64::MAX; LANES]; K];
+        for j in 0..LANES {
+            a[j] = self.a[start + j];
+            for (k, bk) in b.iter_mut().enumerate() {
+                bk[j] = self.b[start + j].wrapping_sub(k as u64 * MERSENNE_61);
+            }
+        }
+        for &s in shingles {
+            // Both factors are 32-bit (one `vpmuludq` per lane group).
+            let x = (s >> 32) as u32 as u64;
+            for j in 0..LANES {
+                let v = x * a[j] as u64;
+                let u = (v & MERSENNE_61) + (v >> 61);
+                for k in 0..K {
+                    m[k][j] = m[k][j].min(u.wrapping_add(b[k][j]));
+                }
+            }
+        }
+        for (j, slot) in mins.iter_mut().enumerate() {
+            *slot = (0..K).map(|k| m[k][j]).min().unwrap_or(u64::MAX);
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn fold_avx2(&self, shingles: &[u64], mins: &mut [i64]) {
+    unsafe fn fold_avx2(&self, shingles: &[u64], mins: &mut [u64]) {
         self.fold_generic(shingles, mins)
     }
 
-    /// AVX-512 has a 64-bit lane minimum (`vpminsq`) and twice the lanes.
+    /// AVX-512 has a 64-bit unsigned lane minimum (`vpminuq`) and twice the lanes.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn fold_avx512(&self, shingles: &[u64], mins: &mut [i64]) {
+    unsafe fn fold_avx512(&self, shingles: &[u64], mins: &mut [u64]) {
         self.fold_generic(shingles, mins)
     }
 
     /// The signature of one row from its shingles, written to `out`.
-    pub fn signature<E: Entry>(&self, shingles: &[u64], mins: &mut Vec<i64>, out: &mut [E]) {
+    pub fn signature<E: Entry>(&self, shingles: &[u64], mins: &mut Vec<u64>, out: &mut [E]) {
         if shingles.is_empty() {
             out.fill(E::from_u64(EMPTY));
             return;
         }
         mins.clear();
-        mins.resize(self.len(), i64::MAX);
+        mins.resize(self.len(), u64::MAX);
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx512f") {
@@ -209,7 +253,7 @@ impl Permutations {
         #[cfg(not(target_arch = "x86_64"))]
         self.fold_generic(shingles, mins);
         for (o, &m) in out.iter_mut().zip(mins.iter()) {
-            *o = E::from_u64(m as u64);
+            *o = E::from_u64(m);
         }
     }
 }
@@ -241,8 +285,7 @@ pub fn signatures<E: Entry>(
             {
                 hashes.clear();
                 shingles.clear();
-                let text = texts.text(first + k);
-                *count = word_hashes_into(&text, &mut hashes) as i64;
+                *count = row_word_hashes_into(texts.bytes(first + k), &mut hashes) as i64;
                 shingles_into(&hashes, ngram, &mut shingles);
                 perms.signature(&shingles, &mut mins, sig);
             }
@@ -301,9 +344,7 @@ pub fn ascii_fingerprints<E: Entry>(
                     hash_chunk[2 * k + 1] = h as u64;
                     hashes.clear();
                     shingles.clear();
-                    // ASCII bytes are valid UTF-8.
-                    let normalized = std::str::from_utf8(&text).unwrap_or_default();
-                    *count = word_hashes_into(normalized, &mut hashes) as i64;
+                    *count = ascii_word_hashes_into(&text, &mut hashes) as i64;
                     shingles_into(&hashes, ngram, &mut shingles);
                     perms.signature(&shingles, &mut mins, &mut sig_chunk[k * p..(k + 1) * p]);
                 }
@@ -335,6 +376,63 @@ mod tests {
             s = mix64(s);
             let (x, a, b) = (s >> 32, (s & 0xFFFF_FFFF).max(1), mix64(s) % MERSENNE_61);
             assert_eq!(permute(x, a, b), slow_permute(x, a, b));
+        }
+    }
+
+    #[test]
+    fn signatures_are_exact_minima_including_extreme_coefficients() {
+        // 20 permutations: one block of 16 lanes plus a scalar tail. 2323823089 *
+        // 3969050863 = 3 * 2^61 + P, so with b = P - 1 that shingle reaches 2P + 2, the
+        // rarest offset; the other coefficients sit at the ends of their ranges.
+        let mut s = 0x00dd_ba11_u64;
+        let mut a = vec![2_323_823_089, u32::MAX as u64, 1, u32::MAX as u64 - 1];
+        let mut b = vec![MERSENNE_61 - 1, MERSENNE_61 - 1, 0, MERSENNE_61 - 2];
+        while a.len() < 20 {
+            s = mix64(s);
+            a.push((s >> 32).max(1));
+            b.push(mix64(s) % MERSENNE_61);
+        }
+        let mut rows: Vec<Vec<u64>> = vec![
+            vec![u64::MAX, u64::MAX - (1 << 32)],
+            vec![0],
+            vec![3_969_050_863 << 32 | 5],
+            vec![u64::MAX, 3_969_050_863 << 32, 12_345 << 32],
+        ];
+        for len in [1usize, 2, 7, 40, 300] {
+            rows.push(
+                (0..len)
+                    .map(|_| {
+                        s = mix64(s);
+                        s
+                    })
+                    .collect(),
+            );
+        }
+        // b up to P - 1 needs three offsets in the first block; b up to P - 8, two.
+        for cap in [MERSENNE_61 - 1, MERSENNE_61 - 8] {
+            let b: Vec<u64> = b.iter().map(|&v| v.min(cap)).collect();
+            check_signatures(&a, &b, &rows);
+        }
+    }
+
+    fn check_signatures(a: &[u64], b: &[u64], rows: &[Vec<u64>]) {
+        let perms = Permutations::new(a, b).unwrap();
+        let mut mins = Vec::new();
+        for shingles in rows {
+            let mut got = vec![0u64; a.len()];
+            perms.signature(shingles, &mut mins, &mut got);
+            let want: Vec<u64> = a
+                .iter()
+                .zip(b)
+                .map(|(&aj, &bj)| {
+                    shingles
+                        .iter()
+                        .map(|&x| slow_permute(x >> 32, aj, bj))
+                        .min()
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!(got, want);
         }
     }
 

@@ -20,17 +20,33 @@ const fn punct_table() -> [bool; 128] {
 
 const PUNCT: [bool; 128] = punct_table();
 
-/// RE2's `\s` (tab, LF, FF, CR, space; not VT).
-#[inline(always)]
-fn is_re2_space(b: u8) -> bool {
-    matches!(b, b'\t' | b'\n' | 0x0C | b'\r' | b' ')
-}
-
 /// The ASCII part of the whitespace `utf8_trim_whitespace` and `str.split()` use.
 #[inline(always)]
 pub fn is_ascii_space(b: u8) -> bool {
     (0x09..=0x0D).contains(&b) || (0x1C..=0x20).contains(&b)
 }
+
+/// Marks bytes that start or extend a run replaced by one space.
+const BLANK: u8 = 0xFF;
+
+/// Each ASCII byte's normalized form: `BLANK` for punctuation and RE2 spaces, else the
+/// byte lowercased.
+const fn normal_table() -> [u8; 128] {
+    let mut t = [0u8; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = if PUNCT[b] || matches!(c, b'\t' | b'\n' | 0x0C | b'\r' | b' ') {
+            BLANK
+        } else {
+            c.to_ascii_lowercase()
+        };
+        b += 1;
+    }
+    t
+}
+
+const NORMAL: [u8; 128] = normal_table();
 
 /// Normalize `text` into `out` when it is ASCII and return true; otherwise return false.
 pub fn normalize_ascii(text: &[u8], out: &mut Vec<u8>) -> bool {
@@ -38,28 +54,34 @@ pub fn normalize_ascii(text: &[u8], out: &mut Vec<u8>) -> bool {
         return false;
     }
     out.clear();
+    out.reserve(text.len());
     let mut blank = false;
     for &b in text {
-        if PUNCT[b as usize] || is_re2_space(b) {
+        let c = NORMAL[(b & 0x7F) as usize];
+        if c == BLANK {
             blank = true;
             continue;
         }
-        if blank {
+        // A run before the first kept byte would be trimmed anyway: emit no space for it.
+        if blank && !out.is_empty() {
             out.push(b' ');
-            blank = false;
         }
-        out.push(b.to_ascii_lowercase());
+        blank = false;
+        out.push(c);
     }
     let end = out
         .iter()
         .rposition(|&b| !is_ascii_space(b))
         .map_or(0, |i| i + 1);
     out.truncate(end);
+    // Only VT and U+001C..U+001F can still lead (they are kept, yet trimmed).
     let start = out
         .iter()
         .position(|&b| !is_ascii_space(b))
         .unwrap_or(out.len());
-    out.drain(..start);
+    if start > 0 {
+        out.drain(..start);
+    }
     true
 }
 

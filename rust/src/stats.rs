@@ -36,6 +36,8 @@ pub struct Scratch {
     trigrams: Vec<(u64, u64, u64)>,
     lines: Vec<(usize, usize)>,
     lower: String,
+    lower_bytes: Vec<u8>,
+    slots: Vec<u32>,
 }
 
 fn lower_hash(word: &str, lower: &mut String) -> u64 {
@@ -55,6 +57,8 @@ pub fn row_stats(text: &str, scratch: &mut Scratch, out: &mut [i64]) {
         trigrams,
         lines,
         lower,
+        slots,
+        ..
     } = scratch;
     word_hashes.clear();
     trigrams.clear();
@@ -109,59 +113,256 @@ pub fn row_stats(text: &str, scratch: &mut Scratch, out: &mut [i64]) {
     } else {
         chars - leading - text.chars().rev().take_while(|&c| is_space(c)).count() as i64
     };
-
-    // Repeated lines: characters of every stripped line beyond its first occurrence.
-    let mut stripped: Vec<&str> = lines
-        .iter()
-        .map(|&(s, e)| text[s..e].trim_matches(is_space))
-        .filter(|l| !l.is_empty())
-        .collect();
-    let nonempty_lines = stripped.len() as i64;
-    let line_chars: i64 = stripped.iter().map(|l| l.chars().count() as i64).sum();
-    stripped.sort_unstable();
-    let mut repeated_line_chars = 0i64;
-    for pair in stripped.windows(2) {
-        if pair[0] == pair[1] {
-            repeated_line_chars += pair[1].chars().count() as i64;
-        }
-    }
-
-    trigrams.extend(word_hashes.windows(3).map(|w| (w[0], w[1], w[2])));
-    let word_trigrams = trigrams.len() as i64;
-    trigrams.sort_unstable();
-    trigrams.dedup();
-
-    out.copy_from_slice(&[
-        text.len() as i64,
+    let line_spans = lines.iter().map(|&(s, e)| {
+        let line = text[s..e].trim_matches(is_space);
+        (line.as_bytes(), line.chars().count() as i64)
+    });
+    let counts = Counts {
+        bytes: text.len() as i64,
         chars,
         stripped_chars,
-        word_hashes.len() as i64,
         word_chars,
-        lines.len() as i64,
-        nonempty_lines,
-        line_chars,
-        repeated_line_chars,
+        lines: lines.len() as i64,
         max_line_chars,
-        word_trigrams,
-        trigrams.len() as i64,
         longest_run,
         letters,
         noise,
         re2_spaces,
+    };
+    finish(counts, line_spans, word_hashes, (trigrams, slots), out);
+}
+
+/// The per-character counts of one row, gathered by either scan.
+struct Counts {
+    bytes: i64,
+    chars: i64,
+    stripped_chars: i64,
+    word_chars: i64,
+    lines: i64,
+    max_line_chars: i64,
+    longest_run: i64,
+    letters: i64,
+    noise: i64,
+    re2_spaces: i64,
+}
+
+/// How many distinct word trigrams `word_hashes` holds, counted exactly (whole tuples
+/// compared) in an open-addressing table: linear in the row, where sorting the
+/// trigrams was the largest cost of the statistics.
+fn distinct_trigrams(
+    word_hashes: &[u64],
+    trigrams: &mut Vec<(u64, u64, u64)>,
+    slots: &mut Vec<u32>,
+) -> usize {
+    trigrams.clear();
+    let n = word_hashes.len().saturating_sub(2);
+    if n == 0 {
+        return 0;
+    }
+    // At most half full, so probes stay short; a slot holds 1 + an index into `trigrams`.
+    let mask = (2 * n).next_power_of_two() - 1;
+    slots.clear();
+    slots.resize(mask + 1, 0);
+    for w in word_hashes.windows(3) {
+        let key = (w[0], w[1], w[2]);
+        let mixed = w[0] ^ w[1].rotate_left(21) ^ w[2].rotate_left(42);
+        let mut at = crate::minhash::mix64(mixed) as usize & mask;
+        loop {
+            match slots[at] {
+                0 => {
+                    trigrams.push(key);
+                    slots[at] = trigrams.len() as u32;
+                    break;
+                }
+                k if trigrams[k as usize - 1] == key => break,
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
+    trigrams.len()
+}
+
+/// Line repetition and word trigram statistics, then every field into `out`.
+///
+/// `stripped_lines` yields each line stripped of surrounding whitespace, as bytes (byte
+/// order is code point order, so sorting them sorts the strings) with its characters.
+fn finish<'t>(
+    c: Counts,
+    stripped_lines: impl Iterator<Item = (&'t [u8], i64)>,
+    word_hashes: &[u64],
+    (trigrams, slots): (&mut Vec<(u64, u64, u64)>, &mut Vec<u32>),
+    out: &mut [i64],
+) {
+    // Repeated lines: characters of every stripped line beyond its first occurrence.
+    let mut stripped: Vec<(&[u8], i64)> = stripped_lines.filter(|(l, _)| !l.is_empty()).collect();
+    let nonempty_lines = stripped.len() as i64;
+    let line_chars: i64 = stripped.iter().map(|&(_, n)| n).sum();
+    stripped.sort_unstable();
+    let mut repeated_line_chars = 0i64;
+    for pair in stripped.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            repeated_line_chars += pair[1].1;
+        }
+    }
+
+    let word_trigrams = word_hashes.len().saturating_sub(2) as i64;
+    let unique_word_trigrams = distinct_trigrams(word_hashes, trigrams, slots) as i64;
+
+    out.copy_from_slice(&[
+        c.bytes,
+        c.chars,
+        c.stripped_chars,
+        word_hashes.len() as i64,
+        c.word_chars,
+        c.lines,
+        nonempty_lines,
+        line_chars,
+        repeated_line_chars,
+        c.max_line_chars,
+        word_trigrams,
+        unique_word_trigrams,
+        c.longest_run,
+        c.letters,
+        c.noise,
+        c.re2_spaces,
     ]);
+}
+
+const SPACE: u8 = 1;
+const LETTER_OR_NUMBER: u8 = 2;
+const NOISE: u8 = 4;
+const RE2_SPACE: u8 = 8;
+const LINE_BREAK: u8 = 16;
+
+/// The character classes of each ASCII byte, from the same predicates the general scan uses.
+fn ascii_classes() -> [u8; 128] {
+    let mut t = [0u8; 128];
+    for (b, slot) in t.iter_mut().enumerate() {
+        let c = b as u8 as char;
+        *slot = (is_space(c) as u8 * SPACE)
+            | (is_letter_or_number(c) as u8 * LETTER_OR_NUMBER)
+            | (is_noise(c) as u8 * NOISE)
+            | (is_re2_space(c) as u8 * RE2_SPACE)
+            | (is_line_break(c) as u8 * LINE_BREAK);
+    }
+    t
+}
+
+fn ascii_lower_hash(word: &[u8], lower: &mut Vec<u8>) -> u64 {
+    if !word.iter().any(u8::is_ascii_uppercase) {
+        return xxh3_64(word);
+    }
+    lower.clear();
+    lower.extend(word.iter().map(u8::to_ascii_lowercase));
+    xxh3_64(lower)
+}
+
+/// `row_stats` for an ASCII row: one byte is one character, so a class table replaces
+/// decoding and the range lookups.
+pub fn row_stats_ascii(text: &[u8], classes: &[u8; 128], scratch: &mut Scratch, out: &mut [i64]) {
+    debug_assert!(text.is_ascii());
+    let Scratch {
+        word_hashes,
+        trigrams,
+        lines,
+        lower_bytes,
+        slots,
+        ..
+    } = scratch;
+    word_hashes.clear();
+    trigrams.clear();
+    lines.clear();
+    let (mut word_chars, mut letters, mut noise, mut re2_spaces) = (0i64, 0i64, 0i64, 0i64);
+    let (mut longest_run, mut run, mut prev) = (0i64, 0i64, u16::MAX);
+    let mut max_line_chars = 0i64;
+    let mut word_start: Option<usize> = None;
+    let mut line_start = 0usize;
+    let mut after_cr = false;
+    for (i, &b) in text.iter().enumerate() {
+        let class = classes[(b & 0x7F) as usize];
+        run = if prev == b as u16 { run + 1 } else { 1 };
+        longest_run = longest_run.max(run);
+        prev = b as u16;
+        letters += (class & LETTER_OR_NUMBER != 0) as i64;
+        noise += (class & NOISE != 0) as i64;
+        re2_spaces += (class & RE2_SPACE != 0) as i64;
+        if class & SPACE != 0 {
+            if let Some(start) = word_start.take() {
+                word_chars += (i - start) as i64;
+                word_hashes.push(ascii_lower_hash(&text[start..i], lower_bytes));
+            }
+        } else if word_start.is_none() {
+            word_start = Some(i);
+        }
+        if class & LINE_BREAK != 0 {
+            if !(b == b'\n' && after_cr) {
+                lines.push((line_start, i));
+                max_line_chars = max_line_chars.max((i - line_start) as i64);
+            }
+            line_start = i + 1;
+        }
+        after_cr = b == b'\r';
+    }
+    if let Some(start) = word_start {
+        word_chars += (text.len() - start) as i64;
+        word_hashes.push(ascii_lower_hash(&text[start..], lower_bytes));
+    }
+    if line_start < text.len() {
+        lines.push((line_start, text.len()));
+        max_line_chars = max_line_chars.max((text.len() - line_start) as i64);
+    }
+    let is_space_byte = |b: &u8| classes[(b & 0x7F) as usize] & SPACE != 0;
+    let chars = text.len() as i64;
+    let leading = text.iter().take_while(|b| is_space_byte(b)).count() as i64;
+    let stripped_chars = if leading == chars {
+        0
+    } else {
+        chars - leading - text.iter().rev().take_while(|b| is_space_byte(b)).count() as i64
+    };
+    let line_spans = lines.iter().map(|&(s, e)| {
+        let line = &text[s..e];
+        let start = line
+            .iter()
+            .position(|b| !is_space_byte(b))
+            .unwrap_or(line.len());
+        let end = line
+            .iter()
+            .rposition(|b| !is_space_byte(b))
+            .map_or(start, |i| i + 1);
+        (&line[start..end], (end - start) as i64)
+    });
+    let counts = Counts {
+        bytes: chars,
+        chars,
+        stripped_chars,
+        word_chars,
+        lines: lines.len() as i64,
+        max_line_chars,
+        longest_run,
+        letters,
+        noise,
+        re2_spaces,
+    };
+    finish(counts, line_spans, word_hashes, (trigrams, slots), out);
 }
 
 /// Statistics of every row into `out` (rows x `FIELDS.len()`, row-major), in parallel.
 pub fn text_stats(texts: &TextColumn<'_>, out: &mut [i64]) {
     let width = FIELDS.len();
     assert_eq!(out.len(), texts.len() * width);
+    let classes = ascii_classes();
     out.par_chunks_mut(width)
         .enumerate()
         .with_min_len(64)
         .for_each_init(Scratch::default, |scratch, (i, row)| {
+            let bytes = texts.bytes(i);
+            if bytes.is_ascii() {
+                row_stats_ascii(bytes, &classes, scratch, row);
+                return;
+            }
             row_stats(&texts.text(i), scratch, row);
             // Bytes as stored: a binary row's invalid UTF-8 is counted before replacement.
-            row[0] = texts.bytes(i).len() as i64;
+            row[0] = bytes.len() as i64;
         });
 }
 
@@ -177,6 +378,54 @@ mod tests {
 
     fn field(text: &str, name: &str) -> i64 {
         stats(text)[FIELDS.iter().position(|f| *f == name).unwrap()]
+    }
+
+    #[test]
+    fn the_ascii_scan_equals_the_general_one() {
+        // Every ASCII byte, weighted toward the ones with meaning: spaces, line breaks
+        // (CR LF included), repeated lines and words, case, controls.
+        let alphabet: Vec<u8> = (0u8..0x80)
+            .chain(*b"  \n\n\r\n\r aAbB..!!xxxxxxxxxxxx\t\x0b\x0c\x1c\x1f")
+            .collect();
+        let mut s = 0x5eed_u64;
+        let (mut scratch, classes) = (Scratch::default(), ascii_classes());
+        for row in 0..3000 {
+            let mut text = Vec::new();
+            for _ in 0..row % 97 {
+                s = crate::minhash::mix64(s);
+                if s.is_multiple_of(7) {
+                    text.extend_from_slice(b"Same line\n");
+                } else {
+                    text.push(alphabet[(s >> 8) as usize % alphabet.len()]);
+                }
+            }
+            let mut fast = vec![0; FIELDS.len()];
+            row_stats_ascii(&text, &classes, &mut scratch, &mut fast);
+            let text = String::from_utf8(text).unwrap();
+            assert_eq!(fast, stats(&text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn distinct_trigrams_counts_like_sort_and_dedup() {
+        let (mut trigrams, mut slots) = (Vec::new(), Vec::new());
+        let mut s = 7u64;
+        for len in 0..400 {
+            // Few distinct words, so many trigrams repeat (and some share a prefix).
+            let words: Vec<u64> = (0..len)
+                .map(|_| {
+                    s = crate::minhash::mix64(s);
+                    s % (1 + len as u64 / 20)
+                })
+                .collect();
+            let mut want: Vec<_> = words.windows(3).map(|w| (w[0], w[1], w[2])).collect();
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(
+                distinct_trigrams(&words, &mut trigrams, &mut slots),
+                want.len()
+            );
+        }
     }
 
     #[test]

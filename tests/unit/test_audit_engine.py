@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from nexa.contracts import AuditSpec, JudgeConfig
+from nexa_engines.audit import engine as audit_engine
 from nexa_engines.audit import run
+from nexa_engines.audit.reader import MIN_BATCH_ROWS, DatasetReader
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
 from nexa_engines.sample_data import generate_sft_dataset
 from nexa_engines.store.local import LocalArtifactStore
@@ -159,6 +161,45 @@ def test_explicit_text_columns(tmp_path: Path) -> None:
     result = run(ctx, AuditSpec(dataset_uri=str(source), text_columns=["body"]))
     flags = read_scored(ctx, result).column("nexa_flags").to_pylist()
     assert flags == [[], ["empty"], ["exact_duplicate"]]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_small_batches_and_a_second_read_give_the_same_scored_copy(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "data" / f"sft.{fmt}"
+    generate_sft_dataset(source, num_rows=ROWS, seed=5, fmt=fmt)
+    whole = run(make_ctx(tmp_path), AuditSpec(dataset_uri=str(source)))
+
+    # Batches of 128 rows, and an input "too large to keep": the scored copy is written
+    # from a second read, batch by batch, and must not differ in any value.
+    monkeypatch.setattr(audit_engine, "SCAN_BATCH_ROWS", 128)
+    monkeypatch.setattr(audit_engine, "KEEP_INPUT_BYTES", 1)
+    ctx = make_ctx(tmp_path)
+    reread = run(ctx, AuditSpec(dataset_uri=str(source)))
+
+    assert read_scored(ctx, reread).equals(pq.read_table(whole["scored_dataset_uri"]))
+    for key in (
+        "flag_counts",
+        "exact_duplicates",
+        "near_duplicates",
+        "near_duplicate_clusters",
+        "mean_score",
+    ):
+        assert reread[key] == whole[key], key
+
+
+def test_reader_sizes_batches_by_bytes(tmp_path: Path) -> None:
+    source = tmp_path / "wide.parquet"
+    rows = 5000
+    # Distinct rows: the size estimate reads the file's (encoded) metadata.
+    pq.write_table(pa.table({"text": [f"{i:05d}" + "x" * 995 for i in range(rows)]}), source)
+    by_rows = list(DatasetReader(source, "parquet", batch_size=4096).iter_batches())
+    by_bytes = list(DatasetReader(source, "parquet", batch_size=4096, batch_bytes=200_000).iter_batches())
+    assert [b.num_rows for b in by_rows] == [4096, rows - 4096]
+    # ~1 KB rows and a 200 KB budget would give ~200 rows; the floor keeps batches useful.
+    assert {b.num_rows for b in by_bytes[:-1]} == {MIN_BATCH_ROWS}
+    assert pa.Table.from_batches(by_bytes).equals(pa.Table.from_batches(by_rows))
 
 
 def test_no_text_column_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,14 +1,16 @@
 """The audit engine: score every row of a dataset and write a scored copy with a report.
 
-Two streaming passes over the input. The first computes per-row flags, exact-dup
-hashes and MinHash signatures (kept in memory: 16 bytes plus ``4 * num_perm``
-bytes per row) and samples rows for the judge. Dataset-wide steps follow:
-exact duplicates, LSH near-duplicate clusters, judge calls, scores. The second
-pass re-reads the input and writes it with the score columns appended.
+One streaming pass over the input, in batches of about ``SCAN_BATCH_BYTES``, computes
+per-row flags, exact-dup hashes and MinHash signatures (kept in memory: 16 bytes plus
+``4 * num_perm`` bytes per row) and samples rows for the judge. Dataset-wide steps
+follow: exact duplicates, LSH near-duplicate clusters, judge calls, scores. The scored
+copy is then written from the batches the scan kept; only an input larger than
+``KEEP_INPUT_BYTES`` is read a second time for it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,16 @@ OUTPUT_COLUMNS = ("nexa_score", "nexa_flags", "nexa_cluster", "nexa_judge_score"
 EXAMPLES_PER_FLAG = 3
 SNIPPET_CHARS = 120
 _HEURISTIC_FLAGS = ("empty", "too_short", "too_long", "repetitive", "non_text", "pii")
+# Large batches keep the per-batch Python and pyarrow overhead small next to the
+# kernels' work, and give rayon enough rows to keep every core busy.
+SCAN_BATCH_BYTES = 32 << 20
+SCAN_BATCH_ROWS = 131_072
+# The scan keeps the input's batches (Arrow buffers: the dataset about as large as it
+# is decoded) for writing the scored copy while they fit in this many bytes.
+KEEP_INPUT_BYTES = 1 << 30
+# A column whose dictionary outgrows this is written plain: free text gives up after a
+# few KiB of hashing instead of the default 1 MiB, while labels and ids stay encoded.
+DICTIONARY_PAGE_BYTES = 64 << 10
 
 
 @dataclass
@@ -59,6 +71,18 @@ class _Scan:
     sample_priority: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sample_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     sample_texts: list[str] = field(default_factory=list)
+    # the input's batches for the scored copy; None once they outgrow KEEP_INPUT_BYTES
+    kept: list[pa.RecordBatch] | None = field(default_factory=list)
+    kept_bytes: int = 0
+
+    def keep(self, batch: pa.RecordBatch) -> None:
+        if self.kept is None:
+            return
+        self.kept_bytes += batch.nbytes
+        if self.kept_bytes > KEEP_INPUT_BYTES:
+            self.kept = None
+        else:
+            self.kept.append(batch)
 
 
 def _snippet(text: str) -> str:
@@ -122,6 +146,7 @@ def _scan(ctx: EngineContext, spec: AuditSpec, reader: DatasetReader, columns: l
         _collect_examples(scan, result.flags, texts, result.pii_kinds)
         if spec.judge is not None:
             _sample_for_judge(scan, batch, columns, rng, spec.judge.sample_size)
+        scan.keep(batch)
         scan.rows += batch.num_rows
         done = scan.rows / total if total else 1.0 - 1.0 / (1.0 + scan.rows / 50_000)
         ctx.progress(0.02 + 0.58 * done, f"scanned {scan.rows} rows")
@@ -176,18 +201,21 @@ def _output_schema(schema: pa.Schema, judged: bool) -> tuple[pa.Schema, list[str
 
 def _write_scored(
     ctx: EngineContext,
-    reader: DatasetReader,
+    batches: Iterable[pa.RecordBatch],
+    input_schema: pa.Schema,
     path: Path,
     scores: np.ndarray,
     flags: np.ndarray,
     clusters: np.ndarray,
     judge_scores: np.ndarray | None,
 ) -> None:
-    schema, kept = _output_schema(reader.schema(), judge_scores is not None)
+    schema, kept = _output_schema(input_schema, judge_scores is not None)
     n = len(scores)
     start = 0
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-        for batch in reader.iter_batches():
+    with pq.ParquetWriter(
+        path, schema, compression="zstd", dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES
+    ) as writer:
+        for batch in batches:
             ctx.check_cancelled()
             end = start + batch.num_rows
             if end > n:
@@ -222,7 +250,9 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
         )
     except DatasetRefError as exc:
         raise EngineError(exc.code, exc.message) from exc
-    reader = DatasetReader(resolved.path, resolved.format)
+    reader = DatasetReader(
+        resolved.path, resolved.format, batch_size=SCAN_BATCH_ROWS, batch_bytes=SCAN_BATCH_BYTES
+    )
     columns = detect_text_columns(reader.schema(), spec.text_columns)
     ctx.log(
         f"auditing {resolved.uri} ({resolved.format}); text columns: "
@@ -305,7 +335,10 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
 
     writer = ctx.store.begin("dataset", dataset_id)
     try:
-        _write_scored(ctx, reader, writer.path / "data.parquet", scores, flags, clusters, judge_scores)
+        batches = scan.kept if scan.kept is not None else reader.iter_batches()
+        _write_scored(
+            ctx, batches, reader.schema(), writer.path / "data.parquet", scores, flags, clusters, judge_scores
+        )
         (writer.path / "report.json").write_text(render_json(summary), encoding="utf-8")
         (writer.path / "report.md").write_text(render_markdown(summary), encoding="utf-8")
         (writer.path / "report.html").write_text(render_html(summary), encoding="utf-8")

@@ -1,7 +1,7 @@
 """Batched reading of parquet, JSON Lines and CSV datasets with pyarrow.
 
 Reading twice gives the same batches in the same order, which the engine relies
-on: it scores in a first pass and writes the scored copy in a second.
+on when an input too large to keep in memory is read again to write the scored copy.
 """
 
 from __future__ import annotations
@@ -21,15 +21,23 @@ FORMATS = ("parquet", "jsonl", "csv")
 # CSV and JSON types are inferred from the first block; a large block makes a type
 # that changes deep in the file (a column of numbers that later holds text) rare.
 _TEXT_BLOCK_BYTES = 32 << 20
+MIN_BATCH_ROWS = 1024
 
 
 @dataclass(frozen=True)
 class DatasetReader:
-    """Reads one dataset file in record batches of at most ``batch_size`` rows."""
+    """Reads one dataset file in record batches of at most ``batch_size`` rows.
+
+    With ``batch_bytes``, a batch also stays near that many bytes of decoded data
+    (estimated per parquet file from its metadata, per JSON/CSV block from the block),
+    but never drops below ``MIN_BATCH_ROWS`` rows: short rows come in large batches,
+    long documents in smaller ones.
+    """
 
     path: Path
     format: str
     batch_size: int = 8192
+    batch_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -88,20 +96,32 @@ class DatasetReader:
             )
         return pajson.open_json(source, read_options=pajson.ReadOptions(block_size=_TEXT_BLOCK_BYTES))
 
+    def _rows_per_batch(self, rows: int, nbytes: int) -> int:
+        """The batch size for data where ``rows`` rows take ``nbytes`` bytes."""
+        if self.batch_bytes is None or rows <= 0 or nbytes <= 0:
+            return self.batch_size
+        fitting = self.batch_bytes * rows // nbytes
+        return max(1, min(self.batch_size, max(MIN_BATCH_ROWS, fitting)))
+
     def _raw_batches(self) -> Iterator[pa.RecordBatch]:
         if self.format == "parquet":
             files = self._parquet_files()
             schema = pq.ParquetFile(files[0]).schema_arrow
             for file in files:
-                for batch in pq.ParquetFile(file).iter_batches(batch_size=self.batch_size):
+                parquet = pq.ParquetFile(file)
+                meta = parquet.metadata
+                decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+                size = self._rows_per_batch(meta.num_rows, decoded)
+                for batch in parquet.iter_batches(batch_size=size):
                     if batch.schema != schema:
                         raise ValueError(f"{file.name} has different columns from {files[0].name}")
                     yield batch
             return
         stream = self._open_stream()
-        for batch in stream:
-            for start in range(0, batch.num_rows, self.batch_size):
-                yield batch.slice(start, self.batch_size)
+        for block in stream:
+            size = self._rows_per_batch(block.num_rows, block.nbytes)
+            for start in range(0, block.num_rows, size):
+                yield block.slice(start, size)
 
     def iter_batches(self) -> Iterator[pa.RecordBatch]:
         """Every row, in file order, in batches; unreadable data raises EngineError."""
