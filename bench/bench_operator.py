@@ -72,16 +72,22 @@ def nexajobs(namespace: str, n: int) -> list[dict[str, Any]]:
     return out
 
 
-async def create_all(kube: KubeClient, objs: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
-    """Create every object, ``concurrency`` at a time; returns when each create returned."""
+async def create_all(
+    kube: KubeClient, objs: list[dict[str, Any]], concurrency: int, rate: float = 0.0
+) -> dict[str, float]:
+    """Create every object, ``concurrency`` at a time (and at most ``rate`` per second when
+    positive); returns when each create returned."""
     done: dict[str, float] = {}
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    for obj in objs:
-        queue.put_nowait(obj)
+    queue: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+    for i, obj in enumerate(objs):
+        queue.put_nowait((i, obj))
+    start = time.perf_counter()
 
     async def worker() -> None:
         while not queue.empty():
-            obj = queue.get_nowait()
+            i, obj = queue.get_nowait()
+            if rate > 0:
+                await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
             await kube.create(obj)
             done[obj["metadata"]["name"]] = time.perf_counter()
 
@@ -183,7 +189,7 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def measure(c: Any, n: int, concurrency: int) -> dict[str, Any]:
+async def measure(c: Any, n: int, concurrency: int, rate: float) -> dict[str, Any]:
     c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     c.kubectl("wait", "--for=condition=Established", "crd/nexajobs.nexa.run", "--timeout=60s")
     raw_ns, op_ns = c.create_namespace(), c.create_namespace()
@@ -238,7 +244,7 @@ async def measure(c: Any, n: int, concurrency: int) -> dict[str, Any]:
         objs = nexajobs(op_ns, n)
         cpu_before, op_cpu_before = cpu_of(plane), cpu_seconds(op.pid)
         start = time.perf_counter()
-        created = await create_all(kube, objs, concurrency)
+        created = await create_all(kube, objs, concurrency, rate)
         await watcher.wait_for(n, 300)
         end = max(watcher.seen.values()) if watcher.seen else time.perf_counter()
         op_cpu = {k: v - cpu_before[k] for k, v in cpu_of(plane).items()}
@@ -260,6 +266,7 @@ async def measure(c: Any, n: int, concurrency: int) -> dict[str, Any]:
     return {
         "jobs": n,
         "concurrency": concurrency,
+        "rate": rate or "max",
         "jobs_seen": len(watcher.seen),
         "raw_jobs_per_s": n / raw_seconds,
         "operator_jobs_per_s": len(watcher.seen) / op_seconds,
@@ -278,9 +285,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_operator", description=__doc__)
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="NexaJobs per second in the operator run (default: as fast as the API server takes them); "
+        "the latency at a steady rate, where the operator is not behind a queue",
+    )
     args = parser.parse_args()
     with cluster() as c:
-        result = asyncio.run(measure(c, args.jobs, args.concurrency))
+        result = asyncio.run(measure(c, args.jobs, args.concurrency, args.rate))
     print(json.dumps(result, indent=2))
     return 0
 

@@ -153,9 +153,31 @@ def _security_context() -> tuple[dict[str, Any], dict[str, Any]]:
     return pod, container
 
 
+def s3_credentials_env(config: OperatorConfig) -> list[dict[str, Any]]:
+    """NEXA_S3_ACCESS_KEY / NEXA_S3_SECRET_KEY from the S3 Secret, by the key names it uses.
+
+    Explicit keys rather than ``envFrom``: an external S3 Secret may name its keys
+    differently, and the engine should see those two values, not the whole Secret.
+    """
+    if not config.s3_secret:
+        return []
+    # Without S3 the engine runs on a local store and the Secret may be absent.
+    optional = "NEXA_S3_ENDPOINT" not in config.store_env
+    return [
+        {
+            "name": name,
+            "valueFrom": {"secretKeyRef": {"name": config.s3_secret, "key": key, "optional": optional}},
+        }
+        for name, key in (
+            ("NEXA_S3_ACCESS_KEY", config.s3_access_key_key),
+            ("NEXA_S3_SECRET_KEY", config.s3_secret_key_key),
+        )
+    ]
+
+
 def _env(
     job_type: JobType, options: JobOptions, config: OperatorConfig, *, job_id: str, attempt: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> list[dict[str, Any]]:
     env: dict[str, str] = {"NEXA_JOB_ID": job_id, "NEXA_ATTEMPT": str(attempt), "HOME": "/tmp"}
     env.update(config.store_env)
     if job_type is JobType.container:
@@ -163,12 +185,7 @@ def _env(
     else:
         env["NEXA_WORKDIR"] = "/work"
         env["NEXA_ARTIFACT_ROOT"] = "/work/artifacts"
-    env_from: list[dict[str, Any]] = []
-    if config.s3_secret:
-        # Without S3 the engine runs on a local store and the Secret may be absent.
-        optional = "NEXA_S3_ENDPOINT" not in config.store_env
-        env_from.append({"secretRef": {"name": config.s3_secret, "optional": optional}})
-    return [{"name": k, "value": v} for k, v in sorted(env.items())], env_from
+    return [{"name": k, "value": v} for k, v in sorted(env.items())] + s3_credentials_env(config)
 
 
 def nexa_labels(nexajob: dict[str, Any], job_type: JobType, attempt: int) -> dict[str, str]:
@@ -211,7 +228,7 @@ def build_job(nexajob: dict[str, Any], attempt: int, config: OperatorConfig) -> 
         labels[KUEUE_QUEUE_LABEL] = config.kueue_queue
     command, args = engine_command(job_type, options, job_id=job_id, attempt=attempt, tenant=tenant)
     selector, tolerations = placement(options, config)
-    env, env_from = _env(job_type, options, config, job_id=job_id, attempt=attempt)
+    env = _env(job_type, options, config, job_id=job_id, attempt=attempt)
     pod_security, container_security = _security_context()
     container: dict[str, Any] = {
         "name": ENGINE_CONTAINER,
@@ -226,8 +243,6 @@ def build_job(nexajob: dict[str, Any], attempt: int, config: OperatorConfig) -> 
     }
     if command:
         container["command"] = command
-    if env_from:
-        container["envFrom"] = env_from
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
@@ -334,7 +349,7 @@ def _serving_container(endpoint: dict[str, Any], config: OperatorConfig) -> dict
         "image": spec.get("image") or config.serving_image,
         "imagePullPolicy": config.image_pull_policy,
         "args": ["serve", "--checkpoint-id", spec["checkpoint_id"], "--port", str(SERVING_PORT)],
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())] + s3_credentials_env(config),
         "ports": [{"name": "http", "containerPort": SERVING_PORT}],
         "resources": container_resources(options),
         "securityContext": container_security,
@@ -342,10 +357,6 @@ def _serving_container(endpoint: dict[str, Any], config: OperatorConfig) -> dict
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    if config.s3_secret:
-        container["envFrom"] = [
-            {"secretRef": {"name": config.s3_secret, "optional": "NEXA_S3_ENDPOINT" not in config.store_env}}
-        ]
     return container
 
 

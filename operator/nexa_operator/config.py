@@ -48,7 +48,9 @@ class OperatorConfig:
     cpu_image: str = f"{DEFAULT_REGISTRY}/engine-cpu:{__version__}"
     cuda_image: str = f"{DEFAULT_REGISTRY}/engine-cuda:{__version__}"
     serving_image: str = f"{DEFAULT_REGISTRY}/engine-cuda:{__version__}"
-    s3_secret: str | None = "nexa-s3"  # Secret with NEXA_S3_ACCESS_KEY / NEXA_S3_SECRET_KEY
+    s3_secret: str | None = "nexa-s3"  # Secret holding the artifact store's credentials
+    s3_access_key_key: str = "NEXA_S3_ACCESS_KEY"  # its key with the access key
+    s3_secret_key_key: str = "NEXA_S3_SECRET_KEY"  # its key with the secret key
     store_env: dict[str, str] = field(default_factory=dict)  # NEXA_S3_ENDPOINT … passed to engines
     tier_label: str = "nexa.run/tier"
     gpu_type_label: str = "nvidia.com/gpu.product"
@@ -78,6 +80,8 @@ class OperatorConfig:
             cuda_image=env.get(prefix + "CUDA_IMAGE") or cls.cuda_image,
             serving_image=env.get(prefix + "SERVING_IMAGE") or cls.serving_image,
             s3_secret=env.get(prefix + "S3_SECRET", "nexa-s3") or None,
+            s3_access_key_key=env.get(prefix + "S3_ACCESS_KEY_KEY") or cls.s3_access_key_key,
+            s3_secret_key_key=env.get(prefix + "S3_SECRET_KEY_KEY") or cls.s3_secret_key_key,
             store_env=store_env,
             tier_label=env.get(prefix + "TIER_LABEL") or cls.tier_label,
             gpu_type_label=env.get(prefix + "GPU_TYPE_LABEL") or cls.gpu_type_label,

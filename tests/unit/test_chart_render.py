@@ -286,3 +286,15 @@ def test_chart_files_are_not_left_over_placeholders() -> None:
     readme = (REPO_ROOT / "charts" / "README.md").read_text()
     assert "Not built yet" not in readme and "charts/nexa" in readme
     assert Path(CHART / "templates" / "NOTES.txt").is_file()
+
+
+def test_the_operator_reads_an_external_s3_secret_by_its_key_names() -> None:
+    # Engines get NEXA_S3_ACCESS_KEY / NEXA_S3_SECRET_KEY from whatever keys that Secret uses.
+    objects = render(VALUE_SETS["external-s3"])
+    operator = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("operator")
+    )
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["NEXA_OPERATOR_S3_SECRET"] == "nexa-s3-credentials"
+    assert env["NEXA_OPERATOR_S3_ACCESS_KEY_KEY"] == "access-key"
+    assert env["NEXA_OPERATOR_S3_SECRET_KEY_KEY"] == "secret-key"

@@ -137,8 +137,13 @@ def test_job_is_owned_labelled_and_restricted() -> None:
 def test_s3_credentials_come_from_the_secret(store_env: dict[str, str], optional: bool) -> None:
     config = OperatorConfig(s3_secret="nexa-s3", store_env=store_env)
     c = container(builders.build_job(nexajob(JobType.audit, AuditSpec(dataset_uri=DS)), 1, config))
-    assert c["envFrom"] == [{"secretRef": {"name": "nexa-s3", "optional": optional}}]
-    env = {e["name"]: e["value"] for e in c["env"]}
+    assert "envFrom" not in c
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    assert refs == {
+        "NEXA_S3_ACCESS_KEY": {"name": "nexa-s3", "key": "NEXA_S3_ACCESS_KEY", "optional": optional},
+        "NEXA_S3_SECRET_KEY": {"name": "nexa-s3", "key": "NEXA_S3_SECRET_KEY", "optional": optional},
+    }
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
     assert not any("SECRET" in k or "ACCESS" in k for k in env)
     for key, value in store_env.items():
         assert env[key] == value
@@ -154,6 +159,21 @@ def test_kueue_labels_and_suspends() -> None:
 def test_user_suspend_creates_a_suspended_job() -> None:
     job = builders.build_job(nexajob(JobType.audit, AuditSpec(dataset_uri=DS), suspend=True), 1, CONFIG)
     assert job["spec"]["suspend"] is True
+
+
+def test_an_external_s3_secret_with_other_key_names_is_read_by_those_names() -> None:
+    config = OperatorConfig.from_env(
+        {
+            "NEXA_OPERATOR_S3_SECRET": "corp-s3",
+            "NEXA_OPERATOR_S3_ACCESS_KEY_KEY": "accesskey",
+            "NEXA_OPERATOR_S3_SECRET_KEY_KEY": "secretkey",
+            "NEXA_S3_ENDPOINT": "s3.corp:443",
+        }
+    )
+    job = builders.build_job(nexajob(JobType.audit, AuditSpec(dataset_uri=DS)), 1, config)
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container(job)["env"] if "valueFrom" in e}
+    assert refs["NEXA_S3_ACCESS_KEY"] == {"name": "corp-s3", "key": "accesskey", "optional": False}
+    assert refs["NEXA_S3_SECRET_KEY"] == {"name": "corp-s3", "key": "secretkey", "optional": False}
 
 
 def test_container_jobs_use_the_users_command_and_env() -> None:
