@@ -815,9 +815,33 @@ def _claim_loop(
         thread.start()
 
 
+def _join_secret(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--secret VALUE`` as ``--secret=VALUE`` when VALUE starts with a dash.
+
+    A generated secret (``secrets.token_urlsafe``) starts with "-" one time in 64, and
+    argparse would take it for an option and refuse the command line. Only a value that
+    is none of this parser's own options is joined, so a forgotten value still errors.
+    """
+    options = set(parser._option_string_actions)
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if arg == "--secret" and nxt is not None and nxt.startswith("-") and nxt.split("=", 1)[0] not in options:
+            out.append(f"--secret={nxt}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m nexa_engines.worker", description="Run a Nexa pull worker against a gateway."
+        prog="python -m nexa_engines.worker",
+        description="Run a Nexa pull worker against a gateway.",
+        allow_abbrev=False,
     )
     parser.add_argument("--gateway", required=True, help="gateway URL, e.g. http://127.0.0.1:8080")
     parser.add_argument(
@@ -833,7 +857,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory for jobs")
     parser.add_argument("--poll-wait", type=float, default=5.0, help="seconds one claim long-polls")
     parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
+    return parser.parse_args(_join_secret(parser, sys.argv[1:] if argv is None else list(argv)))
 
 
 def quiet_http_logs() -> None:

@@ -12,15 +12,9 @@ by patching the pod's status as the kubelet reports an exit code of 3.
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,118 +30,31 @@ from nexa.contracts.crd import (
     run_progress_key,
 )
 from nexa.ids import new_id
-from nexa_engines.run_one import result_record, write_result_record, write_run_record
+from nexa_engines.run_one import write_run_record
 from tests.fixtures.k8s import KWOK_OUTCOME_ANNOTATION, KWOK_RUN_DURATION_ANNOTATION, K8sCluster
+from tests.integration.operator_helpers import (
+    RESYNC_SECONDS,
+    OperatorProcess,
+    condition,
+    jobs_of,
+    start_operator,
+    terminal,
+    wait_for,
+    write_result,
+)
 
 kubernetes = pytest.importorskip("kubernetes")
 from kubernetes import client  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-CRDS = REPO / "crds"
 DS = "ds_" + "a" * 26
-RESYNC_SECONDS = 2
 
 pytestmark = pytest.mark.timeout(400)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class OperatorProcess:
-    """``python -m nexa_operator`` for one namespace, restartable and killable."""
-
-    def __init__(self, cluster: K8sCluster, namespace: str, artifacts: Path, log_dir: Path) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
-        self.artifacts = artifacts
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        env = dict(os.environ)
-        env.update(
-            KUBECONFIG=str(self.cluster.kubeconfig),
-            NEXA_ARTIFACT_ROOT=str(self.artifacts),
-            NEXA_OPERATOR_RESYNC_SECONDS=str(RESYNC_SECONDS),
-            NEXA_OPERATOR_RETRY_BASE_SECONDS="1",
-            NEXA_OPERATOR_PROGRESS_SECONDS="1",
-            NEXA_OPERATOR_METRICS_PORT="0",
-            NEXA_OPERATOR_CPU_IMAGE="nexa/engine-cpu:test",
-            NEXA_OPERATOR_CUDA_IMAGE="nexa/engine-cuda:test",
-        )
-        env.pop("NEXA_S3_ENDPOINT", None)
-        log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nexa_operator",
-                "--namespace",
-                self.namespace,
-                "--health-port",
-                str(free_port()),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no goodbye."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def logs(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("operator-*.log"))
-        )
-
-
-def install_crds(cluster: K8sCluster) -> None:
-    """Apply crds/ and wait until the API server serves both kinds."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    with cluster.api_client() as api_client:
-        extensions = client.ApiextensionsV1Api(api_client)
-
-        def established(name: str) -> bool:
-            conditions = extensions.read_custom_resource_definition(name).status.conditions or []
-            return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-        for crd in ("nexajobs.nexa.run", "nexaendpoints.nexa.run"):
-            wait_for(f"CRD {crd} to be established", lambda crd=crd: established(crd), 60)
-
-
 @pytest.fixture(scope="module")
-def crds_installed(k8s_cluster: K8sCluster) -> K8sCluster:
-    install_crds(k8s_cluster)
-    return k8s_cluster
+def crds_installed(nexa_crds: K8sCluster) -> K8sCluster:
+    return nexa_crds
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +66,7 @@ def namespace(crds_installed: K8sCluster) -> str:
 def operator(
     crds_installed: K8sCluster, namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    root = tmp_path_factory.mktemp("operator")
-    (root / "artifacts").mkdir()
-    proc = OperatorProcess(crds_installed, namespace, root / "artifacts", root)
-    proc.start()
+    proc = start_operator(crds_installed, namespace, tmp_path_factory.mktemp("operator"))
     yield proc
     proc.stop()
 
@@ -208,42 +112,10 @@ def phase(api: Any, namespace: str, name: str) -> str | None:
     return (get(api, namespace, name).get("status") or {}).get("phase")
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
-
-
-def jobs_of(api: Any, namespace: str, name: str) -> list[Any]:
-    items = (
-        client.BatchV1Api(api).list_namespaced_job(namespace, label_selector=f"nexa.run/nexajob={name}").items
-    )
-    return sorted(items, key=lambda j: j.metadata.name)
-
-
 def pods_of(api: Any, namespace: str, name: str) -> list[Any]:
     return (
         client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"nexa.run/nexajob={name}").items
     )
-
-
-def terminal(api: Any, namespace: str, name: str, timeout: float = 90.0) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = get(api, namespace, name)
-        return obj if (obj.get("status") or {}).get("phase") in ("Completed", "Failed", "Cancelled") else None
-
-    try:
-        result: dict[str, Any] = wait_for(f"NexaJob {name} to finish", check, timeout)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; status: {get(api, namespace, name).get('status')}") from None
-    return result
-
-
-def write_result(
-    operator: OperatorProcess, obj: dict[str, Any], attempt: int, result: dict[str, Any]
-) -> None:
-    """What run_one does on success, done here because KWOK runs no container."""
-    job_id = obj["metadata"]["name"].replace("-", "_", 1)
-    env = {"NEXA_ARTIFACT_ROOT": str(operator.artifacts)}
-    write_result_record(env, job_id, attempt, result_record(job_id, attempt, result, [], {}))
 
 
 def test_audit_on_a_gpu_node_completes_with_the_engines_result(

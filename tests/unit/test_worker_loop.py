@@ -26,6 +26,7 @@ from nexa_engines.worker import (
     JobReporter,
     WorkerRuntime,
     _gpu_model,
+    _parse_args,
     final_report_for,
     heartbeat_once,
     json_result,
@@ -476,3 +477,22 @@ def test_attempt_state_hands_out_the_final_report_once() -> None:
     for t in threads:
         t.join()
     assert sorted(results) == [False] * 7 + [True]
+
+
+@pytest.mark.parametrize(
+    "argv, secret",
+    [
+        (["--gateway", "http://g", "--secret", "-Xy_1"], "-Xy_1"),
+        (["--gateway", "http://g", "--secret", "--double-dash"], "--double-dash"),
+        (["--gateway", "http://g", "--secret=-eq"], "-eq"),
+        (["--gateway", "http://g", "--secret", "plain", "--name", "w"], "plain"),
+    ],
+)
+def test_a_secret_that_starts_with_a_dash_is_taken_as_the_secret(argv: list[str], secret: str) -> None:
+    assert _parse_args(argv).secret == secret
+
+
+def test_a_forgotten_secret_value_is_still_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _parse_args(["--gateway", "http://g", "--secret", "--name", "w"])
+    assert exc.value.code == 2 and "--secret: expected one argument" in capsys.readouterr().err
