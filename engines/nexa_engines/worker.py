@@ -828,7 +828,12 @@ def _join_secret(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     while i < len(argv):
         arg = argv[i]
         nxt = argv[i + 1] if i + 1 < len(argv) else None
-        if arg == "--secret" and nxt is not None and nxt.startswith("-") and nxt.split("=", 1)[0] not in options:
+        if (
+            arg == "--secret"
+            and nxt is not None
+            and nxt.startswith("-")
+            and nxt.split("=", 1)[0] not in options
+        ):
             out.append(f"--secret={nxt}")
             i += 2
             continue
