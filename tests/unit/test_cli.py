@@ -247,3 +247,24 @@ def test_demo_summary_compares_found_with_planted() -> None:
     console.print(table)
     text = console.export_text()
     assert "silver" in text and "19" in text and "20" in text and "1.5 s" in text
+
+
+def test_the_lifecycle_summary_is_readable_in_an_80_column_log() -> None:
+    from rich.console import Console
+
+    from nexa.cli.demo import Lifecycle, Step, id_cell, lifecycle_table
+
+    ids = ["dp_v5gmo4mhvsdddcwukxqgxddpwe", "dp_h6uj7qj4iwy5wbwtdntipevooq"]
+    figure = "tier D, mean score 0.612, 83 of 2000 rows flagged"
+    run = Lifecycle(
+        steps=[
+            Step("auditing the generated data", "job_6sqivjvxkqxipbxsdhg3fesbai", "completed", figure, 0.4),
+            Step("undeploy", id_cell(ids), "completed", "2 servers stopped", 1.1),
+        ]
+    )
+    console = Console(width=80, record=True, color_system=None)
+    console.print(lifecycle_table(run))
+    text = console.export_text()
+    assert "…" not in text
+    for needle in ["job_6sqivjvxkqxipbxsdhg3fesbai", *ids, "completed", "SECONDS", "1.1"]:
+        assert needle in text

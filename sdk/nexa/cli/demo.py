@@ -366,7 +366,7 @@ def run_lifecycle(
         run.steps.append(
             Step(
                 "undeploy",
-                ", ".join(run.deployments),
+                id_cell(run.deployments),
                 "completed" if stopped else "stopping",
                 f"{len(run.deployments)} servers stopped" if stopped else "still stopping",
                 time.monotonic() - started,
@@ -385,13 +385,21 @@ def _wait_stopped(client: NexaClient, deployment_ids: list[str], *, timeout: flo
     return False
 
 
+def id_cell(ids: list[str]) -> str:
+    """Several ids for one summary cell: one a line, so the column stays one id wide."""
+    return "\n".join(ids)
+
+
 def lifecycle_table(run: Lifecycle) -> Table:
     """Step, job id, status, key figure and seconds for every lifecycle step."""
     table = Table(title="lifecycle summary", title_justify="left", show_edge=False, header_style="bold")
-    for column in ("STEP", "JOB / ARTIFACT", "STATUS", "KEY FIGURE", "SECONDS"):
-        table.add_column(
-            column, justify="right" if column == "SECONDS" else "left", no_wrap=column == "JOB / ARTIFACT"
-        )
+    # Ids, statuses and seconds never wrap or shrink; the step and the figure wrap, so
+    # the table stays readable in an 80-column terminal or a CI log.
+    table.add_column("STEP", ratio=1)
+    table.add_column("JOB / ARTIFACT", no_wrap=True, min_width=30)
+    table.add_column("STATUS", no_wrap=True, min_width=9)
+    table.add_column("KEY FIGURE", ratio=2)
+    table.add_column("SECONDS", justify="right", no_wrap=True, min_width=7)
     for step in run.steps:
         table.add_row(step.name, step.job_id, step.status, escape(step.figure), f"{step.seconds:.1f}")
     return table
