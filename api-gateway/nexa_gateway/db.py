@@ -63,6 +63,22 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class TenantGrant(Base):
+    """A capability granted to one tenant beyond its own artifacts: a local root or an S3 bucket.
+
+    Nothing is granted by default: local paths and foreign buckets are opt-in per tenant.
+    """
+
+    __tablename__ = "tenant_grants"
+    __table_args__ = (UniqueConstraint("tenant_id", "kind", "value", name="uq_tenant_grants"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # "local_root" | "s3_bucket"
+    value: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 

@@ -20,7 +20,7 @@ from nexa_gateway.fastpath import StatusFastPath
 from nexa_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nexa_gateway.ratelimit import RateLimiter
 from nexa_gateway.routes import artifacts, datasets, deployments, health, jobs, keys, submit, workers
-from nexa_gateway.services import queue
+from nexa_gateway.services import grants, queue
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
 from nexa_gateway.services.keys import KeyResolver, ensure_tenant, store_api_key
@@ -41,6 +41,9 @@ def _bootstrap(state: AppState) -> None:
         with state.db.session() as session:
             tenant = ensure_tenant(session, "default")
             store_api_key(session, key, tenant_id=tenant.id, name="bootstrap")
+            if state.settings.bootstrap_grant_local_roots:
+                for root in state.settings.allowed_dataset_roots:
+                    grants.grant(session, state.settings, tenant.id, "local_root", str(root))
 
 
 def _reap_once(state: AppState) -> None:

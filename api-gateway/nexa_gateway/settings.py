@@ -44,7 +44,14 @@ class Settings(BaseSettings):
     s3_secret_key: str | None = None
     s3_secure: bool = False
     s3_prefix: str = ""
-    allowed_dataset_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    allowed_dataset_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="The ceiling for local paths: tenants read only granted roots inside these; empty: none.",
+    )
+    bootstrap_grant_local_roots: bool = Field(
+        False,
+        description="Grant the bootstrap tenant every allowed_dataset_roots entry (what `nexa up` does).",
+    )
     worker_secret: str | None = None
     bootstrap_api_key: str | None = None
     lease_seconds: int = Field(30, ge=1)
@@ -74,6 +81,13 @@ class Settings(BaseSettings):
         if value is not None and not well_formed(value):
             raise ValueError("not a well-formed nexa_ API key (generate one with `nexa keys create`)")
         return value
+
+    def protected_paths(self) -> list[Path]:
+        """Nexa's own files: never readable as a tenant's local path, whatever is granted."""
+        paths = [nexa_home(), self.artifact_root]
+        if self.is_sqlite and ":///" in self.database_url:
+            paths.append(Path(self.database_url.split(":///", 1)[1]))
+        return paths
 
     @property
     def is_sqlite(self) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from nexa_engines.store.access import Access
     from nexa_engines.store.base import ArtifactStore
 
 
@@ -52,9 +53,26 @@ class EngineContext:
     store: ArtifactStore
     reporter: Reporter
     workdir: Path
+    # Local directories this job's tenant may read here: the tenant's grants, already
+    # narrowed to what this worker's owner allows (the worker trusts no claim for more).
     allowed_roots: list[Path] = field(default_factory=list)
+    s3_buckets: list[str] = field(default_factory=list)
+    # Scratch space of other jobs on this machine (a worker's work root): never an input.
+    scratch_roots: list[Path] = field(default_factory=list)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     produced_artifacts: list[str] = field(default_factory=list)
+
+    @property
+    def access(self) -> Access:
+        """What this job may read; artifact ownership comes from the manifests (the store is the authority)."""
+        from nexa_engines.store.access import Access, protected_dirs
+
+        return Access(
+            tenant_id=self.tenant_id,
+            local_roots=tuple(self.allowed_roots),
+            s3_buckets=tuple(self.s3_buckets),
+            protected=protected_dirs(self.store, [self.workdir, *self.scratch_roots]),
+        )
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         self.reporter.progress(min(1.0, max(0.0, fraction)), message)

@@ -43,7 +43,9 @@ from nexa.contracts.crd import (
     run_progress_key,
     run_result_key,
 )
+from nexa.contracts.refs import job_references
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
+from nexa_engines.store.access import AccessDenied, check_reference
 from nexa_engines.store.factory import default_local_root, parse_bool, store_from_env
 from nexa_engines.worker import json_result
 
@@ -208,12 +210,19 @@ def run(
         store=store,
         reporter=reporter,
         workdir=workdir,
+        # Set by whoever runs the pod (the operator's settings), never by the NexaJob itself.
         allowed_roots=[
             Path(p) for p in env.get("NEXA_ALLOWED_DATASET_ROOTS", "").split(os.pathsep) if p.strip()
         ],
         cancel_event=cancel_event or threading.Event(),
     )
     reporter.log(f"[nexa] {job_type} {job_id} attempt {attempt} started")
+    # Every reference is checked again in the pod: the NexaJob is not proof of access.
+    for ref in job_references(spec):
+        try:
+            check_reference(ctx.access, store, ref)
+        except AccessDenied as exc:
+            return _fail(env, attempt, exc.code, f"{ref.field}: {exc.message}", retryable=False)
     try:
         result = json_result(engine(ctx, spec))
     except JobCancelled:

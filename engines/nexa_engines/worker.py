@@ -58,7 +58,9 @@ from nexa.contracts import (
     WorkerRegistered,
     spec_for,
 )
+from nexa.contracts.refs import job_references
 from nexa_engines.engine import EngineContext, EngineError, EngineFn, JobCancelled
+from nexa_engines.store.access import AccessDenied, check_reference
 from nexa_engines.worker_client import (
     FINAL_REPORT_RETRY_SECONDS,
     REPORT_RETRY_SECONDS,
@@ -556,6 +558,17 @@ class WorkerRuntime:
     make_store: Callable[[dict[str, Any]], Any] = _make_store
 
 
+def narrow_roots(granted: list[str], ceiling: list[str]) -> list[Path]:
+    """The tenant's granted roots that also lie inside this worker's own ceiling."""
+    limits = [Path(os.path.realpath(c)) for c in ceiling]
+    out = []
+    for root in granted:
+        real = Path(os.path.realpath(root))
+        if any(real == c or c in real.parents for c in limits):
+            out.append(real)
+    return out
+
+
 def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
     """Run one claimed attempt to its end and report it (unless the attempt was lost)."""
     claimed = state.claimed
@@ -587,9 +600,17 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
                 store=store,
                 reporter=reporter,
                 workdir=job_dir,
-                allowed_roots=[Path(root) for root in runtime.registered.allowed_roots],
+                allowed_roots=narrow_roots(claimed.local_roots, runtime.registered.allowed_roots),
+                s3_buckets=list(claimed.s3_buckets),
+                scratch_roots=[runtime.workdir],
                 cancel_event=state.cancel_event,
             )
+            # The worker checks every reference again: a claim is not proof of access.
+            for ref in job_references(spec):
+                try:
+                    check_reference(ctx.access, store, ref)
+                except AccessDenied as exc:
+                    raise EngineError(exc.code, f"{ref.field}: {exc.message}") from exc
             result = json_result(engine(ctx, spec))
         except Exception as exc:
             error = exc

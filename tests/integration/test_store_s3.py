@@ -32,6 +32,7 @@ from nexa_engines.store import (
     store_from_config,
     store_from_env,
 )
+from nexa_engines.store.access import Access
 from nexa_engines.store.s3 import S3ArtifactStore
 from tests.fixtures.s3_server import S3Server
 
@@ -320,26 +321,36 @@ def test_s3_dataset_refs(s3_server: S3Server, tmp_path: Path) -> None:
     rows = b'{"q": "hi", "a": "hello"}\n'
     put(store, "raw/chat.jsonl", rows)
     stored = new_id("ds")
-    commit(store, stored, {"data.parquet": b"PAR1...PAR1"})
+    commit(store, stored, {"data.parquet": b"PAR1...PAR1"}, tenant_id="tnt_a")
+    granted = Access("tnt_a", s3_buckets=(store.bucket,))
+    ungranted = Access("tnt_b")
 
     ok = f"s3://{store.bucket}/raw/chat.jsonl"
-    check_dataset_ref(ok, store=store, allowed_roots=[])
-    resolved = fetch_dataset(ok, store=store, allowed_roots=[], workdir=tmp_path)
+    check_dataset_ref(ok, store=store, access=granted)
+    # The platform's bucket is not every tenant's: without a grant the same URI is refused.
+    with pytest.raises(DatasetRefError) as denied:
+        check_dataset_ref(ok, store=store, access=ungranted)
+    assert denied.value.code == "dataset_not_allowed"
+    # Another tenant's stored dataset reads as missing.
+    with pytest.raises(DatasetRefError) as foreign:
+        fetch_dataset(stored, store=store, access=ungranted, workdir=tmp_path)
+    assert foreign.value.code == "dataset_not_found"
+    resolved = fetch_dataset(ok, store=store, access=granted, workdir=tmp_path)
     assert resolved.format == "jsonl" and resolved.path.read_bytes() == rows
     assert resolved.sha256 == hashlib.sha256(rows).hexdigest()
 
-    by_id = fetch_dataset(stored, store=store, allowed_roots=[], workdir=tmp_path)
+    by_id = fetch_dataset(stored, store=store, access=granted, workdir=tmp_path)
     assert by_id.format == "parquet" and by_id.path == tmp_path / stored / "data.parquet"
     assert by_id.path.read_bytes() == b"PAR1...PAR1"
 
     refused = {
         f"s3://{store.bucket}/raw/missing.jsonl": "dataset_not_found",
         f"s3://{store.bucket}/nexa/datasets/{stored}/data.parquet": "dataset_not_allowed",
-        "s3://some-other-bucket/raw/chat.jsonl": "dataset_not_allowed",
+        "s3://some-other-bucket/raw/chat.jsonl": "dataset_not_allowed",  # not granted
         f"s3://{store.bucket}/raw/chat.txt": "invalid_dataset_uri",
         new_id("ds"): "dataset_not_found",
     }
     for uri, code in refused.items():
         with pytest.raises(DatasetRefError) as info:
-            check_dataset_ref(uri, store=store, allowed_roots=[])
+            check_dataset_ref(uri, store=store, access=granted)
         assert info.value.code == code, uri

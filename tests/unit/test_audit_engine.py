@@ -59,7 +59,10 @@ def make_ctx(tmp_path: Path, reporter: RecordingReporter | None = None) -> Engin
 
 
 def read_scored(ctx: EngineContext, result: dict[str, Any]) -> pa.Table:
-    return pq.read_table(result["scored_dataset_uri"])
+    # Results name artifacts, never server paths; the test reads the store directly.
+    assert result["scored_dataset_uri"] == f"internal://{result['dataset_id']}/data.parquet"
+    assert isinstance(ctx.store, LocalArtifactStore)
+    return pq.read_table(ctx.store.artifact_dir(result["dataset_id"]) / "data.parquet")
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv"])
@@ -178,7 +181,7 @@ def test_small_batches_and_a_second_read_give_the_same_scored_copy(
     ctx = make_ctx(tmp_path)
     reread = run(ctx, AuditSpec(dataset_uri=str(source)))
 
-    assert read_scored(ctx, reread).equals(pq.read_table(whole["scored_dataset_uri"]))
+    assert read_scored(ctx, reread).equals(read_scored(ctx, whole))
     for key in (
         "flag_counts",
         "exact_duplicates",
@@ -297,7 +300,9 @@ class _JudgeHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def judge_server() -> Iterator[str]:
+def judge_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    # A loopback judge is refused by the default outbound policy; this test's operator allows it.
+    monkeypatch.setenv("NEXA_OUTBOUND_ALLOWLIST", "127.0.0.1")
     _JudgeHandler.calls = 0
     _JudgeHandler.auth = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _JudgeHandler)
@@ -355,3 +360,12 @@ def test_judge_without_its_key_fails_clearly(
         run(ctx, AuditSpec(dataset_uri=str(source), judge=judge))
     assert err.value.code == "judge_api_key_missing" and "NEXA_ABSENT_KEY" in err.value.message
     assert ctx.store.list_ids("dataset") == []
+
+
+def test_a_judge_on_a_non_public_address_is_refused_before_any_request(tmp_path: Path) -> None:
+    source = tmp_path / "data" / "sft.parquet"
+    generate_sft_dataset(source, num_rows=ROWS, seed=3, fmt="parquet")
+    judge = JudgeConfig(base_url="http://169.254.169.254/v1", model="m", sample_size=2)
+    with pytest.raises(EngineError) as info:
+        run(make_ctx(tmp_path), AuditSpec(dataset_uri=str(source), judge=judge))
+    assert info.value.code == "url_not_allowed"

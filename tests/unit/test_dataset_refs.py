@@ -17,7 +17,9 @@ from nexa_engines.store import (
     detect_format,
     fetch_dataset,
 )
+from nexa_engines.store.access import Access
 
+TENANT = "tnt_aaaaaaaaaaaaaaaaaaaaaaaaaa"
 PARQUET_BYTES = b"PAR1 not really parquet PAR1"  # the resolver never parses rows; engines do
 
 
@@ -28,6 +30,9 @@ class World:
     outside: Path
     stored_ds: str
     workdir: Path
+
+    def access(self, roots: list[Path]) -> Access:
+        return Access(TENANT, local_roots=tuple(roots), protected=(self.store.root,))
 
 
 @pytest.fixture
@@ -61,7 +66,7 @@ def world(tmp_path: Path) -> World:
     with store.begin("dataset", stored) as writer:
         (writer.path / "data.csv").write_text("q,a\nhi,hello\n")
         (writer.path / "report.html").write_text("<p>ok</p>")
-        writer.commit()
+        writer.commit(tenant_id=TENANT)
     return World(store, allowed, outside, stored, tmp_path / "work")
 
 
@@ -88,8 +93,10 @@ ACCEPTED = [
 @pytest.mark.parametrize(("uri", "fmt"), ACCEPTED)
 def test_accepted_refs_resolve_to_a_readable_file(world: World, uri: str, fmt: str) -> None:
     text = resolve(world, uri)
-    check_dataset_ref(text, store=world.store, allowed_roots=[world.allowed])
-    resolved = fetch_dataset(text, store=world.store, allowed_roots=[world.allowed], workdir=world.workdir)
+    check_dataset_ref(text, store=world.store, access=world.access([world.allowed]))
+    resolved = fetch_dataset(
+        text, store=world.store, access=world.access([world.allowed]), workdir=world.workdir
+    )
     assert resolved.format == fmt and resolved.uri == text
     assert resolved.path.exists()
     if resolved.path.is_file():
@@ -127,27 +134,27 @@ REFUSED = [
 def test_refused_refs_name_the_problem(world: World, uri: str, code: str) -> None:
     text = resolve(world, uri)
     with pytest.raises(DatasetRefError) as info:
-        check_dataset_ref(text, store=world.store, allowed_roots=[world.allowed])
+        check_dataset_ref(text, store=world.store, access=world.access([world.allowed]))
     assert info.value.code == code
     assert info.value.message  # user-facing text, never empty
     with pytest.raises(DatasetRefError) as fetched:
-        fetch_dataset(text, store=world.store, allowed_roots=[world.allowed], workdir=world.workdir)
+        fetch_dataset(text, store=world.store, access=world.access([world.allowed]), workdir=world.workdir)
     assert fetched.value.code == code
 
 
 def test_no_allowed_roots_means_no_local_paths(world: World) -> None:
     with pytest.raises(DatasetRefError) as info:
-        check_dataset_ref(str(world.allowed / "rows.csv"), store=world.store, allowed_roots=[])
+        check_dataset_ref(str(world.allowed / "rows.csv"), store=world.store, access=world.access([]))
     assert info.value.code == "dataset_not_allowed"
     assert "upload" in info.value.message
     # Stored datasets stay reachable.
-    check_dataset_ref(world.stored_ds, store=world.store, allowed_roots=[])
+    check_dataset_ref(world.stored_ds, store=world.store, access=world.access([]))
 
 
 def test_allowed_root_given_through_a_symlink(world: World, tmp_path: Path) -> None:
     link = tmp_path / "data-link"
     link.symlink_to(world.allowed)
-    check_dataset_ref(str(link / "rows.csv"), store=world.store, allowed_roots=[link])
+    check_dataset_ref(str(link / "rows.csv"), store=world.store, access=world.access([link]))
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
@@ -156,12 +163,14 @@ def test_unreadable_file(world: World) -> None:
     locked.write_text("a\n1\n")
     locked.chmod(0)
     with pytest.raises(DatasetRefError) as info:
-        check_dataset_ref(str(locked), store=world.store, allowed_roots=[world.allowed])
+        check_dataset_ref(str(locked), store=world.store, access=world.access([world.allowed]))
     assert info.value.code == "dataset_unreadable"
 
 
 def test_stored_dataset_fetch_returns_its_data_file(world: World) -> None:
-    resolved = fetch_dataset(world.stored_ds, store=world.store, allowed_roots=[], workdir=world.workdir)
+    resolved = fetch_dataset(
+        world.stored_ds, store=world.store, access=world.access([]), workdir=world.workdir
+    )
     assert resolved.artifact_id == world.stored_ds
     assert resolved.path.name == "data.csv"
     assert resolved.path.read_text() == "q,a\nhi,hello\n"
@@ -171,7 +180,7 @@ def test_stored_dataset_fetch_returns_its_data_file(world: World) -> None:
 def test_tampered_stored_dataset_is_unreadable(world: World) -> None:
     (world.store.root / "datasets" / world.stored_ds / "data.csv").write_text("q,a\nhi,evil\n")
     with pytest.raises(DatasetRefError) as info:
-        fetch_dataset(world.stored_ds, store=world.store, allowed_roots=[], workdir=world.workdir)
+        fetch_dataset(world.stored_ds, store=world.store, access=world.access([]), workdir=world.workdir)
     assert info.value.code == "dataset_unreadable"
     assert "data.csv" in info.value.message
 
@@ -181,17 +190,21 @@ def test_stored_dataset_needs_exactly_one_data_file(world: World) -> None:
     with world.store.begin("dataset", two) as writer:
         (writer.path / "data.csv").write_text("a\n1\n")
         (writer.path / "data.parquet").write_bytes(PARQUET_BYTES)
-        writer.commit()
+        writer.commit(tenant_id=TENANT)
     with pytest.raises(DatasetRefError, match="exactly one data file") as info:
-        fetch_dataset(two, store=world.store, allowed_roots=[], workdir=world.workdir)
+        fetch_dataset(two, store=world.store, access=world.access([]), workdir=world.workdir)
     assert info.value.code == "dataset_unreadable"
 
 
 def test_parquet_directory_hash_changes_with_any_part(world: World) -> None:
     parts = str(world.allowed / "parts")
-    before = fetch_dataset(parts, store=world.store, allowed_roots=[world.allowed], workdir=world.workdir)
+    before = fetch_dataset(
+        parts, store=world.store, access=world.access([world.allowed]), workdir=world.workdir
+    )
     (world.allowed / "parts" / "part-1.parquet").write_bytes(PARQUET_BYTES + b"2")
-    after = fetch_dataset(parts, store=world.store, allowed_roots=[world.allowed], workdir=world.workdir)
+    after = fetch_dataset(
+        parts, store=world.store, access=world.access([world.allowed]), workdir=world.workdir
+    )
     assert before.sha256 != after.sha256
 
 

@@ -21,6 +21,7 @@ from nexa.contracts import (
     WorkerRegistered,
 )
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
+from nexa_engines.store.local import LocalArtifactStore
 from nexa_engines.worker import (
     AttemptState,
     JobReporter,
@@ -280,6 +281,12 @@ def test_gpu_model_names() -> None:
 
 
 def _runtime(gateway: FakeGateway, tmp_path: Path, engine: Any) -> WorkerRuntime:
+    # The claimed job's input exists and belongs to its tenant: the worker checks both.
+    store = LocalArtifactStore(tmp_path / "store")
+    if not store.exists("ds_" + "b" * 26):
+        with store.begin("dataset", "ds_" + "b" * 26) as writer:
+            (writer.path / "data.jsonl").write_text('{"text": "x"}\n')
+            writer.commit(tenant_id=claimed().tenant_id)
     registered = WorkerRegistered(
         worker_id="wrk_" + "d" * 26,
         token="nexaw_x",
@@ -294,7 +301,7 @@ def _runtime(gateway: FakeGateway, tmp_path: Path, engine: Any) -> WorkerRuntime
         workdir=tmp_path / "work",
         name="test-worker",
         load_engine=lambda job_type: engine,
-        make_store=lambda cfg: object(),
+        make_store=lambda cfg: LocalArtifactStore(Path(cfg["root"])),
     )
 
 

@@ -50,6 +50,7 @@ from nexa.contracts.crd import (
 from nexa.ids import is_id, new_id
 from nexa_gateway.errors import ApiError, conflict, not_found
 from nexa_gateway.services.artifacts import check_job_inputs
+from nexa_gateway.services.grants import tenant_access
 from nexa_gateway.services.jobs import spec_hash
 from nexa_gateway.services.logstream import format_event
 from nexa_gateway.state import AppState
@@ -318,7 +319,8 @@ class KubernetesJobBackend:
 
         key = idempotency_key or spec.idempotency_key
         with self.state.db.session() as session:
-            check_job_inputs(session, self.state.store, self.state.allowed_roots, tenant_id, job_type, spec)
+            access = tenant_access(session, self.state.settings, self.state.store, tenant_id)
+            check_job_inputs(self.state.store, access, spec)
         namespace = self._namespace(tenant_id)
         self._ensure_namespace(namespace)
         job_id = idempotent_job_id(tenant_id, key) if key else new_id("job")

@@ -23,7 +23,7 @@ from nexa.contracts import (
 )
 from nexa_gateway.db import Worker
 from nexa_gateway.deps import CurrentWorker, SessionDep, StateDep, WorkerSecret
-from nexa_gateway.services import queue
+from nexa_gateway.services import grants, queue
 from nexa_gateway.services.artifacts import promote_artifacts
 from nexa_gateway.state import AppState
 
@@ -69,6 +69,11 @@ def _claim_once(state: AppState, worker: Worker, body: ClaimRequest) -> ClaimedJ
             artifacts_root=state.store.root_uri,
             use_skip_locked=state.db.is_postgres,
         )
+        if claimed is not None:
+            # What the job's tenant may read besides its own artifacts; the worker narrows it further.
+            roots, buckets = grants.granted(session, claimed.tenant_id)
+            claimed.local_roots = [str(p) for p in grants.effective_roots(state.settings, roots)]
+            claimed.s3_buckets = buckets
         queue.touch_worker(session, worker.id)
     if claimed is not None:
         state.jobs.invalidate([claimed.job_id])

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nexa.contracts import ArtifactInfo, ArtifactManifest, Dataset, JobOptions, JobType
+from nexa.contracts import ArtifactInfo, ArtifactManifest, Dataset, JobOptions
 from nexa.contracts.artifacts import kind_of
-from nexa.ids import id_prefix, is_id, new_id
+from nexa.contracts.refs import artifact_ref_uri, job_references
+from nexa.ids import is_id, new_id
+from nexa_engines.store.access import Access, AccessDenied, check_reference
 from nexa_engines.store.base import ArtifactError, ArtifactNotFound, ArtifactStore, IntegrityError
-from nexa_engines.store.datasets import DatasetRefError, check_dataset_ref, detect_format
+from nexa_engines.store.datasets import DatasetRefError, detect_format
 from nexa_gateway.db import Artifact, Job
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services.jobs import decode_cursor, encode_cursor
@@ -34,7 +36,7 @@ def dataset_contract(row: Artifact) -> Dataset:
     return Dataset(
         dataset_id=row.id,
         name=row.name,
-        uri=row.uri,
+        uri=artifact_ref_uri(row.id),
         format=row.format or "parquet",
         num_rows=row.num_rows,
         size_bytes=row.size_bytes,
@@ -160,7 +162,7 @@ def artifact_info(row: Artifact, manifest: ArtifactManifest | None) -> ArtifactI
     return ArtifactInfo(
         artifact_id=row.id,
         kind=row.kind,
-        uri=row.uri,
+        uri=artifact_ref_uri(row.id),
         job_id=row.job_id,
         created_at=row.created_at,
         manifest=manifest,
@@ -189,66 +191,17 @@ def read_verified_file(store: ArtifactStore, artifact_id: str, rel_path: str) ->
         raise ApiError(400, "bad_request", str(exc), field="path") from exc
 
 
-# Which request fields name datasets and checkpoints, per job type.
-_DATASET_FIELDS: dict[JobType, tuple[str, ...]] = {
-    JobType.audit: ("dataset_uri",),
-    JobType.distill: ("dataset_id",),
-    JobType.train: ("dataset_id",),
-    JobType.evaluate: ("dataset_id",),
-}
-_CHECKPOINT_FIELDS: dict[JobType, tuple[str, ...]] = {
-    JobType.train: ("warm_start_checkpoint_id",),
-    JobType.evaluate: ("checkpoint_id",),
-    JobType.deploy: ("checkpoint_id",),
-}
+def check_job_inputs(store: ArtifactStore, access: Access, spec: JobOptions) -> None:
+    """Refuse a submission naming anything its tenant cannot read, naming the field.
 
-
-def check_job_inputs(
-    session: Session,
-    store: ArtifactStore,
-    allowed_roots: list[Path],
-    tenant_id: str,
-    job_type: JobType,
-    spec: JobOptions,
-) -> None:
-    """Refuse a submission whose datasets or checkpoints the tenant cannot read, naming the field."""
-    for field in _DATASET_FIELDS.get(job_type, ()):
-        ref = getattr(spec, field, None)
-        if ref is None:
-            continue
-        if id_prefix(ref) is not None or ref.startswith("ds_"):
-            if (
-                not is_id(ref, "ds")
-                or session.scalar(
-                    select(Artifact.id).where(
-                        Artifact.id == ref, Artifact.tenant_id == tenant_id, Artifact.kind == "dataset"
-                    )
-                )
-                is None
-            ):
-                raise ApiError(422, "dataset_not_found", f"dataset {ref!r} not found", field=field)
-            continue
+    Every reference the request carries is checked (``nexa.contracts.refs``), the
+    same list the worker or pod checks again before it reads anything.
+    """
+    for ref in job_references(spec):
         try:
-            check_dataset_ref(ref, store=store, allowed_roots=allowed_roots)
-        except DatasetRefError as exc:
-            raise ApiError(422, exc.code, exc.message, field=field) from exc
-    checkpoint_refs: list[tuple[str, Any]] = [
-        (f, getattr(spec, f, None)) for f in _CHECKPOINT_FIELDS.get(job_type, ())
-    ]
-    if job_type is JobType.train and str(getattr(spec, "model", "")).startswith("ckpt_"):
-        checkpoint_refs.append(("model", spec.model))  # type: ignore[attr-defined]
-    for field, ref in checkpoint_refs:
-        if ref is None:
-            continue
-        if (
-            session.scalar(
-                select(Artifact.id).where(
-                    Artifact.id == ref, Artifact.tenant_id == tenant_id, Artifact.kind == "checkpoint"
-                )
-            )
-            is None
-        ):
-            raise ApiError(422, "checkpoint_not_found", f"checkpoint {ref!r} not found", field=field)
+            check_reference(access, store, ref)
+        except AccessDenied as exc:
+            raise ApiError(422, exc.code, exc.message, field=exc.field or ref.field) from exc
 
 
 def promote_artifacts(
@@ -302,6 +255,6 @@ def promote_artifacts(
                 created_at=manifest.created_at,
             )
         )
-        first_uri = first_uri or store.uri(artifact_id)
+        first_uri = first_uri or artifact_ref_uri(artifact_id)
     session.flush()
     return first_uri

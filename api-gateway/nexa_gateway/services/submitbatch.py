@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import Job, JobOptions, JobType
+from nexa.contracts.refs import JobReference, job_references
+from nexa_engines.store.access import Access
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services import jobs as svc
 from nexa_gateway.services.artifacts import check_job_inputs
+from nexa_gateway.services.grants import tenant_access
 from nexa_gateway.state import AppState
 
 log = logging.getLogger("nexa.gateway.submit")
@@ -98,20 +101,18 @@ class SubmitBatcher:
         outcomes: list[tuple[Job, bool] | ApiError | None] = [None] * len(batch)
         accepted: list[int] = []
         with state.db.session() as session:
-            checked: dict[tuple[str, str], ApiError | None] = {}
+            checked: dict[tuple[str, tuple[JobReference, ...]], ApiError | None] = {}
+            scopes: dict[str, Access] = {}
             for i, request in enumerate(batch):
                 # Many submissions in a burst name the same dataset: check each once per batch.
-                ident = (request.tenant_id, request.spec.model_dump_json(include=_INPUT_FIELDS))
+                ident = (request.tenant_id, tuple(job_references(request.spec)))
                 if ident not in checked:
-                    try:
-                        check_job_inputs(
-                            session,
-                            state.store,
-                            state.allowed_roots,
-                            request.tenant_id,
-                            request.job_type,
-                            request.spec,
+                    if request.tenant_id not in scopes:
+                        scopes[request.tenant_id] = tenant_access(
+                            session, state.settings, state.store, request.tenant_id
                         )
+                    try:
+                        check_job_inputs(state.store, scopes[request.tenant_id], request.spec)
                         checked[ident] = None
                     except ApiError as exc:
                         checked[ident] = exc
@@ -130,7 +131,3 @@ class SubmitBatcher:
         for i, result in zip(accepted, results, strict=True):
             outcomes[i] = result if isinstance(result, ApiError) else (result.job, result.created)
         return [o for o in outcomes if o is not None]
-
-
-# The request fields that name inputs (see services.artifacts.check_job_inputs).
-_INPUT_FIELDS = {"dataset_uri", "dataset_id", "checkpoint_id", "warm_start_checkpoint_id", "model"}

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nexa.contracts import AuditSpec, InputSource
+from nexa.contracts.refs import artifact_ref_uri
 from nexa.ids import new_id
 from nexa_engines.audit import dedup, minhash
 from nexa_engines.audit.columns import TextColumn, detect_text_columns, labeled_row_text, row_texts
@@ -245,9 +246,7 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
         spec = AuditSpec.model_validate(spec)
     ctx.progress(0.0, "resolving dataset")
     try:
-        resolved = fetch_dataset(
-            spec.dataset_uri, store=ctx.store, allowed_roots=ctx.allowed_roots, workdir=ctx.workdir
-        )
+        resolved = fetch_dataset(spec.dataset_uri, store=ctx.store, access=ctx.access, workdir=ctx.workdir)
     except DatasetRefError as exc:
         raise EngineError(exc.code, exc.message) from exc
     reader = DatasetReader(
@@ -369,7 +368,7 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
         writer.abort()
         raise
     ctx.produced_artifacts.append(dataset_id)
-    uri = ctx.store.uri(dataset_id)
+    uri = artifact_ref_uri(dataset_id)  # never a server path: users download through the API
     ctx.log(f"wrote {dataset_id}: tier {tier}, mean score {mean_score:.3f}, {flagged} of {n} rows flagged")
     ctx.progress(1.0, f"audit complete: tier {tier}")
     return {

@@ -130,6 +130,13 @@ async def _score_all(
     on_done: Callable[[int], None],
     backoff_base: float,
 ) -> JudgeOutcome:
+    from nexa_engines.outbound import check_url
+    from nexa_engines.store.access import AccessDenied
+
+    try:
+        check_url(str(config.base_url), resolve=True)
+    except AccessDenied as exc:
+        raise EngineError(exc.code, exc.message) from exc
     headers = {"content-type": "application/json"}
     key = _api_key(config)
     if key:

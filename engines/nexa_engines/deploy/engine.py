@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from nexa.contracts import DeploySpec, InputSource
+from nexa.contracts.refs import artifact_ref_uri
 from nexa.ids import new_id
 from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.serve.control import DEPLOYMENT_FILE
@@ -167,7 +168,9 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
                 job_id=ctx.job_id,
                 attempt=ctx.attempt,
                 tenant_id=ctx.tenant_id,
-                inputs=[InputSource(uri=ctx.store.uri(spec.checkpoint_id), artifact_id=spec.checkpoint_id)],
+                inputs=[
+                    InputSource(uri=artifact_ref_uri(spec.checkpoint_id), artifact_id=spec.checkpoint_id)
+                ],
                 config={"record": "deployment", **{k: v for k, v in record.items() if k != "log_path"}},
             )
     except Exception:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nexa.contracts import DistillSpec, InputSource
+from nexa.contracts.refs import artifact_ref_uri
 from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.store.datasets import DatasetRefError, fetch_dataset
 from nexa_engines.teacher.client import Completion
@@ -28,9 +29,7 @@ def run(ctx: EngineContext, spec: DistillSpec) -> dict[str, Any]:
     if not isinstance(spec, DistillSpec):
         spec = DistillSpec.model_validate(spec)
     try:
-        dataset = fetch_dataset(
-            spec.dataset_id, store=ctx.store, allowed_roots=ctx.allowed_roots, workdir=ctx.workdir
-        )
+        dataset = fetch_dataset(spec.dataset_id, store=ctx.store, access=ctx.access, workdir=ctx.workdir)
     except DatasetRefError as exc:
         raise EngineError(exc.code, exc.message) from exc
     table = read_table(dataset.path, dataset.format)
@@ -96,7 +95,7 @@ def run(ctx: EngineContext, spec: DistillSpec) -> dict[str, Any]:
     ctx.log(f"distilled {len(records)} samples in {time.monotonic() - started:.1f}s into {dataset_id}")
     return {
         "distilled_dataset_id": dataset_id,
-        "sft_dataset_uri": ctx.store.uri(dataset_id),
+        "sft_dataset_uri": artifact_ref_uri(dataset_id),
         "num_samples": len(records),
         "estimated_tokens": tokens,
         "prompt_tokens": sum(int(r.get("prompt_tokens", 0)) for r in records),

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from nexa.contracts import EvaluateSpec, InputSource
+from nexa.contracts.refs import artifact_ref_uri
 from nexa.ids import new_id
 from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.evaluate import metrics as m
@@ -26,7 +27,7 @@ def _score_model(
     ctx: EngineContext, reference: str, spec: EvaluateSpec, pairs: list[tuple[str, str]], label: str
 ) -> tuple[dict[str, float], list[str]]:
     device = pick_device()
-    resolved = resolve_model(reference, store=ctx.store, workdir=ctx.workdir, allowed_roots=ctx.allowed_roots)
+    resolved = resolve_model(reference, store=ctx.store, workdir=ctx.workdir, access=ctx.access)
     tokenizer = load_tokenizer(resolved)
     model = load_model(resolved, dtype=device.dtype).to(device.torch_device).eval()
     scores: dict[str, float] = {}
@@ -55,6 +56,13 @@ def _judge(ctx: EngineContext, spec: EvaluateSpec, pairs: list[tuple[str, str]],
         raise EngineError("judge_missing", "the judge metric needs a judge (base_url and model)")
     import os
 
+    from nexa_engines.outbound import check_url
+    from nexa_engines.store.access import AccessDenied
+
+    try:
+        check_url(str(spec.judge.base_url), resolve=True)
+    except AccessDenied as exc:
+        raise EngineError(exc.code, exc.message) from exc
     key = os.environ.get(spec.judge.api_key_env) if spec.judge.api_key_env else None
     client = ChatClient(
         str(spec.judge.base_url), spec.judge.model, api_key=key, timeout=spec.judge.timeout_seconds
@@ -99,9 +107,7 @@ def run(ctx: EngineContext, spec: EvaluateSpec) -> dict[str, Any]:
     if not dataset_ref:
         raise EngineError("dataset_missing", f"{spec.checkpoint_id} has no held-out split; pass dataset_id")
     try:
-        dataset = fetch_dataset(
-            str(dataset_ref), store=ctx.store, allowed_roots=ctx.allowed_roots, workdir=ctx.workdir
-        )
+        dataset = fetch_dataset(str(dataset_ref), store=ctx.store, access=ctx.access, workdir=ctx.workdir)
     except DatasetRefError as exc:
         raise EngineError(exc.code, exc.message) from exc
     pairs = sft_pairs(read_table(dataset.path, dataset.format))
@@ -152,7 +158,7 @@ def run(ctx: EngineContext, spec: EvaluateSpec) -> dict[str, Any]:
             metrics={"scores": scores, "base_scores": base_scores},
         )
     ctx.produced_artifacts.append(eval_id)
-    uri = ctx.store.uri(eval_id)
+    uri = artifact_ref_uri(eval_id)  # never a server path: users download through the API
     return {
         "eval_id": eval_id,
         "scores": scores,

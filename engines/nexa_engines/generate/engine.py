@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nexa.contracts import GenerateSpec, InputSource
+from nexa.contracts.refs import artifact_ref_uri
 from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.models.prompt import clean_completion
 from nexa_engines.teacher.client import Completion
@@ -99,7 +100,7 @@ def run(ctx: EngineContext, spec: GenerateSpec) -> dict[str, Any]:
     return {
         "dataset_id": dataset_id,
         "generated_dataset_id": dataset_id,
-        "sft_dataset_uri": ctx.store.uri(dataset_id),
+        "sft_dataset_uri": artifact_ref_uri(dataset_id),
         "num_samples": len(records),
         "estimated_tokens": tokens,
         "resumed_samples": resumed,

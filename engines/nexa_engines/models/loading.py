@@ -1,5 +1,7 @@
 """One loader for every model reference: a ``ckpt_…`` checkpoint, a local path, or a Hugging Face id.
 
+Which of them the job's tenant may use is decided by ``nexa_engines.store.access``.
+
 A checkpoint directory holds either full weights or a LoRA adapter; an adapter's
 manifest names its base (``config.base_model``), which is resolved the same way.
 Hugging Face ids load through the local cache only when ``HF_HUB_OFFLINE=1``; a
@@ -13,8 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nexa.ids import is_id
 from nexa_engines.engine import EngineError
+from nexa_engines.store.access import (
+    Access,
+    AccessDenied,
+    check_artifact,
+    check_scanned_file,
+    local_path,
+    parse_or_deny,
+)
 from nexa_engines.store.base import ArtifactError, ArtifactNotFound, ArtifactStore
 
 ADAPTER_FILE = "adapter_config.json"
@@ -40,54 +49,65 @@ class ResolvedModel:
         return str(self.config.get("base_model") or self.reference)
 
 
-def _under(path: Path, roots: list[Path]) -> bool:
-    real = Path(os.path.realpath(path))
-    for root in roots:
-        base = Path(os.path.realpath(root))
-        if real == base or base in real.parents:
-            return True
-    return False
-
-
 def resolve_model(
-    reference: str, *, store: ArtifactStore, workdir: Path, allowed_roots: list[Path], _depth: int = 0
+    reference: str, *, store: ArtifactStore, workdir: Path, access: Access, _depth: int = 0
 ) -> ResolvedModel:
-    """Local files (or a hub id) for ``reference``; ``EngineError(model_not_found)`` when it names nothing usable."""
+    """Local files (or a hub id) for ``reference``, as the job's tenant may read them.
+
+    ``EngineError(model_not_found | model_not_allowed | invalid_model_ref)`` when it
+    names nothing this tenant can use; another tenant's checkpoint reads as not found.
+    """
     if _depth > 8:
         raise EngineError("model_not_found", f"{reference}: the chain of base models is too long")
-    ref = reference.strip()
-    if ref.startswith("ckpt_"):
-        if not is_id(ref, "ckpt"):
-            raise EngineError("model_not_found", f"{ref!r} is not a valid checkpoint id")
-        try:
-            manifest = store.read_manifest(ref, verify=False)
-            directory = store.fetch(ref, workdir / "models" / ref)
-        except ArtifactNotFound as exc:
-            raise EngineError("model_not_found", f"checkpoint {ref} does not exist") from exc
-        except ArtifactError as exc:
-            raise EngineError("model_unreadable", f"checkpoint {ref} cannot be read: {exc}") from exc
-        resolved = ResolvedModel(ref, str(directory), checkpoint_id=ref, config=dict(manifest.config))
-        if (directory / ADAPTER_FILE).exists():
-            base_ref = str(manifest.config.get("base_model") or "")
-            if not base_ref:
+    try:
+        parsed = parse_or_deny(reference, "model")
+        if parsed.form == "artifact":
+            check_artifact(access, store, parsed.value, "model")
+            return _checkpoint(parsed.value, store=store, workdir=workdir, access=access, depth=_depth)
+        if parsed.form == "path":
+            real = local_path(access, parsed.value, "model", shown=reference)
+            if not (real / "config.json").is_file():
                 raise EngineError(
-                    "model_unreadable", f"adapter checkpoint {ref} does not name its base model"
+                    "model_not_found", f"{reference!r} is not a model directory (no config.json)"
                 )
-            resolved.base = resolve_model(
-                base_ref, store=store, workdir=workdir, allowed_roots=allowed_roots, _depth=_depth + 1
-            )
-        return resolved
-    if ref.startswith(("/", "file://")):
-        path = Path(ref.removeprefix("file://"))
-        if not _under(path, allowed_roots):
-            raise EngineError(
-                "model_not_allowed",
-                f"{ref!r} is outside the directories this server may read; register it as a checkpoint instead",
-            )
-        if not (path / "config.json").exists():
-            raise EngineError("model_not_found", f"{ref!r} is not a model directory (no config.json)")
-        return ResolvedModel(ref, str(path))
-    return ResolvedModel(ref, ref)
+            for current, _dirs, names in os.walk(real, followlinks=False):
+                for name in names:
+                    file = Path(current, name)
+                    check_scanned_file(access, Path(os.path.realpath(file)), "model", f"{reference} ({name})")
+            return ResolvedModel(reference.strip(), str(real))
+        if parsed.form == "hf":
+            if os.path.lexists(parsed.value):
+                # transformers would load a directory of that name relative to the worker's cwd.
+                raise AccessDenied(
+                    "model_not_allowed",
+                    f"{reference!r} names a directory on this worker; use an absolute path under a granted root",
+                )
+            return ResolvedModel(reference.strip(), parsed.value)
+    except AccessDenied as exc:
+        raise EngineError(exc.code, exc.message) from exc
+    raise EngineError(
+        "invalid_model_ref",
+        f"{reference!r}: a model is a ckpt_ id, an absolute path under a granted root, or a Hugging Face id",
+    )
+
+
+def _checkpoint(
+    ref: str, *, store: ArtifactStore, workdir: Path, access: Access, depth: int
+) -> ResolvedModel:
+    try:
+        manifest = store.read_manifest(ref, verify=False)
+        directory = store.fetch(ref, workdir / "models" / ref)
+    except ArtifactNotFound as exc:
+        raise EngineError("model_not_found", f"checkpoint {ref} not found") from exc
+    except ArtifactError as exc:
+        raise EngineError("model_unreadable", f"checkpoint {ref} cannot be read: {exc}") from exc
+    resolved = ResolvedModel(ref, str(directory), checkpoint_id=ref, config=dict(manifest.config))
+    if (directory / ADAPTER_FILE).exists():
+        base_ref = str(manifest.config.get("base_model") or "")
+        if not base_ref:
+            raise EngineError("model_unreadable", f"adapter checkpoint {ref} does not name its base model")
+        resolved.base = resolve_model(base_ref, store=store, workdir=workdir, access=access, _depth=depth + 1)
+    return resolved
 
 
 def load_tokenizer(resolved: ResolvedModel) -> Any:

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from nexa_engines.serve.batcher import BatchScheduler
     from nexa_engines.serve.control import mark_stopped, stop_requested
     from nexa_engines.serve.metrics import ServingMetrics
+    from nexa_engines.store.access import Access
     from nexa_engines.store.factory import store_from_config
 
     store = store_from_config(json.loads(args.store_config)) if args.store_config else None
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --checkpoint needs --store-config", file=sys.stderr)
             return 2
         workdir = args.workdir or Path(os.environ.get("NEXA_HOME", "~/.nexa")).expanduser() / "serving"
-        resolved = resolve_model(args.checkpoint, store=store, workdir=workdir, allowed_roots=[])
+        # The deploy job resolved the checkpoint for its tenant; the serving process is the platform's.
+        resolved = resolve_model(args.checkpoint, store=store, workdir=workdir, access=Access(tenant_id=None))
     elif args.model_dir:
         from nexa_engines.models.loading import ResolvedModel
 

@@ -4,20 +4,26 @@ The gateway calls ``check_dataset_ref`` at submit time, so a bad reference is a
 clear 422 before any worker sees the job; an engine calls ``fetch_dataset`` to
 get a verified local file. Accepted forms:
 
-``ds_<id>``
-    A dataset artifact in the store. Convention: the artifact directory holds
-    exactly one data file named ``data.parquet``, ``data.jsonl`` or ``data.csv``
-    (uploads and every engine that outputs a dataset write it under that name),
-    beside any other files (reports) and ``manifest.json``.
+``ds_<id>`` or ``internal://ds_<id>``
+    A dataset artifact in the store, owned by the job's tenant (another tenant's
+    reads as not found). Convention: the artifact directory holds exactly one
+    data file named ``data.parquet``, ``data.jsonl`` or ``data.csv`` (uploads and
+    every engine that outputs a dataset write it under that name), beside any
+    other files (reports) and ``manifest.json``.
 ``s3://<bucket>/<key>``
-    An object in the S3 artifact store's own bucket, outside the store's
-    artifact directories (stored datasets are named by id, not by key).
+    An object in a bucket granted to the tenant, outside the store's artifact
+    directories (stored datasets are named by id, not by key).
+``hf://datasets/<owner>/<name>/<file>``
+    A file of a public Hugging Face dataset repository (the local hub cache when
+    ``HF_HUB_OFFLINE=1``).
 absolute local path, or ``file://`` URI
-    Only when the real path (symlinks resolved) is under one of the server's
-    allowed roots; no allowed roots means no local paths at all. A regular file,
-    or a directory holding ``.parquet`` files (read as one parquet dataset).
+    Only when the real path (symlinks resolved) is under a local root granted to
+    the tenant on this server, and outside the artifact store and Nexa's own state.
+    A regular file, or a directory holding ``.parquet`` files (read as one parquet
+    dataset; every file is re-checked where its symlinks lead).
 
-Formats come from the extension (any case): ``.parquet``; ``.jsonl``, ``.jsonl.gz``
+Who may read what is decided by ``nexa_engines.store.access``; this module parses
+and fetches. Formats come from the extension (any case): ``.parquet``; ``.jsonl``, ``.jsonl.gz``
 and ``.json`` (read as JSON Lines, one object per line); ``.csv``. Store failures
 (``StoreUnavailable``) are not reference errors and propagate as they are.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,7 +41,16 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from nexa.contracts.artifacts import KIND_DIRS, MANIFEST_NAME
+from nexa.contracts.refs import ARTIFACT_SCHEME
 from nexa.ids import is_id
+from nexa_engines.store.access import (
+    Access,
+    AccessDenied,
+    check_artifact,
+    check_bucket,
+    check_scanned_file,
+    local_path,
+)
 from nexa_engines.store.base import ArtifactNotFound, ArtifactStore, IntegrityError
 from nexa_engines.store.hashing import sha256_file
 
@@ -53,16 +69,14 @@ _EXTENSIONS: tuple[tuple[str, DatasetFormat], ...] = (
 )
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_ACCEPTED = "a dataset id (ds_…), s3://bucket/key, or an absolute path under an allowed root"
+_ACCEPTED = "a dataset id (ds_…), s3://bucket/key, hf://datasets/…, or an absolute path under a granted root"
 
 
-class DatasetRefError(Exception):
+class DatasetRefError(AccessDenied):
     """A dataset reference that cannot be used; ``code`` is the API error type, ``message`` is for the user."""
 
-    def __init__(self, code: DatasetErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    def __init__(self, code: DatasetErrorCode | str, message: str) -> None:
+        super().__init__(code, message)
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,13 @@ class _LocalRef:
     is_dir: bool
 
 
+@dataclass(frozen=True)
+class _HubRef:
+    repo_id: str
+    filename: str
+    format: DatasetFormat
+
+
 def detect_format(name: str) -> DatasetFormat:
     """The dataset format a file name's extension says; ``DatasetRefError`` for any other extension."""
     lowered = name.lower()
@@ -107,66 +128,102 @@ def detect_format(name: str) -> DatasetFormat:
     )
 
 
-def check_dataset_ref(uri: str, *, store: ArtifactStore, allowed_roots: list[Path]) -> None:
-    """Return if ``uri`` names a dataset this server may read and that exists; else raise ``DatasetRefError``."""
-    _parse(uri, store, allowed_roots)
+def check_dataset_ref(uri: str, *, store: ArtifactStore, access: Access) -> None:
+    """Return if ``uri`` names a dataset this job's tenant may read and that exists; else raise ``DatasetRefError``."""
+    _parse(uri, store, access)
 
 
-def fetch_dataset(
-    uri: str, *, store: ArtifactStore, allowed_roots: list[Path], workdir: Path
-) -> ResolvedDataset:
+def fetch_dataset(uri: str, *, store: ArtifactStore, access: Access, workdir: Path) -> ResolvedDataset:
     """A local, verified copy (or the file itself, for local paths) of the dataset ``uri`` names."""
-    ref = _parse(uri, store, allowed_roots)
+    ref = _parse(uri, store, access)
     if isinstance(ref, _StoreRef):
         return _fetch_artifact(uri, ref.artifact_id, store, workdir)
     if isinstance(ref, _S3Ref):
         return _fetch_s3(uri, ref, store, workdir)
-    digest = _tree_sha256(ref.path) if ref.is_dir else sha256_file(ref.path)[0]
-    return ResolvedDataset(path=ref.path, format=ref.format, uri=uri, sha256=digest)
+    if isinstance(ref, _HubRef):
+        return _fetch_hub(uri, ref)
+    if ref.is_dir:
+        # Engines read a private view: links to the real files vetted just now, so a
+        # symlink added to the directory after this check is never followed.
+        files = _vetted_parquet_files(ref.path, uri, access)
+        view = workdir / "inputs" / f"{hashlib.sha256(uri.encode()).hexdigest()[:12]}-view"
+        shutil.rmtree(view, ignore_errors=True)
+        for rel, real in files:
+            target = view / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(real)
+        return ResolvedDataset(path=view, format="parquet", uri=uri, sha256=_tree_sha256(files))
+    return ResolvedDataset(path=ref.path, format=ref.format, uri=uri, sha256=sha256_file(ref.path)[0])
 
 
-def _parse(uri: str, store: ArtifactStore, allowed_roots: list[Path]) -> _StoreRef | _S3Ref | _LocalRef:
+def _parse(uri: str, store: ArtifactStore, access: Access) -> _StoreRef | _S3Ref | _LocalRef | _HubRef:
     text = uri.strip()
     if not text or "\x00" in text:
         raise DatasetRefError(
             "invalid_dataset_uri", f"dataset_uri is empty or malformed; expected {_ACCEPTED}"
         )
+    if text.startswith(ARTIFACT_SCHEME):
+        text = text[len(ARTIFACT_SCHEME) :].strip("/")
+        if not text.startswith("ds_"):
+            raise DatasetRefError("invalid_dataset_uri", f"{uri!r}: {ARTIFACT_SCHEME} must name a ds_ id")
     if text.startswith("ds_"):
-        return _parse_dataset_id(text, store)
+        return _parse_dataset_id(text, store, access)
     if text.startswith("s3://"):
-        return _parse_s3(text, store)
+        return _parse_s3(text, store, access)
+    if text.startswith("hf://"):
+        return _parse_hub(text)
     if text.startswith("file:"):
         parts = urlsplit(text)
         if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
             raise DatasetRefError(
                 "invalid_dataset_uri", f"{uri!r}: only file:///absolute/path URIs are accepted"
             )
-        return _parse_local(unquote(parts.path), uri, store, allowed_roots)
+        return _parse_local(unquote(parts.path), uri, access)
     if _SCHEME_RE.match(text):
         raise DatasetRefError("invalid_dataset_uri", f"{uri!r}: unsupported URI scheme; expected {_ACCEPTED}")
-    return _parse_local(text, uri, store, allowed_roots)
+    return _parse_local(text, uri, access)
 
 
-def _parse_dataset_id(text: str, store: ArtifactStore) -> _StoreRef:
+def _parse_dataset_id(text: str, store: ArtifactStore, access: Access) -> _StoreRef:
     if not is_id(text, "ds"):
         raise DatasetRefError("invalid_dataset_uri", f"{text!r} is not a valid dataset id")
+    try:
+        check_artifact(access, store, text, "dataset")
+    except AccessDenied as exc:
+        raise DatasetRefError("dataset_not_found", f"dataset {text} not found") from exc
     if not store.exists(text):
-        raise DatasetRefError("dataset_not_found", f"dataset {text} does not exist")
+        raise DatasetRefError("dataset_not_found", f"dataset {text} not found")
     return _StoreRef(text)
 
 
-def _parse_s3(text: str, store: ArtifactStore) -> _S3Ref:
+def _parse_hub(text: str) -> _HubRef:
+    # hf://datasets/<owner>/<name>/<path/in/repo>: public data, read through the hub cache.
+    parts = [p for p in text[len("hf://") :].split("/") if p]
+    if len(parts) < 4 or parts[0] != "datasets" or any(p in (".", "..") for p in parts):
+        raise DatasetRefError(
+            "invalid_dataset_uri", f"{text!r}: expected hf://datasets/<owner>/<name>/<file in the repo>"
+        )
+    filename = "/".join(parts[3:])
+    return _HubRef(f"{parts[1]}/{parts[2]}", filename, detect_format(filename))
+
+
+def _parse_s3(text: str, store: ArtifactStore, access: Access) -> _S3Ref:
     from nexa_engines.store.s3 import S3ArtifactStore
 
     bucket, _, key = text[len("s3://") :].partition("/")
     if not _BUCKET_RE.match(bucket) or not key or key.endswith("/") or ".." in key.split("/"):
         raise DatasetRefError("invalid_dataset_uri", f"{text!r}: expected s3://bucket/path/to/file.parquet")
     fmt = detect_format(key)
+    try:
+        check_bucket(access, bucket, "dataset", text)
+    except AccessDenied as exc:
+        raise DatasetRefError(exc.code, exc.message) from exc
     if not isinstance(store, S3ArtifactStore) or store.bucket != bucket:
         readable = f"s3://{store.bucket}/…" if isinstance(store, S3ArtifactStore) else "no S3 bucket"
         raise DatasetRefError(
             "dataset_not_allowed",
-            f"{text!r}: this server reads only its artifact store's bucket ({readable}); upload the file instead",
+            f"{text!r}: this server reads granted buckets on its own S3 endpoint only ({readable}); "
+            "upload the file instead",
         )
     for kind_dir in KIND_DIRS.values():
         area = "/".join(p for p in (store.prefix, kind_dir) if p) + "/"
@@ -180,37 +237,17 @@ def _parse_s3(text: str, store: ArtifactStore) -> _S3Ref:
     return _S3Ref(bucket, key, fmt)
 
 
-def _is_under(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def _parse_local(raw: str, uri: str, store: ArtifactStore, allowed_roots: list[Path]) -> _LocalRef:
+def _parse_local(raw: str, uri: str, access: Access) -> _LocalRef:
     candidate = PurePosixPath(raw)
     if not candidate.is_absolute() or ".." in candidate.parts:
         raise DatasetRefError(
             "invalid_dataset_uri",
             f"{uri!r}: a local path must be absolute, without '..'; expected {_ACCEPTED}",
         )
-    if not allowed_roots:
-        raise DatasetRefError(
-            "dataset_not_allowed",
-            f"{uri!r}: this server reads no local paths; upload the file (POST /v1/datasets) and use its ds_ id",
-        )
-    roots = [Path(os.path.realpath(root)) for root in allowed_roots]
-    real = Path(os.path.realpath(raw))
-    # Containment is decided on the real path, before existence, so nothing is said about files outside the roots.
-    if not any(_is_under(real, root) for root in roots):
-        raise DatasetRefError(
-            "dataset_not_allowed",
-            f"{uri!r} is outside the directories this server may read ({', '.join(str(r) for r in roots)})",
-        )
-    info = store.describe()
-    store_root = info.get("root") if info.get("kind") == "local" else None
-    if store_root and _is_under(real, Path(os.path.realpath(store_root))):
-        raise DatasetRefError(
-            "dataset_not_allowed",
-            f"{uri!r} is inside the artifact store; refer to a stored dataset by its ds_ id",
-        )
+    try:
+        real = local_path(access, raw, "dataset", shown=uri)
+    except AccessDenied as exc:
+        raise DatasetRefError(exc.code, exc.message) from exc
     try:
         mode = real.stat().st_mode
     except FileNotFoundError as exc:
@@ -218,7 +255,7 @@ def _parse_local(raw: str, uri: str, store: ArtifactStore, allowed_roots: list[P
     except OSError as exc:
         raise DatasetRefError("dataset_unreadable", f"{uri!r} cannot be read: {exc.strerror}") from exc
     if stat.S_ISDIR(mode):
-        _check_parquet_dir(real, uri, roots)
+        _vetted_parquet_files(real, uri, access)
         return _LocalRef(real, "parquet", is_dir=True)
     if not stat.S_ISREG(mode):
         raise DatasetRefError("dataset_unreadable", f"{uri!r} is not a regular file")
@@ -235,39 +272,41 @@ def _check_readable(path: Path, uri: str) -> None:
         raise DatasetRefError("dataset_unreadable", f"{uri!r} cannot be read: {exc.strerror}") from exc
 
 
-def _parquet_files(directory: Path) -> list[Path]:
-    # Hidden and underscore files (_SUCCESS, .crc) are writer bookkeeping, skipped like pyarrow does.
-    return sorted(
-        p
-        for p in directory.rglob("*")
-        if p.name.lower().endswith(".parquet") and not p.name.startswith(("_", "."))
-    )
+def _vetted_parquet_files(directory: Path, uri: str, access: Access) -> list[tuple[PurePosixPath, Path]]:
+    """The directory's parquet files as (relative name, real path), each checked where its links lead.
 
-
-def _check_parquet_dir(directory: Path, uri: str, roots: list[Path]) -> None:
-    files = _parquet_files(directory)
-    if not files:
+    Hidden and underscore entries (``_SUCCESS``, ``.crc``) are writer bookkeeping,
+    skipped like pyarrow does. Directory links are not followed: a parent of the
+    store, or a link into it, can never pull stored artifacts into a scan.
+    """
+    found: list[tuple[PurePosixPath, Path]] = []
+    for current, dirs, names in os.walk(directory, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
+        for name in sorted(names):
+            if not name.lower().endswith(".parquet") or name.startswith(("_", ".")):
+                continue
+            path = Path(current, name)
+            rel = PurePosixPath(path.relative_to(directory).as_posix())
+            real = Path(os.path.realpath(path))
+            try:
+                check_scanned_file(access, real, "dataset", f"{uri} ({rel})")
+            except AccessDenied as exc:
+                raise DatasetRefError(exc.code, exc.message) from exc
+            if not real.is_file():
+                raise DatasetRefError("dataset_unreadable", f"{uri!r}: {rel} is not a regular file")
+            _check_readable(real, uri)
+            found.append((rel, real))
+    if not found:
         raise DatasetRefError("dataset_unreadable", f"{uri!r} is a directory without .parquet files")
-    for path in files:
-        real = Path(os.path.realpath(path))
-        if not any(_is_under(real, root) for root in roots):
-            raise DatasetRefError(
-                "dataset_not_allowed",
-                f"{uri!r}: {path.relative_to(directory)} links outside the allowed directories",
-            )
-        if not real.is_file():
-            raise DatasetRefError(
-                "dataset_unreadable", f"{uri!r}: {path.relative_to(directory)} is not a regular file"
-            )
-        _check_readable(real, uri)
+    return found
 
 
-def _tree_sha256(directory: Path) -> str:
+def _tree_sha256(files: list[tuple[PurePosixPath, Path]]) -> str:
     # A parquet directory's hash: sha256 over "<file sha256>  <relative path>\n" lines, sorted by path.
     digest = hashlib.sha256()
-    for path in _parquet_files(directory):
-        file_hash, _ = sha256_file(Path(os.path.realpath(path)))
-        digest.update(f"{file_hash}  {path.relative_to(directory).as_posix()}\n".encode())
+    for rel, real in sorted(files):
+        file_hash, _ = sha256_file(real)
+        digest.update(f"{file_hash}  {rel.as_posix()}\n".encode())
     return digest.hexdigest()
 
 
@@ -306,6 +345,18 @@ def _fetch_artifact(uri: str, artifact_id: str, store: ArtifactStore, workdir: P
     return ResolvedDataset(
         path=directory / entry.path, format=fmt, uri=uri, sha256=entry.sha256, artifact_id=artifact_id
     )
+
+
+def _fetch_hub(uri: str, ref: _HubRef) -> ResolvedDataset:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as exc:  # pragma: no cover - huggingface_hub comes with the ml extra
+        raise DatasetRefError("dataset_not_found", f"{uri}: huggingface_hub is not installed here") from exc
+    try:
+        path = Path(hf_hub_download(ref.repo_id, ref.filename, repo_type="dataset"))
+    except Exception as exc:  # offline cache miss, unknown repo or file, network refusal
+        raise DatasetRefError("dataset_not_found", f"{uri} is not available here: {exc}") from exc
+    return ResolvedDataset(path=path, format=ref.format, uri=uri, sha256=sha256_file(path)[0])
 
 
 def _fetch_s3(uri: str, ref: _S3Ref, store: ArtifactStore, workdir: Path) -> ResolvedDataset:

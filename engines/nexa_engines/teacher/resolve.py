@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nexa.contracts import DistillSpec, GenerateSpec
+from nexa.contracts.refs import ARTIFACT_SCHEME
 from nexa.ids import is_id
 from nexa_engines.engine import EngineContext, EngineError
+from nexa_engines.outbound import check_url
 from nexa_engines.serve.control import DEPLOYMENT_FILE, deployment_status
+from nexa_engines.store.access import AccessDenied, check_artifact
 from nexa_engines.store.base import ArtifactError
 from nexa_engines.teacher.client import ChatClient, Completion
 
@@ -92,9 +95,15 @@ def resolve_teacher(
 ) -> EndpointTeacher | LocalTeacher:
     """The teacher ``teacher`` names; ``EngineError`` with what to fix when it names nothing usable."""
     ref = teacher.strip()
+    if ref.startswith(ARTIFACT_SCHEME):
+        ref = ref[len(ARTIFACT_SCHEME) :].strip("/")
     if ref.startswith("dp_"):
         if not is_id(ref, "dp"):
             raise EngineError("teacher_not_found", f"{ref!r} is not a valid deployment id")
+        try:
+            check_artifact(ctx.access, ctx.store, ref, "teacher")
+        except AccessDenied as exc:
+            raise EngineError("teacher_not_found", exc.message) from exc
         try:
             record = json.loads(ctx.store.read_file(ref, DEPLOYMENT_FILE))
         except ArtifactError as exc:
@@ -103,13 +112,13 @@ def resolve_teacher(
             raise EngineError("teacher_not_found", f"deployment {ref} was undeployed")
         client = ChatClient(str(record["openai_base_url"]), str(record["model_name"]), timeout=timeout)
         return EndpointTeacher(ref, client)
-    if ref.startswith(("ckpt_", "/", "file://")):
+    if ref.startswith(("ckpt_", "/", "file://", "hf://")):
         from nexa_engines.models.loading import load_model, load_tokenizer, resolve_model
         from nexa_engines.models.runtime import configure_threads, pick_device
 
         configure_threads()
         device = pick_device()
-        resolved = resolve_model(ref, store=ctx.store, workdir=ctx.workdir, allowed_roots=ctx.allowed_roots)
+        resolved = resolve_model(ref, store=ctx.store, workdir=ctx.workdir, access=ctx.access)
         model = load_model(resolved, dtype=device.dtype).to(device.torch_device).eval()
         return LocalTeacher(ref, model, load_tokenizer(resolved))
     provider, sep, model = ref.partition("/")
@@ -122,6 +131,11 @@ def resolve_teacher(
     url = base_url or PROVIDER_URLS.get(provider.lower())
     if url is None:
         raise EngineError("teacher_not_found", f"unknown provider {provider!r}: pass teacher_base_url")
+    try:
+        # A user-supplied URL is called from inside the platform: the outbound policy decides.
+        check_url(str(url), resolve=True)
+    except AccessDenied as exc:
+        raise EngineError(exc.code, exc.message) from exc
     env_name = api_key_env or f"{provider.upper().replace('-', '_')}_API_KEY"
     key = os.environ.get(env_name)
     if key is None and base_url is None:

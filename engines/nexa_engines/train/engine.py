@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from nexa.contracts import InputSource, TrainSpec
+from nexa.contracts.refs import artifact_ref_uri
 from nexa.ids import new_id
 from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.models.loading import ResolvedModel, load_model, load_tokenizer, resolve_model
@@ -124,9 +125,7 @@ def run(ctx: EngineContext, spec: TrainSpec) -> dict[str, Any]:
         ctx.log(f"DeepSpeed ZeRO-{spec.deepspeed_stage} skipped: no CUDA device; training with plain PyTorch")
     ctx.progress(0.01, "reading the dataset")
     try:
-        dataset = fetch_dataset(
-            spec.dataset_id, store=ctx.store, allowed_roots=ctx.allowed_roots, workdir=ctx.workdir
-        )
+        dataset = fetch_dataset(spec.dataset_id, store=ctx.store, access=ctx.access, workdir=ctx.workdir)
     except DatasetRefError as exc:
         raise EngineError(exc.code, exc.message) from exc
     pairs = sft_pairs(read_table(dataset.path, dataset.format))
@@ -138,7 +137,7 @@ def run(ctx: EngineContext, spec: TrainSpec) -> dict[str, Any]:
     holdout_id = _commit_holdout(ctx, holdout, dataset.uri) if holdout else None
 
     ctx.progress(0.03, "loading the model")
-    base = resolve_model(spec.model, store=ctx.store, workdir=ctx.workdir, allowed_roots=ctx.allowed_roots)
+    base = resolve_model(spec.model, store=ctx.store, workdir=ctx.workdir, access=ctx.access)
     trained_from = base.reference
     if base.checkpoint_id is None and Path(base.source).is_dir():
         trained_from = _register_base(ctx, base)
@@ -148,7 +147,7 @@ def run(ctx: EngineContext, spec: TrainSpec) -> dict[str, Any]:
             spec.warm_start_checkpoint_id,
             store=ctx.store,
             workdir=ctx.workdir,
-            allowed_roots=ctx.allowed_roots,
+            access=ctx.access,
         )
         ctx.log(f"warm start from {spec.warm_start_checkpoint_id}")
     resume = latest_resumable(ctx.store, ctx.job_id)
@@ -157,9 +156,7 @@ def run(ctx: EngineContext, spec: TrainSpec) -> dict[str, Any]:
         ctx.log(
             f"resuming from checkpoint {resume.checkpoint_id} at step {resume.step} (attempt {resume.attempt})"
         )
-        resumed = resolve_model(
-            resume.checkpoint_id, store=ctx.store, workdir=ctx.workdir, allowed_roots=ctx.allowed_roots
-        )
+        resumed = resolve_model(resume.checkpoint_id, store=ctx.store, workdir=ctx.workdir, access=ctx.access)
         resume_state = torch.load(
             Path(resumed.source) / TRAINER_STATE, map_location="cpu", weights_only=False
         )
@@ -296,7 +293,7 @@ def run(ctx: EngineContext, spec: TrainSpec) -> dict[str, Any]:
         metrics=final_metrics,
         inputs=inputs,
     )
-    uri = ctx.store.uri(checkpoint_id)
+    uri = artifact_ref_uri(checkpoint_id)  # never a server path: users download through the API
     listed = [c.as_dict() for c in job_checkpoints(ctx.store, ctx.job_id) if c.step > 0]
     ctx.log(f"final checkpoint {checkpoint_id}: loss {summary['final_loss']}, {summary['steps']} steps")
     return {

@@ -164,12 +164,16 @@ def allowed_dataset_roots() -> list[str]:
 def gateway_env(home: Path, api_key: str, secret: str, database_url: str | None) -> dict[str, str]:
     """The environment a local gateway runs with."""
     env = dict(os.environ)
+    env.setdefault("NEXA_OUTBOUND_ALLOWLIST", "127.0.0.0/8,::1,localhost")
     env.update(
         {
             config.ENV_HOME: str(home),
             "NEXA_DATABASE_URL": database_url or f"sqlite:///{home / 'nexa.db'}",
             "NEXA_ARTIFACT_ROOT": str(home / "artifacts"),
             "NEXA_ALLOWED_DATASET_ROOTS": os.pathsep.join(allowed_dataset_roots()),
+            # One user on their own machine: their tenant reads their files, and their own
+            # local endpoints (a vLLM on localhost) are callable as teachers and judges.
+            "NEXA_BOOTSTRAP_GRANT_LOCAL_ROOTS": "true",
             "NEXA_WORKER_SECRET": secret,
             "NEXA_BOOTSTRAP_API_KEY": api_key,
         }

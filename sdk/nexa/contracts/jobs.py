@@ -13,12 +13,16 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
 from nexa.contracts.common import JobOptions, StrictModel
+from nexa.contracts.refs import Ref
 
-DatasetRef = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=2048),
-]
+# Every field that names an input carries a Ref marker: the gateway and the worker
+# check exactly the fields nexa.contracts.refs.job_references finds.
+DatasetRef = Annotated[str, StringConstraints(min_length=1, max_length=2048), Ref("dataset")]
 IdField = Annotated[str, StringConstraints(pattern=r"^[a-z]+_[a-z2-7]{26}$")]
+CheckpointRef = Annotated[str, StringConstraints(pattern=r"^[a-z]+_[a-z2-7]{26}$"), Ref("checkpoint")]
+ModelRef = Annotated[str, StringConstraints(min_length=1, max_length=500), Ref("model")]
+TeacherRef = Annotated[str, StringConstraints(min_length=1, max_length=500), Ref("teacher")]
+UrlRef = Annotated[AnyHttpUrl, Ref("url")]
 
 
 class JobType(StrEnum):
@@ -51,7 +55,7 @@ TERMINAL_STATES: frozenset[JobState] = frozenset({JobState.completed, JobState.f
 class JudgeConfig(StrictModel):
     """An OpenAI-compatible chat endpoint used as LLM-as-a-judge or teacher."""
 
-    base_url: AnyHttpUrl = Field(description="Endpoint root, e.g. https://api.openai.com/v1.")
+    base_url: UrlRef = Field(description="Endpoint root, e.g. https://api.openai.com/v1.")
     model: str = Field(min_length=1, max_length=200, description="Model name sent in the request.")
     api_key_env: str | None = Field(
         None,
@@ -87,12 +91,10 @@ class DistillSpec(JobOptions):
     """Turn a prompt dataset into an SFT dataset with a teacher model."""
 
     dataset_id: DatasetRef = Field(description="Prompt dataset (`ds_…` id or URI).")
-    teacher: str = Field(
-        min_length=1,
-        max_length=500,
+    teacher: TeacherRef = Field(
         description="Teacher: 'provider/model' (OpenAI-compatible), a `dp_…` deployment, or a local model path.",
     )
-    teacher_base_url: AnyHttpUrl | None = Field(None, description="OpenAI-compatible endpoint root.")
+    teacher_base_url: UrlRef | None = Field(None, description="OpenAI-compatible endpoint root.")
     teacher_api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     system_prompt: str | None = Field(None, max_length=20_000)
     max_samples: int | None = Field(None, ge=1)
@@ -106,8 +108,8 @@ class GenerateSpec(JobOptions):
 
     domain: str = Field(min_length=1, max_length=500, description="Subject area of the data.")
     num_samples: int = Field(100, ge=1, le=10_000_000)
-    teacher: str = Field(min_length=1, max_length=500)
-    teacher_base_url: AnyHttpUrl | None = None
+    teacher: TeacherRef
+    teacher_base_url: UrlRef | None = None
     teacher_api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     max_tokens: int = Field(512, ge=1, le=32_768)
     temperature: float = Field(0.9, ge=0.0, le=2.0)
@@ -136,16 +138,14 @@ class TrainSpec(JobOptions):
     """Supervised fine-tuning of a causal language model."""
 
     dataset_id: DatasetRef = Field(description="SFT dataset (`ds_…` id or URI).")
-    model: str = Field(
-        min_length=1,
-        max_length=500,
+    model: ModelRef = Field(
         description="Base model: a Hugging Face id, a local path, or a `ckpt_…` checkpoint.",
     )
     epochs: int = Field(1, ge=1, le=1000)
     hyperparameters: TrainHyperparameters = Field(default_factory=TrainHyperparameters)
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights.")
     checkpoint_every_steps: int = Field(500, ge=1)
-    warm_start_checkpoint_id: IdField | None = None
+    warm_start_checkpoint_id: CheckpointRef | None = None
     deepspeed_stage: Literal[0, 1, 2, 3] = Field(0, description="ZeRO stage on GPU; 0 disables DeepSpeed.")
     holdout_fraction: float = Field(
         0.05,
@@ -168,7 +168,7 @@ def _default_eval_metrics() -> list[EvalMetric]:
 class EvaluateSpec(JobOptions):
     """Evaluate a checkpoint on held-out data and/or with a judge."""
 
-    checkpoint_id: IdField = Field(description="Checkpoint to evaluate (`ckpt_…`).")
+    checkpoint_id: CheckpointRef = Field(description="Checkpoint to evaluate (`ckpt_…`).")
     dataset_id: DatasetRef | None = Field(
         None, description="Evaluation data; the training hold-out when unset."
     )
@@ -181,7 +181,7 @@ class EvaluateSpec(JobOptions):
 class DeploySpec(JobOptions):
     """Serve a checkpoint behind an OpenAI-compatible and OIP v2 endpoint."""
 
-    checkpoint_id: IdField = Field(description="Checkpoint to serve (`ckpt_…`).")
+    checkpoint_id: CheckpointRef = Field(description="Checkpoint to serve (`ckpt_…`).")
     replicas: int = Field(1, ge=0, le=100)
     min_replicas: int = Field(1, ge=0, le=100)
     max_replicas: int = Field(1, ge=1, le=100)

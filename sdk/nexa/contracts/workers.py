@@ -49,7 +49,8 @@ class WorkerRegistered(BaseModel):
         description="How to reach the artifact store: {'kind': 'local', 'root': ...} or {'kind': 's3', ...}."
     )
     allowed_roots: list[str] = Field(
-        default_factory=list, description="Local directories datasets may be read from (path / file:// URIs)."
+        default_factory=list,
+        description="The server's ceiling for local paths; each job reads only its tenant's grants inside it.",
     )
 
 
@@ -70,6 +71,11 @@ class ClaimedJob(BaseModel):
     spec: dict[str, Any]
     tenant_id: str
     artifacts_uri: str
+    local_roots: list[str] = Field(
+        default_factory=list,
+        description="Local directories granted to the job's tenant; a worker reads only those inside its own roots.",
+    )
+    s3_buckets: list[str] = Field(default_factory=list, description="S3 buckets granted to the job's tenant.")
 
 
 class Heartbeat(StrictModel):

@@ -1,0 +1,101 @@
+"""What each tenant may read beyond its own artifacts, and the resolver scope built from it.
+
+A tenant reads its own artifacts always; local directories and S3 buckets only
+when granted here. A local root can be granted only inside the server's ceiling
+(``NEXA_ALLOWED_DATASET_ROOTS``): an operator decides what the machine exposes
+at all, then which tenant sees which part. ``nexa up`` grants its own tenant the
+user's home, working and temp directories; a server grants nothing by default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from nexa_engines.store.access import Access, is_under, protected_dirs
+from nexa_engines.store.base import ArtifactStore
+from nexa_gateway.db import Artifact, TenantGrant
+from nexa_gateway.errors import ApiError
+from nexa_gateway.settings import Settings
+
+GrantKind = Literal["local_root", "s3_bucket"]
+
+
+def granted(session: Session, tenant_id: str) -> tuple[list[str], list[str]]:
+    """(local roots, buckets) granted to ``tenant_id``."""
+    rows = session.execute(
+        select(TenantGrant.kind, TenantGrant.value).where(TenantGrant.tenant_id == tenant_id)
+    ).all()
+    roots = sorted(v for k, v in rows if k == "local_root")
+    buckets = sorted(v for k, v in rows if k == "s3_bucket")
+    return roots, buckets
+
+
+def effective_roots(settings: Settings, roots: list[str]) -> list[Path]:
+    """The granted roots still inside the server's ceiling (a narrowed ceiling narrows every grant)."""
+    ceiling = [Path(os.path.realpath(c)) for c in settings.allowed_dataset_roots]
+    out = []
+    for root in roots:
+        real = Path(os.path.realpath(root))
+        if any(is_under(real, c) for c in ceiling):
+            out.append(real)
+    return out
+
+
+def tenant_access(session: Session, settings: Settings, store: ArtifactStore, tenant_id: str) -> Access:
+    """The resolver scope for ``tenant_id`` at submit: ownership from the registry table."""
+    roots, buckets = granted(session, tenant_id)
+
+    def owner(artifact_id: str) -> str | None:
+        return session.scalar(select(Artifact.tenant_id).where(Artifact.id == artifact_id))
+
+    return Access(
+        tenant_id=tenant_id,
+        local_roots=tuple(effective_roots(settings, roots)),
+        s3_buckets=tuple(buckets),
+        protected=protected_dirs(store, [Path(p) for p in settings.protected_paths()]),
+        owner_of=owner,
+    )
+
+
+def grant(session: Session, settings: Settings, tenant_id: str, kind: GrantKind, value: str) -> str:
+    """Grant ``value`` to the tenant (idempotent); returns the stored form."""
+    if kind == "local_root":
+        real = Path(os.path.realpath(value))
+        ceiling = [Path(os.path.realpath(c)) for c in settings.allowed_dataset_roots]
+        if not Path(value).is_absolute():
+            raise ApiError(422, "validation_error", f"{value!r}: a local root must be an absolute path")
+        if not any(is_under(real, c) for c in ceiling):
+            raise ApiError(
+                422,
+                "grant_outside_ceiling",
+                f"{value!r} is outside the directories this server may read (NEXA_ALLOWED_DATASET_ROOTS)",
+            )
+        stored = str(real)
+    else:
+        stored = value.strip()
+        if not stored or "/" in stored:
+            raise ApiError(422, "validation_error", f"{value!r} is not a bucket name")
+    exists = session.scalar(
+        select(TenantGrant.id).where(
+            TenantGrant.tenant_id == tenant_id, TenantGrant.kind == kind, TenantGrant.value == stored
+        )
+    )
+    if exists is None:
+        session.add(TenantGrant(tenant_id=tenant_id, kind=kind, value=stored))
+        session.flush()
+    return stored
+
+
+def revoke(session: Session, tenant_id: str, kind: GrantKind, value: str) -> bool:
+    stored = str(Path(os.path.realpath(value))) if kind == "local_root" else value.strip()
+    result = session.execute(
+        delete(TenantGrant).where(
+            TenantGrant.tenant_id == tenant_id, TenantGrant.kind == kind, TenantGrant.value == stored
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))

@@ -1,0 +1,82 @@
+"""The outbound policy: which URLs Nexa calls on a user's behalf. No request leaves this machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from nexa_engines.outbound import OutboundPolicy, check_url
+from nexa_engines.store.access import AccessDenied
+
+DEFAULT = OutboundPolicy()
+
+REFUSED_BY_DEFAULT = [
+    "http://127.0.0.1:8000/v1",
+    "http://localhost:8000/v1",
+    "http://api.localhost/v1",
+    "http://[::1]:8000/v1",
+    "http://169.254.169.254/latest/meta-data/",  # cloud metadata
+    "http://[fe80::1]/v1",
+    "http://10.0.0.5/v1",
+    "http://172.16.3.4/v1",
+    "http://192.168.1.1/v1",
+    "http://100.64.0.1/v1",  # CGNAT
+    "http://0.0.0.0/v1",
+    "http://224.0.0.1/v1",
+    "http://[::ffff:127.0.0.1]/v1",  # IPv4-mapped loopback
+    "http://[fd00::1]/v1",  # unique local
+    "ftp://93.184.215.14/file",
+    "http://user:pw@93.184.215.14/v1",
+    "file:///etc/passwd",
+]
+
+
+@pytest.mark.parametrize("url", REFUSED_BY_DEFAULT)
+def test_non_public_targets_are_refused_by_default(url: str) -> None:
+    with pytest.raises(AccessDenied) as info:
+        check_url(url, policy=DEFAULT)
+    assert info.value.code == "url_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "url", ["https://93.184.215.14/v1", "https://api.openai.com/v1", "http://[2606:4700::1]/"]
+)
+def test_public_targets_pass(url: str) -> None:
+    assert check_url(url, policy=DEFAULT) == url
+
+
+def test_allowlist_admits_named_hosts_and_networks() -> None:
+    policy = OutboundPolicy.from_env(
+        {"NEXA_OUTBOUND_ALLOWLIST": "10.1.0.0/16, vllm.internal, *.corp.example"}
+    )
+    check_url("http://10.1.2.3:8000/v1", policy=policy)
+    check_url("http://vllm.internal:8000/v1", policy=policy)
+    check_url("http://gpu.corp.example/v1", policy=policy)
+    with pytest.raises(AccessDenied):
+        check_url("http://10.2.0.1/v1", policy=policy)
+
+
+def test_loopback_allowlist_is_what_nexa_up_uses() -> None:
+    policy = OutboundPolicy.from_env({"NEXA_OUTBOUND_ALLOWLIST": "127.0.0.0/8,::1,localhost"})
+    check_url("http://127.0.0.1:9000/v1", policy=policy)
+    check_url("http://localhost:9000/v1", policy=policy)
+    with pytest.raises(AccessDenied):
+        check_url("http://169.254.169.254/", policy=policy)
+
+
+def test_only_allowlist_refuses_public_hosts_too() -> None:
+    policy = OutboundPolicy.from_env(
+        {"NEXA_OUTBOUND_ALLOWLIST": "api.openai.com", "NEXA_OUTBOUND_ONLY_ALLOWLIST": "1"}
+    )
+    check_url("https://api.openai.com/v1", policy=policy)
+    with pytest.raises(AccessDenied):
+        check_url("https://93.184.215.14/v1", policy=policy)
+    with pytest.raises(AccessDenied):
+        check_url("https://api.other.example/v1", policy=policy)
+
+
+def test_a_name_is_checked_by_what_it_resolves_to() -> None:
+    """localhost.nip.io-style names pass as written but not once resolved: 'localhost' here resolves locally."""
+    with pytest.raises(AccessDenied):
+        check_url("http://localhost:1/v1", resolve=True, policy=DEFAULT)
+    # A name that resolves nowhere is left to fail on the call itself.
+    assert check_url("http://no-such-host.invalid/v1", resolve=True, policy=DEFAULT)
