@@ -14,6 +14,7 @@ invocation, so the ratio holds on a shared machine.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import socket
@@ -33,6 +34,9 @@ from nexa_engines.models.prompt import format_prompt
 from nexa_engines.models.runtime import configure_threads
 from nexa_engines.models.tiny import TinyConfig, build_tiny_model, corpus_for, learnable_rows
 
+# The serving process refuses callers without a key: the bench uses an endpoint key of its own.
+BENCH_KEY = "nexa_ep_bench"
+BENCH_AUTH = {"Authorization": f"Bearer {BENCH_KEY}"}
 MODEL = TinyConfig(hidden_size=256, intermediate_size=688, num_layers=4, num_heads=8, vocab_size=512)
 
 
@@ -48,7 +52,8 @@ def _start_server(
     cmd = [sys.executable, "-m", "nexa_engines.serve", "--model-dir", str(model_dir), "--port", str(port)]
     cmd += ["--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms)]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        env = dict(os.environ, NEXA_SERVE_KEY_SHA256=hashlib.sha256(BENCH_KEY.encode()).hexdigest())
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -70,6 +75,7 @@ def served(url: str, prompts: list[str], clients: int, max_tokens: int) -> dict[
         r = httpx.post(
             f"{url}/v1/completions",
             json={"model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
+            headers=BENCH_AUTH,
             timeout=600,
         )
         r.raise_for_status()
@@ -79,7 +85,7 @@ def served(url: str, prompts: list[str], clients: int, max_tokens: int) -> dict[
     with ThreadPoolExecutor(max_workers=clients) as pool:
         tokens = sum(pool.map(one, prompts))
     seconds = time.perf_counter() - started
-    stats = httpx.get(f"{url}/nexa/stats", timeout=10).json()
+    stats = httpx.get(f"{url}/nexa/stats", timeout=10, headers=BENCH_AUTH).json()
     return {
         "tokens": tokens,
         "seconds": round(seconds, 3),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from nexa.contracts import ApiKeyCreated
 from nexa_gateway.db import Database
-from nexa_gateway.services.keys import create_api_key
+from nexa_gateway.services import grants
+from nexa_gateway.services.keys import create_api_key, ensure_tenant
+from nexa_gateway.settings import Settings
 
 
 def create_key(database_url: str, tenant: str = "default", name: str = "default") -> ApiKeyCreated:
@@ -14,5 +18,42 @@ def create_key(database_url: str, tenant: str = "default", name: str = "default"
         db.create_schema()
         with db.session() as session:
             return create_api_key(session, tenant_name=tenant, name=name)
+    finally:
+        db.dispose()
+
+
+def change_grant(
+    database_url: str,
+    tenant: str,
+    kind: Literal["local_root", "s3_bucket"],
+    value: str,
+    *,
+    revoke: bool = False,
+) -> tuple[str, bool]:
+    """Grant (or revoke) ``value`` for tenant ``tenant`` (by name); returns (tenant id, changed)."""
+    db = Database(database_url)
+    try:
+        db.create_schema()
+        with db.session() as session:
+            tenant_id = ensure_tenant(session, tenant).id
+            if revoke:
+                return tenant_id, grants.revoke(session, tenant_id, kind, value)
+            before = grants.granted(session, tenant_id)
+            # The server's ceiling is not known here; it is enforced again whenever the grant is used.
+            grants.grant(
+                session, Settings(database_url=database_url), tenant_id, kind, value, enforce_ceiling=False
+            )
+            return tenant_id, grants.granted(session, tenant_id) != before
+    finally:
+        db.dispose()
+
+
+def list_grants(database_url: str, tenant: str) -> tuple[list[str], list[str]]:
+    """(local roots, buckets) granted to tenant ``tenant`` (by name)."""
+    db = Database(database_url)
+    try:
+        db.create_schema()
+        with db.session() as session:
+            return grants.granted(session, ensure_tenant(session, tenant).id)
     finally:
         db.dispose()

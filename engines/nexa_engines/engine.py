@@ -59,6 +59,8 @@ class EngineContext:
     s3_buckets: list[str] = field(default_factory=list)
     # Scratch space of other jobs on this machine (a worker's work root): never an input.
     scratch_roots: list[Path] = field(default_factory=list)
+    # Keys for the tenant's own deployments this job calls (handed over with the claim).
+    endpoint_keys: dict[str, str] = field(default_factory=dict)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     produced_artifacts: list[str] = field(default_factory=list)
 

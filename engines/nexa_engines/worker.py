@@ -603,6 +603,7 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
                 allowed_roots=narrow_roots(claimed.local_roots, runtime.registered.allowed_roots),
                 s3_buckets=list(claimed.s3_buckets),
                 scratch_roots=[runtime.workdir],
+                endpoint_keys=dict(claimed.endpoint_keys),
                 cancel_event=state.cancel_event,
             )
             # The worker checks every reference again: a claim is not proof of access.
@@ -746,6 +747,8 @@ def run_worker(
     own_workdir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="nexa-worker-")) if workdir is None else workdir
     root.mkdir(parents=True, exist_ok=True)
+    # Serving processes this worker starts check callers' API keys with the same gateway.
+    os.environ.setdefault("NEXA_GATEWAY_URL", gateway_url)
     client = WorkerClient(gateway_url, worker_secret, transport=transport)
     request = WorkerRegister(
         name=name[:200], hardware=detect_hardware(), job_types=list(job_types), version=_nexa_version()

@@ -179,12 +179,14 @@ def _env(
     job_type: JobType, options: JobOptions, config: OperatorConfig, *, job_id: str, attempt: int
 ) -> list[dict[str, Any]]:
     env: dict[str, str] = {"NEXA_JOB_ID": job_id, "NEXA_ATTEMPT": str(attempt), "HOME": "/tmp"}
-    env.update(config.store_env)
     if job_type is JobType.container:
+        # A user's own image never holds the platform's storage credentials: with them it
+        # could read and overwrite every tenant's artifacts. It gets its own env only.
         env.update(getattr(options, "env", {}))
-    else:
-        env["NEXA_WORKDIR"] = "/work"
-        env["NEXA_ARTIFACT_ROOT"] = "/work/artifacts"
+        return [{"name": k, "value": v} for k, v in sorted(env.items())]
+    env.update(config.store_env)
+    env["NEXA_WORKDIR"] = "/work"
+    env["NEXA_ARTIFACT_ROOT"] = "/work/artifacts"
     return [{"name": k, "value": v} for k, v in sorted(env.items())] + s3_credentials_env(config)
 
 

@@ -69,6 +69,7 @@ def build_gateway(db_url: str, root: Path, **settings: Any) -> Iterator[Gateway]
         "database_url": db_url,
         "artifact_root": root / "artifacts",
         "allowed_dataset_roots": [root],
+        "bootstrap_grant_local_roots": True,  # as `nexa up` does for its own tenant
         "worker_secret": WORKER_SECRET,
         "bootstrap_api_key": key,
         "reaper_interval_seconds": 0.2,

@@ -136,7 +136,7 @@ def test_missing_local_file_and_missing_checkpoint(sqlite_gateway: Gateway) -> N
     )
     assert r.status_code == 422 and r.json()["error"] == {
         "type": "checkpoint_not_found",
-        "message": "checkpoint 'ckpt_aaaaaaaaaaaaaaaaaaaaaaaaaa' not found",
+        "message": "checkpoint ckpt_aaaaaaaaaaaaaaaaaaaaaaaaaa not found",
         "field": "checkpoint_id",
     }
 

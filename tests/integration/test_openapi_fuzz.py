@@ -25,6 +25,7 @@ _APP = create_app(
         database_url=f"sqlite:///{_ROOT / 'nexa.db'}",
         artifact_root=_ROOT / "artifacts",
         allowed_dataset_roots=[_ROOT],
+        bootstrap_grant_local_roots=True,
         worker_secret=_SECRET,
         bootstrap_api_key=_KEY,
         rate_limit_per_minute=1_000_000,

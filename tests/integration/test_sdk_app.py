@@ -27,6 +27,7 @@ from nexa import (
     ValidationError,
 )
 from nexa_gateway.main import create_app
+from nexa_gateway.services import grants
 from nexa_gateway.services.keys import create_api_key
 from nexa_gateway.settings import Settings
 
@@ -43,8 +44,12 @@ class LiveGateway:
     root: Path
 
     def new_key(self, tenant: str) -> str:
-        with self.app.state.nexa.db.session() as session:
-            return str(create_api_key(session, tenant_name=tenant).key)
+        state = self.app.state.nexa
+        with state.db.session() as session:
+            created = create_api_key(session, tenant_name=tenant)
+            # The tests read their own files: an admin grants the tenant that directory.
+            grants.grant(session, state.settings, created.tenant_id, "local_root", str(self.root))
+            return str(created.key)
 
     def dataset(self, name: str = "data.jsonl", rows: int = 3) -> Path:
         path = self.root / name

@@ -40,7 +40,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, 
 
 def test_openai_client_completions_chat_and_streaming(deployment: tuple[Any, dict[str, Any]]) -> None:
     _, dp = deployment
-    client = openai.OpenAI(base_url=dp["openai_base_url"], api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=dp["openai_base_url"], api_key=dp["api_key"], max_retries=0)
     assert [m.id for m in client.models.list().data] == [dp["model_name"]]
     done = client.completions.create(model=dp["model_name"], prompt="What is", max_tokens=4, temperature=0)
     assert done.usage is not None and 1 <= done.usage.completion_tokens <= 4
@@ -68,19 +68,43 @@ def test_openai_client_completions_chat_and_streaming(deployment: tuple[Any, dic
         client.completions.create(model=dp["model_name"], prompt="x", max_tokens=0)
 
 
+def test_the_endpoint_refuses_callers_without_its_key(deployment: tuple[Any, dict[str, Any]]) -> None:
+    _, dp = deployment
+    for key in ("", "nexa_ep_wrong", "nexa_not-a-key"):
+        client = openai.OpenAI(base_url=dp["openai_base_url"], api_key=key or "x", max_retries=0)
+        if not key:
+            client = openai.OpenAI(
+                base_url=dp["openai_base_url"],
+                api_key="x",
+                max_retries=0,
+                default_headers={"Authorization": ""},
+            )
+        with pytest.raises(openai.AuthenticationError) as info:
+            client.models.list()
+        assert info.value.status_code == 401 and "API key" in str(info.value)
+    oip = httpx.post(f"{dp['inference_url']}/v2/models/{dp['model_name']}/infer", json={"inputs": []})
+    assert oip.status_code == 401 and oip.json()["error"]["code"] == "invalid_api_key"
+    # Probes stay open for the kubelet; the key never appears in the deployment record.
+    assert httpx.get(f"{dp['inference_url']}/v2/health/ready").status_code == 200
+    ctx, _ = deployment
+    record = ctx.store.read_file(dp["deployment_id"], "deployment.json").decode()
+    assert dp["api_key"] not in record and "endpoint_key_sha256" in record
+
+
 def test_oip_v2_and_undeploy(deployment: tuple[Any, dict[str, Any]]) -> None:
     ctx, dp = deployment
     url, name = dp["inference_url"], dp["model_name"]
+    auth = {"Authorization": f"Bearer {dp['api_key']}"}
     assert httpx.get(f"{url}/v2/health/live").json() == {"live": True}
     assert httpx.get(f"{url}/v2/health/ready").status_code == 200
-    assert httpx.get(f"{url}/v2/models/{name}").json()["inputs"][0]["name"] == "text_input"
+    assert httpx.get(f"{url}/v2/models/{name}", headers=auth).json()["inputs"][0]["name"] == "text_input"
     body = {
         "inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]}],
         "parameters": {"max_tokens": 3},
     }
-    out = httpx.post(f"{url}/v2/models/{name}/infer", json=body, timeout=60).json()
+    out = httpx.post(f"{url}/v2/models/{name}/infer", json=body, timeout=60, headers=auth).json()
     assert out["outputs"][0]["shape"] == [2] and len(out["outputs"][0]["data"]) == 2
-    assert httpx.post(f"{url}/v2/models/nope/infer", json=body).status_code == 404
+    assert httpx.post(f"{url}/v2/models/nope/infer", json=body, headers=auth).status_code == 404
     assert request_stop(ctx.store, dp["deployment_id"], requested_by="test")
     deadline = time.monotonic() + 20
     while deployment_status(ctx.store, dp["deployment_id"]) != "stopped" and time.monotonic() < deadline:

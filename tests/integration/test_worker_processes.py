@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -62,7 +63,9 @@ def test_audit_runs_end_to_end_through_the_sdk(
     assert scored.num_rows == 600 and scored.job_id == job["job_id"]
     manifest = client.get_artifact(scored_id).manifest
     assert manifest is not None and manifest.attempt == 1 and manifest.inputs[0].sha256
-    table = pq.read_table(Path(result["scored_dataset_uri"]))
+    # Results name artifacts, never server paths; the bytes come through the API.
+    assert result["scored_dataset_uri"] == f"internal://{scored_id}/data.parquet"
+    table = pq.read_table(pa.BufferReader(client.read_artifact_file(scored_id, "data.parquet")))
     assert table.column_names[:4] == data["columns"]
     assert {"nexa_score", "nexa_flags", "nexa_cluster"} <= set(table.column_names)
     report = client.read_artifact_file(scored_id, "report.md").decode()
@@ -182,14 +185,14 @@ def test_audit_with_artifacts_in_s3(
     generate_sft_dataset(tmp_path / "sft.jsonl", num_rows=300, seed=5, fmt="jsonl")
     client = NexaClient(api_key=gw.api_key, base_url=gw.url)
     uploaded = client.upload_dataset(tmp_path / "sft.jsonl")
-    assert uploaded.uri.startswith("s3://nexa-e2e/team-a/datasets/")
+    assert uploaded.uri == f"internal://{uploaded.dataset_id}"  # the platform's bucket is not shown
     done = client.wait(
         client.audit(dataset_uri=uploaded.dataset_id)["job_id"], timeout=120, poll_interval=0.2
     )
     assert done.status == "completed"
     scored_id = (done.result or {})["dataset_id"]
     info = client.get_artifact(scored_id)
-    assert info.uri == f"s3://nexa-e2e/team-a/datasets/{scored_id}"
+    assert info.uri == f"internal://{scored_id}"
     assert info.manifest is not None and {f.path for f in info.manifest.files} >= {
         "data.parquet",
         "report.json",

@@ -268,3 +268,25 @@ def test_the_lifecycle_summary_is_readable_in_an_80_column_log() -> None:
     assert "…" not in text
     for needle in ["job_6sqivjvxkqxipbxsdhg3fesbai", *ids, "completed", "SECONDS", "1.1"]:
         assert needle in text
+
+
+def test_admin_grants_round_trip(tmp_path: Any) -> None:
+    """`nexa admin grant/grants/revoke` against a real SQLite database, as a platform admin would."""
+    url = f"sqlite:///{tmp_path / 'nexa.db'}"
+    data = tmp_path / "data"
+    data.mkdir()
+    base = ["admin", "grant", "--database-url", url, "--tenant", "acme"]
+    granted = runner.invoke(app, [*base, "--local-root", str(data)])
+    assert granted.exit_code == 0, granted.output
+    assert "granted" in granted.output
+    again = runner.invoke(app, [*base, "--local-root", str(data)])
+    assert "already granted" in again.output
+    assert runner.invoke(app, [*base, "--s3-bucket", "acme-raw"]).exit_code == 0
+    listed = runner.invoke(app, ["admin", "grants", "--database-url", url, "--tenant", "acme", "--json"])
+    assert json.loads(listed.output) == {"local_roots": [str(data.resolve())], "s3_buckets": ["acme-raw"]}
+    both = runner.invoke(app, [*base, "--local-root", str(data), "--s3-bucket", "x"])
+    assert both.exit_code != 0 and "exactly one" in both.output
+    revoke = ["admin", "revoke", "--database-url", url, "--tenant", "acme", "--local-root", str(data)]
+    assert "revoked" in runner.invoke(app, revoke).output
+    listed = runner.invoke(app, ["admin", "grants", "--database-url", url, "--tenant", "acme", "--json"])
+    assert json.loads(listed.output)["local_roots"] == []

@@ -185,6 +185,24 @@ def test_container_jobs_use_the_users_command_and_env() -> None:
     assert all(r["action"] != "FailJob" for r in job["spec"]["podFailurePolicy"]["rules"])
 
 
+def test_a_container_job_gets_no_platform_storage_credentials() -> None:
+    """A user's image with the platform's S3 keys could list and overwrite every tenant's prefix."""
+    config = OperatorConfig.from_env(
+        {"NEXA_OPERATOR_S3_SECRET": "nexa-s3", "NEXA_S3_ENDPOINT": "minio:9000", "NEXA_S3_BUCKET": "nexa"}
+    )
+    spec = ContainerSpec(image="attacker/image:1", env={"NEXA_S3_ENDPOINT": "mine"})
+    env = container(builders.build_job(nexajob(JobType.container, spec), 1, config))["env"]
+    assert not [e for e in env if "valueFrom" in e]  # no Secret reference at all
+    names = {e["name"] for e in env}
+    assert not names & {"NEXA_S3_ACCESS_KEY", "NEXA_S3_SECRET_KEY", "NEXA_S3_BUCKET"}
+    assert {"name": "NEXA_S3_ENDPOINT", "value": "mine"} in env  # the user's own value, nothing of ours
+    # An engine job of the same config does get them (it reads and writes the store).
+    engine_env = container(builders.build_job(nexajob(JobType.audit, AuditSpec(dataset_uri=DS)), 1, config))[
+        "env"
+    ]
+    assert [e for e in engine_env if "valueFrom" in e]
+
+
 @pytest.mark.parametrize("attempt", [1, 2, 17])
 def test_job_names_are_deterministic_and_short(attempt: int) -> None:
     long = "x" * 250

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from nexa.contracts import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo
+from nexa.contracts.keys import KeyPrincipal
 from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
 from nexa_gateway.errors import not_found
 from nexa_gateway.services import keys as svc
@@ -22,6 +23,12 @@ def create_key(body: ApiKeyCreate, principal: CurrentPrincipal, session: Session
     )
     session.commit()
     return created
+
+
+@router.get("/self", response_model=KeyPrincipal)
+def key_self(principal: CurrentPrincipal) -> KeyPrincipal:
+    """The key and tenant the caller's own key belongs to (how a deployed endpoint checks a caller)."""
+    return KeyPrincipal(key_id=principal.key_id, tenant_id=principal.tenant_id)
 
 
 @router.get("", response_model=list[ApiKeyInfo])

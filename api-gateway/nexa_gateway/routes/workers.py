@@ -74,6 +74,9 @@ def _claim_once(state: AppState, worker: Worker, body: ClaimRequest) -> ClaimedJ
             roots, buckets = grants.granted(session, claimed.tenant_id)
             claimed.local_roots = [str(p) for p in grants.effective_roots(state.settings, roots)]
             claimed.s3_buckets = buckets
+            claimed.endpoint_keys = grants.endpoint_keys(
+                session, claimed.tenant_id, claimed.job_type, claimed.spec
+            )
         queue.touch_worker(session, worker.id)
     if claimed is not None:
         state.jobs.invalidate([claimed.job_id])

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from nexa.contracts import spec_for
+from nexa.contracts.refs import ARTIFACT_SCHEME, job_references
+from nexa.ids import is_id
 from nexa_engines.store.access import Access, is_under, protected_dirs
 from nexa_engines.store.base import ArtifactStore
-from nexa_gateway.db import Artifact, TenantGrant
+from nexa_gateway.db import Artifact, Job, TenantGrant
 from nexa_gateway.errors import ApiError
 from nexa_gateway.settings import Settings
 
@@ -62,14 +65,52 @@ def tenant_access(session: Session, settings: Settings, store: ArtifactStore, te
     )
 
 
-def grant(session: Session, settings: Settings, tenant_id: str, kind: GrantKind, value: str) -> str:
-    """Grant ``value`` to the tenant (idempotent); returns the stored form."""
+def endpoint_keys(session: Session, tenant_id: str, job_type: str, spec: dict[str, Any]) -> dict[str, str]:
+    """The endpoint keys of the tenant's own deployments a job calls: the one capability it needs for them.
+
+    A deploy job's result holds its endpoint's key; a job naming that deployment
+    as its teacher gets the key with its claim, and nothing for anyone else's.
+    """
+    try:
+        parsed = spec_for(job_type, spec)
+    except ValueError:
+        return {}
+    keys: dict[str, str] = {}
+    for ref in job_references(parsed):
+        deployment_id = ref.value.removeprefix(ARTIFACT_SCHEME).strip("/")
+        if ref.kind != "teacher" or not is_id(deployment_id, "dp"):
+            continue
+        row = session.execute(
+            select(Job.result)
+            .join(Artifact, Artifact.job_id == Job.id)
+            .where(Artifact.id == deployment_id, Artifact.tenant_id == tenant_id, Job.tenant_id == tenant_id)
+        ).first()
+        key = (row[0] or {}).get("api_key") if row is not None else None
+        if isinstance(key, str):
+            keys[deployment_id] = key
+    return keys
+
+
+def grant(
+    session: Session,
+    settings: Settings,
+    tenant_id: str,
+    kind: GrantKind,
+    value: str,
+    *,
+    enforce_ceiling: bool = True,
+) -> str:
+    """Grant ``value`` to the tenant (idempotent); returns the stored form.
+
+    The ceiling is checked here when the caller knows the server's settings, and
+    always again at use (``effective_roots``), so a grant outside it is inert.
+    """
     if kind == "local_root":
         real = Path(os.path.realpath(value))
         ceiling = [Path(os.path.realpath(c)) for c in settings.allowed_dataset_roots]
         if not Path(value).is_absolute():
             raise ApiError(422, "validation_error", f"{value!r}: a local root must be an absolute path")
-        if not any(is_under(real, c) for c in ceiling):
+        if enforce_ceiling and not any(is_under(real, c) for c in ceiling):
             raise ApiError(
                 422,
                 "grant_outside_ceiling",

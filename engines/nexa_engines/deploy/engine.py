@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from nexa.contracts import DeploySpec, InputSource
 from nexa.contracts.refs import artifact_ref_uri
 from nexa.ids import new_id
 from nexa_engines.engine import EngineContext, EngineError
+from nexa_engines.serve.auth import ENDPOINT_KEY_PREFIX, key_sha256
 from nexa_engines.serve.control import DEPLOYMENT_FILE
 
 READY_TIMEOUT_S = 600.0
@@ -62,6 +64,8 @@ def start_server(
     max_batch_size: int,
     bind: str,
     directory: Path,
+    tenant_id: str | None = None,
+    endpoint_key_sha256: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """Launch the serving process detached; returns it, its port and its log file."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -77,6 +81,10 @@ def start_server(
         "--max-batch-size", str(max_batch_size),
         "--workdir", str(directory / "models"),
     ]  # fmt: skip
+    if tenant_id and os.environ.get("NEXA_GATEWAY_URL"):
+        args += ["--tenant", tenant_id, "--gateway-url", os.environ["NEXA_GATEWAY_URL"]]
+    env = dict(os.environ)
+    env["NEXA_SERVE_KEY_SHA256"] = endpoint_key_sha256 or ""
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             args,
@@ -85,6 +93,7 @@ def start_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=directory,
+            env=env,
         )
     return process, port, log_path
 
@@ -131,6 +140,9 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
         socket.gethostname() if bind in ("0.0.0.0", "::") else bind
     )
     directory = serving_root() / deployment_id
+    # A key scoped to this endpoint; the serving process keeps only its hash. Callers may
+    # also use their tenant's API keys (checked with the gateway the worker reports to).
+    endpoint_key = ENDPOINT_KEY_PREFIX + secrets.token_urlsafe(32)
     ctx.progress(0.1, "starting the serving process")
     process, port, log_path = start_server(
         checkpoint_id=spec.checkpoint_id,
@@ -139,6 +151,8 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
         max_batch_size=spec.max_batch_size,
         bind=bind,
         directory=directory,
+        tenant_id=ctx.tenant_id,
+        endpoint_key_sha256=key_sha256(endpoint_key),
     )
     local_url = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '::') else bind}:{port}"
     ctx.log(f"serving process {process.pid} starting on port {port} (log {log_path})")
@@ -160,6 +174,10 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
         "max_batch_size": spec.max_batch_size,
         "started_at": datetime.now(UTC).isoformat(),
         "log_path": str(log_path),
+        "auth": {
+            "endpoint_key_sha256": key_sha256(endpoint_key),
+            "tenant_keys": bool(os.environ.get("NEXA_GATEWAY_URL")),
+        },
     }
     try:
         with ctx.store.begin("deployment", deployment_id) as writer:
@@ -187,6 +205,7 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
         "openai_base_url": f"{inference_url}/v1",
         "model_name": deployment_id,
         "checkpoint_id": spec.checkpoint_id,
+        "api_key": endpoint_key,
         "pid": process.pid,
         "host": record["host"],
     }

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from nexa_engines.models.generation import GenerationRequest, GenerationResult
 from nexa_engines.models.prompt import clean_completion, format_chat
 from nexa_engines.serve import oip
+from nexa_engines.serve.auth import EndpointAuth
 from nexa_engines.serve.batcher import BatchScheduler, Ticket
 from nexa_engines.serve.metrics import ServingMetrics
 from nexa_engines.serve.openai_api import (
@@ -57,10 +58,13 @@ def create_app(
     *,
     ready: bool = True,
     metrics: ServingMetrics | None = None,
+    auth: EndpointAuth | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``model_name`` through ``scheduler``, with Prometheus metrics at ``/metrics``."""
     app = FastAPI(title=f"Nexa serving: {model_name}", docs_url=None, redoc_url=None)
     (metrics or ServingMetrics(model_name)).install(app)
+    if auth is not None:
+        auth.install(app)
     state = {"ready": ready}
 
     @app.get("/v1/models")

@@ -55,6 +55,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--workdir", type=Path, default=None, help="where a fetched checkpoint is kept")
+    parser.add_argument(
+        "--gateway-url",
+        default=os.environ.get("NEXA_GATEWAY_URL"),
+        help="accept API keys of --tenant, checked with this gateway (default: $NEXA_GATEWAY_URL)",
+    )
+    parser.add_argument("--tenant", default=None, help="the tenant whose API keys may call this endpoint")
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without any key check (local experiments only; never on a shared network)",
+    )
     return parser.parse_args(argv)
 
 
@@ -69,12 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     from nexa_engines.models.loading import load_model, load_tokenizer, resolve_model
     from nexa_engines.models.runtime import configure_threads, pick_device
     from nexa_engines.serve.app import create_app
+    from nexa_engines.serve.auth import EndpointAuth
     from nexa_engines.serve.batcher import BatchScheduler
     from nexa_engines.serve.control import mark_stopped, stop_requested
     from nexa_engines.serve.metrics import ServingMetrics
     from nexa_engines.store.access import Access
     from nexa_engines.store.factory import store_from_config
 
+    if (
+        not args.insecure_no_auth
+        and not os.environ.get("NEXA_SERVE_KEY_SHA256")
+        and not (args.gateway_url and args.tenant)
+    ):
+        print(
+            "error: no way to check callers: set NEXA_SERVE_KEY_SHA256, or --gateway-url with --tenant "
+            "(or pass --insecure-no-auth for a local experiment)",
+            file=sys.stderr,
+        )
+        return 2
     store = store_from_config(json.loads(args.store_config)) if args.store_config else None
     if args.checkpoint:
         if store is None:
@@ -104,7 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         on_step=metrics.observe_step,
         on_done=metrics.observe_done,
     ).start()
-    app = create_app(scheduler, name, metrics=metrics)
+    auth = EndpointAuth(
+        endpoint_key_sha256=frozenset(
+            h.strip() for h in os.environ.get("NEXA_SERVE_KEY_SHA256", "").split(",") if h.strip()
+        ),
+        gateway_url=args.gateway_url,
+        tenant_id=args.tenant,
+    )
+    app = create_app(scheduler, name, metrics=metrics, auth=None if args.insecure_no_auth else auth)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     reason = {"why": "signal"}
     done = threading.Event()

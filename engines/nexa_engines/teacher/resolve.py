@@ -110,7 +110,13 @@ def resolve_teacher(
             raise EngineError("teacher_not_found", f"deployment {ref} does not exist: {exc}") from exc
         if deployment_status(ctx.store, ref) != "running":
             raise EngineError("teacher_not_found", f"deployment {ref} was undeployed")
-        client = ChatClient(str(record["openai_base_url"]), str(record["model_name"]), timeout=timeout)
+        # The endpoint checks callers: this job presents the key its claim carried for it.
+        client = ChatClient(
+            str(record["openai_base_url"]),
+            str(record["model_name"]),
+            api_key=ctx.endpoint_keys.get(ref),
+            timeout=timeout,
+        )
         return EndpointTeacher(ref, client)
     if ref.startswith(("ckpt_", "/", "file://", "hf://")):
         from nexa_engines.models.loading import load_model, load_tokenizer, resolve_model

@@ -341,7 +341,10 @@ def run_lifecycle(
 
         started = time.monotonic()
         question = "What is the opposite of hot?"
-        with openai.OpenAI(base_url=student_dp["openai_base_url"], api_key="unused", timeout=60.0) as oai:
+        # The endpoint takes the tenant's own API key (checked with the gateway) or its endpoint key.
+        with openai.OpenAI(
+            base_url=student_dp["openai_base_url"], api_key=client.api_key, timeout=60.0
+        ) as oai:
             reply = oai.chat.completions.create(
                 model=student_dp["model_name"],
                 messages=[{"role": "user", "content": question}],

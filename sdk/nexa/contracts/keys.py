@@ -14,6 +14,15 @@ class ApiKeyCreate(StrictModel):
     expires_in_days: int | None = Field(None, ge=1, le=3650)
 
 
+class KeyPrincipal(BaseModel):
+    """Who a key is: what ``GET /v1/keys/self`` answers (deployed endpoints use it to check callers)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    key_id: str
+    tenant_id: str
+
+
 class ApiKeyInfo(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
