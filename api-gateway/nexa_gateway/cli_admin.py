@@ -5,19 +5,22 @@ from __future__ import annotations
 from typing import Literal
 
 from nexa.contracts import ApiKeyCreated
+from nexa.contracts.keys import Role
 from nexa_gateway.db import Database
 from nexa_gateway.services import grants
 from nexa_gateway.services.keys import create_api_key, ensure_tenant
 from nexa_gateway.settings import Settings
 
 
-def create_key(database_url: str, tenant: str = "default", name: str = "default") -> ApiKeyCreated:
+def create_key(
+    database_url: str, tenant: str = "default", name: str = "default", role: str = "admin"
+) -> ApiKeyCreated:
     """Create an API key for ``tenant`` (created if new) directly in the database at ``database_url``."""
     db = Database(database_url)
     try:
         db.create_schema()
         with db.session() as session:
-            return create_api_key(session, tenant_name=tenant, name=name)
+            return create_api_key(session, tenant_name=tenant, name=name, role=Role(role))
     finally:
         db.dispose()
 

@@ -93,6 +93,16 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class KeyRole(Base):
+    """A key's role (member, admin, platform_admin). A key without a row is an admin of its tenant:
+    every key made before roles existed keeps the powers it had."""
+
+    __tablename__ = "key_roles"
+
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (

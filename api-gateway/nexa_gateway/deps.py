@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from nexa.contracts.keys import Role
 from nexa_gateway.db import Worker
 from nexa_gateway.errors import ApiError, unauthorized
 from nexa_gateway.services.keys import WORKER_TOKEN_PREFIX, Principal
@@ -101,3 +102,22 @@ def require_worker_secret(request: Request, state: StateDep) -> None:
 
 
 WorkerSecret = Annotated[None, Depends(require_worker_secret)]
+
+
+def require_role(role: Role) -> Callable[[Principal], Principal]:
+    """A dependency that lets only keys of ``role`` or higher through (403 ``forbidden`` otherwise)."""
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if not principal.role.at_least(role):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this needs a key with role {role.value}; this key is a {principal.role.value}",
+            )
+        return principal
+
+    return check
+
+
+TenantAdmin = Annotated[Principal, Depends(require_role(Role.admin))]
+PlatformAdmin = Annotated[Principal, Depends(require_role(Role.platform_admin))]

@@ -13,17 +13,18 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from nexa import __version__
+from nexa.contracts.keys import Role
 from nexa_gateway.backends import SqlJobBackend
 from nexa_gateway.db import Database
 from nexa_gateway.errors import ERROR_RESPONSES, install_error_handlers
 from nexa_gateway.fastpath import StatusFastPath
 from nexa_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nexa_gateway.ratelimit import RateLimiter
-from nexa_gateway.routes import artifacts, datasets, deployments, health, jobs, keys, submit, workers
+from nexa_gateway.routes import admin, artifacts, datasets, deployments, health, jobs, keys, submit, workers
 from nexa_gateway.services import grants, queue
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
-from nexa_gateway.services.keys import KeyResolver, ensure_tenant, store_api_key
+from nexa_gateway.services.keys import KeyResolver, ensure_tenant, set_role, store_api_key
 from nexa_gateway.settings import Settings
 from nexa_gateway.state import AppState, build_store
 
@@ -40,7 +41,11 @@ def _bootstrap(state: AppState) -> None:
     if key:
         with state.db.session() as session:
             tenant = ensure_tenant(session, "default")
-            store_api_key(session, key, tenant_id=tenant.id, name="bootstrap")
+            # The operator's own key: it may also grant tenants local roots and buckets.
+            info = store_api_key(
+                session, key, tenant_id=tenant.id, name="bootstrap", role=Role.platform_admin
+            )
+            set_role(session, info.key_id, Role.platform_admin)
             if state.settings.bootstrap_grant_local_roots:
                 for root in state.settings.allowed_dataset_roots:
                     grants.grant(session, state.settings, tenant.id, "local_root", str(root))
@@ -127,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (submit, jobs):
         app.include_router(module.router, responses=ERROR_RESPONSES)
         app.include_router(module.spec_router, responses=ERROR_RESPONSES)
-    for module in (datasets, artifacts, deployments, keys, workers):
+    for module in (datasets, artifacts, deployments, keys, admin, workers):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router, responses={503: ERROR_RESPONSES[422] | {"description": "Not ready."}})
     return app

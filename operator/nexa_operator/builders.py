@@ -334,6 +334,14 @@ def _endpoint_labels(endpoint: dict[str, Any]) -> dict[str, str]:
     return {LABEL_ENDPOINT: endpoint["metadata"]["name"], LABEL_MANAGED_BY: MANAGER}
 
 
+ENDPOINT_KEY_SECRET_KEY = "api-key"
+
+
+def endpoint_key_secret(endpoint: dict[str, Any]) -> str:
+    """The Secret (in the endpoint's namespace) whose ``api-key`` the serving pods accept."""
+    return f"{endpoint['metadata']['name']}-key"[:253]
+
+
 def _serving_container(endpoint: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
     spec = endpoint["spec"]
     options = JobOptions.model_validate({"resources": spec.get("resources", {})})
@@ -346,12 +354,33 @@ def _serving_container(endpoint: dict[str, Any], config: OperatorConfig) -> dict
         "HOME": "/tmp",
     }
     env.update(config.store_env)
+    args = ["--checkpoint", spec["checkpoint_id"], "--host", "0.0.0.0", "--port", str(SERVING_PORT)]
+    args += ["--model-name", endpoint["metadata"]["name"], "--workdir", "/tmp/models"]
+    tenant = spec.get("tenant")
+    if tenant and config.gateway_url:
+        # Callers present an API key of the endpoint's tenant, checked with the gateway.
+        args += ["--tenant", str(tenant), "--gateway-url", config.gateway_url]
+    key_env = {
+        # An endpoint key the tenant keeps in a Secret of its namespace (optional): with
+        # neither it nor a gateway, the server refuses to start rather than serve anyone.
+        "name": "NEXA_SERVE_KEY",
+        "valueFrom": {
+            "secretKeyRef": {
+                "name": endpoint_key_secret(endpoint),
+                "key": ENDPOINT_KEY_SECRET_KEY,
+                "optional": True,
+            }
+        },
+    }
     container: dict[str, Any] = {
         "name": "server",
         "image": spec.get("image") or config.serving_image,
         "imagePullPolicy": config.image_pull_policy,
-        "args": ["serve", "--checkpoint-id", spec["checkpoint_id"], "--port", str(SERVING_PORT)],
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())] + s3_credentials_env(config),
+        "command": ["python", "-m", "nexa_engines.serve"],
+        "args": args,
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())]
+        + s3_credentials_env(config)
+        + [key_env],
         "ports": [{"name": "http", "containerPort": SERVING_PORT}],
         "resources": container_resources(options),
         "securityContext": container_security,

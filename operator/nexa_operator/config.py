@@ -62,6 +62,7 @@ class OperatorConfig:
     progress_seconds: float = 10.0  # how often a running attempt's progress record is read
     service_account: str | None = None  # the namespace default when unset
     image_pull_policy: str = "IfNotPresent"
+    gateway_url: str | None = None  # serving pods check tenants' API keys with this gateway
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -93,4 +94,5 @@ class OperatorConfig:
             progress_seconds=_float(env, prefix + "PROGRESS_SECONDS", 10.0),
             service_account=env.get(prefix + "SERVICE_ACCOUNT") or None,
             image_pull_policy=env.get(prefix + "IMAGE_PULL_POLICY") or cls.image_pull_policy,
+            gateway_url=env.get(prefix + "GATEWAY_URL") or None,
         )

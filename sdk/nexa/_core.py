@@ -32,7 +32,7 @@ from nexa.config import NO_API_KEY_MESSAGE, config_path
 from nexa.contracts.artifacts import ArtifactInfo, ArtifactList, Dataset, DatasetList
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType
-from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody
+from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody, Role
 from nexa.errors import (
     APIConnectionError,
     APIStatusError,
@@ -467,8 +467,10 @@ class ClientCore:
 
     # ---- keys and health
 
-    def create_key(self, name: str, expires_in_days: int | None) -> Call[ApiKeyCreated]:
-        body = ApiKeyCreate(name=name, expires_in_days=expires_in_days).model_dump(mode="json")
+    def create_key(
+        self, name: str, expires_in_days: int | None, role: Role = Role.member
+    ) -> Call[ApiKeyCreated]:
+        body = ApiKeyCreate(name=name, expires_in_days=expires_in_days, role=role).model_dump(mode="json")
         return Call("POST", "/v1/keys", _model_parser(ApiKeyCreated), json=body)
 
     def list_keys(self) -> Call[list[ApiKeyInfo]]:

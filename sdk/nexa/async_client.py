@@ -18,7 +18,7 @@ from nexa._core import Call, ClientCore, LogFollower, Paginator, WaitState, job_
 from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset, Deployment
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
-from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo
+from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
 from nexa.handles import AsyncJobHandle, LogLine
 
 __all__ = ["AsyncNexaClient"]
@@ -317,9 +317,11 @@ class AsyncNexaClient:
 
     # ---- keys and health
 
-    async def create_key(self, name: str = "default", *, expires_in_days: int | None = None) -> ApiKeyCreated:
-        """Create an API key for your tenant; ``.key`` is shown this once."""
-        return await self._call(self._core.create_key(name, expires_in_days))
+    async def create_key(
+        self, name: str = "default", *, expires_in_days: int | None = None, role: Role | str = Role.member
+    ) -> ApiKeyCreated:
+        """Create an API key for your tenant (``member`` or ``admin``; admin keys only); ``.key`` is shown once."""
+        return await self._call(self._core.create_key(name, expires_in_days, Role(role)))
 
     async def list_keys(self) -> list[ApiKeyInfo]:
         """Your tenant's API keys (without secrets)."""

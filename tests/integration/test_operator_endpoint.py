@@ -27,6 +27,7 @@ from nexa.contracts.crd import (
     nexajob_object,
 )
 from nexa.ids import new_id
+from nexa_engines.serve import server as serve_cli
 from tests.fixtures.k8s import CPU_NODE, K8sCluster
 from tests.integration.operator_helpers import (
     RESYNC_SECONDS,
@@ -229,7 +230,12 @@ def test_endpoint_serves_from_a_deployment_service_and_hpa_until_deleted(
     assert deploy.spec.replicas == 1
     server = deploy.spec.template.spec.containers[0]
     assert server.image == SERVING_IMAGE
-    assert server.args == ["serve", "--checkpoint-id", CKPT, "--port", "8080"]
+    assert server.command == ["python", "-m", "nexa_engines.serve"]
+    # The pod's arguments are ones the serving process really takes.
+    parsed = serve_cli._parse(server.args)
+    assert (parsed.checkpoint, parsed.port, parsed.host) == (CKPT, 8080, "0.0.0.0")
+    key = next(e for e in server.env if e.name == "NEXA_SERVE_KEY")
+    assert key.value_from.secret_key_ref.name == f"{name}-key" and key.value_from.secret_key_ref.optional
     assert {e.name: e.value for e in server.env}["NEXA_SERVING_PROTOCOL"] == "openai"
     assert [(p.name, p.container_port) for p in server.ports] == [("http", 8080)]
     assert server.readiness_probe.http_get.path == "/v2/health/ready"

@@ -130,3 +130,14 @@ def test_metrics_endpoint_counts_requests_tokens_and_batch_sizes(model: tuple[An
         if line.startswith("nexa_endpoint_batch_size_count")
     )
     assert steps >= 1
+
+
+def test_the_server_refuses_to_start_without_a_way_to_check_callers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nexa_engines.serve import server
+
+    for name in ("NEXA_SERVE_KEY", "NEXA_SERVE_KEY_SHA256", "NEXA_GATEWAY_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert server.main(["--model-dir", "/nonexistent", "--port", "1"]) == 2
+    assert "no way to check callers" in capsys.readouterr().err

@@ -232,6 +232,26 @@ def test_deploy_builds_endpoint_deployment_service_and_hpa() -> None:
     assert isvc["spec"]["predictor"]["maxReplicas"] == 4
 
 
+@pytest.mark.parametrize(
+    ("gateway_url", "checks_tenant_keys"), [("http://gw.nexa.svc:8080", True), (None, False)]
+)
+def test_serving_pods_check_callers(gateway_url: str | None, checks_tenant_keys: bool) -> None:
+    """The tenant's API keys (with a gateway) and the endpoint's key Secret; never an open endpoint."""
+    from dataclasses import replace
+
+    from nexa_engines.serve import server as serve_cli
+
+    endpoint = builders.endpoint_object(nexajob(JobType.deploy, DeploySpec(checkpoint_id=CKPT)))
+    endpoint["metadata"]["uid"] = "ep"
+    config = replace(CONFIG, gateway_url=gateway_url)
+    server = builders.build_deployment(endpoint, config)["spec"]["template"]["spec"]["containers"][0]
+    parsed = serve_cli._parse(server["args"])
+    assert not parsed.insecure_no_auth
+    assert (parsed.tenant is not None and parsed.gateway_url == gateway_url) is checks_tenant_keys
+    key = next(e for e in server["env"] if e["name"] == "NEXA_SERVE_KEY")
+    assert key["valueFrom"]["secretKeyRef"]["name"] == builders.endpoint_key_secret(endpoint)
+
+
 def test_fixed_size_endpoint_has_no_hpa() -> None:
     endpoint = builders.endpoint_object(nexajob(JobType.deploy, DeploySpec(checkpoint_id=CKPT)))
     endpoint["metadata"]["uid"] = "ep"

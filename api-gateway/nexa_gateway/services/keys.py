@@ -21,8 +21,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nexa.contracts import ApiKeyCreated, ApiKeyInfo
+from nexa.contracts.keys import Role
 from nexa.ids import new_id
-from nexa_gateway.db import ApiKey, Database, Tenant, utcnow
+from nexa_gateway.db import ApiKey, Database, KeyRole, Tenant, utcnow
 
 KEY_PREFIX = "nexa_"
 WORKER_TOKEN_PREFIX = "nexaw_"
@@ -80,12 +81,29 @@ def ensure_tenant(session: Session, name: str) -> Tenant:
     return tenant
 
 
-def _info(row: ApiKey) -> ApiKeyInfo:
+def role_of(session: Session, key_id: str) -> Role:
+    """The key's role; keys from before roles existed are their tenant's admins."""
+    stored = session.scalar(select(KeyRole.role).where(KeyRole.key_id == key_id))
+    return Role(stored) if stored else Role.admin
+
+
+def set_role(session: Session, key_id: str, role: Role) -> None:
+    """Give ``key_id`` exactly ``role``."""
+    row = session.get(KeyRole, key_id)
+    if row is None:
+        session.add(KeyRole(key_id=key_id, role=role.value))
+    else:
+        row.role = role.value
+    session.flush()
+
+
+def _info(row: ApiKey, role: Role) -> ApiKeyInfo:
     return ApiKeyInfo(
         key_id=row.id,
         name=row.name,
         prefix=row.prefix,
         tenant_id=row.tenant_id,
+        role=role,
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
@@ -94,13 +112,19 @@ def _info(row: ApiKey) -> ApiKeyInfo:
 
 
 def store_api_key(
-    session: Session, key: str, *, tenant_id: str, name: str = "default", expires_at: datetime | None = None
+    session: Session,
+    key: str,
+    *,
+    tenant_id: str,
+    name: str = "default",
+    expires_at: datetime | None = None,
+    role: Role = Role.admin,
 ) -> ApiKeyInfo:
-    """Record ``key`` (by hash) for ``tenant_id``; idempotent for the same key."""
+    """Record ``key`` (by hash) for ``tenant_id`` with ``role``; idempotent for the same key."""
     digest = hash_key(key)
     existing = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
     if existing is not None:
-        return _info(existing)
+        return _info(existing, role_of(session, existing.id))
     row = ApiKey(
         id=new_id("key"),
         tenant_id=tenant_id,
@@ -111,23 +135,34 @@ def store_api_key(
     )
     session.add(row)
     session.flush()
-    return _info(row)
+    session.add(KeyRole(key_id=row.id, role=role.value))
+    session.flush()
+    return _info(row, role)
 
 
 def create_api_key(
-    session: Session, tenant_name: str = "default", name: str = "default", expires_in_days: int | None = None
+    session: Session,
+    tenant_name: str = "default",
+    name: str = "default",
+    expires_in_days: int | None = None,
+    role: Role = Role.admin,
 ) -> ApiKeyCreated:
     """Create a key for the tenant called ``tenant_name`` (created if new); the secret is returned once."""
     tenant = ensure_tenant(session, tenant_name)
-    return create_key_for_tenant(session, tenant.id, name=name, expires_in_days=expires_in_days)
+    return create_key_for_tenant(session, tenant.id, name=name, expires_in_days=expires_in_days, role=role)
 
 
 def create_key_for_tenant(
-    session: Session, tenant_id: str, *, name: str = "default", expires_in_days: int | None = None
+    session: Session,
+    tenant_id: str,
+    *,
+    name: str = "default",
+    expires_in_days: int | None = None,
+    role: Role = Role.admin,
 ) -> ApiKeyCreated:
     key = generate_api_key()
     expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
-    info = store_api_key(session, key, tenant_id=tenant_id, name=name, expires_at=expires_at)
+    info = store_api_key(session, key, tenant_id=tenant_id, name=name, expires_at=expires_at, role=role)
     return ApiKeyCreated(**info.model_dump(), key=key)
 
 
@@ -135,7 +170,7 @@ def list_keys(session: Session, tenant_id: str) -> list[ApiKeyInfo]:
     rows = session.scalars(
         select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at, ApiKey.id)
     )
-    return [_info(r) for r in rows]
+    return [_info(r, role_of(session, r.id)) for r in rows]
 
 
 def revoke_key(session: Session, tenant_id: str, key_id: str) -> ApiKeyInfo | None:
@@ -145,15 +180,16 @@ def revoke_key(session: Session, tenant_id: str, key_id: str) -> ApiKeyInfo | No
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.flush()
-    return _info(row)
+    return _info(row, role_of(session, row.id))
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key and the tenant it belongs to."""
+    """Who is calling: the key, the tenant it belongs to, and what it may do."""
 
     key_id: str
     tenant_id: str
+    role: Role = Role.admin
 
 
 @dataclass
@@ -201,7 +237,7 @@ class KeyResolver:
             found = None
             expires_at = None
             if row is not None and row.revoked_at is None:
-                found = Principal(key_id=row.id, tenant_id=row.tenant_id)
+                found = Principal(key_id=row.id, tenant_id=row.tenant_id, role=role_of(session, row.id))
                 expires_at = row.expires_at
         entry = _CacheEntry(found, expires_at, time.monotonic())
         with self._lock:

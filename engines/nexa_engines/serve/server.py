@@ -13,6 +13,7 @@ It watches the artifact store for the deployment's stop request (see
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -87,18 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     from nexa_engines.store.access import Access
     from nexa_engines.store.factory import store_from_config
 
-    if (
-        not args.insecure_no_auth
-        and not os.environ.get("NEXA_SERVE_KEY_SHA256")
-        and not (args.gateway_url and args.tenant)
-    ):
+    key_hashes = {h.strip() for h in os.environ.get("NEXA_SERVE_KEY_SHA256", "").split(",") if h.strip()}
+    if os.environ.get("NEXA_SERVE_KEY", "").strip():  # a key from a Secret: keep only its hash
+        key_hashes.add(hashlib.sha256(os.environ["NEXA_SERVE_KEY"].strip().encode()).hexdigest())
+    if not args.insecure_no_auth and not key_hashes and not (args.gateway_url and args.tenant):
         print(
-            "error: no way to check callers: set NEXA_SERVE_KEY_SHA256, or --gateway-url with --tenant "
-            "(or pass --insecure-no-auth for a local experiment)",
+            "error: no way to check callers: set NEXA_SERVE_KEY or NEXA_SERVE_KEY_SHA256, "
+            "or --gateway-url with --tenant (or pass --insecure-no-auth for a local experiment)",
             file=sys.stderr,
         )
         return 2
-    store = store_from_config(json.loads(args.store_config)) if args.store_config else None
+    if args.store_config:
+        store = store_from_config(json.loads(args.store_config))
+    elif args.checkpoint:  # a pod: the store is described by NEXA_S3_* in its environment
+        from nexa_engines.store.factory import store_from_env
+
+        store = store_from_env(os.environ)
+    else:
+        store = None
     if args.checkpoint:
         if store is None:
             print("error: --checkpoint needs --store-config", file=sys.stderr)
@@ -128,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         on_done=metrics.observe_done,
     ).start()
     auth = EndpointAuth(
-        endpoint_key_sha256=frozenset(
-            h.strip() for h in os.environ.get("NEXA_SERVE_KEY_SHA256", "").split(",") if h.strip()
-        ),
+        endpoint_key_sha256=frozenset(key_hashes),
         gateway_url=args.gateway_url,
         tenant_id=args.tenant,
     )

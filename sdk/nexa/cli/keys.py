@@ -9,18 +9,19 @@ import typer
 from nexa.cli.context import EXIT_USAGE, CliError, handle_errors, make_client
 from nexa.cli.render import console, err_console, keys_table, print_json
 from nexa.contracts import ApiKeyCreated
+from nexa.contracts.keys import Role
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
 
-def _create_in_database(database_url: str, tenant: str, name: str) -> ApiKeyCreated:
+def _create_in_database(database_url: str, tenant: str, name: str, role: Role) -> ApiKeyCreated:
     try:
         from nexa_gateway.cli_admin import create_key
     except ImportError as exc:
         raise CliError(
             f"--database-url needs the gateway package ({exc}): pip install 'nexa[gateway]'", EXIT_USAGE
         ) from exc
-    created = create_key(database_url, tenant, name)
+    created = create_key(database_url, tenant, name, role.value)
     return ApiKeyCreated.model_validate(created.model_dump() if hasattr(created, "model_dump") else created)
 
 
@@ -46,15 +47,22 @@ def create(
         str, typer.Option("--tenant", help="With --database-url: the tenant to create it for.")
     ] = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (includes the key).")] = False,
+    role: Annotated[
+        Role | None,
+        typer.Option(
+            "--role",
+            help="member or admin (default member; admin with --database-url); platform_admin only with --database-url.",
+        ),
+    ] = None,
 ) -> None:
     """Create an API key; it is printed once."""
     if database_url:
         if expires_in_days is not None:
             raise CliError("--expires-in-days is not available with --database-url", EXIT_USAGE)
-        created = _create_in_database(database_url, tenant, name)
+        created = _create_in_database(database_url, tenant, name, role or Role.admin)
     else:
         with make_client() as client:
-            created = client.create_key(name, expires_in_days=expires_in_days)
+            created = client.create_key(name, expires_in_days=expires_in_days, role=role or Role.member)
     if as_json:
         print_json(created.model_dump(mode="json"))
         err_console.print("[yellow]store the key now, it will not be shown again.[/]")

@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from nexa.contracts.common import StrictModel
 
 
+class Role(StrEnum):
+    """What a key may do. member: jobs, artifacts, deployments of its tenant. admin: also the tenant's
+    keys. platform_admin: also every tenant's grants (local roots, buckets); made only by the operator."""
+
+    member = "member"
+    admin = "admin"
+    platform_admin = "platform_admin"
+
+    def at_least(self, other: Role) -> bool:
+        order = (Role.member, Role.admin, Role.platform_admin)
+        return order.index(self) >= order.index(other)
+
+
 class ApiKeyCreate(StrictModel):
     name: str = Field("default", min_length=1, max_length=200)
     expires_in_days: int | None = Field(None, ge=1, le=3650)
+    role: Role = Field(
+        Role.member,
+        description="member or admin (admin keys only; a key never grants more than its own role).",
+    )
 
 
 class KeyPrincipal(BaseModel):
@@ -21,6 +40,7 @@ class KeyPrincipal(BaseModel):
 
     key_id: str
     tenant_id: str
+    role: Role = Role.admin
 
 
 class ApiKeyInfo(BaseModel):
@@ -30,6 +50,7 @@ class ApiKeyInfo(BaseModel):
     name: str
     prefix: str = Field(description="The first characters of the key, enough to recognise it.")
     tenant_id: str
+    role: Role = Role.admin
     created_at: datetime
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
@@ -53,3 +74,21 @@ class ErrorBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     error: ErrorDetail
+
+
+class GrantChange(StrictModel):
+    """A local root (an absolute directory inside the server's ceiling) or an S3 bucket for a tenant."""
+
+    kind: Literal["local_root", "s3_bucket"]
+    value: str = Field(min_length=1, max_length=1024)
+
+
+class TenantGrants(BaseModel):
+    """What a tenant may read besides its own artifacts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tenant: str
+    tenant_id: str
+    local_roots: list[str] = Field(default_factory=list)
+    s3_buckets: list[str] = Field(default_factory=list)

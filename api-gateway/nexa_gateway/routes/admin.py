@@ -1,0 +1,63 @@
+"""Platform administration over the API: what each tenant may read besides its own artifacts.
+
+Only ``platform_admin`` keys reach these routes (the bootstrap key, or one made
+with ``nexa keys create --database-url … --role platform_admin``). Tenants are
+named by their name, as ``nexa keys create --tenant`` names them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from sqlalchemy import select
+
+from nexa.contracts.keys import GrantChange, TenantGrants
+from nexa_gateway.db import Tenant
+from nexa_gateway.deps import PlatformAdmin, SessionDep, StateDep
+from nexa_gateway.errors import not_found
+from nexa_gateway.services import grants
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+TenantName = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+def _tenant_id(session: SessionDep, name: str) -> str:
+    tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == name))
+    if tenant_id is None:
+        raise not_found("tenant", name)
+    return str(tenant_id)
+
+
+def _view(session: SessionDep, name: str, tenant_id: str) -> TenantGrants:
+    roots, buckets = grants.granted(session, tenant_id)
+    return TenantGrants(tenant=name, tenant_id=tenant_id, local_roots=roots, s3_buckets=buckets)
+
+
+@router.get("/tenants/{tenant}/grants", response_model=TenantGrants)
+def list_grants(tenant: TenantName, _admin: PlatformAdmin, session: SessionDep) -> TenantGrants:
+    """What the tenant may read besides its own artifacts."""
+    return _view(session, tenant, _tenant_id(session, tenant))
+
+
+@router.post("/tenants/{tenant}/grants", response_model=TenantGrants)
+def add_grant(
+    tenant: TenantName, body: GrantChange, _admin: PlatformAdmin, session: SessionDep, state: StateDep
+) -> TenantGrants:
+    """Grant a local root (inside NEXA_ALLOWED_DATASET_ROOTS) or an S3 bucket; repeating it is harmless."""
+    tenant_id = _tenant_id(session, tenant)
+    grants.grant(session, state.settings, tenant_id, body.kind, body.value)
+    session.commit()
+    return _view(session, tenant, tenant_id)
+
+
+@router.post("/tenants/{tenant}/grants/revoke", response_model=TenantGrants)
+def revoke_grant(
+    tenant: TenantName, body: GrantChange, _admin: PlatformAdmin, session: SessionDep
+) -> TenantGrants:
+    """Take a grant back: later submissions and later attempts are refused."""
+    tenant_id = _tenant_id(session, tenant)
+    grants.revoke(session, tenant_id, body.kind, body.value)
+    session.commit()
+    return _view(session, tenant, tenant_id)
