@@ -129,7 +129,7 @@ def test_audit_on_a_gpu_node_completes_with_the_engines_result(
     name = obj["metadata"]["name"]
     write_result(operator, obj, 1, {"score": 0.93, "tier": "good", "rows": 2000})
     create(api, obj)
-    job = wait_for("the attempt's Job", lambda: jobs_of(api, namespace, name), 30)[0]
+    job = wait_for("the attempt's Job", lambda: jobs_of(api, namespace, name), 120)[0]
     assert job.metadata.name == f"{name}-a1"
     assert job.metadata.owner_references[0].kind == "NexaJob"
     pod_spec = job.spec.template.spec
@@ -143,7 +143,7 @@ def test_audit_on_a_gpu_node_completes_with_the_engines_result(
         "the pod to be bound", lambda: [p for p in pods_of(api, namespace, name) if p.spec.node_name], 30
     )[0]
     assert pod.spec.node_name == "kwok-gpu-0"
-    wait_for("Running", lambda: phase(api, namespace, name) == "Running", 30)
+    wait_for("Running", lambda: phase(api, namespace, name) == "Running", 120)
     done = terminal(api, namespace, name)
     assert done["status"]["phase"] == "Completed", done["status"]
     assert done["status"]["result"] == {"score": 0.93, "tier": "good", "rows": 2000}
@@ -166,7 +166,7 @@ def test_audit_on_a_gpu_node_completes_with_the_engines_result(
 
     # R5: the Job of a finished NexaJob disappears (TTL, or by hand): never re-run.
     client.BatchV1Api(api).delete_namespaced_job(f"{name}-a1", namespace, propagation_policy="Background")
-    wait_for("the Job to go", lambda: not jobs_of(api, namespace, name), 30)
+    wait_for("the Job to go", lambda: not jobs_of(api, namespace, name), 120)
     time.sleep(RESYNC_SECONDS * 3)
     assert jobs_of(api, namespace, name) == []
     after = get(api, namespace, name)
@@ -227,7 +227,7 @@ def test_gpu_job_no_node_can_hold_stays_pending_with_a_clear_condition(
         GROUP, VERSION, namespace, NEXAJOB_PLURAL, name, {"spec": {"cancel": True}}
     )
     assert terminal(api, namespace, name)["status"]["phase"] == "Cancelled"
-    wait_for("the Job to be deleted", lambda: not jobs_of(api, namespace, name), 30)
+    wait_for("the Job to be deleted", lambda: not jobs_of(api, namespace, name), 120)
 
 
 def test_cancel_a_running_job(operator: OperatorProcess, api: Any, namespace: str) -> None:
@@ -323,7 +323,7 @@ def test_retryable_failures_use_every_attempt_then_fail(
             return exc.status == 404
         return False
 
-    wait_for("the NexaJob to be deleted", gone, 30)
+    wait_for("the NexaJob to be deleted", gone, 120)
     assert all(j.metadata.deletion_timestamp for j in jobs_of(api, namespace, name))
 
 

@@ -75,7 +75,7 @@ def audit_nexajob(namespace: str, run_duration: str) -> dict[str, Any]:
 
 
 def the_job(api: Any, namespace: str, name: str) -> Any:
-    return wait_for("the attempt's Job", lambda: jobs_of(api, namespace, name), 30)[0]
+    return wait_for("the attempt's Job", lambda: jobs_of(api, namespace, name), 120)[0]
 
 
 def set_suspend(api: Any, namespace: str, job_name: str, suspend: bool) -> None:
