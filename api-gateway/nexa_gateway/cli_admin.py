@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from nexa.contracts import ApiKeyCreated
 from nexa.contracts.keys import Role
 from nexa_gateway.db import Database
-from nexa_gateway.services import grants
+from nexa_gateway.services import grants, signing
 from nexa_gateway.services.keys import create_api_key, ensure_tenant
 from nexa_gateway.settings import Settings
 
@@ -60,3 +61,37 @@ def list_grants(database_url: str, tenant: str) -> tuple[list[str], list[str]]:
             return grants.granted(session, ensure_tenant(session, tenant).id)
     finally:
         db.dispose()
+
+
+def verify_store(
+    database_url: str, store_config: dict[str, object] | None = None
+) -> list[tuple[str, str, str]]:
+    """(artifact id, kind, state) for every committed artifact, judged by the platform's signing record.
+
+    States: ``signed``, ``legacy`` (unsigned, from before signing: still readable),
+    ``unsigned`` and ``bad`` (refused), ``corrupt`` (files differ from the manifest).
+    """
+    from nexa_engines.store.base import ArtifactError, IntegrityError
+    from nexa_engines.store.factory import store_from_config, store_from_env
+
+    db = Database(database_url)
+    try:
+        db.create_schema()
+        with db.session() as session:
+            trust = signing.read_trust(session)
+    finally:
+        db.dispose()
+    store = store_from_config(store_config) if store_config else store_from_env(os.environ)
+    report: list[tuple[str, str, str]] = []
+    for kind in ("dataset", "checkpoint", "eval", "deployment"):
+        for artifact_id in store.list_ids(kind):
+            try:
+                manifest = store.read_manifest(artifact_id, verify=True)
+            except IntegrityError:
+                report.append((artifact_id, kind, "corrupt"))
+                continue
+            except ArtifactError:
+                continue
+            state = trust.status(manifest) if trust.enabled else "unchecked"
+            report.append((artifact_id, kind, state))
+    return report

@@ -63,6 +63,15 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class PlatformMeta(Base):
+    """Facts about this installation: when manifest signing began, which keys have signed."""
+
+    __tablename__ = "platform_meta"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class TenantGrant(Base):
     """A capability granted to one tenant beyond its own artifacts: a local root or an S3 bucket.
 

@@ -21,7 +21,7 @@ from nexa_gateway.fastpath import StatusFastPath
 from nexa_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nexa_gateway.ratelimit import RateLimiter
 from nexa_gateway.routes import admin, artifacts, datasets, deployments, health, jobs, keys, submit, workers
-from nexa_gateway.services import grants, queue
+from nexa_gateway.services import grants, queue, signing
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
 from nexa_gateway.services.keys import KeyResolver, ensure_tenant, set_role, store_api_key
@@ -37,6 +37,15 @@ def _operation_id(route: APIRoute) -> str:
 
 def _bootstrap(state: AppState) -> None:
     state.db.create_schema()
+    if signing.signing_enabled(state.settings):
+        platform_key = signing.load_or_create_key(state.settings)
+        with state.db.session() as session:
+            state.trust = signing.record(session, platform_key)
+        state.platform_key = platform_key
+        # The gateway's own commits (uploads) are signed as they are written.
+        policy = getattr(state.store, "policy", None)
+        if policy is not None:
+            policy.signing_key = platform_key
     key = state.settings.bootstrap_api_key
     if key:
         with state.db.session() as session:

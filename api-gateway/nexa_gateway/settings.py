@@ -52,6 +52,15 @@ class Settings(BaseSettings):
         False,
         description="Grant the bootstrap tenant every allowed_dataset_roots entry (what `nexa up` does).",
     )
+    manifest_signing: bool | None = Field(
+        None,
+        description="Sign accepted artifacts with the platform key and refuse unsigned ones as inputs and "
+        "downloads; unset: on in standalone (sql backend), off in cluster mode.",
+    )
+    platform_signing_key: str | None = Field(
+        None,
+        description="The platform's Ed25519 seed (64 hex); unset: kept in $NEXA_HOME/platform-signing.key.",
+    )
     worker_secret: str | None = None
     bootstrap_api_key: str | None = None
     lease_seconds: int = Field(30, ge=1)

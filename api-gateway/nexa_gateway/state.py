@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nexa_engines.store.base import ArtifactStore
+from nexa_engines.store.signing import PlatformTrust, SigningKey
 from nexa_gateway.db import Database
 from nexa_gateway.metrics import GatewayMetrics
 from nexa_gateway.ratelimit import RateLimiter
@@ -28,6 +29,9 @@ class AppState:
     keys: KeyResolver
     jobs: JobCache
     backend: JobBackend = field(init=False)
+    # The platform's manifest-signing key (gateway only, never a worker's) and what it trusts.
+    platform_key: SigningKey | None = None
+    trust: PlatformTrust = field(default_factory=PlatformTrust)
 
     @property
     def allowed_roots(self) -> list[Path]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from nexa_engines.store.access import Access
     from nexa_engines.store.base import ArtifactStore
+    from nexa_engines.store.signing import PlatformTrust
 
 
 class EngineError(Exception):
@@ -61,6 +62,8 @@ class EngineContext:
     scratch_roots: list[Path] = field(default_factory=list)
     # Keys for the tenant's own deployments this job calls (handed over with the claim).
     endpoint_keys: dict[str, str] = field(default_factory=dict)
+    # Inputs named by id must carry the platform's signature (None: signing is off here).
+    trust: PlatformTrust | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     produced_artifacts: list[str] = field(default_factory=list)
 
@@ -74,6 +77,7 @@ class EngineContext:
             local_roots=tuple(self.allowed_roots),
             s3_buckets=tuple(self.s3_buckets),
             protected=protected_dirs(self.store, [self.workdir, *self.scratch_roots]),
+            trust=self.trust,
         )
 
     def progress(self, fraction: float, message: str | None = None) -> None:

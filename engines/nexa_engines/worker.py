@@ -61,6 +61,7 @@ from nexa.contracts import (
 from nexa.contracts.refs import job_references
 from nexa_engines.engine import EngineContext, EngineError, EngineFn, JobCancelled
 from nexa_engines.store.access import AccessDenied, check_reference
+from nexa_engines.store.signing import PlatformTrust
 from nexa_engines.worker_client import (
     FINAL_REPORT_RETRY_SECONDS,
     REPORT_RETRY_SECONDS,
@@ -604,6 +605,11 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
                 s3_buckets=list(claimed.s3_buckets),
                 scratch_roots=[runtime.workdir],
                 endpoint_keys=dict(claimed.endpoint_keys),
+                trust=PlatformTrust(
+                    tuple(k.lower() for k in runtime.registered.trusted_keys), runtime.registered.signed_since
+                )
+                if runtime.registered.trusted_keys
+                else None,
                 cancel_event=state.cancel_event,
             )
             # The worker checks every reference again: a claim is not proof of access.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,8 @@ def build_gateway(db_url: str, root: Path, **settings: Any) -> Iterator[Gateway]
         "artifact_root": root / "artifacts",
         "allowed_dataset_roots": [root],
         "bootstrap_grant_local_roots": True,  # as `nexa up` does for its own tenant
+        # A key of the test's own (the default would be kept in ~/.nexa).
+        "platform_signing_key": secrets.token_hex(32),
         "worker_secret": WORKER_SECRET,
         "bootstrap_api_key": key,
         "reaper_interval_seconds": 0.2,

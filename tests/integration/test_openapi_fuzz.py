@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,7 @@ _APP = create_app(
         artifact_root=_ROOT / "artifacts",
         allowed_dataset_roots=[_ROOT],
         bootstrap_grant_local_roots=True,
+        platform_signing_key=secrets.token_hex(32),
         worker_secret=_SECRET,
         bootstrap_api_key=_KEY,
         rate_limit_per_minute=1_000_000,

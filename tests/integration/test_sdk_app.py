@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
@@ -68,6 +69,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
         worker_secret=WORKER_SECRET,
         bootstrap_api_key=None,
         key_cache_seconds=0,
+        platform_signing_key=secrets.token_hex(32),
         log_poll_seconds=0.05,
     )
     app = create_app(settings)

@@ -6,6 +6,7 @@ loopback): the tenant's key passes, another tenant's key and a revoked key do no
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
@@ -35,6 +36,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any
             artifact_root=root / "artifacts",
             worker_secret="s",
             key_cache_seconds=0,
+            platform_signing_key=secrets.token_hex(32),
         )
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

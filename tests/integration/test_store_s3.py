@@ -354,3 +354,20 @@ def test_s3_dataset_refs(s3_server: S3Server, tmp_path: Path) -> None:
         with pytest.raises(DatasetRefError) as info:
             check_dataset_ref(uri, store=store, access=granted)
         assert info.value.code == code, uri
+
+
+def test_countersigning_replaces_the_manifest_in_s3(s3_server: S3Server) -> None:
+    """What the gateway does on acceptance, against a real S3 server: one PUT of the signed manifest."""
+    from nexa_engines.store.signing import PlatformTrust, countersign
+
+    store = s3_server.make_store(prefix="signed")
+    ds = new_id("ds")
+    made = commit(store, ds, {"data.jsonl": b'{"q": 1}\n'}, tenant_id="tnt_a")
+    assert made.signature is None
+    key = SigningKey.generate()
+    trust = PlatformTrust((key.public_hex,), made.created_at)
+    assert trust.status(store.read_manifest(ds)) == "unsigned"
+    signed = countersign(store, ds, key)
+    again = store.read_manifest(ds, verify=True)
+    assert again.signature == signed.signature and trust.status(again) == "signed"
+    assert countersign(store, ds, key).signature == signed.signature  # idempotent

@@ -40,7 +40,7 @@ def get_artifact(
     """One artifact with its manifest, verified against the stored files."""
     row = svc.get_artifact_row(session, principal.tenant_id, artifact_id)
     session.commit()
-    return svc.artifact_info(row, svc.read_verified_manifest(state.store, artifact_id))
+    return svc.artifact_info(row, svc.read_verified_manifest(state.store, artifact_id, state.trust))
 
 
 @router.get(
@@ -58,6 +58,6 @@ async def read_artifact_file(
     """One file of an artifact, verified against its manifest hash."""
     await run_in_threadpool(svc.get_artifact_row, session, principal.tenant_id, artifact_id)
     await run_in_threadpool(session.commit)
-    data = await run_in_threadpool(svc.read_verified_file, state.store, artifact_id, path)
+    data = await run_in_threadpool(svc.read_verified_file, state.store, artifact_id, path, state.trust)
     media = "text/html" if path.endswith(".html") else "application/json" if path.endswith(".json") else None
     return Response(content=data, media_type=media or "application/octet-stream")

@@ -48,6 +48,8 @@ def register(
         heartbeat_seconds=state.settings.heartbeat_seconds,
         artifact_store=state.store.describe(),
         allowed_roots=[str(p) for p in state.allowed_roots],
+        trusted_keys=list(state.trust.keys),
+        signed_since=state.trust.since,
     )
 
 
@@ -163,7 +165,7 @@ def complete(
             worker.id,
             job_id,
             body,
-            lambda job, ids: promote_artifacts(session, state.store, job, ids),
+            lambda job, ids: promote_artifacts(session, state.store, job, ids, state.platform_key),
         )
     except Exception as exc:
         _refused(state, exc)

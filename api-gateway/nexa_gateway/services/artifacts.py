@@ -23,6 +23,7 @@ from nexa.ids import is_id, new_id
 from nexa_engines.store.access import Access, AccessDenied, check_reference
 from nexa_engines.store.base import ArtifactError, ArtifactNotFound, ArtifactStore, IntegrityError
 from nexa_engines.store.datasets import DatasetRefError, detect_format
+from nexa_engines.store.signing import PlatformTrust, SigningKey, countersign
 from nexa_gateway.db import Artifact, Job
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services.jobs import decode_cursor, encode_cursor
@@ -169,17 +170,26 @@ def artifact_info(row: Artifact, manifest: ArtifactManifest | None) -> ArtifactI
     )
 
 
-def read_verified_manifest(store: ArtifactStore, artifact_id: str) -> ArtifactManifest:
+def read_verified_manifest(
+    store: ArtifactStore, artifact_id: str, trust: PlatformTrust | None = None
+) -> ArtifactManifest:
     try:
-        return store.read_manifest(artifact_id, verify=True)
+        manifest = store.read_manifest(artifact_id, verify=True)
+        if trust is not None:
+            trust.check(manifest)
+        return manifest
     except ArtifactNotFound as exc:
         raise not_found("artifact", artifact_id) from exc
     except IntegrityError as exc:
         raise ApiError(409, "artifact_corrupt", f"artifact {artifact_id} failed verification: {exc}") from exc
 
 
-def read_verified_file(store: ArtifactStore, artifact_id: str, rel_path: str) -> bytes:
+def read_verified_file(
+    store: ArtifactStore, artifact_id: str, rel_path: str, trust: PlatformTrust | None = None
+) -> bytes:
     try:
+        if trust is not None and trust.enabled:
+            trust.check(store.read_manifest(artifact_id, verify=False))
         return store.read_file(artifact_id, rel_path)
     except ArtifactNotFound as exc:
         raise not_found("file", f"{artifact_id}/{rel_path}") from exc
@@ -205,9 +215,17 @@ def check_job_inputs(store: ArtifactStore, access: Access, spec: JobOptions) -> 
 
 
 def promote_artifacts(
-    session: Session, store: ArtifactStore, job: Job, artifact_ids: list[str]
+    session: Session,
+    store: ArtifactStore,
+    job: Job,
+    artifact_ids: list[str],
+    platform_key: SigningKey | None = None,
 ) -> str | None:
-    """Register the artifacts an accepted attempt produced; returns the first one's URI."""
+    """Register the artifacts an accepted attempt produced; returns the first one's URI.
+
+    With a platform key, each is countersigned here: the signature says the platform
+    accepted it, and only signed artifacts are readable as inputs and downloads.
+    """
     first_uri = None
     for artifact_id in artifact_ids:
         kind = kind_of(artifact_id)
@@ -232,6 +250,13 @@ def promote_artifacts(
                 f"artifact {artifact_id} was written by job {manifest.job_id} attempt {manifest.attempt}",
                 field="artifacts",
             )
+        if platform_key is not None:
+            try:
+                countersign(store, artifact_id, platform_key)
+            except IntegrityError as exc:
+                raise ApiError(
+                    422, "artifact_corrupt", f"artifact {artifact_id}: {exc}", field="artifacts"
+                ) from exc
         if session.get(Artifact, artifact_id) is not None:
             continue
         data = next((f for f in manifest.files if f.path.startswith("data.")), None)

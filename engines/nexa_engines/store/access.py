@@ -29,7 +29,8 @@ from pathlib import Path
 
 from nexa.contracts.refs import JobReference, ParsedRef, RefKind, parse_reference
 from nexa.ids import id_prefix
-from nexa_engines.store.base import ArtifactError, ArtifactNotFound, ArtifactStore
+from nexa_engines.store.base import ArtifactError, ArtifactStore
+from nexa_engines.store.signing import PlatformTrust, SignatureError
 
 # Which artifact id prefixes each reference kind accepts.
 _ARTIFACT_PREFIXES: dict[RefKind, tuple[str, ...]] = {
@@ -67,6 +68,8 @@ class Access:
     s3_buckets: tuple[str, ...] = ()
     protected: tuple[Path, ...] = ()
     owner_of: OwnerLookup | None = field(default=None, compare=False)
+    # Where manifests are the authority (workers, pods): only artifacts the platform signed.
+    trust: PlatformTrust | None = None
 
     def real_roots(self) -> list[Path]:
         return [Path(os.path.realpath(r)) for r in self.local_roots]
@@ -90,20 +93,6 @@ def protected_dirs(store: ArtifactStore, extra: Iterable[Path] = ()) -> tuple[Pa
     return tuple(dirs)
 
 
-def manifest_owner(store: ArtifactStore) -> OwnerLookup:
-    """Owner lookup for workers and pods: the tenant the artifact's manifest names."""
-
-    def owner(artifact_id: str) -> str | None:
-        try:
-            return store.read_manifest(artifact_id, verify=False).tenant_id
-        except ArtifactNotFound:
-            return None
-        except ArtifactError:
-            return None
-
-    return owner
-
-
 def is_under(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
@@ -120,10 +109,23 @@ def check_artifact(access: Access, store: ArtifactStore, artifact_id: str, kind:
         )
     if access.tenant_id is None:
         return
-    lookup = access.owner_of or manifest_owner(store)
-    if lookup(artifact_id) != access.tenant_id:
-        # The same answer whether it does not exist or belongs to someone else.
-        raise AccessDenied(f"{kind}_not_found", f"{label} {artifact_id} not found")
+    missing = AccessDenied(f"{kind}_not_found", f"{label} {artifact_id} not found")
+    if access.owner_of is not None:
+        if access.owner_of(artifact_id) != access.tenant_id:
+            # The same answer whether it does not exist or belongs to someone else.
+            raise missing
+        return
+    try:
+        manifest = store.read_manifest(artifact_id, verify=False)
+    except ArtifactError as exc:
+        raise missing from exc
+    if manifest.tenant_id != access.tenant_id:
+        raise missing
+    if access.trust is not None:
+        try:
+            access.trust.check(manifest)
+        except SignatureError as exc:
+            raise AccessDenied("artifact_unsigned", f"{label} {artifact_id} cannot be used: {exc}") from exc
 
 
 def local_path(access: Access, raw: str, kind: RefKind, *, shown: str | None = None) -> Path:

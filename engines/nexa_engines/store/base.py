@@ -133,6 +133,10 @@ class ArtifactStore(ABC):
     def list_ids(self, kind: str) -> list[str]:
         """Committed artifact ids of ``kind``."""
 
+    @abstractmethod
+    def replace_manifest(self, manifest: ArtifactManifest) -> None:
+        """Write a committed artifact's manifest anew (same files; a countersignature), atomically."""
+
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` (or ``ArtifactError``) unless the store answers a listing."""
         self.list_ids("dataset")

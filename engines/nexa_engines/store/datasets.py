@@ -190,7 +190,7 @@ def _parse_dataset_id(text: str, store: ArtifactStore, access: Access) -> _Store
     try:
         check_artifact(access, store, text, "dataset")
     except AccessDenied as exc:
-        raise DatasetRefError("dataset_not_found", f"dataset {text} not found") from exc
+        raise DatasetRefError(exc.code, exc.message) from exc
     if not store.exists(text):
         raise DatasetRefError("dataset_not_found", f"dataset {text} not found")
     return _StoreRef(text)

@@ -223,6 +223,17 @@ class LocalArtifactStore(ArtifactStore):
             raise IntegrityError(f"{entry.path}: content differs from the manifest")
         return data
 
+    def replace_manifest(self, manifest: ArtifactManifest) -> None:
+        """Write ``manifest.json`` through a temporary file and a rename: readers see the old or the new."""
+        directory = self.artifact_dir(manifest.artifact_id)
+        if not (directory / MANIFEST_NAME).is_file():
+            raise ArtifactNotFound(f"no committed artifact {manifest.artifact_id} in {self.root_uri}")
+        temporary = directory / f".{MANIFEST_NAME}.new"
+        temporary.write_bytes(manifest_json(manifest))
+        _fsync_path(temporary)
+        os.replace(temporary, directory / MANIFEST_NAME)
+        _fsync_path(directory)
+
     def remove_stale_staging(self, older_than_s: float = 24 * 3600) -> int:
         """Delete staging directories untouched for ``older_than_s`` (left by killed writers); how many."""
         cutoff = time.time() - older_than_s

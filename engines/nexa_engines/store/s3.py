@@ -370,6 +370,13 @@ class S3ArtifactStore(ArtifactStore):
             shutil.rmtree(partial, ignore_errors=True)
         return dest
 
+    def replace_manifest(self, manifest: ArtifactManifest) -> None:
+        """Put ``manifest.json`` again (one PUT: readers see the old or the new object)."""
+        key = self.object_key(manifest.artifact_id, MANIFEST_NAME)
+        if not self.object_exists(key):
+            raise ArtifactNotFound(f"no committed artifact {manifest.artifact_id} in {self.root_uri}")
+        self._put_bytes(key, manifest_json(manifest))
+
     @staticmethod
     def _is_copy_of(directory: Path, manifest: ArtifactManifest) -> bool:
         local = directory / MANIFEST_NAME

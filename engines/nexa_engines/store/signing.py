@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from nexa.contracts import ArtifactManifest
-from nexa_engines.store.base import ArtifactError, IntegrityError
+from nexa_engines.store.base import ArtifactError, ArtifactStore, IntegrityError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -154,3 +155,60 @@ class SignaturePolicy:
         if manifest.signature is None and not self.require_signature:
             return
         verify_signature(manifest, self.trusted_keys)
+
+
+@dataclass(frozen=True)
+class PlatformTrust:
+    """Which manifests count as accepted by the platform: signed by one of its keys.
+
+    ``since`` is when signing was turned on: a manifest created before it, unsigned,
+    stays readable (``nexa store verify`` lists them); anything newer must carry a
+    valid platform signature. No keys means signing is off and nothing is checked.
+    """
+
+    keys: tuple[str, ...] = ()
+    since: datetime | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def status(self, manifest: ArtifactManifest) -> str:
+        """``signed``, ``legacy`` (unsigned, from before signing), ``unsigned`` or ``bad`` (wrong signature)."""
+        if not self.keys:
+            return "signed"
+        if (
+            manifest.signature is not None
+            and manifest.signer is not None
+            and manifest.signer.lower() in self.keys
+        ):
+            try:
+                verify_signature(manifest, self.keys)
+            except SignatureError:
+                return "bad"
+            return "signed"
+        if self.since is not None and manifest.created_at < self.since:
+            return "legacy"
+        return "unsigned"
+
+    def check(self, manifest: ArtifactManifest) -> None:
+        """Raise ``SignatureError`` unless the platform accepted this artifact (or it predates signing)."""
+        state = self.status(manifest)
+        if state == "bad":
+            raise SignatureError(
+                f"{manifest.artifact_id}: the platform signature does not match the manifest"
+            )
+        if state == "unsigned":
+            raise SignatureError(
+                f"{manifest.artifact_id}: not signed by the platform (an artifact the gateway never accepted)"
+            )
+
+
+def countersign(store: ArtifactStore, artifact_id: str, key: SigningKey) -> ArtifactManifest:
+    """Verify every file against the manifest, then sign it with the platform key and write it back."""
+    manifest = store.read_manifest(artifact_id, verify=True)
+    stripped = manifest.model_copy(update={"signature": None, "signer": None})
+    signed = key.sign(stripped)
+    if signed.signature != manifest.signature or signed.signer != manifest.signer:
+        store.replace_manifest(signed)
+    return signed

@@ -52,6 +52,13 @@ class WorkerRegistered(BaseModel):
         default_factory=list,
         description="The server's ceiling for local paths; each job reads only its tenant's grants inside it.",
     )
+    trusted_keys: list[str] = Field(
+        default_factory=list,
+        description="The platform's manifest-signing public keys (hex): inputs named by id must carry one's signature.",
+    )
+    signed_since: datetime | None = Field(
+        None, description="When signing was turned on: unsigned artifacts created before it stay readable."
+    )
 
 
 class ClaimRequest(StrictModel):
