@@ -205,6 +205,34 @@ class Worker(Base):
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class NodeToken(Base):
+    """A credential a tenant's admin made for registering its own nodes (workers).
+
+    A node registered with it belongs to that tenant and claims only that tenant's
+    jobs; revoking the token cuts off every node registered with it.
+    """
+
+    __tablename__ = "node_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WorkerOwner(Base):
+    """Which tenant owns a worker, and the node token it registered with (platform workers have no row)."""
+
+    __tablename__ = "worker_owners"
+
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    node_token_id: Mapped[str] = mapped_column(ForeignKey("node_tokens.id"), index=True)
+
+
 class Artifact(Base):
     """A registered artifact: visible to its tenant only once the job that made it was accepted."""
 

@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts.keys import Role
-from nexa_gateway.db import Worker
+from nexa_gateway.db import NodeToken, Worker
 from nexa_gateway.errors import ApiError, unauthorized
 from nexa_gateway.services.keys import WORKER_TOKEN_PREFIX, Principal
+from nexa_gateway.services.nodes import NODE_TOKEN_PREFIX, token_owner
 from nexa_gateway.services.queue import worker_for_token
 from nexa_gateway.state import AppState
 
@@ -93,15 +94,27 @@ def current_worker(request: Request, state: StateDep) -> Worker:
 CurrentWorker = Annotated[Worker, Depends(current_worker)]
 
 
-def require_worker_secret(request: Request, state: StateDep) -> None:
-    """Registration needs the gateway's worker secret (not a user key, not a worker token)."""
+def require_worker_secret(request: Request, state: StateDep) -> NodeToken | None:
+    """Registration needs the gateway's worker secret (a platform worker, None) or a live node token
+    (a tenant's node: the token says whose). Never a user key or a worker token."""
     expected = state.settings.worker_secret
     token = _bearer(request)
-    if not expected or token is None or not secrets.compare_digest(token.encode(), expected.encode()):
+    if token is None:
         raise unauthorized()
+    if token.startswith(NODE_TOKEN_PREFIX):
+        with state.db.session() as session:
+            owner = token_owner(session, token)
+            if owner is not None:
+                session.expunge(owner)
+        if owner is None:
+            raise unauthorized()
+        return owner
+    if not expected or not secrets.compare_digest(token.encode(), expected.encode()):
+        raise unauthorized()
+    return None
 
 
-WorkerSecret = Annotated[None, Depends(require_worker_secret)]
+WorkerSecret = Annotated[NodeToken | None, Depends(require_worker_secret)]
 
 
 def require_role(role: Role) -> Callable[[Principal], Principal]:

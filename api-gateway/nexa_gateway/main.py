@@ -20,7 +20,18 @@ from nexa_gateway.errors import ERROR_RESPONSES, install_error_handlers
 from nexa_gateway.fastpath import StatusFastPath
 from nexa_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nexa_gateway.ratelimit import RateLimiter
-from nexa_gateway.routes import admin, artifacts, datasets, deployments, health, jobs, keys, submit, workers
+from nexa_gateway.routes import (
+    admin,
+    artifacts,
+    datasets,
+    deployments,
+    health,
+    jobs,
+    keys,
+    nodes,
+    submit,
+    workers,
+)
 from nexa_gateway.services import grants, queue, signing
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
@@ -141,7 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (submit, jobs):
         app.include_router(module.router, responses=ERROR_RESPONSES)
         app.include_router(module.spec_router, responses=ERROR_RESPONSES)
-    for module in (datasets, artifacts, deployments, keys, admin, workers):
+    for module in (datasets, artifacts, deployments, keys, nodes, admin, workers):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router, responses={503: ERROR_RESPONSES[422] | {"description": "Not ready."}})
     return app

@@ -882,7 +882,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--secret",
         default=os.environ.get("NEXA_WORKER_SECRET"),
-        help="worker secret (default: $NEXA_WORKER_SECRET)",
+        help="the gateway's worker secret, or a node token (nexan_…) of the tenant that owns this machine "
+        "(default: $NEXA_WORKER_SECRET)",
     )
     parser.add_argument("--name", default=None, help="worker name (default: hostname-pid)")
     parser.add_argument("--concurrency", type=int, default=1, help="jobs run at once")

@@ -23,7 +23,7 @@ from nexa.contracts import (
 )
 from nexa_gateway.db import Worker
 from nexa_gateway.deps import CurrentWorker, SessionDep, StateDep, WorkerSecret
-from nexa_gateway.services import grants, queue
+from nexa_gateway.services import grants, nodes, queue
 from nexa_gateway.services.artifacts import promote_artifacts
 from nexa_gateway.state import AppState
 
@@ -35,10 +35,15 @@ _CLAIM_POLL_SECONDS = 0.25
 
 @router.post("/register", response_model=WorkerRegistered, status_code=201)
 def register(
-    body: WorkerRegister, _secret: WorkerSecret, session: SessionDep, state: StateDep
+    body: WorkerRegister, node_token: WorkerSecret, session: SessionDep, state: StateDep
 ) -> WorkerRegistered:
-    """Register a worker with its hardware; answers with its credential and the artifact store to use."""
+    """Register a worker with its hardware; answers with its credential and the artifact store to use.
+
+    With a node token the worker belongs to the token's tenant and claims only its jobs.
+    """
     worker, token = queue.register_worker(session, body)
+    if node_token is not None:
+        nodes.record_owner(session, worker.id, node_token)
     session.commit()
     state.metrics.worker_registrations.inc()
     return WorkerRegistered(

@@ -28,7 +28,7 @@ from nexa.contracts import (
     WorkerRegister,
 )
 from nexa.ids import new_id
-from nexa_gateway.db import Job, JobLog, Usage, Worker, utcnow
+from nexa_gateway.db import Job, JobLog, NodeToken, Usage, Worker, WorkerOwner, utcnow
 from nexa_gateway.errors import ApiError
 from nexa_gateway.metrics import FinishedJob
 from nexa_gateway.services.jobs import add_event, finished_job
@@ -61,9 +61,15 @@ def register_worker(session: Session, body: WorkerRegister) -> tuple[Worker, str
 
 
 def worker_for_token(session: Session, token: str) -> Worker | None:
+    """The worker ``token`` belongs to; None also when the node token it registered with was revoked."""
     if not well_formed(token, prefix="nexaw_"):
         return None
-    return session.scalar(select(Worker).where(Worker.token_hash == hash_key(token)))
+    return session.scalar(
+        select(Worker)
+        .outerjoin(WorkerOwner, WorkerOwner.worker_id == Worker.id)
+        .outerjoin(NodeToken, NodeToken.id == WorkerOwner.node_token_id)
+        .where(Worker.token_hash == hash_key(token), NodeToken.revoked_at.is_(None))
+    )
 
 
 def touch_worker(session: Session, worker_id: str) -> None:
@@ -96,6 +102,9 @@ def claim_next_job(
         .order_by(Job.priority.desc(), Job.created_at, Job.id)
         .limit(8)
     )
+    owner = session.scalar(select(WorkerOwner.tenant_id).where(WorkerOwner.worker_id == worker.id))
+    if owner is not None:  # a tenant's own node runs that tenant's jobs, never another's
+        query = query.where(Job.tenant_id == owner)
     if hw.get("gpu_type"):
         query = query.where((Job.gpu_type.is_(None)) | (Job.gpu_type == hw["gpu_type"]))
     else:

@@ -22,7 +22,11 @@ def worker(
     ] = None,
     secret: Annotated[
         str | None,
-        typer.Option("--secret", help="Worker secret (default: $NEXA_WORKER_SECRET, then the local config)."),
+        typer.Option(
+            "--secret",
+            help="The gateway's worker secret, or your tenant's node token (nexan_…: the machine is then yours "
+            "and runs only your jobs). Default: $NEXA_WORKER_SECRET, then the local config.",
+        ),
     ] = None,
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, max=256, help="Jobs run at once.")

@@ -92,3 +92,24 @@ class TenantGrants(BaseModel):
     tenant_id: str
     local_roots: list[str] = Field(default_factory=list)
     s3_buckets: list[str] = Field(default_factory=list)
+
+
+class NodeTokenCreate(StrictModel):
+    name: str = Field("node", min_length=1, max_length=200, description="A name to recognise the token by.")
+
+
+class NodeTokenInfo(BaseModel):
+    """A node token: nodes registered with it belong to its tenant and run only that tenant's jobs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    token_id: str
+    name: str
+    prefix: str
+    tenant_id: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class NodeTokenCreated(NodeTokenInfo):
+    token: str = Field(description="Pass to `nexa worker --secret` (or NEXA_WORKER_SECRET). Shown once.")
