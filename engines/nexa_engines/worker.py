@@ -221,6 +221,7 @@ class JobReporter:
     ) -> None:
         self._sink = sink
         self._state = state
+        self._held = False
         self.job_id = state.claimed.job_id
         self.attempt = state.claimed.attempt
         self.flush_interval = flush_interval
@@ -258,6 +259,17 @@ class JobReporter:
         """Remember the latest progress; it is sent on the next due pump."""
         with self._lock:
             self._pending_progress = (min(1.0, max(0.0, float(fraction))), message)
+        if fraction > 0 and not self._held and os.environ.get(HOLD_ENV):
+            self._hold(Path(os.environ[HOLD_ENV]))
+
+    def _hold(self, release: Path) -> None:
+        # Test hook (a barrier for fault tests): the first progress is sent, then the engine
+        # waits here until the file ``release`` exists, so a test can kill or freeze this
+        # worker mid-attempt without hoping the work is slow. Heartbeats go on meanwhile.
+        self._held = True
+        self.pump(force=True)
+        while not release.exists() and not self._state.cancel_event.is_set():
+            time.sleep(0.05)
 
     def usage(self, kind: str, amount: float) -> None:
         """Add to the attempt's usage totals (reported with the final result)."""
@@ -557,6 +569,10 @@ class WorkerRuntime:
     name: str
     load_engine: Callable[[JobType], EngineFn] = _load_engine
     make_store: Callable[[dict[str, Any]], Any] = _make_store
+
+
+# Test hook: see JobReporter._hold. Never set in production.
+HOLD_ENV = "NEXA_TEST_HOLD_UNTIL"
 
 
 def narrow_roots(granted: list[str], ceiling: list[str]) -> list[Path]:

@@ -93,15 +93,20 @@ def test_job_without_an_installed_engine_fails_at_once(
 
 
 def _scenario_dataset(tmp_path: Path) -> Path:
-    # Big enough that the audit is still running when the worker is killed.
+    # A real audit input; tests that kill a worker mid-job hold it there with a barrier (_held).
     path = tmp_path / "big.parquet"
     generate_sft_dataset(path, num_rows=40_000, seed=11)
     return path
 
 
-# The workers that get killed or frozen run the pure-Python kernels, so the audit
-# lasts long enough (seconds) to be caught mid-job; the Rust path finishes too soon.
-SLOW = {"NEXA_KERNELS": "python"}
+def _held(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A worker environment whose attempt stops after its first progress until ``release`` exists.
+
+    A barrier, not a race: the test kills or freezes the worker while its attempt is
+    known to be mid-job, however busy the machine is.
+    """
+    release = tmp_path / "release-held-worker"
+    return {"NEXA_TEST_HOLD_UNTIL": str(release)}, release
 
 
 def _claimed_and_busy(job: dict[str, Any]) -> bool:
@@ -119,7 +124,8 @@ def test_sigkill_mid_job_requeues_and_completes_once(
     url = request.getfixturevalue("postgres_url") if db == "postgres" else None
     gw = gateway_factory(database_url=url, lease_seconds=3)
     path = _scenario_dataset(tmp_path)
-    victim = worker_factory(gw, "victim", extra_env=SLOW)
+    held, _ = _held(tmp_path)
+    victim = worker_factory(gw, "victim", extra_env=held)
     job_id = _submit_audit(gw, path)
     _wait(gw, job_id, _claimed_and_busy, timeout=90)
     victim.kill(signal.SIGKILL)
@@ -145,7 +151,8 @@ def test_frozen_worker_cannot_promote_its_stale_attempt(
 ) -> None:
     gw = gateway_factory(lease_seconds=2)
     path = _scenario_dataset(tmp_path)
-    sleeper = worker_factory(gw, "sleeper", extra_env=SLOW)
+    held, release = _held(tmp_path)
+    sleeper = worker_factory(gw, "sleeper", extra_env=held)
     job_id = _submit_audit(gw, path)
     _wait(gw, job_id, _claimed_and_busy, timeout=90)
     sleeper.kill(signal.SIGSTOP, group=True)
@@ -156,6 +163,7 @@ def test_frozen_worker_cannot_promote_its_stale_attempt(
     finally:
         sleeper.kill(signal.SIGCONT, group=True)
     done = _wait(gw, job_id, lambda j: j["status"] in ("completed", "failed"), timeout=180)
+    release.touch()  # the thawed worker finishes its stale attempt now, and is refused
     assert done["status"] == "completed" and done["attempts"] == 2
     # Give the thawed worker time to finish its stale attempt and be refused.
     deadline = time.monotonic() + 60
