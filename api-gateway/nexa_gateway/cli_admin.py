@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from typing import Literal
 
+from sqlalchemy import select
+
 from nexa.contracts import ApiKeyCreated
 from nexa.contracts.keys import Role
-from nexa_gateway.db import Database
+from nexa_gateway.db import Artifact, Database
 from nexa_gateway.services import grants, signing
 from nexa_gateway.services.keys import create_api_key, ensure_tenant
 from nexa_gateway.settings import Settings
@@ -79,6 +81,7 @@ def verify_store(
         db.create_schema()
         with db.session() as session:
             trust = signing.read_trust(session)
+            registered = dict(session.execute(select(Artifact.id, Artifact.created_at)).tuples().all())
     finally:
         db.dispose()
     store = store_from_config(store_config) if store_config else store_from_env(os.environ)
@@ -92,6 +95,11 @@ def verify_store(
                 continue
             except ArtifactError:
                 continue
-            state = trust.status(manifest) if trust.enabled else "unchecked"
+            # Legacy on the registry's word (when the gateway recorded it), never the manifest's own date.
+            state = (
+                trust.status(manifest, registered_at=registered.get(artifact_id))
+                if trust.enabled
+                else "unchecked"
+            )
             report.append((artifact_id, kind, state))
     return report

@@ -95,7 +95,12 @@ class Settings(BaseSettings):
         """Nexa's own files: never readable as a tenant's local path, whatever is granted."""
         paths = [nexa_home(), self.artifact_root]
         if self.is_sqlite and ":///" in self.database_url:
-            paths.append(Path(self.database_url.split(":///", 1)[1]))
+            database = Path(self.database_url.split(":///", 1)[1])
+            # The database and SQLite's side files, which hold the same rows.
+            paths += [
+                database,
+                *(database.with_name(database.name + s) for s in ("-wal", "-shm", "-journal")),
+            ]
         return paths
 
     @property

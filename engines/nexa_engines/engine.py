@@ -78,6 +78,7 @@ class EngineContext:
             s3_buckets=tuple(self.s3_buckets),
             protected=protected_dirs(self.store, [self.workdir, *self.scratch_roots]),
             trust=self.trust,
+            job_id=self.job_id,
         )
 
     def progress(self, fraction: float, message: str | None = None) -> None:

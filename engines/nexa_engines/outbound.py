@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from urllib.parse import urlsplit
 from nexa_engines.store.access import AccessDenied
 
 ENV_ALLOWLIST = "NEXA_OUTBOUND_ALLOWLIST"
+ENV_KEY_ENVS = "NEXA_OUTBOUND_KEY_ENVS"
+_KEY_ENV_RE = re.compile(r"^[A-Z][A-Z0-9_]*_API_KEY$")
 ENV_ONLY_ALLOWLIST = "NEXA_OUTBOUND_ONLY_ALLOWLIST"
 LOOPBACK_ALLOWLIST = "127.0.0.0/8,::1,localhost"
 
@@ -70,10 +73,20 @@ class OutboundPolicy:
         return any(address in net for net in self.networks)
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
 def is_public(address: IPAddress) -> bool:
-    """True for globally routable unicast addresses only."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return is_public(address.ipv4_mapped)
+    """True for globally routable unicast addresses only (IPv4 inside IPv6 judged as the IPv4 it carries)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return is_public(embedded)
+        if address in _NAT64_LOCAL:
+            return False
     return address.is_global and not address.is_multicast
 
 
@@ -139,3 +152,36 @@ def resolved_addresses(host: str, port: int | None) -> list[IPAddress]:
     except (socket.gaierror, UnicodeError):
         return []
     return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+
+
+def check_key_env_name(name: str) -> None:
+    """Only ``<NAME>_API_KEY`` variables, never Nexa's or the cloud's own secrets, name a key to send."""
+    if not _KEY_ENV_RE.match(name) or name.startswith(("NEXA_", "AWS_")):
+        raise AccessDenied(
+            "key_env_not_allowed",
+            f"{name}: a key variable must be named <PROVIDER>_API_KEY (and not NEXA_… or AWS_…)",
+        )
+
+
+def key_for_url(
+    env_name: str | None, url: str, *, official_url: str | None = None, env: Mapping[str, str] | None = None
+) -> str | None:
+    """The API key in worker variable ``env_name`` if it may be sent to ``url``; ``AccessDenied`` otherwise.
+
+    Every key in a worker's environment is the platform's, not the tenant's. It goes
+    to its provider's own endpoint (``official_url``); to any other URL a user named
+    only when the operator lists the variable in ``NEXA_OUTBOUND_KEY_ENVS``, since a
+    user-chosen base URL would otherwise receive it.
+    """
+    if not env_name:
+        return None
+    env = os.environ if env is None else env
+    check_key_env_name(env_name)
+    allowed = {n.strip() for n in (env.get(ENV_KEY_ENVS) or "").split(",") if n.strip()}
+    if (official_url is None or url.rstrip("/") != official_url.rstrip("/")) and env_name not in allowed:
+        raise AccessDenied(
+            "key_env_not_allowed",
+            f"{env_name} is sent only to its provider's own endpoint, not to {url}; an operator can allow "
+            f"it for other endpoints with {ENV_KEY_ENVS}",
+        )
+    return env.get(env_name)

@@ -622,7 +622,8 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
                 scratch_roots=[runtime.workdir],
                 endpoint_keys=dict(claimed.endpoint_keys),
                 trust=PlatformTrust(
-                    tuple(k.lower() for k in runtime.registered.trusted_keys), runtime.registered.signed_since
+                    tuple(k.lower() for k in runtime.registered.trusted_keys),
+                    legacy_ids=frozenset(claimed.legacy_artifacts),
                 )
                 if runtime.registered.trusted_keys
                 else None,

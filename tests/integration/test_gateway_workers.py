@@ -187,20 +187,32 @@ def test_artifacts_of_a_superseded_attempt_are_never_promoted(gateway: Gateway) 
 
     job = gateway.submit_audit()
     w = gateway.register_worker()
-    assert gateway.claim(w) is not None
+    claimed = gateway.claim(w)
+    assert claimed is not None
+    tenant = claimed["tenant_id"]
     store = LocalArtifactStore(gateway.root / "artifacts")
     ds = new_id("ds")
     writer = store.begin("dataset", ds)
     (writer.path / "data.jsonl").write_text('{"text": "x"}\n')
-    writer.commit(job_id=job["job_id"], attempt=7, metrics={"num_rows": 1})
+    writer.commit(job_id=job["job_id"], attempt=7, tenant_id=tenant, metrics={"num_rows": 1})
     base = f"/v1/workers/jobs/{job['job_id']}/complete"
     r = gateway.client.post(base, json={"attempt": 1, "result": {}, "artifacts": [ds]}, headers=w)
     assert r.status_code == 422 and r.json()["error"]["type"] == "artifact_foreign"
     assert gateway.client.get(f"/v1/artifacts/{ds}", headers=gateway.auth()).status_code == 404
+    # Another tenant's artifact (right job and attempt, wrong tenant) is foreign too: never countersigned.
+    theirs = new_id("ds")
+    writer = store.begin("dataset", theirs)
+    (writer.path / "data.jsonl").write_text('{"text": "x"}\n')
+    writer.commit(job_id=job["job_id"], attempt=1, tenant_id="tnt_someoneelse", metrics={"num_rows": 1})
+    r = gateway.client.post(base, json={"attempt": 1, "result": {}, "artifacts": [theirs]}, headers=w)
+    assert r.status_code == 422 and r.json()["error"]["type"] == "artifact_foreign"
+    assert store.read_manifest(theirs).signature is None
     good = new_id("ds")
     writer = store.begin("dataset", good)
     (writer.path / "data.jsonl").write_text('{"text": "x"}\n')
-    writer.commit(job_id=job["job_id"], attempt=1, metrics={"num_rows": 1, "columns": ["text"]})
+    writer.commit(
+        job_id=job["job_id"], attempt=1, tenant_id=tenant, metrics={"num_rows": 1, "columns": ["text"]}
+    )
     r = gateway.client.post(
         base, json={"attempt": 1, "result": {"dataset_id": good}, "artifacts": [good]}, headers=w
     )

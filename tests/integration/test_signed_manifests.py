@@ -25,6 +25,7 @@ from nexa_engines.engine import EngineContext
 from nexa_engines.store.access import AccessDenied, check_reference
 from nexa_engines.store.local import LocalArtifactStore
 from nexa_engines.store.signing import PlatformTrust
+from nexa_gateway.db import Artifact
 from tests.integration.gateway_app import Gateway, build_gateway
 
 pytestmark = pytest.mark.integration
@@ -56,13 +57,14 @@ def _accepted_output(gw: Gateway) -> tuple[str, dict[str, str], LocalArtifactSto
     return ds, worker, store
 
 
-def _worker_ctx(gw: Gateway, store: LocalArtifactStore, tenant_id: str, tmp_path: Path) -> EngineContext:
+def _worker_ctx(
+    gw: Gateway, store: LocalArtifactStore, tenant_id: str, tmp_path: Path, legacy: list[str] | None = None
+) -> EngineContext:
+    """What a worker builds: the platform's public key from registration, legacy ids from the claim."""
     registered = gw.client.post(
         "/v1/workers/register", json={"name": "w"}, headers={"Authorization": "Bearer test-worker-secret"}
     ).json()
-    trust = PlatformTrust(
-        tuple(registered["trusted_keys"]), datetime.fromisoformat(registered["signed_since"])
-    )
+    trust = PlatformTrust(tuple(registered["trusted_keys"]), legacy_ids=frozenset(legacy or []))
     return EngineContext(
         job_id=new_id("job"),
         attempt=1,
@@ -126,25 +128,62 @@ def test_an_artifact_the_gateway_never_accepted_is_no_input(gw: Gateway, tmp_pat
     assert info.value.code == "artifact_unsigned"
 
 
-def test_artifacts_from_before_signing_stay_readable_and_are_listed(gw: Gateway, tmp_path: Path) -> None:
+def test_only_the_registry_makes_an_unsigned_artifact_legacy(gw: Gateway, tmp_path: Path) -> None:
+    """Registered before signing began: readable unsigned. A manifest backdated by its writer: refused."""
     ds, _, store = _accepted_output(gw)
-    tenant = store.read_manifest(ds).tenant_id
+    tenant = str(store.read_manifest(ds).tenant_id)
+    state = gw.client.app.state.nexa  # type: ignore[attr-defined]
+    assert state.trust.since is not None
     old = new_id("ds")
     with store.begin("dataset", old) as writer:
         (writer.path / "data.jsonl").write_text('{"text": "old"}\n')
-        made = writer.commit(tenant_id=tenant)
-    store.replace_manifest(made.model_copy(update={"created_at": datetime.now(UTC) - timedelta(days=30)}))
-    ctx = _worker_ctx(gw, store, str(tenant), tmp_path)
-    check_reference(ctx.access, store, JobReference("dataset_uri", "dataset", old))
-
-    fresh = new_id("ds")
-    with store.begin("dataset", fresh) as writer:
-        (writer.path / "data.jsonl").write_text('{"text": "new"}\n')
         writer.commit(tenant_id=tenant)
+    with state.db.session() as session:  # what an upgraded installation's registry holds
+        session.add(
+            Artifact(
+                id=old, tenant_id=tenant, kind="dataset", uri="", format="jsonl",
+                created_at=state.trust.since - timedelta(days=30),
+            )
+        )  # fmt: skip
+    forged = new_id("ds")
+    with store.begin("dataset", forged) as writer:
+        (writer.path / "data.jsonl").write_text('{"text": "forged"}\n')
+        made = writer.commit(tenant_id=tenant)
+    store.replace_manifest(made.model_copy(update={"created_at": datetime(2000, 1, 1, tzinfo=UTC)}))
+
+    assert gw.client.get(f"/v1/artifacts/{old}", headers=gw.auth()).status_code == 200
+    job = gw.client.post("/v1/audit", json={"dataset_uri": old}, headers=gw.auth()).json()
+    claimed = gw.claim(gw.register_worker())
+    assert claimed is not None and claimed["job_id"] == job["job_id"]
+    assert claimed["legacy_artifacts"] == [old]
+    ctx = _worker_ctx(gw, store, tenant, tmp_path, legacy=claimed["legacy_artifacts"])
+    check_reference(ctx.access, store, JobReference("dataset_uri", "dataset", old))
+    with pytest.raises(AccessDenied) as info:
+        check_reference(ctx.access, store, JobReference("dataset_uri", "dataset", forged))
+    assert info.value.code == "artifact_unsigned"
+
     url = f"sqlite:///{tmp_path / 'nexa.db'}"
     out = CliRunner().invoke(
         cli, ["store", "verify", "--database-url", url, "--artifact-root", str(store.root), "--json"]
     )
-    assert out.exit_code == 1, out.output  # an unsigned artifact from after signing began
+    assert out.exit_code == 1, out.output  # the forged one is refused
     states: dict[str, Any] = {row["artifact_id"]: row["state"] for row in json.loads(out.output)}
-    assert states[ds] == "signed" and states[old] == "legacy" and states[fresh] == "unsigned"
+    assert states[ds] == "signed" and states[old] == "legacy" and states[forged] == "unsigned"
+
+
+def test_a_job_resumes_from_its_own_unsigned_checkpoint_but_no_other_job_may(
+    gw: Gateway, tmp_path: Path
+) -> None:
+    """An earlier attempt's checkpoint was never accepted, so never signed: its own job may still resume."""
+    ds, _, store = _accepted_output(gw)
+    tenant = str(store.read_manifest(ds).tenant_id)
+    ctx = _worker_ctx(gw, store, tenant, tmp_path)
+    partial = new_id("ckpt")
+    with store.begin("checkpoint", partial) as writer:
+        (writer.path / "config.json").write_text("{}")
+        writer.commit(job_id=ctx.job_id, attempt=1, tenant_id=tenant)
+    check_reference(ctx.access, store, JobReference("model", "model", partial))
+    stranger = _worker_ctx(gw, store, tenant, tmp_path)
+    with pytest.raises(AccessDenied) as info:
+        check_reference(stranger.access, store, JobReference("model", "model", partial))
+    assert info.value.code == "artifact_unsigned"

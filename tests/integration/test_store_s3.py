@@ -355,6 +355,24 @@ def test_s3_dataset_refs(s3_server: S3Server, tmp_path: Path) -> None:
             check_dataset_ref(uri, store=store, access=granted)
         assert info.value.code == code, uri
 
+    # A tenant's own bucket on the same endpoint, once granted, is read with the same client.
+    other = store.for_bucket("tenant-raw")
+    other.client.make_bucket("tenant-raw")
+    put(other, "incoming/rows.jsonl", rows)
+    theirs = "s3://tenant-raw/incoming/rows.jsonl"
+    with pytest.raises(DatasetRefError):
+        check_dataset_ref(theirs, store=store, access=granted)  # not granted yet
+    both = Access("tnt_a", s3_buckets=(store.bucket, "tenant-raw"))
+    fetched = fetch_dataset(theirs, store=store, access=both, workdir=tmp_path / "w2")
+    assert fetched.path.read_bytes() == rows
+    # Everything under the store's prefix is Nexa's own: run records too, not only artifacts.
+    put(store, "nexa/runs/job_x/attempt-1/result.json", b"{}")
+    with pytest.raises(DatasetRefError) as inside:
+        check_dataset_ref(
+            f"s3://{store.bucket}/nexa/runs/job_x/attempt-1/result.json", store=store, access=both
+        )
+    assert inside.value.code in ("dataset_not_allowed", "invalid_dataset_uri")
+
 
 def test_countersigning_replaces_the_manifest_in_s3(s3_server: S3Server) -> None:
     """What the gateway does on acceptance, against a real S3 server: one PUT of the signed manifest."""

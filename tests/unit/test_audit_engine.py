@@ -303,6 +303,8 @@ class _JudgeHandler(BaseHTTPRequestHandler):
 def judge_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     # A loopback judge is refused by the default outbound policy; this test's operator allows it.
     monkeypatch.setenv("NEXA_OUTBOUND_ALLOWLIST", "127.0.0.1")
+    # The operator lets these worker variables go to endpoints users name (the judge's URL).
+    monkeypatch.setenv("NEXA_OUTBOUND_KEY_ENVS", "JUDGE_TEST_API_KEY,ABSENT_JUDGE_API_KEY")
     _JudgeHandler.calls = 0
     _JudgeHandler.auth = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _JudgeHandler)
@@ -316,7 +318,7 @@ def judge_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def test_judge_scores_sampled_rows(
     tmp_path: Path, judge_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("NEXA_TEST_JUDGE_KEY", "secret-123")
+    monkeypatch.setenv("JUDGE_TEST_API_KEY", "secret-123")
     source = tmp_path / "data" / "qa.parquet"
     source.parent.mkdir(parents=True)
     questions = [
@@ -328,7 +330,7 @@ def test_judge_scores_sampled_rows(
     answers = ["Paris is the capital of France.", "2 plus 2 is 4.", "Seven is prime.", "Lima."]
     pq.write_table(pa.table({"question": questions, "answer": answers}), source)
     judge = JudgeConfig(
-        base_url=judge_server, model="judge-1", api_key_env="NEXA_TEST_JUDGE_KEY", sample_size=3
+        base_url=judge_server, model="judge-1", api_key_env="JUDGE_TEST_API_KEY", sample_size=3
     )
     ctx = make_ctx(tmp_path)
 
@@ -354,7 +356,7 @@ def test_judge_without_its_key_fails_clearly(
     monkeypatch.delenv("NEXA_ABSENT_KEY", raising=False)
     source = tmp_path / "data" / "sft.parquet"
     generate_sft_dataset(source, num_rows=100, seed=0)
-    judge = JudgeConfig(base_url=judge_server, model="m", api_key_env="NEXA_ABSENT_KEY", sample_size=2)
+    judge = JudgeConfig(base_url=judge_server, model="m", api_key_env="ABSENT_JUDGE_API_KEY", sample_size=2)
     ctx = make_ctx(tmp_path)
     with pytest.raises(EngineError) as err:
         run(ctx, AuditSpec(dataset_uri=str(source), judge=judge))

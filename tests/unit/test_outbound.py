@@ -24,6 +24,8 @@ REFUSED_BY_DEFAULT = [
     "http://224.0.0.1/v1",
     "http://[::ffff:127.0.0.1]/v1",  # IPv4-mapped loopback
     "http://[fd00::1]/v1",  # unique local
+    "http://[64:ff9b::a9fe:a9fe]/v1",  # NAT64 of the metadata address
+    "http://[2002:a9fe:a9fe::1]/v1",  # 6to4 of the metadata address
     "ftp://93.184.215.14/file",
     "http://user:pw@93.184.215.14/v1",
     "file:///etc/passwd",
@@ -80,3 +82,25 @@ def test_a_name_is_checked_by_what_it_resolves_to() -> None:
         check_url("http://localhost:1/v1", resolve=True, policy=DEFAULT)
     # A name that resolves nowhere is left to fail on the call itself.
     assert check_url("http://no-such-host.invalid/v1", resolve=True, policy=DEFAULT)
+
+
+def test_worker_keys_go_only_to_their_providers_endpoint() -> None:
+    """A key in the worker's environment is the platform's: a user-chosen URL never gets it unasked."""
+    from nexa_engines.outbound import check_key_env_name, key_for_url
+
+    env = {"OPENAI_API_KEY": "sk-platform", "NEXA_WORKER_SECRET": "s", "CORP_API_KEY": "c"}
+    official = "https://api.openai.com/v1"
+    assert key_for_url("OPENAI_API_KEY", official, official_url=official, env=env) == "sk-platform"
+    for name, url in [
+        ("OPENAI_API_KEY", "https://attacker.example/v1"),
+        ("NEXA_WORKER_SECRET", official),
+        ("AWS_SECRET_ACCESS_KEY", official),
+        ("NEXA_S3_SECRET_KEY", official),
+    ]:
+        with pytest.raises(AccessDenied) as info:
+            key_for_url(name, url, official_url=official, env=env)
+        assert info.value.code == "key_env_not_allowed"
+    allowed = {**env, "NEXA_OUTBOUND_KEY_ENVS": "CORP_API_KEY"}
+    assert key_for_url("CORP_API_KEY", "https://llm.corp.example/v1", env=allowed) == "c"
+    with pytest.raises(AccessDenied):
+        check_key_env_name("NEXA_API_KEY")

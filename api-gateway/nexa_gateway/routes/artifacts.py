@@ -40,7 +40,9 @@ def get_artifact(
     """One artifact with its manifest, verified against the stored files."""
     row = svc.get_artifact_row(session, principal.tenant_id, artifact_id)
     session.commit()
-    return svc.artifact_info(row, svc.read_verified_manifest(state.store, artifact_id, state.trust))
+    return svc.artifact_info(
+        row, svc.read_verified_manifest(state.store, artifact_id, state.trust, row.created_at)
+    )
 
 
 @router.get(
@@ -56,8 +58,11 @@ async def read_artifact_file(
     state: StateDep,
 ) -> Response:
     """One file of an artifact, verified against its manifest hash."""
-    await run_in_threadpool(svc.get_artifact_row, session, principal.tenant_id, artifact_id)
+    row = await run_in_threadpool(svc.get_artifact_row, session, principal.tenant_id, artifact_id)
+    registered_at = row.created_at
     await run_in_threadpool(session.commit)
-    data = await run_in_threadpool(svc.read_verified_file, state.store, artifact_id, path, state.trust)
+    data = await run_in_threadpool(
+        svc.read_verified_file, state.store, artifact_id, path, state.trust, registered_at
+    )
     media = "text/html" if path.endswith(".html") else "application/json" if path.endswith(".json") else None
     return Response(content=data, media_type=media or "application/octet-stream")

@@ -84,6 +84,9 @@ def _claim_once(state: AppState, worker: Worker, body: ClaimRequest) -> ClaimedJ
             claimed.endpoint_keys = grants.endpoint_keys(
                 session, claimed.tenant_id, claimed.job_type, claimed.spec
             )
+            claimed.legacy_artifacts = grants.legacy_artifacts(
+                session, state.trust, claimed.job_type, claimed.spec
+            )
         queue.touch_worker(session, worker.id)
     if claimed is not None:
         state.jobs.invalidate([claimed.job_id])

@@ -9,8 +9,9 @@ job and attempt wrote it. A superseded attempt's outputs are never promoted.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pyarrow as pa
 from sqlalchemy import select
@@ -20,11 +21,18 @@ from nexa.contracts import ArtifactInfo, ArtifactManifest, Dataset, JobOptions
 from nexa.contracts.artifacts import kind_of
 from nexa.contracts.refs import artifact_ref_uri, job_references
 from nexa.ids import is_id, new_id
+from nexa_engines.outbound import check_key_env_name
 from nexa_engines.store.access import Access, AccessDenied, check_reference
-from nexa_engines.store.base import ArtifactError, ArtifactNotFound, ArtifactStore, IntegrityError
+from nexa_engines.store.base import (
+    ArtifactError,
+    ArtifactNotFound,
+    ArtifactStore,
+    IntegrityError,
+    StoreUnavailable,
+)
 from nexa_engines.store.datasets import DatasetRefError, detect_format
 from nexa_engines.store.signing import PlatformTrust, SigningKey, countersign
-from nexa_gateway.db import Artifact, Job
+from nexa_gateway.db import Artifact, Job, utcnow
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services.jobs import decode_cursor, encode_cursor
 
@@ -171,12 +179,16 @@ def artifact_info(row: Artifact, manifest: ArtifactManifest | None) -> ArtifactI
 
 
 def read_verified_manifest(
-    store: ArtifactStore, artifact_id: str, trust: PlatformTrust | None = None
+    store: ArtifactStore,
+    artifact_id: str,
+    trust: PlatformTrust | None = None,
+    registered_at: datetime | None = None,
 ) -> ArtifactManifest:
+    """The manifest after checking every file, and (signing on) the platform's signature or legacy status."""
     try:
         manifest = store.read_manifest(artifact_id, verify=True)
         if trust is not None:
-            trust.check(manifest)
+            trust.check(manifest, registered_at=registered_at)
         return manifest
     except ArtifactNotFound as exc:
         raise not_found("artifact", artifact_id) from exc
@@ -185,11 +197,15 @@ def read_verified_manifest(
 
 
 def read_verified_file(
-    store: ArtifactStore, artifact_id: str, rel_path: str, trust: PlatformTrust | None = None
+    store: ArtifactStore,
+    artifact_id: str,
+    rel_path: str,
+    trust: PlatformTrust | None = None,
+    registered_at: datetime | None = None,
 ) -> bytes:
     try:
         if trust is not None and trust.enabled:
-            trust.check(store.read_manifest(artifact_id, verify=False))
+            trust.check(store.read_manifest(artifact_id, verify=False), registered_at=registered_at)
         return store.read_file(artifact_id, rel_path)
     except ArtifactNotFound as exc:
         raise not_found("file", f"{artifact_id}/{rel_path}") from exc
@@ -207,11 +223,34 @@ def check_job_inputs(store: ArtifactStore, access: Access, spec: JobOptions) -> 
     Every reference the request carries is checked (``nexa.contracts.refs``), the
     same list the worker or pod checks again before it reads anything.
     """
+    for field, name in _key_env_fields(spec.model_dump(mode="json")):
+        try:
+            check_key_env_name(name)
+        except AccessDenied as exc:
+            raise ApiError(422, exc.code, exc.message, field=field) from exc
     for ref in job_references(spec):
         try:
             check_reference(access, store, ref)
         except AccessDenied as exc:
             raise ApiError(422, exc.code, exc.message, field=exc.field or ref.field) from exc
+        except StoreUnavailable as exc:
+            raise ApiError(503, "store_unavailable", f"the artifact store cannot be reached: {exc}") from exc
+        except (OSError, ArtifactError) as exc:
+            # One tenant's unreadable input is that request's problem, never the whole batch's.
+            raise ApiError(
+                422, f"{ref.kind}_unreadable", f"{ref.field}: cannot be read: {exc}", field=ref.field
+            ) from exc
+
+
+def _key_env_fields(body: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """(field, variable name) of every ``*api_key_env`` a request sets, nested ones included."""
+    found = []
+    for name, value in body.items():
+        if isinstance(value, dict):
+            found += _key_env_fields(value, f"{prefix}{name}.")
+        elif name.endswith("api_key_env") and isinstance(value, str):
+            found.append((f"{prefix}{name}", value))
+    return found
 
 
 def promote_artifacts(
@@ -243,22 +282,22 @@ def promote_artifacts(
             raise ApiError(
                 422, "artifact_corrupt", f"artifact {artifact_id}: {exc}", field="artifacts"
             ) from exc
-        if manifest.job_id != job.id or manifest.attempt != job.attempt:
+        if (
+            manifest.job_id != job.id
+            or manifest.attempt != job.attempt
+            or manifest.tenant_id != job.tenant_id
+        ):
             raise ApiError(
                 422,
                 "artifact_foreign",
                 f"artifact {artifact_id} was written by job {manifest.job_id} attempt {manifest.attempt}",
                 field="artifacts",
             )
-        if platform_key is not None:
-            try:
-                countersign(store, artifact_id, platform_key)
-            except IntegrityError as exc:
-                raise ApiError(
-                    422, "artifact_corrupt", f"artifact {artifact_id}: {exc}", field="artifacts"
-                ) from exc
         if session.get(Artifact, artifact_id) is not None:
-            continue
+            continue  # registered (and signed) already: a repeated report, or someone else's id
+        if platform_key is not None:
+            # The files were verified just now: sign exactly that manifest.
+            countersign(store, artifact_id, platform_key, verified=manifest)
         data = next((f for f in manifest.files if f.path.startswith("data.")), None)
         fmt = data.path.split(".", 1)[1] if data else None
         metrics = manifest.metrics or {}
@@ -277,7 +316,8 @@ def promote_artifacts(
                 columns=[str(c) for c in metrics.get("columns", [])]
                 if isinstance(metrics.get("columns"), list)
                 else [],
-                created_at=manifest.created_at,
+                # The platform's clock, not the writer's: legacy status is judged by it.
+                created_at=utcnow(),
             )
         )
         first_uri = first_uri or artifact_ref_uri(artifact_id)

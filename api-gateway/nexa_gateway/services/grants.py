@@ -21,6 +21,7 @@ from nexa.contracts.refs import ARTIFACT_SCHEME, job_references
 from nexa.ids import is_id
 from nexa_engines.store.access import Access, is_under, protected_dirs
 from nexa_engines.store.base import ArtifactStore
+from nexa_engines.store.signing import PlatformTrust
 from nexa_gateway.db import Artifact, Job, TenantGrant
 from nexa_gateway.errors import ApiError
 from nexa_gateway.settings import Settings
@@ -77,7 +78,7 @@ def endpoint_keys(session: Session, tenant_id: str, job_type: str, spec: dict[st
         return {}
     keys: dict[str, str] = {}
     for ref in job_references(parsed):
-        deployment_id = ref.value.removeprefix(ARTIFACT_SCHEME).strip("/")
+        deployment_id = ref.value.strip().removeprefix(ARTIFACT_SCHEME).strip("/")
         if ref.kind != "teacher" or not is_id(deployment_id, "dp"):
             continue
         row = session.execute(
@@ -89,6 +90,24 @@ def endpoint_keys(session: Session, tenant_id: str, job_type: str, spec: dict[st
         if isinstance(key, str):
             keys[deployment_id] = key
     return keys
+
+
+def legacy_artifacts(
+    session: Session, trust: PlatformTrust, job_type: str, spec: dict[str, Any]
+) -> list[str]:
+    """The artifacts a job names that the registry recorded before signing began: readable unsigned."""
+    if not trust.enabled or trust.since is None:
+        return []
+    try:
+        parsed = spec_for(job_type, spec)
+    except ValueError:
+        return []
+    ids = [r.value.strip().removeprefix(ARTIFACT_SCHEME).strip("/") for r in job_references(parsed)]
+    ids = [i for i in ids if is_id(i)]
+    if not ids:
+        return []
+    rows = session.execute(select(Artifact.id, Artifact.created_at).where(Artifact.id.in_(ids))).all()
+    return sorted(artifact_id for artifact_id, created in rows if created < trust.since)
 
 
 def grant(

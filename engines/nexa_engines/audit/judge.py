@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import os
 import random
 import re
 from collections.abc import Callable
@@ -69,7 +68,14 @@ class _Unauthorized(Exception):
 def _api_key(config: JudgeConfig) -> str | None:
     if config.api_key_env is None:
         return None
-    key = os.environ.get(config.api_key_env)
+    from nexa_engines.outbound import key_for_url
+    from nexa_engines.store.access import AccessDenied
+
+    try:
+        # The judge's URL is the user's: a worker key goes there only if the operator allows it.
+        key = key_for_url(config.api_key_env, str(config.base_url))
+    except AccessDenied as exc:
+        raise EngineError(exc.code, exc.message) from exc
     if not key:
         raise EngineError(
             "judge_api_key_missing",

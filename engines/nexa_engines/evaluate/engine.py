@@ -54,7 +54,6 @@ def _judge(ctx: EngineContext, spec: EvaluateSpec, pairs: list[tuple[str, str]],
 
     if spec.judge is None:
         raise EngineError("judge_missing", "the judge metric needs a judge (base_url and model)")
-    import os
 
     from nexa_engines.outbound import check_url
     from nexa_engines.store.access import AccessDenied
@@ -63,7 +62,13 @@ def _judge(ctx: EngineContext, spec: EvaluateSpec, pairs: list[tuple[str, str]],
         check_url(str(spec.judge.base_url), resolve=True)
     except AccessDenied as exc:
         raise EngineError(exc.code, exc.message) from exc
-    key = os.environ.get(spec.judge.api_key_env) if spec.judge.api_key_env else None
+    from nexa_engines.outbound import key_for_url
+
+    try:
+        # The judge's URL is the user's: a worker key goes there only if the operator allows it.
+        key = key_for_url(spec.judge.api_key_env, str(spec.judge.base_url))
+    except AccessDenied as exc:
+        raise EngineError(exc.code, exc.message) from exc
     client = ChatClient(
         str(spec.judge.base_url), spec.judge.model, api_key=key, timeout=spec.judge.timeout_seconds
     )

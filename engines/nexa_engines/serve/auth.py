@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,8 @@ from fastapi.responses import JSONResponse
 log = logging.getLogger("nexa.serve.auth")
 
 ENDPOINT_KEY_PREFIX = "nexa_ep_"
+# The shape of a tenant API key (nexa_ + base62 body and checksum): nothing else is worth asking about.
+_API_KEY_RE = re.compile(r"^nexa_[0-9A-Za-z]{20,80}$")
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/metrics")
 
 
@@ -46,8 +49,9 @@ class EndpointAuth:
     tenant_id: str | None = None
     ttl: float = 30.0
     negative_ttl: float = 5.0
+    outage_grace: float = 600.0
     clock: Callable[[], float] = time.monotonic
-    _seen: dict[str, tuple[bool, float]] = field(default_factory=dict)
+    _seen: dict[str, tuple[bool, float, float]] = field(default_factory=dict)  # verdict, until, when asked
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -59,20 +63,23 @@ class EndpointAuth:
         digest = key_sha256(key)
         if any(hmac.compare_digest(digest, known) for known in self.endpoint_key_sha256):
             return True
-        if not (self.gateway_url and self.tenant_id) or key.startswith(ENDPOINT_KEY_PREFIX):
-            return False
+        if not (self.gateway_url and self.tenant_id) or not _API_KEY_RE.match(key):
+            return False  # garbage never costs a gateway round trip
         now = self.clock()
         with self._lock:
             cached = self._seen.get(digest)
         if cached is not None and cached[1] > now:
             return cached[0]
         verdict = self._ask_gateway(key)
-        if verdict is None:  # the gateway is unreachable: keep the last answer if there was one
-            return cached[0] if cached is not None else False
+        if verdict is None:
+            # The gateway is unreachable: a key it approved recently keeps working for a while.
+            return cached is not None and cached[0] and now - cached[2] < self.outage_grace
         with self._lock:
-            if len(self._seen) > 10_000:
-                self._seen.clear()
-            self._seen[digest] = (verdict, now + (self.ttl if verdict else self.negative_ttl))
+            if len(self._seen) >= 10_000:
+                # Forget the oldest answers first, not every valid key at once.
+                for old in sorted(self._seen, key=lambda d: self._seen[d][2])[:1000]:
+                    del self._seen[old]
+            self._seen[digest] = (verdict, now + (self.ttl if verdict else self.negative_ttl), now)
         return verdict
 
     def _ask_gateway(self, key: str) -> bool | None:

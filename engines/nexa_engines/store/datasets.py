@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from nexa.contracts.artifacts import KIND_DIRS, MANIFEST_NAME
+from nexa.contracts.artifacts import MANIFEST_NAME
 from nexa.contracts.refs import ARTIFACT_SCHEME
 from nexa.ids import is_id
 from nexa_engines.store.access import (
@@ -218,21 +218,20 @@ def _parse_s3(text: str, store: ArtifactStore, access: Access) -> _S3Ref:
         check_bucket(access, bucket, "dataset", text)
     except AccessDenied as exc:
         raise DatasetRefError(exc.code, exc.message) from exc
-    if not isinstance(store, S3ArtifactStore) or store.bucket != bucket:
-        readable = f"s3://{store.bucket}/…" if isinstance(store, S3ArtifactStore) else "no S3 bucket"
+    if not isinstance(store, S3ArtifactStore):
+        raise DatasetRefError(
+            "dataset_not_allowed", f"{text!r}: this server has no S3 endpoint; upload the file instead"
+        )
+    if bucket == store.bucket and (
+        not store.prefix or key == store.prefix or key.startswith(store.prefix + "/")
+    ):
+        # Everything under the store's prefix is Nexa's own (artifacts, run records): never by key.
         raise DatasetRefError(
             "dataset_not_allowed",
-            f"{text!r}: this server reads granted buckets on its own S3 endpoint only ({readable}); "
-            "upload the file instead",
+            f"{text!r} is inside the artifact store; refer to a stored dataset by its ds_ id",
         )
-    for kind_dir in KIND_DIRS.values():
-        area = "/".join(p for p in (store.prefix, kind_dir) if p) + "/"
-        if key.startswith(area):
-            raise DatasetRefError(
-                "dataset_not_allowed",
-                f"{text!r} is inside the artifact store; refer to a stored dataset by its ds_ id",
-            )
-    if not store.object_exists(key):
+    source = store if bucket == store.bucket else store.for_bucket(bucket)
+    if not source.object_exists(key):
         raise DatasetRefError("dataset_not_found", f"{text} does not exist")
     return _S3Ref(bucket, key, fmt)
 
@@ -367,8 +366,9 @@ def _fetch_s3(uri: str, ref: _S3Ref, store: ArtifactStore, workdir: Path) -> Res
     # The URI's hash in the name keeps two inputs with the same base name apart.
     name = f"{hashlib.sha256(uri.encode()).hexdigest()[:12]}-{PurePosixPath(ref.key).name}"
     dest = workdir / "inputs" / name
+    source = store if ref.bucket == store.bucket else store.for_bucket(ref.bucket)
     try:
-        digest, _ = store.download_object(ref.key, dest)
+        digest, _ = source.download_object(ref.key, dest)
     except ArtifactNotFound as exc:
         raise DatasetRefError("dataset_not_found", f"{uri} does not exist") from exc
     return ResolvedDataset(path=dest, format=ref.format, uri=uri, sha256=digest)

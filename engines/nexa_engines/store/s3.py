@@ -10,6 +10,7 @@ killed at any point is invisible: no manifest, no artifact.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import os
@@ -156,6 +157,15 @@ class S3ArtifactStore(ArtifactStore):
         except ValueError as exc:
             raise ArtifactError(f"invalid S3 endpoint {endpoint!r}: {exc}") from exc
         self._bucket_ready = False
+
+    def for_bucket(self, bucket: str) -> S3ArtifactStore:
+        """The same endpoint and credentials reading another bucket (data granted to a tenant)."""
+        other = copy.copy(self)
+        other.bucket = bucket
+        other.prefix = ""
+        other.root_uri = f"s3://{bucket}"
+        other._bucket_ready = True  # never create someone else's bucket
+        return other
 
     # -- plumbing ---------------------------------------------------------------------------
 

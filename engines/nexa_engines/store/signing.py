@@ -161,19 +161,22 @@ class SignaturePolicy:
 class PlatformTrust:
     """Which manifests count as accepted by the platform: signed by one of its keys.
 
-    ``since`` is when signing was turned on: a manifest created before it, unsigned,
-    stays readable (``nexa store verify`` lists them); anything newer must carry a
-    valid platform signature. No keys means signing is off and nothing is checked.
+    An unsigned artifact is *legacy* (still readable) only on the platform's word,
+    never on its own manifest's date, which whoever wrote it chose: the gateway
+    judges by when its registry recorded the artifact (before ``since``, when
+    signing began), and a worker by the ids its claim lists in ``legacy_ids``.
+    No keys means signing is off and nothing is checked.
     """
 
     keys: tuple[str, ...] = ()
     since: datetime | None = None
+    legacy_ids: frozenset[str] = frozenset()
 
     @property
     def enabled(self) -> bool:
         return bool(self.keys)
 
-    def status(self, manifest: ArtifactManifest) -> str:
+    def status(self, manifest: ArtifactManifest, *, registered_at: datetime | None = None) -> str:
         """``signed``, ``legacy`` (unsigned, from before signing), ``unsigned`` or ``bad`` (wrong signature)."""
         if not self.keys:
             return "signed"
@@ -187,13 +190,15 @@ class PlatformTrust:
             except SignatureError:
                 return "bad"
             return "signed"
-        if self.since is not None and manifest.created_at < self.since:
+        if manifest.artifact_id in self.legacy_ids:
+            return "legacy"
+        if registered_at is not None and self.since is not None and registered_at < self.since:
             return "legacy"
         return "unsigned"
 
-    def check(self, manifest: ArtifactManifest) -> None:
-        """Raise ``SignatureError`` unless the platform accepted this artifact (or it predates signing)."""
-        state = self.status(manifest)
+    def check(self, manifest: ArtifactManifest, *, registered_at: datetime | None = None) -> None:
+        """Raise ``SignatureError`` unless the platform accepted this artifact (or registered it before signing)."""
+        state = self.status(manifest, registered_at=registered_at)
         if state == "bad":
             raise SignatureError(
                 f"{manifest.artifact_id}: the platform signature does not match the manifest"
@@ -204,9 +209,15 @@ class PlatformTrust:
             )
 
 
-def countersign(store: ArtifactStore, artifact_id: str, key: SigningKey) -> ArtifactManifest:
-    """Verify every file against the manifest, then sign it with the platform key and write it back."""
-    manifest = store.read_manifest(artifact_id, verify=True)
+def countersign(
+    store: ArtifactStore, artifact_id: str, key: SigningKey, *, verified: ArtifactManifest | None = None
+) -> ArtifactManifest:
+    """Sign the manifest with the platform key and write it back.
+
+    ``verified`` is a manifest whose files the caller just checked; without it every
+    file is verified here first.
+    """
+    manifest = verified if verified is not None else store.read_manifest(artifact_id, verify=True)
     stripped = manifest.model_copy(update={"signature": None, "signer": None})
     signed = key.sign(stripped)
     if signed.signature != manifest.signature or signed.signer != manifest.signer:

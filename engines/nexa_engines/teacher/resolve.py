@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,7 +18,7 @@ from nexa.contracts import DistillSpec, GenerateSpec
 from nexa.contracts.refs import ARTIFACT_SCHEME
 from nexa.ids import is_id
 from nexa_engines.engine import EngineContext, EngineError
-from nexa_engines.outbound import check_url
+from nexa_engines.outbound import check_url, key_for_url
 from nexa_engines.serve.control import DEPLOYMENT_FILE, deployment_status
 from nexa_engines.store.access import AccessDenied, check_artifact
 from nexa_engines.store.base import ArtifactError
@@ -110,6 +109,12 @@ def resolve_teacher(
             raise EngineError("teacher_not_found", f"deployment {ref} does not exist: {exc}") from exc
         if deployment_status(ctx.store, ref) != "running":
             raise EngineError("teacher_not_found", f"deployment {ref} was undeployed")
+        try:
+            # The record was written by whichever worker ran the deploy job (maybe a tenant's own
+            # node): its URL is checked like any user-supplied one.
+            check_url(str(record["openai_base_url"]), resolve=True)
+        except AccessDenied as exc:
+            raise EngineError(exc.code, exc.message) from exc
         # The endpoint checks callers: this job presents the key its claim carried for it.
         client = ChatClient(
             str(record["openai_base_url"]),
@@ -118,7 +123,7 @@ def resolve_teacher(
             timeout=timeout,
         )
         return EndpointTeacher(ref, client)
-    if ref.startswith(("ckpt_", "/", "file://", "hf://")):
+    if ref.startswith(("ckpt_", "/", "file:", "hf://")):
         from nexa_engines.models.loading import load_model, load_tokenizer, resolve_model
         from nexa_engines.models.runtime import configure_threads, pick_device
 
@@ -142,8 +147,12 @@ def resolve_teacher(
         check_url(str(url), resolve=True)
     except AccessDenied as exc:
         raise EngineError(exc.code, exc.message) from exc
-    env_name = api_key_env or f"{provider.upper().replace('-', '_')}_API_KEY"
-    key = os.environ.get(env_name)
+    official = PROVIDER_URLS.get(provider.lower())
+    env_name = api_key_env or (f"{provider.upper().replace('-', '_')}_API_KEY" if base_url is None else None)
+    try:
+        key = key_for_url(env_name, str(url), official_url=official)
+    except AccessDenied as exc:
+        raise EngineError(exc.code, exc.message) from exc
     if key is None and base_url is None:
         raise EngineError("teacher_no_key", f"no API key for {provider}: set {env_name} on the worker")
     return EndpointTeacher(ref, ChatClient(str(url), model, api_key=key, timeout=timeout))

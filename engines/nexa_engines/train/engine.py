@@ -157,9 +157,8 @@ def run(ctx: EngineContext, spec: TrainSpec) -> dict[str, Any]:
             f"resuming from checkpoint {resume.checkpoint_id} at step {resume.step} (attempt {resume.attempt})"
         )
         resumed = resolve_model(resume.checkpoint_id, store=ctx.store, workdir=ctx.workdir, access=ctx.access)
-        resume_state = torch.load(
-            Path(resumed.source) / TRAINER_STATE, map_location="cpu", weights_only=False
-        )
+        # weights_only: a trainer state another worker wrote is data, never code to run.
+        resume_state = torch.load(Path(resumed.source) / TRAINER_STATE, map_location="cpu", weights_only=True)
         start = resumed
 
     tokenizer = load_tokenizer(start)

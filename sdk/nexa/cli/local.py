@@ -155,6 +155,11 @@ def load_secrets(stored: dict[str, Any]) -> tuple[str, str]:
     return api_key, secret
 
 
+# One user on their own machine: their local endpoints (a vLLM on localhost, their own
+# deployments) are fair targets for teachers and judges.
+LOOPBACK = "127.0.0.0/8,::1,localhost"
+
+
 def allowed_dataset_roots() -> list[str]:
     """The user's own files: home directory, current directory, system temp directory."""
     roots = [str(Path.home()), str(Path.cwd()), tempfile.gettempdir()]
@@ -164,7 +169,7 @@ def allowed_dataset_roots() -> list[str]:
 def gateway_env(home: Path, api_key: str, secret: str, database_url: str | None) -> dict[str, str]:
     """The environment a local gateway runs with."""
     env = dict(os.environ)
-    env.setdefault("NEXA_OUTBOUND_ALLOWLIST", "127.0.0.0/8,::1,localhost")
+    env.setdefault("NEXA_OUTBOUND_ALLOWLIST", LOOPBACK)
     env.update(
         {
             config.ENV_HOME: str(home),
@@ -213,6 +218,7 @@ def _start_workers(
     home: Path, url: str, secret: str, count: int, detach: bool, skip: set[str]
 ) -> dict[str, int]:
     env = dict(os.environ)
+    env.setdefault("NEXA_OUTBOUND_ALLOWLIST", LOOPBACK)  # the same outbound policy as the gateway's
     env.update({config.ENV_HOME: str(home), "NEXA_WORKER_SECRET": secret})
     started: dict[str, subprocess.Popen[bytes]] = {}
     for index in range(1, count + 1):

@@ -83,6 +83,11 @@ class ClaimedJob(BaseModel):
         description="Local directories granted to the job's tenant; a worker reads only those inside its own roots.",
     )
     s3_buckets: list[str] = Field(default_factory=list, description="S3 buckets granted to the job's tenant.")
+    legacy_artifacts: list[str] = Field(
+        default_factory=list,
+        description="Artifacts this job names that the gateway registered before manifest signing began "
+        "(readable unsigned).",
+    )
     endpoint_keys: dict[str, str] = Field(
         default_factory=dict,
         description="Endpoint keys of the tenant's own deployments this job calls (a `dp_…` teacher), by id.",
