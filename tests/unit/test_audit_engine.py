@@ -353,14 +353,14 @@ def test_judge_scores_sampled_rows(
 def test_judge_without_its_key_fails_clearly(
     tmp_path: Path, judge_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("NEXA_ABSENT_KEY", raising=False)
+    monkeypatch.delenv("ABSENT_JUDGE_API_KEY", raising=False)
     source = tmp_path / "data" / "sft.parquet"
     generate_sft_dataset(source, num_rows=100, seed=0)
     judge = JudgeConfig(base_url=judge_server, model="m", api_key_env="ABSENT_JUDGE_API_KEY", sample_size=2)
     ctx = make_ctx(tmp_path)
     with pytest.raises(EngineError) as err:
         run(ctx, AuditSpec(dataset_uri=str(source), judge=judge))
-    assert err.value.code == "judge_api_key_missing" and "NEXA_ABSENT_KEY" in err.value.message
+    assert err.value.code == "judge_api_key_missing" and "ABSENT_JUDGE_API_KEY" in err.value.message
     assert ctx.store.list_ids("dataset") == []
 
 
