@@ -60,7 +60,7 @@ from nexa.contracts import (
 )
 from nexa.contracts.refs import job_references
 from nexa_engines.engine import EngineContext, EngineError, EngineFn, JobCancelled
-from nexa_engines.store.access import AccessDenied, check_reference
+from nexa_engines.store.access import AccessDenied, check_reference, roots_within
 from nexa_engines.store.signing import PlatformTrust
 from nexa_engines.worker_client import (
     FINAL_REPORT_RETRY_SECONDS,
@@ -575,17 +575,6 @@ class WorkerRuntime:
 HOLD_ENV = "NEXA_TEST_HOLD_UNTIL"
 
 
-def narrow_roots(granted: list[str], ceiling: list[str]) -> list[Path]:
-    """The tenant's granted roots that also lie inside this worker's own ceiling."""
-    limits = [Path(os.path.realpath(c)) for c in ceiling]
-    out = []
-    for root in granted:
-        real = Path(os.path.realpath(root))
-        if any(real == c or c in real.parents for c in limits):
-            out.append(real)
-    return out
-
-
 def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
     """Run one claimed attempt to its end and report it (unless the attempt was lost)."""
     claimed = state.claimed
@@ -617,7 +606,8 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
                 store=store,
                 reporter=reporter,
                 workdir=job_dir,
-                allowed_roots=narrow_roots(claimed.local_roots, runtime.registered.allowed_roots),
+                # The tenant's grants, narrowed to the roots this worker was registered with.
+                allowed_roots=roots_within(claimed.local_roots, runtime.registered.allowed_roots),
                 s3_buckets=list(claimed.s3_buckets),
                 scratch_roots=[runtime.workdir],
                 endpoint_keys=dict(claimed.endpoint_keys),

@@ -20,7 +20,9 @@ from nexa.contracts import (
     ResultReport,
     WorkerRegister,
     WorkerRegistered,
+    spec_for,
 )
+from nexa.contracts.refs import referenced_artifacts
 from nexa_gateway.db import Worker
 from nexa_gateway.deps import CurrentWorker, SessionDep, StateDep, WorkerSecret
 from nexa_gateway.services import grants, nodes, queue
@@ -81,12 +83,10 @@ def _claim_once(state: AppState, worker: Worker, body: ClaimRequest) -> ClaimedJ
             roots, buckets = grants.granted(session, claimed.tenant_id)
             claimed.local_roots = [str(p) for p in grants.effective_roots(state.settings, roots)]
             claimed.s3_buckets = buckets
-            claimed.endpoint_keys = grants.endpoint_keys(
-                session, claimed.tenant_id, claimed.job_type, claimed.spec
-            )
-            claimed.legacy_artifacts = grants.legacy_artifacts(
-                session, state.trust, claimed.job_type, claimed.spec
-            )
+            # What the job names from the store, read once for the capabilities handed over with it.
+            named = referenced_artifacts(spec_for(claimed.job_type, claimed.spec))
+            claimed.endpoint_keys = grants.endpoint_keys(session, claimed.tenant_id, named)
+            claimed.legacy_artifacts = grants.legacy_artifacts(session, state.trust, named)
         queue.touch_worker(session, worker.id)
     if claimed is not None:
         state.jobs.invalidate([claimed.job_id])

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from nexa.contracts import spec_for
-from nexa.contracts.refs import ARTIFACT_SCHEME, job_references
+from nexa.contracts.refs import JobReference
 from nexa.ids import is_id
-from nexa_engines.store.access import Access, is_under, protected_dirs
+from nexa_engines.store.access import Access, protected_dirs, roots_within
 from nexa_engines.store.base import ArtifactStore
 from nexa_engines.store.signing import PlatformTrust
 from nexa_gateway.db import Artifact, Job, TenantGrant
@@ -41,13 +40,7 @@ def granted(session: Session, tenant_id: str) -> tuple[list[str], list[str]]:
 
 def effective_roots(settings: Settings, roots: list[str]) -> list[Path]:
     """The granted roots still inside the server's ceiling (a narrowed ceiling narrows every grant)."""
-    ceiling = [Path(os.path.realpath(c)) for c in settings.allowed_dataset_roots]
-    out = []
-    for root in roots:
-        real = Path(os.path.realpath(root))
-        if any(is_under(real, c) for c in ceiling):
-            out.append(real)
-    return out
+    return roots_within(roots, settings.allowed_dataset_roots)
 
 
 def tenant_access(session: Session, settings: Settings, store: ArtifactStore, tenant_id: str) -> Access:
@@ -66,19 +59,15 @@ def tenant_access(session: Session, settings: Settings, store: ArtifactStore, te
     )
 
 
-def endpoint_keys(session: Session, tenant_id: str, job_type: str, spec: dict[str, Any]) -> dict[str, str]:
+def endpoint_keys(session: Session, tenant_id: str, named: list[tuple[JobReference, str]]) -> dict[str, str]:
     """The endpoint keys of the tenant's own deployments a job calls: the one capability it needs for them.
 
     A deploy job's result holds its endpoint's key; a job naming that deployment
     as its teacher gets the key with its claim, and nothing for anyone else's.
+    ``named`` is ``referenced_artifacts`` of the job's spec.
     """
-    try:
-        parsed = spec_for(job_type, spec)
-    except ValueError:
-        return {}
     keys: dict[str, str] = {}
-    for ref in job_references(parsed):
-        deployment_id = ref.value.strip().removeprefix(ARTIFACT_SCHEME).strip("/")
+    for ref, deployment_id in named:
         if ref.kind != "teacher" or not is_id(deployment_id, "dp"):
             continue
         row = session.execute(
@@ -93,18 +82,11 @@ def endpoint_keys(session: Session, tenant_id: str, job_type: str, spec: dict[st
 
 
 def legacy_artifacts(
-    session: Session, trust: PlatformTrust, job_type: str, spec: dict[str, Any]
+    session: Session, trust: PlatformTrust, named: list[tuple[JobReference, str]]
 ) -> list[str]:
     """The artifacts a job names that the registry recorded before signing began: readable unsigned."""
-    if not trust.enabled or trust.since is None:
-        return []
-    try:
-        parsed = spec_for(job_type, spec)
-    except ValueError:
-        return []
-    ids = [r.value.strip().removeprefix(ARTIFACT_SCHEME).strip("/") for r in job_references(parsed)]
-    ids = [i for i in ids if is_id(i)]
-    if not ids:
+    ids = [artifact_id for _, artifact_id in named]
+    if not trust.enabled or trust.since is None or not ids:
         return []
     rows = session.execute(select(Artifact.id, Artifact.created_at).where(Artifact.id.in_(ids))).all()
     return sorted(artifact_id for artifact_id, created in rows if created < trust.since)
@@ -126,10 +108,9 @@ def grant(
     """
     if kind == "local_root":
         real = Path(os.path.realpath(value))
-        ceiling = [Path(os.path.realpath(c)) for c in settings.allowed_dataset_roots]
         if not Path(value).is_absolute():
             raise ApiError(422, "validation_error", f"{value!r}: a local root must be an absolute path")
-        if enforce_ceiling and not any(is_under(real, c) for c in ceiling):
+        if enforce_ceiling and not effective_roots(settings, [str(real)]):
             raise ApiError(
                 422,
                 "grant_outside_ceiling",

@@ -100,6 +100,13 @@ def is_under(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def roots_within(roots: Iterable[str | Path], ceiling: Iterable[str | Path]) -> list[Path]:
+    """The real paths of ``roots`` that lie inside some directory of ``ceiling`` (a grant, narrowed)."""
+    limits = [Path(os.path.realpath(c)) for c in ceiling]
+    real = (Path(os.path.realpath(r)) for r in roots)
+    return [r for r in real if any(is_under(r, limit) for limit in limits)]
+
+
 def check_artifact(access: Access, store: ArtifactStore, artifact_id: str, kind: RefKind) -> None:
     """Raise ``AccessDenied(<kind>_not_found)`` unless the job's tenant owns ``artifact_id``."""
     prefix = id_prefix(artifact_id)

@@ -129,6 +129,16 @@ def job_references(spec: BaseModel) -> list[JobReference]:
     return found
 
 
+def referenced_artifacts(spec: BaseModel) -> list[tuple[JobReference, str]]:
+    """(reference, artifact id) for every reference that names a stored artifact (an id or ``internal://``)."""
+    named = []
+    for ref in job_references(spec):
+        parsed = parse_reference(ref.value, ref.kind)
+        if parsed.form == "artifact":
+            named.append((ref, parsed.value))
+    return named
+
+
 def ref_marker(info: FieldInfo) -> Ref | None:
     """The field's ``Ref`` marker, also when the marked type sits inside ``X | None``."""
     for meta in info.metadata:
