@@ -30,6 +30,7 @@ from nexa_gateway.routes import (
     keys,
     nodes,
     submit,
+    worker_store,
     workers,
 )
 from nexa_gateway.services import grants, queue, signing
@@ -152,7 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (submit, jobs):
         app.include_router(module.router, responses=ERROR_RESPONSES)
         app.include_router(module.spec_router, responses=ERROR_RESPONSES)
-    for module in (datasets, artifacts, deployments, keys, nodes, admin, workers):
+    for module in (datasets, artifacts, deployments, keys, nodes, admin, workers, worker_store):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router, responses={503: ERROR_RESPONSES[422] | {"description": "Not ready."}})
     return app

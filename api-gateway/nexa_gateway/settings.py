@@ -62,6 +62,15 @@ class Settings(BaseSettings):
         description="The platform's Ed25519 seed (64 hex); unset: kept in $NEXA_HOME/platform-signing.key.",
     )
     worker_secret: str | None = None
+    worker_store_access: Literal["auto", "gateway", "direct"] = Field(
+        "auto",
+        description="How workers reach the artifact store: 'gateway' through scoped /v1/workers/jobs/{id}/store "
+        "calls (no storage credentials on the worker), 'direct' with their own credentials; 'auto': "
+        "tenants' nodes (node tokens) through the gateway, the platform's own workers direct.",
+    )
+    worker_upload_max_bytes: int = Field(
+        64 << 30, ge=1, description="The largest artifact a worker may upload through the gateway."
+    )
     bootstrap_api_key: str | None = None
     lease_seconds: int = Field(30, ge=1)
     heartbeat_seconds: int = Field(10, ge=1)

@@ -571,6 +571,16 @@ class WorkerRuntime:
     make_store: Callable[[dict[str, Any]], Any] = _make_store
 
 
+def open_store(runtime: WorkerRuntime, claimed: ClaimedJob, job_dir: Path) -> Any:
+    """The store this attempt writes to: through the gateway (scoped to the attempt) or direct."""
+    config = runtime.registered.artifact_store
+    if config.get("kind") == "gateway":
+        from nexa_engines.store.gateway import GatewayArtifactStore
+
+        return GatewayArtifactStore(runtime.client, claimed.job_id, claimed.attempt, job_dir / ".store")
+    return runtime.make_store(config)
+
+
 # Test hook: see JobReporter._hold. Never set in production.
 HOLD_ENV = "NEXA_TEST_HOLD_UNTIL"
 
@@ -594,7 +604,7 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
             engine = runtime.load_engine(claimed.job_type)
             spec = spec_for(claimed.job_type, claimed.spec)
             try:
-                store = runtime.make_store(runtime.registered.artifact_store)
+                store = open_store(runtime, claimed, job_dir)
             except Exception as exc:
                 raise EngineError(
                     "store_unavailable", f"cannot open the artifact store: {_summary(exc)}", retryable=True

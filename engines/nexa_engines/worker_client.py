@@ -14,7 +14,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,6 +39,9 @@ log = logging.getLogger("nexa.worker")
 
 # Default time budgets (seconds) for retrying one call before giving up on it.
 REPORT_RETRY_SECONDS = 60.0
+# Artifact transfers: a gateway restart mid-upload is worth riding out for longer.
+STORE_RETRY_SECONDS = 300.0
+_CHUNK = 1 << 20
 FINAL_REPORT_RETRY_SECONDS = 300.0
 
 
@@ -79,6 +83,12 @@ def _error_type_and_message(response: httpx.Response) -> tuple[str, str]:
         err = body["error"]
         return str(err.get("type", "")), str(err.get("message", ""))
     return "", str(body)[:500]
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            yield chunk
 
 
 def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 10.0) -> float:
@@ -223,6 +233,36 @@ class WorkerClient:
         """Report failure with a code, a message and whether another attempt may succeed."""
         self._call("POST", f"/v1/workers/jobs/{job_id}/fail", report, retry_for=retry_for, fenced=True)
 
+    # -- the artifact store through the gateway (scoped by the attempt) ----------------
+
+    def store_call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any],
+        upload: Path | None = None,
+        download: Path | None = None,
+        retry_for: float = STORE_RETRY_SECONDS,
+    ) -> httpx.Response:
+        """One store request; the caller reads the status (404 and 409 mean things to the store)."""
+        generation = self.generation
+        for first in (True, False):
+            response = self._send(
+                method,
+                path,
+                None,
+                token=self._token(),
+                retry_for=retry_for,
+                params=params,
+                upload=upload,
+                download=download,
+            )
+            if response.status_code != 401 or not first:
+                break
+            self._reregister(generation)
+        return response
+
     # -- plumbing ----------------------------------------------------------------------
 
     def _call(
@@ -261,21 +301,41 @@ class WorkerClient:
         token: str,
         retry_for: float | None,
         timeout: float | None = None,
+        params: dict[str, Any] | None = None,
+        upload: Path | None = None,
+        download: Path | None = None,
     ) -> httpx.Response:
-        """Send one request, retrying transient failures until ``retry_for`` runs out."""
+        """Send one request, retrying transient failures until ``retry_for`` runs out.
+
+        ``upload`` sends a file as the body (re-read on each try); ``download``
+        streams a 200 answer's body into a file (rewritten on each try).
+        """
         deadline = None if retry_for is None else self._clock() + retry_for
         payload = None if body is None else body.model_dump(mode="json", exclude_none=False)
         tries = 0
         while True:
             tries += 1
             try:
-                response = self._http.request(
+                request = self._http.build_request(
                     method,
                     path,
                     json=payload,
+                    params=params,
+                    content=None if upload is None else _file_chunks(upload),
                     headers={"Authorization": f"Bearer {token}"},
                     timeout=timeout if timeout is not None else self._timeout,
                 )
+                response = self._http.send(request, stream=download is not None)
+                if download is not None:
+                    try:
+                        if response.status_code == 200:
+                            with download.open("wb") as out:
+                                for chunk in response.iter_bytes(_CHUNK):
+                                    out.write(chunk)
+                        else:
+                            response.read()
+                    finally:
+                        response.close()
                 if response.status_code >= 500:
                     raise _Retry(f"gateway answered {response.status_code}")
                 if response.status_code == 429:

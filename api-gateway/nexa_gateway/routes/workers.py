@@ -15,6 +15,7 @@ from nexa.contracts import (
     FailReport,
     Heartbeat,
     HeartbeatAck,
+    JobType,
     LogLines,
     ProgressReport,
     ResultReport,
@@ -48,12 +49,14 @@ def register(
         nodes.record_owner(session, worker.id, node_token)
     session.commit()
     state.metrics.worker_registrations.inc()
+    through_gateway = nodes.store_through_gateway(state.settings.worker_store_access, node_token is not None)
     return WorkerRegistered(
         worker_id=worker.id,
         token=token,
         lease_seconds=state.settings.lease_seconds,
         heartbeat_seconds=state.settings.heartbeat_seconds,
-        artifact_store=state.store.describe(),
+        # A worker that reaches the store through the gateway learns neither its location nor its layout.
+        artifact_store={"kind": "gateway"} if through_gateway else state.store.describe(),
         allowed_roots=[str(p) for p in state.allowed_roots],
         trusted_keys=list(state.trust.keys),
         signed_since=state.trust.since,
@@ -69,11 +72,18 @@ def worker_heartbeat(worker: CurrentWorker, session: SessionDep) -> Response:
 
 
 def _claim_once(state: AppState, worker: Worker, body: ClaimRequest) -> ClaimedJob | None:
+    job_types = body.job_types
     with state.db.session() as session:
+        owned = nodes.owner_of_worker(session, worker.id) is not None
+        if nodes.store_through_gateway(state.settings.worker_store_access, owned):
+            # A deployment's server outlives its job's lease, which scopes gateway store access.
+            job_types = [
+                t for t in (list(JobType) if job_types is None else job_types) if t is not JobType.deploy
+            ]
         claimed = queue.claim_next_job(
             session,
             worker,
-            job_types=body.job_types,
+            job_types=job_types,
             lease_seconds=state.settings.lease_seconds,
             artifacts_root=state.store.root_uri,
             use_skip_locked=state.db.is_postgres,

@@ -76,3 +76,8 @@ def record_owner(session: Session, worker_id: str, token: NodeToken) -> None:
 def owner_of_worker(session: Session, worker_id: str) -> str | None:
     """The tenant that owns the worker; None for the platform's own workers."""
     return session.scalar(select(WorkerOwner.tenant_id).where(WorkerOwner.worker_id == worker_id))
+
+
+def store_through_gateway(mode: str, owned: bool) -> bool:
+    """Whether a worker reaches the artifact store through the gateway (``worker_store_access``)."""
+    return mode == "gateway" or (mode == "auto" and owned)

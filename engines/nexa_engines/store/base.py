@@ -130,6 +130,15 @@ class ArtifactStore(ABC):
         """One file's bytes, verified against the manifest."""
 
     @abstractmethod
+    def verified_file(self, artifact_id: str, rel_path: str, scratch: Path) -> tuple[Path, bool]:
+        """A local path holding one file's verified bytes, and whether it is a temporary copy.
+
+        Memory stays flat whatever the size: the file is hashed as it streams. A
+        local store answers its own file (``False``); others download it under
+        ``scratch`` (``True``: the caller deletes it when done).
+        """
+
+    @abstractmethod
     def list_ids(self, kind: str) -> list[str]:
         """Committed artifact ids of ``kind``."""
 

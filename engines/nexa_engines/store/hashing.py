@@ -175,3 +175,18 @@ def parse_manifest(data: bytes, artifact_id: str, kind: str) -> ArtifactManifest
 def find_entry(manifest: ArtifactManifest, rel_path: str) -> FileEntry | None:
     """The manifest entry for ``rel_path``, if listed."""
     return next((e for e in manifest.files if e.path == rel_path), None)
+
+
+def is_verified_copy(directory: Path, manifest: ArtifactManifest) -> bool:
+    """True when ``directory`` already holds a verified copy of the artifact (its manifest and files)."""
+    local = directory / MANIFEST_NAME
+    if not local.is_file():
+        return False
+    try:
+        copy = ArtifactManifest.model_validate_json(local.read_bytes())
+        if copy.artifact_id != manifest.artifact_id or not same_files(copy.files, manifest.files):
+            return False
+        verify_local_dir(directory, manifest)
+    except (ValueError, IntegrityError):
+        return False
+    return True

@@ -38,6 +38,7 @@ from nexa_engines.store.hashing import (
     read_regular_file,
     same_files,
     sha256_bytes,
+    sha256_file,
     verify_local_dir,
 )
 from nexa_engines.store.signing import SignaturePolicy, SigningKey
@@ -211,17 +212,32 @@ class LocalArtifactStore(ArtifactStore):
         entry = find_entry(manifest, rel_path)
         if entry is None:
             raise ArtifactNotFound(f"{artifact_id} has no file {rel_path!r}")
-        directory = self.artifact_dir(artifact_id)
-        # Every directory on the way must be a real directory, not a symlink out of the store.
-        current = directory
-        for part in entry.path.split("/")[:-1]:
-            current = current / part
-            if current.is_symlink() or not current.is_dir():
-                raise IntegrityError(f"{entry.path}: {part} is not a plain directory")
-        data = read_regular_file(directory / entry.path, entry.path)
+        data = read_regular_file(self._entry_path(artifact_id, entry.path), entry.path)
         if len(data) != entry.size or sha256_bytes(data) != entry.sha256:
             raise IntegrityError(f"{entry.path}: content differs from the manifest")
         return data
+
+    def _entry_path(self, artifact_id: str, rel_path: str) -> Path:
+        directory = self.artifact_dir(artifact_id)
+        # Every directory on the way must be a real directory, not a symlink out of the store.
+        current = directory
+        for part in rel_path.split("/")[:-1]:
+            current = current / part
+            if current.is_symlink() or not current.is_dir():
+                raise IntegrityError(f"{rel_path}: {part} is not a plain directory")
+        return directory / rel_path
+
+    def verified_file(self, artifact_id: str, rel_path: str, scratch: Path) -> tuple[Path, bool]:
+        """The stored file itself, after hashing it in chunks against the manifest."""
+        manifest = self.read_manifest(artifact_id, verify=False)
+        entry = find_entry(manifest, rel_path)
+        if entry is None:
+            raise ArtifactNotFound(f"{artifact_id} has no file {rel_path!r}")
+        path = self._entry_path(artifact_id, entry.path)
+        digest, size = sha256_file(path, entry.path)
+        if size != entry.size or digest != entry.sha256:
+            raise IntegrityError(f"{entry.path}: content differs from the manifest")
+        return path, False
 
     def replace_manifest(self, manifest: ArtifactManifest) -> None:
         """Write ``manifest.json`` through a temporary file and a rename: readers see the old or the new."""

@@ -42,11 +42,11 @@ from nexa_engines.store.hashing import (
     compare_listing,
     find_entry,
     hash_tree,
+    is_verified_copy,
     manifest_json,
     parse_manifest,
     same_files,
     sha256_bytes,
-    verify_local_dir,
 )
 from nexa_engines.store.signing import SignaturePolicy, SigningKey
 
@@ -359,7 +359,7 @@ class S3ArtifactStore(ArtifactStore):
         compare_listing(manifest, self._listing(artifact_id))
         dest = Path(dest)
         if dest.exists() and any(dest.iterdir()):
-            if self._is_copy_of(dest, manifest):
+            if is_verified_copy(dest, manifest):
                 return dest
             raise ArtifactError(f"cannot fetch {artifact_id} into {dest}: the directory is not empty")
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -387,20 +387,6 @@ class S3ArtifactStore(ArtifactStore):
             raise ArtifactNotFound(f"no committed artifact {manifest.artifact_id} in {self.root_uri}")
         self._put_bytes(key, manifest_json(manifest))
 
-    @staticmethod
-    def _is_copy_of(directory: Path, manifest: ArtifactManifest) -> bool:
-        local = directory / MANIFEST_NAME
-        if not local.is_file():
-            return False
-        try:
-            copy = ArtifactManifest.model_validate_json(local.read_bytes())
-            if copy.artifact_id != manifest.artifact_id or not same_files(copy.files, manifest.files):
-                return False
-            verify_local_dir(directory, manifest)
-        except (ValueError, IntegrityError):
-            return False
-        return True
-
     def read_file(self, artifact_id: str, rel_path: str) -> bytes:
         """One listed file's bytes after checking its size and sha256 against the manifest."""
         manifest = self.read_manifest(artifact_id, verify=False)
@@ -413,6 +399,28 @@ class S3ArtifactStore(ArtifactStore):
         if len(data) != entry.size or sha256_bytes(data) != entry.sha256:
             raise IntegrityError(f"{entry.path}: content differs from the manifest")
         return data
+
+    def verified_file(self, artifact_id: str, rel_path: str, scratch: Path) -> tuple[Path, bool]:
+        """Download one listed file under ``scratch``, hashing as it streams; a temporary copy."""
+        manifest = self.read_manifest(artifact_id, verify=False)
+        entry = find_entry(manifest, rel_path)
+        if entry is None:
+            raise ArtifactNotFound(f"{artifact_id} has no file {rel_path!r}")
+        scratch.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=".download-", dir=scratch)
+        os.close(handle)
+        target = Path(name)
+        try:
+            digest, size = self.download_object(self.object_key(artifact_id, entry.path), target)
+            if size != entry.size or digest != entry.sha256:
+                raise IntegrityError(f"{entry.path}: content differs from the manifest")
+        except ArtifactNotFound as exc:
+            target.unlink(missing_ok=True)
+            raise IntegrityError(f"{entry.path}: listed in the manifest but missing") from exc
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return target, True
 
     def list_ids(self, kind: str) -> list[str]:
         """Committed ids of ``kind`` (prefixes with a manifest object), sorted."""

@@ -1,0 +1,205 @@
+"""The artifact store, seen through the gateway by workers that hold no storage credentials.
+
+A tenant's own node (registered with a node token) is not the platform: it must
+not hold the platform's S3 keys, nor see the store's layout. It reads and writes
+artifacts through these calls instead, and each one is scoped by the attempt it
+runs:
+
+* the worker must hold the live lease on that job at that attempt (a late or
+  frozen worker gets ``stale_attempt``, as its reports do);
+* it reads only artifacts whose manifest names the job's tenant; anything else
+  answers *not found*, the same as an id that does not exist;
+* it writes only new artifacts, and the gateway, not the worker, stamps their
+  manifest with the job, attempt and tenant.
+
+An upload is one tar stream of the staged directory plus a ``.nexa-commit.json``
+member (inputs, config, metrics). Only plain files and directories with safe
+relative names are accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nexa.contracts import ArtifactManifest, InputSource
+from nexa.contracts.artifacts import MANIFEST_NAME
+from nexa_engines.store.base import (
+    ArtifactError,
+    ArtifactNotFound,
+    ArtifactStore,
+    IntegrityError,
+    check_artifact_id,
+    kind_for_id,
+)
+from nexa_engines.store.hashing import check_rel_path
+from nexa_gateway.db import Job
+from nexa_gateway.errors import ApiError, not_found
+from nexa_gateway.services.queue import stale
+
+COMMIT_MEMBER = ".nexa-commit.json"
+MAX_COMMIT_BYTES = 4 << 20  # inputs, config and metrics: small JSON
+MAX_MEMBERS = 100_000
+
+_INPUTS = TypeAdapter(list[InputSource])
+
+
+def leased_job(session: Session, worker_id: str, job_id: str, attempt: int) -> Job:
+    """The job, if ``worker_id`` holds its running attempt ``attempt``; else ``stale_attempt`` (409)."""
+    job = session.scalar(
+        select(Job).where(
+            Job.id == job_id,
+            Job.status == "running",
+            Job.attempt == attempt,
+            Job.worker_id == worker_id,
+        )
+    )
+    if job is None:
+        raise stale(job_id, attempt)
+    return job
+
+
+def readable_manifest(store: ArtifactStore, job: Job, artifact_id: str) -> ArtifactManifest:
+    """The manifest of an artifact the job's tenant owns; anything else is *not found*."""
+    try:
+        kind_for_id(artifact_id)
+        manifest = store.read_manifest(artifact_id, verify=False)
+    except ArtifactNotFound as exc:
+        raise not_found("artifact", artifact_id) from exc
+    except IntegrityError as exc:
+        raise ApiError(409, "artifact_corrupt", f"artifact {artifact_id}: {exc}") from exc
+    except ArtifactError as exc:
+        raise not_found("artifact", artifact_id) from exc
+    if manifest.tenant_id != job.tenant_id:
+        raise not_found("artifact", artifact_id)
+    return manifest
+
+
+def readable_ids(store: ArtifactStore, job: Job, kind: str) -> list[str]:
+    """Committed ids of ``kind`` whose manifest names the job's tenant."""
+    ids = []
+    for artifact_id in store.list_ids(kind):
+        try:
+            manifest = store.read_manifest(artifact_id, verify=False)
+        except ArtifactError:
+            continue  # half-written or damaged: not the caller's to read
+        if manifest.tenant_id == job.tenant_id:
+            ids.append(artifact_id)
+    return ids
+
+
+def _bad_upload(message: str) -> ApiError:
+    return ApiError(422, "invalid_upload", message)
+
+
+def _commit_fields(data: bytes) -> tuple[list[InputSource], dict[str, Any] | None, dict[str, Any] | None]:
+    try:
+        fields = json.loads(data)
+        if not isinstance(fields, dict):
+            raise ValueError("not an object")
+        inputs = _INPUTS.validate_python(fields.get("inputs") or [])
+    except (ValueError, ValidationError) as exc:
+        raise _bad_upload(f"{COMMIT_MEMBER}: {exc}") from exc
+    config, metrics = fields.get("config"), fields.get("metrics")
+    for name, value in (("config", config), ("metrics", metrics)):
+        if value is not None and not isinstance(value, dict):
+            raise _bad_upload(f"{COMMIT_MEMBER}: {name} must be an object")
+    return inputs, config, metrics
+
+
+def extract_upload(archive: Path, dest: Path) -> bytes:
+    """Unpack the tar at ``archive`` into ``dest`` (plain files and directories only); the commit member's bytes.
+
+    Names are checked before anything is written: no absolute paths, no ``..``, no
+    links or devices, no manifest of the worker's own.
+    """
+    commit: bytes | None = None
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            for count, member in enumerate(tar):
+                if count >= MAX_MEMBERS:
+                    raise _bad_upload(f"more than {MAX_MEMBERS} entries")
+                name = member.name.removeprefix("./")
+                if member.isdir():
+                    continue  # directories follow from the files' paths
+                if not member.isfile():
+                    raise _bad_upload(f"{member.name!r}: only plain files are accepted (no links or devices)")
+                if name == COMMIT_MEMBER:
+                    if member.size > MAX_COMMIT_BYTES:
+                        raise _bad_upload(f"{COMMIT_MEMBER} is larger than {MAX_COMMIT_BYTES} bytes")
+                    handle = tar.extractfile(member)
+                    commit = handle.read() if handle is not None else b""
+                    continue
+                try:
+                    rel = check_rel_path(name)
+                except (ValueError, ArtifactError) as exc:
+                    raise _bad_upload(f"{member.name!r}: {exc}") from exc
+                if rel == MANIFEST_NAME:
+                    raise _bad_upload(f"{MANIFEST_NAME} is written by the gateway, not uploaded")
+                target = dest / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                if source is None:
+                    raise _bad_upload(f"{member.name!r} has no data")
+                with source, target.open("xb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+    except tarfile.TarError as exc:
+        raise _bad_upload(f"not a tar archive: {exc}") from exc
+    except FileExistsError as exc:
+        raise _bad_upload(f"a file appears twice in the archive: {exc.filename}") from exc
+    if commit is None:
+        raise _bad_upload(f"the archive has no {COMMIT_MEMBER}")
+    return commit
+
+
+def accept_upload(
+    store: ArtifactStore, job: Job, kind: str, artifact_id: str, archive: Path
+) -> ArtifactManifest:
+    """Commit the uploaded artifact as the job's attempt wrote it; idempotent for the same content."""
+    try:
+        check_artifact_id(kind, artifact_id)
+    except ArtifactError as exc:
+        raise ApiError(422, "validation_error", str(exc), field="artifact_id") from exc
+    try:
+        existing = store.read_manifest(artifact_id, verify=False)
+    except ArtifactNotFound:
+        existing = None
+    except ArtifactError as exc:
+        raise ApiError(
+            409, "artifact_exists", f"artifact {artifact_id} exists and is unreadable: {exc}"
+        ) from exc
+    if existing is not None and (
+        existing.job_id != job.id or existing.attempt != job.attempt or existing.tenant_id != job.tenant_id
+    ):
+        # Never let a worker overwrite, or learn about, an artifact its attempt did not write.
+        raise ApiError(409, "artifact_exists", f"artifact {artifact_id} already exists")
+    writer = store.begin(kind, artifact_id)
+    with writer:
+        inputs, config, metrics = _commit_fields(extract_upload(archive, writer.path))
+        try:
+            return writer.commit(
+                job_id=job.id,
+                attempt=job.attempt,
+                tenant_id=job.tenant_id,
+                inputs=inputs,
+                config=config,
+                metrics=metrics,
+            )
+        except IntegrityError as exc:
+            raise ApiError(409, "artifact_exists", f"artifact {artifact_id}: {exc}") from exc
+
+
+def spool_dir() -> Path:
+    """Where upload bodies wait while they are checked: the system temp dir unless NEXA_SPOOL_DIR says."""
+    directory = Path(os.environ.get("NEXA_SPOOL_DIR") or tempfile.gettempdir()) / "nexa-uploads"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
