@@ -62,6 +62,19 @@ def test_bad_uploads_are_clear_4xx_and_store_nothing(tmp_path: Path) -> None:
         assert not datasets_dir.exists() or list(datasets_dir.iterdir()) == []
 
 
+def test_artifact_files_stream_with_ranges(sqlite_gateway: Gateway) -> None:
+    c, h = sqlite_gateway.client, sqlite_gateway.auth()
+    body = b"".join(b'{"text": "row %d"}\n' % i for i in range(2000))
+    made = c.post("/v1/datasets", files={"file": ("d.jsonl", body)}, headers=h).json()
+    url = f"/v1/artifacts/{made['dataset_id']}/files/data.jsonl"
+    whole = c.get(url, headers=h)
+    assert whole.status_code == 200 and whole.content == body
+    assert whole.headers["accept-ranges"] == "bytes"
+    part = c.get(url, headers={**h, "Range": "bytes=10-29"})
+    assert part.status_code == 206 and part.content == body[10:30]
+    assert part.headers["content-range"] == f"bytes 10-29/{len(body)}"
+
+
 def test_tampered_artifact_is_refused_on_read(sqlite_gateway: Gateway) -> None:
     c, h = sqlite_gateway.client, sqlite_gateway.auth()
     made = c.post("/v1/datasets", files={"file": ("d.jsonl", b'{"text": "x"}\n')}, headers=h).json()

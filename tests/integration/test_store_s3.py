@@ -192,12 +192,18 @@ def test_tampering_fails_verification(store: S3ArtifactStore, tamper: str, tmp_p
 @pytest.mark.parametrize(
     ("tamper", "rel"), [("change a byte", "data.csv"), ("remove an object", "report/summary.txt")]
 )
-def test_read_file_checks_the_one_file(store: S3ArtifactStore, tamper: str, rel: str) -> None:
+def test_read_file_checks_the_one_file(store: S3ArtifactStore, tamper: str, rel: str, tmp_path: Path) -> None:
     ds = new_id("ds")
     commit(store, ds, FILES)
+    intact, temporary = store.verified_file(ds, "report/plot.bin", tmp_path)
+    assert temporary and intact.read_bytes() == FILES["report/plot.bin"]
+    intact.unlink()
     TAMPERS[tamper][0](store, store.artifact_prefix(ds))
     with pytest.raises(IntegrityError, match=rel):
         store.read_file(ds, rel)
+    with pytest.raises(IntegrityError, match=rel):
+        store.verified_file(ds, rel, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # a copy that failed its hash is not left behind
 
 
 def test_upload_killed_midway_leaves_no_manifest(s3_server: S3Server, tmp_path: Path) -> None:

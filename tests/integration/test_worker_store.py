@@ -60,7 +60,9 @@ class ClientTransport:
 
 def _node(gw: Gateway, key: str) -> dict[str, str]:
     token = gw.client.post("/v1/nodes/tokens", json={"name": "box"}, headers=gw.auth(key)).json()["token"]
-    r = gw.client.post("/v1/workers/register", json={"name": "box"}, headers={"Authorization": f"Bearer {token}"})
+    r = gw.client.post(
+        "/v1/workers/register", json={"name": "box"}, headers={"Authorization": f"Bearer {token}"}
+    )
     assert r.status_code == 201, r.text
     assert r.json()["artifact_store"] == {"kind": "gateway"}  # no root, no bucket, no endpoint
     return {"Authorization": f"Bearer {r.json()['token']}"}
@@ -87,7 +89,9 @@ def _claimed_store(gw: Gateway, tmp_path: Path) -> tuple[GatewayArtifactStore, d
     node = _node(gw, acme)
     claimed = gw.claim(node)
     assert claimed is not None
-    store = GatewayArtifactStore(ClientTransport(gw, node), claimed["job_id"], claimed["attempt"], tmp_path / "s")
+    store = GatewayArtifactStore(
+        ClientTransport(gw, node), claimed["job_id"], claimed["attempt"], tmp_path / "s"
+    )
     return store, claimed, acme_ds, others_ds
 
 

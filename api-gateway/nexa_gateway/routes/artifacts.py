@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import ArtifactInfo, ArtifactList
@@ -47,7 +49,7 @@ def get_artifact(
 
 @router.get(
     "/{artifact_id}/files/{path:path}",
-    response_class=Response,
+    response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."}},
 )
 async def read_artifact_file(
@@ -56,13 +58,14 @@ async def read_artifact_file(
     principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
-) -> Response:
-    """One file of an artifact, verified against its manifest hash."""
+) -> FileResponse:
+    """One file of an artifact, verified against its manifest hash, streamed (HTTP `Range` works)."""
     row = await run_in_threadpool(svc.get_artifact_row, session, principal.tenant_id, artifact_id)
     registered_at = row.created_at
     await run_in_threadpool(session.commit)
-    data = await run_in_threadpool(
-        svc.read_verified_file, state.store, artifact_id, path, state.trust, registered_at
+    local, temporary = await run_in_threadpool(
+        svc.verified_file, state.store, artifact_id, path, state.trust, registered_at
     )
     media = "text/html" if path.endswith(".html") else "application/json" if path.endswith(".json") else None
-    return Response(content=data, media_type=media or "application/octet-stream")
+    cleanup = BackgroundTask(local.unlink, missing_ok=True) if temporary else None
+    return FileResponse(local, media_type=media or "application/octet-stream", background=cleanup)

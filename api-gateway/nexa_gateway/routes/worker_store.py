@@ -22,6 +22,7 @@ from nexa_gateway.db import Job
 from nexa_gateway.deps import CurrentWorker, StateDep
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services import worker_store as svc
+from nexa_gateway.services.artifacts import spool_dir
 from nexa_gateway.state import AppState
 
 router = APIRouter(prefix="/v1/workers/jobs/{job_id}/store", tags=["workers"])
@@ -87,7 +88,7 @@ def read_store_file(
     job = _job(state, worker.id, job_id, attempt)
     svc.readable_manifest(state.store, job, artifact_id)
     try:
-        local, temporary = state.store.verified_file(artifact_id, path, svc.spool_dir())
+        local, temporary = state.store.verified_file(artifact_id, path, spool_dir())
     except ArtifactNotFound as exc:
         raise not_found("file", f"{artifact_id}/{path}") from exc
     except IntegrityError as exc:
@@ -114,7 +115,7 @@ async def write_store_artifact(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"artifact upload exceeds the {limit}-byte limit")
-    handle, name = tempfile.mkstemp(prefix="artifact-", suffix=".tar", dir=svc.spool_dir())
+    handle, name = tempfile.mkstemp(prefix="artifact-", suffix=".tar", dir=spool_dir())
     archive = FsPath(name)
     try:
         size = 0

@@ -9,6 +9,8 @@ job and attempt wrote it. A superseded attempt's outputs are never promoted.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -196,17 +198,25 @@ def read_verified_manifest(
         raise ApiError(409, "artifact_corrupt", f"artifact {artifact_id} failed verification: {exc}") from exc
 
 
-def read_verified_file(
+def spool_dir() -> Path:
+    """Where upload bodies wait while they are checked: the system temp dir unless NEXA_SPOOL_DIR says."""
+    directory = Path(os.environ.get("NEXA_SPOOL_DIR") or tempfile.gettempdir()) / "nexa-uploads"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def verified_file(
     store: ArtifactStore,
     artifact_id: str,
     rel_path: str,
     trust: PlatformTrust | None = None,
     registered_at: datetime | None = None,
-) -> bytes:
+) -> tuple[Path, bool]:
+    """A local path with the file's verified bytes, and whether it is a temporary copy to delete."""
     try:
         if trust is not None and trust.enabled:
             trust.check(store.read_manifest(artifact_id, verify=False), registered_at=registered_at)
-        return store.read_file(artifact_id, rel_path)
+        return store.verified_file(artifact_id, rel_path, spool_dir())
     except ArtifactNotFound as exc:
         raise not_found("file", f"{artifact_id}/{rel_path}") from exc
     except IntegrityError as exc:

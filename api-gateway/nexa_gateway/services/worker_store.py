@@ -20,10 +20,8 @@ relative names are accepted.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -196,10 +194,3 @@ def accept_upload(
             )
         except IntegrityError as exc:
             raise ApiError(409, "artifact_exists", f"artifact {artifact_id}: {exc}") from exc
-
-
-def spool_dir() -> Path:
-    """Where upload bodies wait while they are checked: the system temp dir unless NEXA_SPOOL_DIR says."""
-    directory = Path(os.environ.get("NEXA_SPOOL_DIR") or tempfile.gettempdir()) / "nexa-uploads"
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
