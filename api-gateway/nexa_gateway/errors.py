@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -28,6 +29,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorBody, "description": "Unsupported file type."},
     422: {"model": ErrorBody, "description": "Invalid field; `error.field` names it."},
     429: {"model": ErrorBody, "description": "Rate limited; retry after `Retry-After` seconds."},
+    503: {
+        "model": ErrorBody,
+        "description": "The database, disk or artifact store is unavailable; nothing was stored. "
+        "Retry after `Retry-After` seconds.",
+    },
 }
 
 
@@ -135,9 +141,82 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else type_.replace("_", " ")
         return JSONResponse(error_body(type_, message), status_code=exc.status_code, headers=exc.headers)
 
+    async def _dependency_failed(request: Request, exc: Exception) -> JSONResponse:
+        # Answered here, inside the app, so an outage is a clean 503 and not a logged crash.
+        outage = outage_of(exc)
+        if outage is None:
+            raise exc
+        log.warning("%s on %s %s: %s", outage.type, request.method, request.url.path, exc)
+        return JSONResponse(error_body(outage.type, outage.message), status_code=503, headers=outage.headers)
+
+    for kind in _outage_classes():
+        app.add_exception_handler(kind, _dependency_failed)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        outage = outage_of(exc)
+        if outage is not None:
+            # Nothing lost and nothing wrong with the request: say so, and when to try again.
+            log.warning("%s on %s %s: %s", outage.type, request.method, request.url.path, exc)
+            return JSONResponse(
+                error_body(outage.type, outage.message), status_code=503, headers=outage.headers
+            )
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(
             error_body("internal_error", "internal error (logged on the server)"), status_code=500
         )
+
+
+OUTAGE_RETRY_AFTER_S = 5
+
+
+def _outage_classes() -> tuple[type[Exception], ...]:
+    from sqlalchemy import exc as sa
+
+    from nexa_engines.store.base import StoreUnavailable
+
+    return (
+        sa.OperationalError,
+        sa.InterfaceError,
+        sa.DisconnectionError,
+        sa.TimeoutError,
+        OSError,
+        StoreUnavailable,
+    )
+
+
+def outage_of(exc: BaseException) -> ApiError | None:
+    """A 503 for failures of what the gateway depends on (database, disk, store); None for real bugs.
+
+    The message is generic on purpose: the exception's text can hold hosts, paths or
+    connection strings, and goes to the server log only.
+    """
+    from sqlalchemy import exc as sa
+
+    from nexa_engines.store.base import StoreUnavailable
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:  # the cause chain, e.g. a wrapped OSError
+        seen.add(id(current))
+        text = str(current).lower()
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _outage("disk_full", "the server is out of disk space; nothing was stored, retry later")
+        if isinstance(
+            current, sa.OperationalError | sa.InterfaceError | sa.DisconnectionError | sa.TimeoutError
+        ):
+            if "disk is full" in text or "disk full" in text or "no space" in text:
+                return _outage(
+                    "disk_full", "the server is out of disk space; nothing was stored, retry later"
+                )
+            return _outage(
+                "database_unavailable", "the database is unavailable; nothing was stored, retry later"
+            )
+        if isinstance(current, StoreUnavailable):
+            return _outage("store_unavailable", "the artifact store is unavailable; retry later")
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _outage(type_: str, message: str) -> ApiError:
+    return ApiError(503, type_, message, headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)})

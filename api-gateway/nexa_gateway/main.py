@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from nexa import __version__
 from nexa.contracts.keys import Role
 from nexa_gateway.backends import SqlJobBackend
+from nexa_gateway.bodylimit import BodyLimit
 from nexa_gateway.db import Database
 from nexa_gateway.errors import ERROR_RESPONSES, install_error_handlers
 from nexa_gateway.fastpath import StatusFastPath
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Added first so it runs inside the metrics middleware: shortcut answers are counted too.
     app.add_middleware(StatusFastPath, state=state)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (submit, jobs):
         app.include_router(module.router, responses=ERROR_RESPONSES)

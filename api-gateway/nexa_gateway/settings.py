@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = Field(1.0, gt=0)
     rate_limit_per_minute: int = Field(600, ge=1)
     max_upload_bytes: int = Field(1 << 30, ge=1)
+    max_request_bytes: int = Field(
+        4 << 20,
+        ge=1024,
+        description="The largest request body outside dataset and artifact uploads (413 past it).",
+    )
+    min_free_disk_bytes: int = Field(
+        256 << 20,
+        ge=0,
+        description="Below this much free disk where the gateway writes, /readyz says not ready.",
+    )
     key_cache_seconds: float = Field(5.0, ge=0)
     log_poll_seconds: float = Field(0.5, gt=0)
     status_cache_seconds: float = Field(

@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -36,6 +35,7 @@ from nexa_engines.store.datasets import DatasetRefError, detect_format
 from nexa_engines.store.signing import PlatformTrust, SigningKey, countersign
 from nexa_gateway.db import Artifact, Job, utcnow
 from nexa_gateway.errors import ApiError, not_found
+from nexa_gateway.services import uploads
 from nexa_gateway.services.jobs import decode_cursor, encode_cursor
 
 log = logging.getLogger("nexa.gateway.artifacts")
@@ -58,29 +58,6 @@ def dataset_contract(row: Artifact) -> Dataset:
     )
 
 
-def _inspect_table(path: Path, fmt: str) -> tuple[int, list[str]]:
-    """Row count and columns; raises ApiError 400 when the file is not what it claims to be."""
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            meta = pq.ParquetFile(path)
-            return meta.metadata.num_rows, list(meta.schema_arrow.names)
-        if fmt == "jsonl":
-            import pyarrow.json as pj
-
-            table = pj.read_json(path)
-        else:
-            import pyarrow.csv as pc
-
-            table = pc.read_csv(path)
-        return table.num_rows, list(table.column_names)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise ApiError(
-            400, "dataset_unreadable", f"the uploaded file is not valid {fmt}: {exc}", field="file"
-        ) from exc
-
-
 def upload_dataset(
     session: Session,
     store: ArtifactStore,
@@ -100,18 +77,12 @@ def upload_dataset(
     writer = store.begin("dataset", dataset_id)
     try:
         target = writer.path / f"data.{fmt}"
-        written = 0
-        with target.open("wb") as out:
-            while chunk := stream.read(_CHUNK):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise ApiError(
-                        413, "payload_too_large", f"upload exceeds the {max_bytes}-byte limit", field="file"
-                    )
-                out.write(chunk)
+        written = uploads.copy_upload(
+            stream, target, max_bytes=max_bytes, gzipped=filename.lower().endswith(".gz")
+        )
         if written == 0:
             raise ApiError(400, "dataset_unreadable", "the uploaded file is empty", field="file")
-        num_rows, columns = _inspect_table(target, fmt)
+        num_rows, columns = uploads.inspect_table(target, fmt)
         manifest = writer.commit(
             tenant_id=tenant_id,
             config={"source": "upload", "filename": filename},
