@@ -75,6 +75,8 @@ from nexa_engines.worker_client import (
 log = logging.getLogger("nexa.worker")
 
 MAX_LINES_PER_REQUEST = 10_000  # LogLines.lines limit
+MAX_LINE_CHARS = 8192  # one log line; longer ones are cut, saying how much
+MAX_BATCH_CHARS = 1 << 20  # per request: under the gateway's request body cap (NEXA_MAX_REQUEST_BYTES)
 MAX_FAIL_MESSAGE = 20_000  # FailReport.message limit
 
 
@@ -244,7 +246,12 @@ class JobReporter:
 
     def log(self, line: str) -> None:
         """Buffer one line (multi-line strings become several lines)."""
-        parts = str(line).splitlines() or [""]
+        parts = [
+            p
+            if len(p) <= MAX_LINE_CHARS
+            else p[: MAX_LINE_CHARS - 30] + f" … [{len(p) - MAX_LINE_CHARS + 30} chars cut]"
+            for p in str(line).splitlines() or [""]
+        ]
         with self._lock:
             self._lines.extend(parts)
             excess = len(self._lines) - self.max_buffered
@@ -320,7 +327,12 @@ class JobReporter:
                     "while the gateway was unreachable"
                 )
                 self._dropped = 0
-            take = MAX_LINES_PER_REQUEST - len(batch)
+            # Bounded in lines and in bytes: a batch stays well under the gateway's body cap.
+            size, take = 0, 0
+            limit = MAX_LINES_PER_REQUEST - len(batch)
+            while take < min(limit, len(self._lines)) and size < MAX_BATCH_CHARS:
+                size += len(self._lines[take]) + 8
+                take += 1
             batch.extend(self._lines[:take])
             del self._lines[:take]
             self._last_flush = now

@@ -99,7 +99,8 @@ def test_descriptions_and_nullables_survive() -> None:
     judge = spec["properties"]["audit"]["properties"]["judge"]
     assert judge["nullable"] is True and judge["type"] == "object"
     assert judge["properties"]["timeout_seconds"]["exclusiveMinimum"] is True
-    assert spec["properties"]["metadata"]["additionalProperties"] == {"type": "string"}
+    assert spec["properties"]["metadata"]["additionalProperties"] == {"type": "string", "maxLength": 4096}
+    assert spec["properties"]["metadata"]["maxProperties"] == 64
     assert spec["properties"]["train"]["properties"]["deepspeed_stage"]["enum"] == [0, 1, 2, 3]
 
 

@@ -23,6 +23,8 @@ from nexa.contracts import (
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
 from nexa_engines.store.local import LocalArtifactStore
 from nexa_engines.worker import (
+    MAX_BATCH_CHARS,
+    MAX_LINE_CHARS,
     AttemptState,
     JobReporter,
     WorkerRuntime,
@@ -194,6 +196,20 @@ def test_buffer_overflow_drops_oldest_lines_and_says_so() -> None:
     reporter.pump(force=True)
     assert "3 earlier log lines were dropped" in gateway.all_lines[0]
     assert gateway.all_lines[1:] == ["3", "4", "5", "6", "7"]
+
+
+def test_log_batches_stay_under_the_gateways_body_cap() -> None:
+    gateway, clock = FakeGateway(), Clock()
+    reporter, _ = reporter_for(gateway, clock)
+    reporter.log("x" * 100_000)
+    for _ in range(400):
+        reporter.log("y" * 8000)
+    reporter.pump(force=True)
+    assert len(gateway.log_batches) > 1
+    assert all(sum(len(line) for line in batch) <= MAX_BATCH_CHARS + 8192 for batch in gateway.log_batches)
+    cut = gateway.all_lines[0]
+    assert len(cut) <= MAX_LINE_CHARS and cut.endswith("chars cut]")
+    assert gateway.all_lines[1:] == ["y" * 8000] * 400  # every line, in order
 
 
 def test_a_409_on_logs_marks_the_attempt_lost_and_stops_all_reporting() -> None:

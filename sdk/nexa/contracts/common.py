@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,61}[A-Za-z0-9])?$")]
 LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=r"^[A-Za-z0-9_.\-]*$")]
-Tier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")]
+Tier = Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")]
 
 
 class StrictModel(BaseModel):
@@ -40,10 +40,16 @@ class JobOptions(StrictModel):
     resources: Resources = Field(default_factory=Resources, description="Hardware the job needs.")
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first; ties run oldest first.")
     labels: dict[LabelKey, LabelValue] = Field(
-        default_factory=dict, description="Key/value labels; `GET /v1/jobs?label=k=v` filters on them."
+        default_factory=dict,
+        max_length=64,
+        description="Key/value labels; `GET /v1/jobs?label=k=v` filters on them.",
     )
-    metadata: dict[str, str] = Field(
-        default_factory=dict, description="Free-form annotations kept with the job (not indexed)."
+    metadata: dict[
+        Annotated[str, StringConstraints(max_length=256)], Annotated[str, StringConstraints(max_length=4096)]
+    ] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Free-form annotations kept with the job (not indexed).",
     )
     timeout_seconds: int = Field(
         24 * 3600, ge=1, le=14 * 24 * 3600, description="Wall-clock limit for one attempt."

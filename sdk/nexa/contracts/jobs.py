@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, UrlConstraints
 
 from nexa.contracts.common import JobOptions, StrictModel
 from nexa.contracts.refs import Ref
@@ -19,10 +19,12 @@ from nexa.contracts.refs import Ref
 # check exactly the fields nexa.contracts.refs.job_references finds.
 DatasetRef = Annotated[str, StringConstraints(min_length=1, max_length=2048), Ref("dataset")]
 IdField = Annotated[str, StringConstraints(pattern=r"^[a-z]+_[a-z2-7]{26}$")]
-CheckpointRef = Annotated[str, StringConstraints(pattern=r"^[a-z]+_[a-z2-7]{26}$"), Ref("checkpoint")]
+CheckpointRef = Annotated[
+    str, StringConstraints(max_length=40, pattern=r"^[a-z]+_[a-z2-7]{26}$"), Ref("checkpoint")
+]
 ModelRef = Annotated[str, StringConstraints(min_length=1, max_length=500), Ref("model")]
 TeacherRef = Annotated[str, StringConstraints(min_length=1, max_length=500), Ref("teacher")]
-UrlRef = Annotated[AnyHttpUrl, Ref("url")]
+UrlRef = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048), Ref("url")]
 
 
 class JobType(StrEnum):
@@ -59,6 +61,7 @@ class JudgeConfig(StrictModel):
     model: str = Field(min_length=1, max_length=200, description="Model name sent in the request.")
     api_key_env: str | None = Field(
         None,
+        max_length=128,
         pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="Name of the environment variable on the worker that holds the API key.",
     )
@@ -73,8 +76,8 @@ class AuditSpec(JobOptions):
     dataset_uri: DatasetRef = Field(
         description="Dataset to audit: a `ds_…` id, an `s3://` URI, or a local path / `file://` URI under an allowed root."
     )
-    text_columns: list[str] | None = Field(
-        None, description="Columns holding text; detected from common names when unset."
+    text_columns: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = Field(
+        None, max_length=64, description="Columns holding text; detected from common names when unset."
     )
     ngram: int = Field(5, ge=1, le=32, description="Word n-gram size for near-duplicate shingles.")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
@@ -95,7 +98,7 @@ class DistillSpec(JobOptions):
         description="Teacher: 'provider/model' (OpenAI-compatible), a `dp_…` deployment, or a local model path.",
     )
     teacher_base_url: UrlRef | None = Field(None, description="OpenAI-compatible endpoint root.")
-    teacher_api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    teacher_api_key_env: str | None = Field(None, max_length=128, pattern=r"^[A-Z_][A-Z0-9_]*$")
     system_prompt: str | None = Field(None, max_length=20_000)
     max_samples: int | None = Field(None, ge=1)
     max_tokens: int = Field(512, ge=1, le=32_768)
@@ -110,7 +113,7 @@ class GenerateSpec(JobOptions):
     num_samples: int = Field(100, ge=1, le=10_000_000)
     teacher: TeacherRef
     teacher_base_url: UrlRef | None = None
-    teacher_api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    teacher_api_key_env: str | None = Field(None, max_length=128, pattern=r"^[A-Z_][A-Z0-9_]*$")
     max_tokens: int = Field(512, ge=1, le=32_768)
     temperature: float = Field(0.9, ge=0.0, le=2.0)
     concurrency: int = Field(8, ge=1, le=256)
@@ -120,7 +123,9 @@ class LoraConfig(StrictModel):
     r: int = Field(8, ge=1, le=1024)
     alpha: int = Field(16, ge=1, le=4096)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | None = None
+    target_modules: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] | None = Field(
+        None, max_length=64
+    )
 
 
 class TrainHyperparameters(StrictModel):
@@ -172,7 +177,7 @@ class EvaluateSpec(JobOptions):
     dataset_id: DatasetRef | None = Field(
         None, description="Evaluation data; the training hold-out when unset."
     )
-    metrics: list[EvalMetric] = Field(default_factory=_default_eval_metrics)
+    metrics: list[EvalMetric] = Field(default_factory=_default_eval_metrics, max_length=16)
     judge: JudgeConfig | None = None
     compare_base: bool = Field(True, description="Also score the base model the checkpoint came from.")
     max_samples: int | None = Field(None, ge=1)
@@ -193,11 +198,16 @@ class ContainerSpec(JobOptions):
     """Any image and command: the field-agnostic workload."""
 
     image: str = Field(min_length=1, max_length=500, description="Container image reference.")
-    command: list[str] = Field(default_factory=list, max_length=256)
-    args: list[str] = Field(default_factory=list, max_length=1024)
-    env: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(
-        default_factory=dict
+    command: list[Annotated[str, StringConstraints(max_length=8192)]] = Field(
+        default_factory=list, max_length=256
     )
+    args: list[Annotated[str, StringConstraints(max_length=8192)]] = Field(
+        default_factory=list, max_length=1024
+    )
+    env: dict[
+        Annotated[str, StringConstraints(max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
+        Annotated[str, StringConstraints(max_length=32768)],
+    ] = Field(default_factory=dict, max_length=256)
 
 
 JOB_SPECS: dict[JobType, type[JobOptions]] = {
