@@ -34,7 +34,7 @@ from nexa_gateway.routes import (
     worker_store,
     workers,
 )
-from nexa_gateway.services import grants, queue, signing
+from nexa_gateway.services import grants, jobsignals, queue, signing
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
 from nexa_gateway.services.keys import KeyResolver, ensure_tenant, set_role, store_api_key
@@ -78,7 +78,7 @@ def _reap_once(state: AppState) -> None:
         reaped = queue.reap_expired(
             session, lambda job_type, status: state.metrics.jobs_finished.labels(job_type, status).inc()
         )
-    state.jobs.invalidate(reaped.changed)
+    state.job_changed(reaped.changed)
     for job in reaped.finished:
         state.metrics.observe_job_finished(job)
     if reaped.lease_expired:
@@ -129,14 +129,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_bootstrap, state)
-        reaper = asyncio.create_task(_reaper(state))
+        state.signals.bind(asyncio.get_running_loop())
+        tasks = [asyncio.create_task(_reaper(state))]
+        if db.is_postgres and settings.backend == "sql":
+            # Log streams on this replica hear of lines and ends that reach another one.
+            tasks.append(asyncio.create_task(jobsignals.listen(settings.database_url, state.signals)))
         try:
             yield
         finally:
             await state.backend.close()
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             db.dispose()
 
     app = FastAPI(

@@ -88,7 +88,12 @@ class Settings(BaseSettings):
         description="Below this much free disk where the gateway writes, /readyz says not ready.",
     )
     key_cache_seconds: float = Field(5.0, ge=0)
-    log_poll_seconds: float = Field(0.5, gt=0)
+    log_poll_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Log streams wake when a job changes; this is only their safety re-read for a missed "
+        "signal.",
+    )
     status_cache_seconds: float = Field(
         1.0, ge=0, description="How long another replica's change to a job may go unseen by this one."
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,11 +14,14 @@ from nexa_gateway.db import Database
 from nexa_gateway.metrics import GatewayMetrics
 from nexa_gateway.ratelimit import RateLimiter
 from nexa_gateway.services.jobcache import JobCache
+from nexa_gateway.services.jobsignals import JobSignals, announce
 from nexa_gateway.services.keys import KeyResolver
 from nexa_gateway.settings import Settings
 
 if TYPE_CHECKING:
     from nexa_gateway.backends.base import JobBackend
+
+log = logging.getLogger("nexa.gateway")
 
 
 @dataclass
@@ -32,6 +37,22 @@ class AppState:
     # The platform's manifest-signing key (gateway only, never a worker's) and what it trusts.
     platform_key: SigningKey | None = None
     trust: PlatformTrust = field(default_factory=PlatformTrust)
+    signals: JobSignals = field(default_factory=JobSignals)
+
+    def job_changed(self, job_ids: Iterable[str]) -> None:
+        """After a commit that changed these jobs: drop cached bodies and wake their log streams here
+        and, with PostgreSQL, on every replica."""
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return
+        self.jobs.invalidate(ids)
+        self.signals.notify(ids)
+        if self.db.is_postgres:
+            try:
+                with self.db.session() as session:
+                    announce(session, ids)
+            except Exception as exc:  # a missed signal costs latency only: streams re-read on a timer
+                log.warning("could not announce a job change to other replicas: %s", type(exc).__name__)
 
     @property
     def allowed_roots(self) -> list[Path]:

@@ -488,4 +488,5 @@ class KubernetesJobBackend:
             if time.monotonic() - last_sent > _KEEPALIVE_SECONDS:
                 yield ": keep-alive\n\n"
                 last_sent = time.monotonic()
-            await asyncio.sleep(self.state.settings.log_poll_seconds)
+            # Pod logs have no change signal to wait on: poll them, at most once a second.
+            await asyncio.sleep(min(1.0, self.state.settings.log_poll_seconds))

@@ -70,7 +70,7 @@ class SqlJobBackend:
                 if finished_type
                 else None
             )
-        self.state.jobs.invalidate([job_id])
+        self.state.job_changed([job_id])
         if finished is not None:
             self.state.metrics.jobs_finished.labels(finished.job_type, "cancelled").inc()
             self.state.metrics.observe_job_finished(finished)

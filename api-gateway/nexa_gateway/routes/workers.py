@@ -99,7 +99,7 @@ def _claim_once(state: AppState, worker: Worker, body: ClaimRequest) -> ClaimedJ
             claimed.legacy_artifacts = grants.legacy_artifacts(session, state.trust, named)
         queue.touch_worker(session, worker.id)
     if claimed is not None:
-        state.jobs.invalidate([claimed.job_id])
+        state.job_changed([claimed.job_id])
         state.metrics.claims.labels(claimed.job_type.value).inc()
     return claimed
 
@@ -154,7 +154,7 @@ def progress(
         _refused(state, exc)
         raise
     session.commit()
-    state.jobs.invalidate([job_id])
+    state.job_changed([job_id])
     return Response(status_code=204)
 
 
@@ -169,6 +169,7 @@ def logs(
         _refused(state, exc)
         raise
     session.commit()
+    state.job_changed([job_id])  # wakes the job's log streams
     return Response(status_code=204)
 
 
@@ -189,7 +190,7 @@ def complete(
         _refused(state, exc)
         raise
     session.commit()
-    state.jobs.invalidate([job_id])
+    state.job_changed([job_id])
     state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
     if done.job is not None:
         state.metrics.observe_job_finished(done.job)
@@ -209,7 +210,7 @@ def fail(
         _refused(state, exc)
         raise
     session.commit()
-    state.jobs.invalidate([job_id])
+    state.job_changed([job_id])
     if done.changed and done.status in queue.TERMINAL_STATES:
         state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
     if done.job is not None:

@@ -5,11 +5,16 @@ that reconnects with ``Last-Event-ID: N`` gets exactly the lines after N. The
 stream reads the job's state *before* each batch of lines: when a terminal
 state was read and no line follows, every line has been sent (workers cannot
 write after the job ended: their writes are fenced), and ``event: end`` closes it.
+
+Between reads a stream sleeps until the job changes (``jobsignals``): idle
+streams cost no queries, and a new line reaches the client as soon as it is
+committed. ``log_poll_seconds`` is only the safety re-read for a missed signal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -53,10 +58,19 @@ def format_event(seq: int, attempt: int, at: str, line: str) -> str:
 async def log_event_stream(
     state: AppState, request: Request, job_id: str, *, after: int, follow: bool
 ) -> AsyncIterator[str]:
+    with state.signals.subscribe(job_id) as changed:
+        async for chunk in _stream(state, request, job_id, changed, after=after, follow=follow):
+            yield chunk
+
+
+async def _stream(
+    state: AppState, request: Request, job_id: str, changed: asyncio.Event, *, after: int, follow: bool
+) -> AsyncIterator[str]:
     last = after
     last_sent = time.monotonic()
     yield "retry: 2000\n\n"
     while True:
+        changed.clear()  # before reading: a change that lands during the read wakes the next wait
         batch = await run_in_threadpool(_fetch, state, job_id, last)
         if batch.lines:
             chunk = []
@@ -76,7 +90,16 @@ async def log_event_stream(
             return
         if await request.is_disconnected():
             return
-        if time.monotonic() - last_sent > _KEEPALIVE_SECONDS:
-            yield ": keep-alive\n\n"
-            last_sent = time.monotonic()
-        await asyncio.sleep(state.settings.log_poll_seconds)
+        # Sleep until the job changes; wake for a keep-alive, or for the slow safety re-read.
+        while True:
+            quiet = time.monotonic() - last_sent
+            if quiet >= _KEEPALIVE_SECONDS:
+                yield ": keep-alive\n\n"
+                last_sent = time.monotonic()
+                quiet = 0.0
+            timeout = min(_KEEPALIVE_SECONDS - quiet, state.settings.log_poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout)
+                break
+            if time.monotonic() - last_sent < _KEEPALIVE_SECONDS:
+                break  # the safety re-read is due
