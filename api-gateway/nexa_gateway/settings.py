@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     )
     key_cache_seconds: float = Field(5.0, ge=0)
     log_poll_seconds: float = Field(
-        10.0,
+        60.0,
         gt=0,
         description="Log streams wake when a job changes; this is only their safety re-read for a missed "
         "signal.",

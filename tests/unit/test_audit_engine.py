@@ -371,3 +371,30 @@ def test_a_judge_on_a_non_public_address_is_refused_before_any_request(tmp_path:
     with pytest.raises(EngineError) as info:
         run(make_ctx(tmp_path), AuditSpec(dataset_uri=str(source), judge=judge))
     assert info.value.code == "url_not_allowed"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_datasets_wider_than_the_column_cap_are_refused_before_arrow_reads_them(
+    tmp_path: Path, fmt: str
+) -> None:
+    from nexa_engines.store.datasets import MAX_DATASET_COLUMNS
+
+    names = [f"c{i}" for i in range(MAX_DATASET_COLUMNS + 1)]
+    path = tmp_path / f"wide.{fmt}"
+    if fmt == "csv":
+        path.write_text(",".join(names) + "\n" + ",".join("x" for _ in names) + "\n")
+    elif fmt == "jsonl":
+        path.write_text(json.dumps(dict.fromkeys(names, "x")) + "\n")
+    else:
+        pq.write_table(pa.table({n: ["x"] for n in names}), path)
+    with pytest.raises(EngineError) as caught:
+        list(DatasetReader(path, fmt).iter_batches())
+    assert caught.value.code == "too_many_columns" and str(MAX_DATASET_COLUMNS) in caught.value.message
+    narrow = tmp_path / f"narrow.{fmt}"
+    if fmt == "csv":
+        narrow.write_text(",".join(names[:-1]) + "\n" + ",".join("x" for _ in names[:-1]) + "\n")
+    elif fmt == "jsonl":
+        narrow.write_text(json.dumps(dict.fromkeys(names[:-1], "x")) + "\n")
+    else:
+        pq.write_table(pa.table({n: ["x"] for n in names[:-1]}), narrow)
+    assert sum(b.num_rows for b in DatasetReader(narrow, fmt).iter_batches()) == 1

@@ -15,12 +15,13 @@ from typing import IO
 
 import pyarrow as pa
 
+from nexa_engines.store.datasets import MAX_DATASET_COLUMNS
 from nexa_gateway.errors import ApiError
 
 CHUNK = 1 << 20
 # A row (one JSONL line, one CSV record) larger than this is refused: it is no training example.
 MAX_ROW_BYTES = 16 << 20
-MAX_COLUMNS = 4096
+MAX_COLUMNS = MAX_DATASET_COLUMNS
 # A gzip upload may inflate to at most this many times its compressed size (a zip bomb inflates 1000x+).
 MAX_GZIP_RATIO = 200
 _JSONL_BLOCK = 8 << 20

@@ -6,6 +6,8 @@ on when an input too large to keep in memory is read again to write the scored c
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +18,15 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from nexa_engines.engine import EngineError
+from nexa_engines.store.datasets import MAX_DATASET_COLUMNS
 
 FORMATS = ("parquet", "jsonl", "csv")
 # CSV and JSON types are inferred from the first block; a large block makes a type
 # that changes deep in the file (a column of numbers that later holds text) rare.
 _TEXT_BLOCK_BYTES = 32 << 20
 MIN_BATCH_ROWS = 1024
+# How much of a text file's start is read to count its columns (a header longer than this is cut).
+_HEAD_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,32 @@ class DatasetReader:
         except (pa.ArrowException, OSError) as exc:
             raise self._fail(exc) from exc
 
+    def _check_width(self) -> None:
+        """Refuse a CSV/JSONL whose first record has more than ``MAX_DATASET_COLUMNS`` columns.
+
+        Checked on the first line before Arrow reads a block: a narrow file of very
+        many columns costs Arrow far more memory than its size (a 10 MB CSV of
+        100k columns would take gigabytes).
+        """
+        with pa.input_stream(str(self.path), compression="detect") as raw:
+            head = raw.read(_HEAD_BYTES)
+        first = head.split(b"\n", 1)[0]
+        if self.format == "csv":
+            width = len(next(csv.reader([first.decode("utf-8", "replace")]), []))
+        else:
+            try:
+                record = json.loads(first) if first.strip() else {}
+            except ValueError:
+                return  # not one whole JSON object on the first line: Arrow says what is wrong
+            width = len(record) if isinstance(record, dict) else 0
+        if width > MAX_DATASET_COLUMNS:
+            raise EngineError(
+                "too_many_columns",
+                f"{self.path.name} has {width} columns; at most {MAX_DATASET_COLUMNS} are read",
+            )
+
     def _open_stream(self) -> pa.RecordBatchReader:
+        self._check_width()
         # "detect" decompresses by extension (.jsonl.gz).
         source = pa.input_stream(str(self.path), compression="detect")
         if self.format == "csv":
@@ -107,6 +137,11 @@ class DatasetReader:
         if self.format == "parquet":
             files = self._parquet_files()
             schema = pq.ParquetFile(files[0]).schema_arrow
+            if len(schema) > MAX_DATASET_COLUMNS:
+                raise EngineError(
+                    "too_many_columns",
+                    f"{files[0].name} has {len(schema)} columns; at most {MAX_DATASET_COLUMNS} are read",
+                )
             for file in files:
                 parquet = pq.ParquetFile(file)
                 meta = parquet.metadata

@@ -67,6 +67,8 @@ _EXTENSIONS: tuple[tuple[str, DatasetFormat], ...] = (
     (".json", "jsonl"),
     (".csv", "csv"),
 )
+# The widest dataset read or uploaded: Arrow's memory grows with columns, not just bytes.
+MAX_DATASET_COLUMNS = 4096
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ACCEPTED = "a dataset id (ds_…), s3://bucket/key, hf://datasets/…, or an absolute path under a granted root"

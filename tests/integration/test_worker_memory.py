@@ -1,0 +1,83 @@
+"""A worker gives the memory of a finished attempt back: two large audits in a row, RSS read from /proc.
+
+Memory is judged against the process's own high-water mark (``VmHWM``), not a
+fixed figure, so the test means the same on any machine: the job must have
+grown the worker by a lot, and the idle worker afterwards must be back near
+where it started, after the first job and after the second.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nexa_engines.sample_data import generate_sft_dataset
+from tests.fixtures.gateway_proc import GatewayFactory, GatewayProcess, WorkerFactory
+
+pytestmark = pytest.mark.integration
+
+MIB = 1 << 20
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def _audit(gw: GatewayProcess, path: Path) -> None:
+    url, headers = gw.url, gw.headers()
+    r = httpx.post(f"{url}/v1/audit", json={"dataset_uri": str(path)}, headers=headers, timeout=30)
+    assert r.status_code == 201, r.text
+    job_id = r.json()["job_id"]
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=30).json()
+        if job["status"] in ("completed", "failed", "cancelled"):
+            assert job["status"] == "completed", job.get("error")
+            return
+        time.sleep(0.5)
+    pytest.fail(f"audit {job_id} did not finish in 600 s")
+
+
+def _settled_rss_kib(pid: int, ceiling_kib: int) -> int:
+    # The attempt's last report races its cleanup by a moment: give the worker time to go idle.
+    deadline = time.monotonic() + 60
+    rss = _status_kib(pid, "VmRSS")
+    while rss > ceiling_kib and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rss = _status_kib(pid, "VmRSS")
+    return rss
+
+
+def test_an_idle_worker_returns_the_memory_of_its_last_attempt(
+    gateway_factory: GatewayFactory, worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    path = tmp_path / "large.parquet"
+    generate_sft_dataset(path, num_rows=200_000, seed=21)
+    gw = gateway_factory()
+    worker = worker_factory(gw, "measured", extra_args=["--job-types", "audit"])
+    small = tmp_path / "small.parquet"
+    generate_sft_dataset(small, num_rows=200, seed=1)
+    _audit(gw, small)  # engines imported and warm: the baseline is a worker that has run a job
+    time.sleep(2.0)  # past the attempt's cleanup
+    baseline = _status_kib(worker.pid, "VmRSS")
+
+    for run in (1, 2):
+        _audit(gw, path)
+        peak = _status_kib(worker.pid, "VmHWM")
+        grown = peak - baseline
+        assert grown > 200 * 1024, (
+            f"the audit should grow the worker by far more than 200 MiB (grew {grown} KiB)"
+        )
+        # Back within a quarter of what the job took, however large that was.
+        allowed = baseline + grown // 4
+        rss = _settled_rss_kib(worker.pid, allowed)
+        assert rss <= allowed, (
+            f"run {run}: idle worker holds {rss // 1024} MiB; started at {baseline // 1024} MiB, "
+            f"peaked at {peak // 1024} MiB"
+        )
