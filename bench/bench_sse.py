@@ -8,7 +8,7 @@ alternate "no streams" and "streams open", so both see the same machine state;
 each reports requests/s, p50 and p99 latency and the gateway's CPU seconds.
 The goal (issue 12): p99 with streams within 2x of p99 without.
 
-    .venv/bin/python bench/bench_sse.py [--streams 1000] [--rounds 3] [--duration 10] [--source DIR]
+    .venv/bin/python bench/bench_sse.py [--quick] [--streams 1000] [--rounds 3] [--duration 10] [--source DIR]
 
 ``--source DIR`` runs the gateway from another checkout's packages (e.g. a
 ``git worktree`` of an older commit) to measure the code before a change.
@@ -119,7 +119,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--source", type=Path, default=None, help="run the gateway from this checkout")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 50 streams, one short round")
     args = parser.parse_args()
+    if args.quick:
+        args.streams, args.rounds, args.duration, args.warmup = 50, 1, 2.0, 0.5
 
     summary = machine_summary()
     print_machine(summary)

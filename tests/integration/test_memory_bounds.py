@@ -81,3 +81,58 @@ def test_an_idle_worker_returns_the_memory_of_its_last_attempt(
             f"run {run}: idle worker holds {rss // 1024} MiB; started at {baseline // 1024} MiB, "
             f"peaked at {peak // 1024} MiB"
         )
+
+
+def _reset_peak(pid: int) -> None:
+    # Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def test_uploads_and_downloads_stream_through_the_gateway(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = gateway_factory()
+    data = tmp_path / "big.csv"
+    with data.open("w") as out:
+        out.write("id,text,score\n")
+        row = 0
+        while out.tell() < 64 * MIB:
+            out.write(
+                f'{row},"row {row}: the quick brown fox jumps over the lazy dog, twice over",{row % 7}\n'
+            )
+            row += 1
+    headers = gw.headers()
+    httpx.get(f"{gw.url}/v1/datasets", headers=headers, timeout=30)  # routes warm
+    time.sleep(1.0)
+    _reset_peak(gw.pid)
+    before = _status_kib(gw.pid, "VmRSS")
+    with data.open("rb") as handle:
+        r = httpx.post(
+            f"{gw.url}/v1/datasets", files={"file": ("big.csv", handle)}, headers=headers, timeout=300
+        )
+    assert r.status_code == 201, r.text
+    assert r.json()["num_rows"] == row
+    upload_growth = _status_kib(gw.pid, "VmHWM") - before
+    # The whole file parsed at once would take several times its 64 MiB.
+    assert upload_growth < 96 * 1024, f"a 64 MiB upload grew the gateway by {upload_growth // 1024} MiB"
+
+    time.sleep(1.0)
+    _reset_peak(gw.pid)
+    before = _status_kib(gw.pid, "VmRSS")
+    url = f"{gw.url}/v1/artifacts/{r.json()['dataset_id']}/files/data.csv"
+
+    def download(_: int) -> int:
+        total = 0
+        with httpx.stream("GET", url, headers=headers, timeout=300) as response:
+            assert response.status_code == 200
+            for chunk in response.iter_bytes():
+                total += len(chunk)
+        return total
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        sizes = list(pool.map(download, range(4)))
+    assert sizes == [data.stat().st_size] * 4
+    download_growth = _status_kib(gw.pid, "VmHWM") - before
+    assert download_growth < 64 * 1024, f"four downloads grew the gateway by {download_growth // 1024} MiB"
