@@ -25,6 +25,7 @@ MAX_COLUMNS = MAX_DATASET_COLUMNS
 # A gzip upload may inflate to at most this many times its compressed size (a zip bomb inflates 1000x+).
 MAX_GZIP_RATIO = 200
 _JSONL_BLOCK = 8 << 20
+_CSV_BLOCK = 1 << 20
 
 
 def _too_large(limit: int, what: str = "upload") -> ApiError:
@@ -133,22 +134,34 @@ def _inspect_jsonl(path: Path) -> tuple[int, list[str]]:
 
 
 def _inspect_csv(path: Path) -> tuple[int, list[str]]:
-    """Rows and header, streaming record batches with every column read as text (no type guessing)."""
+    """Rows and header, streaming small blocks with only the first column decoded (as text).
+
+    Arrow's CSV reader needs several times its block size, so blocks are 1 MiB; a
+    row longer than that (Arrow: "straddling") is read again with blocks of
+    ``MAX_ROW_BYTES``, and a row longer than that is refused.
+    """
+    for block in (_CSV_BLOCK, MAX_ROW_BYTES):
+        try:
+            return _count_csv(path, block)
+        except pa.ArrowInvalid as exc:
+            if "straddling" not in str(exc):
+                raise _unreadable("csv", exc) from exc
+    raise _row_too_large()
+
+
+def _count_csv(path: Path, block: int) -> tuple[int, list[str]]:
     import pyarrow.csv as pc
 
-    read = pc.ReadOptions(block_size=MAX_ROW_BYTES)
-    try:
-        with pc.open_csv(path, read_options=read) as head:
-            names = _check_columns(list(head.schema.names))
-        as_text = pc.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
-        rows = 0
-        with pc.open_csv(path, read_options=read, convert_options=as_text) as reader:
-            for batch in reader:
-                rows += batch.num_rows
-    except pa.ArrowInvalid as exc:
-        if "straddling" in str(exc):
-            raise _row_too_large() from exc
-        raise _unreadable("csv", exc) from exc
+    read = pc.ReadOptions(block_size=block, use_threads=False)
+    parse = pc.ParseOptions(newlines_in_values=True)  # text fields hold line breaks inside quotes
+    with pc.open_csv(path, read_options=read, parse_options=parse) as head:
+        names = _check_columns(list(head.schema.names))
+    # Counting rows needs the parser, not the values: decode one column, as text (no type guessing).
+    first = pc.ConvertOptions(column_types={names[0]: pa.string()}, include_columns=names[:1])
+    rows = 0
+    with pc.open_csv(path, read_options=read, parse_options=parse, convert_options=first) as reader:
+        for batch in reader:
+            rows += batch.num_rows
     return rows, names
 
 
