@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 LINT_PATHS := sdk api-gateway engines operator tests bench rust/python rust/scripts
 # Benchmark scripts run by `make bench`, in order (paths relative to the repo root).
-BENCHES ?= bench/bench_gateway.py bench/bench_claims.py bench/bench_sse.py bench/bench_minhash.py bench/bench_audit_e2e.py \
+BENCHES ?= bench/bench_gateway.py bench/bench_claims.py bench/bench_sse.py bench/bench_audit_memory.py bench/bench_minhash.py bench/bench_audit_e2e.py \
 	bench/bench_packing.py bench/bench_packing_train.py bench/bench_serving.py bench/bench_operator.py
 # cargo builds and tests the PyO3 crate against the venv's interpreter.
 CARGO_ENV := PYO3_PYTHON=$(CURDIR)/$(PY)

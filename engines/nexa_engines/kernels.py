@@ -222,8 +222,8 @@ def near_duplicate_clusters(
     """
     _announce()
     sig = np.ascontiguousarray(signatures)
-    if sig.ndim != 2 or sig.dtype not in (np.uint32, np.uint64):
-        raise ValueError("signatures must be a 2-D uint32 or uint64 array")
+    if sig.ndim != 2 or sig.dtype not in (np.uint16, np.uint32, np.uint64):
+        raise ValueError("signatures must be a 2-D uint16, uint32 or uint64 array")
     ok = np.ascontiguousarray(valid, dtype=np.bool_)
     if ok.shape != (sig.shape[0],):
         raise ValueError(f"valid must hold one flag per row ({sig.shape[0]}), got shape {ok.shape}")

@@ -20,9 +20,6 @@ gateway requeues the job with the next attempt.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import gc
 import importlib.metadata
 import json
 import logging
@@ -63,6 +60,7 @@ from nexa.contracts import (
 )
 from nexa.contracts.refs import job_references
 from nexa_engines.engine import EngineContext, EngineError, EngineFn, JobCancelled
+from nexa_engines.memory import release_unused_memory
 from nexa_engines.store.access import AccessDenied, check_reference, roots_within
 from nexa_engines.store.signing import PlatformTrust
 from nexa_engines.worker_client import (
@@ -667,23 +665,8 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
     send_final_report(client, state, report)
     shutil.rmtree(job_dir, ignore_errors=True)
     del ctx, result, error
-    release_memory()
-
-
-def release_memory() -> None:
-    """Give the memory a finished attempt freed back to the OS, so an idle worker stays small.
-
-    Freed Python objects, Arrow buffers and tensors go back to their allocators,
-    which keep the pages for reuse; a worker that ran one 2 GB audit would hold
-    2 GB while idle. The Arrow pool and glibc are asked to return unused pages.
-    """
-    gc.collect()
-    arrow = sys.modules.get("pyarrow")
-    if arrow is not None:
-        with contextlib.suppress(Exception):
-            arrow.default_memory_pool().release_unused()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    # An idle worker should not hold the gigabytes its last attempt used.
+    release_unused_memory(collect=True)
 
 
 # --- the loop ------------------------------------------------------------------------

@@ -30,13 +30,29 @@ pub fn text_hashes(texts: &TextColumn<'_>, out: &mut [u64]) {
 /// A read-only rows x permutations signature matrix of u32 or u64 entries.
 #[derive(Clone, Copy)]
 pub enum Signatures<'a> {
+    /// The low 16 bits of each MinHash value (what the audit keeps: a quarter of the memory).
+    U16(&'a [u16], usize),
     U32(&'a [u32], usize),
     U64(&'a [u64], usize),
+}
+
+#[inline]
+fn mix_band<T: Copy + Into<u64>>(values: &[T], mut acc: u64) -> u64 {
+    for &v in values {
+        acc = (acc ^ v.into()).wrapping_mul(BAND_MULT);
+    }
+    acc
+}
+
+#[inline]
+fn count_equal<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x == y).count()
 }
 
 impl Signatures<'_> {
     pub fn rows(&self) -> usize {
         match *self {
+            Signatures::U16(s, p) => s.len() / p,
             Signatures::U32(s, p) => s.len() / p,
             Signatures::U64(s, p) => s.len() / p,
         }
@@ -44,44 +60,31 @@ impl Signatures<'_> {
 
     pub fn width(&self) -> usize {
         match *self {
-            Signatures::U32(_, p) | Signatures::U64(_, p) => p,
+            Signatures::U16(_, p) | Signatures::U32(_, p) | Signatures::U64(_, p) => p,
         }
     }
 
     #[inline]
     fn band_key(&self, row: usize, band: usize, rows_per_band: usize) -> u64 {
-        let mut acc = band as u64 + 1;
+        let acc = band as u64 + 1;
         let start = row * self.width() + band * rows_per_band;
-        match *self {
-            Signatures::U32(s, _) => {
-                for &v in &s[start..start + rows_per_band] {
-                    acc = (acc ^ v as u64).wrapping_mul(BAND_MULT);
-                }
-            }
-            Signatures::U64(s, _) => {
-                for &v in &s[start..start + rows_per_band] {
-                    acc = (acc ^ v).wrapping_mul(BAND_MULT);
-                }
-            }
-        }
-        mix64(acc)
+        let end = start + rows_per_band;
+        mix64(match *self {
+            Signatures::U16(s, _) => mix_band(&s[start..end], acc),
+            Signatures::U32(s, _) => mix_band(&s[start..end], acc),
+            Signatures::U64(s, _) => mix_band(&s[start..end], acc),
+        })
     }
 
     /// How many signature entries rows `u` and `v` share.
     #[inline]
     fn equal_entries(&self, u: usize, v: usize) -> usize {
         let p = self.width();
+        let (a, b) = (u * p..(u + 1) * p, v * p..(v + 1) * p);
         match *self {
-            Signatures::U32(s, _) => s[u * p..(u + 1) * p]
-                .iter()
-                .zip(&s[v * p..(v + 1) * p])
-                .filter(|(x, y)| x == y)
-                .count(),
-            Signatures::U64(s, _) => s[u * p..(u + 1) * p]
-                .iter()
-                .zip(&s[v * p..(v + 1) * p])
-                .filter(|(x, y)| x == y)
-                .count(),
+            Signatures::U16(s, _) => count_equal(&s[a], &s[b]),
+            Signatures::U32(s, _) => count_equal(&s[a], &s[b]),
+            Signatures::U64(s, _) => count_equal(&s[a], &s[b]),
         }
     }
 }
@@ -211,6 +214,17 @@ mod tests {
         let (labels, pairs) = near_duplicate_clusters(&s, &[true, true, true, false], 0.9, 2, 2);
         assert_eq!(labels, [0, 1, 0, 3]);
         assert_eq!(pairs, 1);
+    }
+
+    #[test]
+    fn sixteen_bit_signatures_cluster_like_wider_ones() {
+        let wide: Vec<u32> = [0x1_0001, 2, 3, 4, 9, 9, 9, 9, 0x5_0001, 2, 3, 4].to_vec();
+        let low: Vec<u16> = wide.iter().map(|&v| v as u16).collect();
+        let (a, _) = near_duplicate_clusters(&Signatures::U32(&wide, 4), &[true; 3], 0.9, 2, 2);
+        let (b, _) = near_duplicate_clusters(&Signatures::U16(&low, 4), &[true; 3], 0.9, 2, 2);
+        // Rows 0 and 2 differ only above bit 16: the 16-bit view sees them as equal there.
+        assert_eq!(a, [0, 1, 2]);
+        assert_eq!(b, [0, 1, 0]);
     }
 
     #[test]

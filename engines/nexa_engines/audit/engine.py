@@ -39,6 +39,7 @@ from nexa_engines.audit.report import (
     tier_rules_text,
 )
 from nexa_engines.engine import EngineContext, EngineError
+from nexa_engines.memory import release_unused_memory
 from nexa_engines.store.datasets import DatasetRefError, fetch_dataset
 
 OUTPUT_COLUMNS = ("nexa_score", "nexa_flags", "nexa_cluster", "nexa_judge_score")
@@ -51,7 +52,9 @@ SCAN_BATCH_BYTES = 32 << 20
 SCAN_BATCH_ROWS = 131_072
 # The scan keeps the input's batches (Arrow buffers: the dataset about as large as it
 # is decoded) for writing the scored copy while they fit in this many bytes.
-KEEP_INPUT_BYTES = 1 << 30
+KEEP_INPUT_BYTES = 128 << 20
+# How much input the scan works through between handing freed memory back to the OS.
+RELEASE_EVERY_BYTES = 128 << 20
 # A column whose dictionary outgrows this is written plain: free text gives up after a
 # few KiB of hashing instead of the default 1 MiB, while labels and ids stay encoded.
 DICTIONARY_PAGE_BYTES = 64 << 10
@@ -75,6 +78,7 @@ class _Scan:
     # the input's batches for the scored copy; None once they outgrow KEEP_INPUT_BYTES
     kept: list[pa.RecordBatch] | None = field(default_factory=list)
     kept_bytes: int = 0
+    since_release: int = 0
 
     def keep(self, batch: pa.RecordBatch) -> None:
         if self.kept is None:
@@ -84,6 +88,24 @@ class _Scan:
             self.kept = None
         else:
             self.kept.append(batch)
+
+
+def _drain(pieces: list[np.ndarray], shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """One array of the per-batch pieces, freeing each piece once copied.
+
+    ``np.concatenate`` would hold the pieces and the whole at once: for signatures,
+    twice ``4 x num_perm`` bytes per row at the audit's peak.
+    """
+    out: np.ndarray = np.empty(shape, dtype=dtype)
+    at = 0
+    pieces.reverse()
+    while pieces:
+        piece = pieces.pop()
+        out[at : at + len(piece)] = piece
+        at += len(piece)
+    if at != shape[0]:
+        raise AssertionError(f"scan kept {at} rows of {shape[0]}")
+    return out
 
 
 def _snippet(text: str) -> str:
@@ -138,7 +160,9 @@ def _scan(ctx: EngineContext, spec: AuditSpec, reader: DatasetReader, columns: l
             fields=text.fields if len(text.fields) > 1 else None,
         )
         sig, hashes, word_counts = dedup.fingerprints(texts, spec.ngram, a, b)
-        scan.signatures.append(sig)
+        # The low 16 bits of each value: LSH and the Jaccard estimate lose nothing that matters
+        # (a false match has odds 2**-16 per entry), and a million rows take 256 MB, not 512.
+        scan.signatures.append(sig.astype(np.uint16))
         scan.hashes.append(hashes)
         scan.has_words.append(word_counts > 0)
         scan.flags.append(result.flags)
@@ -149,6 +173,12 @@ def _scan(ctx: EngineContext, spec: AuditSpec, reader: DatasetReader, columns: l
             _sample_for_judge(scan, batch, columns, rng, spec.judge.sample_size)
         scan.keep(batch)
         scan.rows += batch.num_rows
+        scan.since_release += batch.nbytes
+        if scan.since_release >= RELEASE_EVERY_BYTES:
+            # The allocators keep the pages of each batch's scratch for reuse; over a long scan
+            # that is hundreds of MB on top of what the scan keeps. Hand them back now and then.
+            release_unused_memory()
+            scan.since_release = 0
         done = scan.rows / total if total else 1.0 - 1.0 / (1.0 + scan.rows / 50_000)
         ctx.progress(0.02 + 0.58 * done, f"scanned {scan.rows} rows")
     return scan
@@ -262,9 +292,9 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
     n = scan.rows
     ctx.usage("rows", n)
     ctx.log(f"scanned {n} rows")
-    flags = np.concatenate(scan.flags) if n else np.zeros(0, dtype=np.uint16)
-    has_words = np.concatenate(scan.has_words) if n else np.zeros(0, dtype=bool)
-    hashes = np.concatenate(scan.hashes) if n else np.zeros((0, 2), dtype=np.uint64)
+    flags = _drain(scan.flags, (n,), np.uint16)
+    has_words = _drain(scan.has_words, (n,), np.bool_)
+    hashes = _drain(scan.hashes, (n, 2), np.uint64)
     first = dedup.first_occurrence(hashes, has_words)
     del hashes
     exact = first != np.arange(n)
@@ -273,8 +303,7 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
     ctx.progress(0.62, "finding near duplicates")
 
     bands, band_rows = minhash.choose_bands(spec.near_dup_threshold, spec.num_perm)
-    sig = np.concatenate(scan.signatures) if n else np.zeros((0, spec.num_perm), dtype=np.uint32)
-    scan.signatures.clear()
+    sig = _drain(scan.signatures, (n, spec.num_perm), np.uint16)
     clusters, verified_pairs = dedup.near_duplicate_clusters(
         sig, has_words, spec.near_dup_threshold, bands, band_rows
     )

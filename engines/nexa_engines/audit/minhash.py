@@ -172,12 +172,12 @@ def choose_bands(
 
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """One uint64 key per (row, band): equal keys mean the band's signature slice is equal."""
-    sig64 = sig.astype(np.uint64, copy=False)
     keys = np.zeros((sig.shape[0], bands), dtype=np.uint64)
     for band in range(bands):
         acc = np.full(sig.shape[0], np.uint64(band + 1), dtype=np.uint64)
         for col in range(band * rows, (band + 1) * rows):
-            acc = (acc ^ sig64[:, col]) * _BAND_MULT
+            # One column widened at a time: never a uint64 copy of the whole signature matrix.
+            acc = (acc ^ sig[:, col].astype(np.uint64)) * _BAND_MULT
         keys[:, band] = _mix64(acc)
     return keys
 
