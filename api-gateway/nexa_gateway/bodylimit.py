@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nexa_gateway.errors import error_body
+from nexa_gateway.rawresponse import send_json
 
 # (method, path) pairs whose routes enforce a larger limit of their own while streaming.
 _STREAMED = (
@@ -39,20 +40,8 @@ class BodyLimit:
         return any(method == m and pattern.match(path) for m, pattern in _STREAMED)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            error_body("payload_too_large", f"request body exceeds the {self.limit}-byte limit", "body")
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = f"request body exceeds the {self.limit}-byte limit"
+        await send_json(send, 413, json.dumps(error_body("payload_too_large", message, "body")).encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._exempt(scope):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from nexa_gateway.rawresponse import send_json
 from nexa_gateway.services.keys import WORKER_TOKEN_PREFIX
 from nexa_gateway.state import AppState
 
@@ -69,15 +70,5 @@ class StatusFastPath:
             state.limiter.refund(principal.key_id)  # the app takes its own token and answers 429
             return False
         scope["route"] = _V1_ROUTE if scope["path"].startswith("/v1/") else _SPEC_ROUTE
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 200, body)
         return True
