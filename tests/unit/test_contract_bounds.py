@@ -7,6 +7,7 @@ the CRDs and OpenAPI carry), so a new unbounded field fails here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,10 @@ def _unbounded(schema: dict[str, Any], defs: dict[str, Any], where: str, seen: s
         for option in schema.get(key, []):
             found += _unbounded(option, defs, where, seen)
     kind = schema.get("type")
-    if kind == "string" and "maxLength" not in schema and "enum" not in schema and "const" not in schema:
+    # A file part (binary content) is bounded by the upload limit, not by the schema.
+    binary = schema.get("format") == "binary" or "contentMediaType" in schema
+    exempt = "enum" in schema or "const" in schema or binary
+    if kind == "string" and "maxLength" not in schema and not exempt:
         found.append(f"{where}: string without maxLength")
     if kind == "array":
         if "maxItems" not in schema:
@@ -67,3 +71,23 @@ def test_the_walk_finds_an_unbounded_field() -> None:
         "x.names: list without maxItems",
         "x.names[]: string without maxLength",
     ]
+
+
+def test_every_request_body_and_query_of_the_api_is_bounded(tmp_path: Path) -> None:
+    from nexa_gateway.main import create_app
+    from nexa_gateway.settings import Settings
+
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'n.db'}", artifact_root=tmp_path / "a"))
+    spec = app.openapi()
+    defs = spec["components"]["schemas"]
+    problems: list[str] = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                problems += _unbounded(media.get("schema", {}), defs, where, set())
+            for parameter in operation.get("parameters", []):
+                problems += _unbounded(
+                    parameter.get("schema", {}), defs, f"{where} ?{parameter['name']}", set()
+                )
+    assert problems == []

@@ -20,7 +20,7 @@ def upload_dataset(
     principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
-    file: Annotated[UploadFile, File(description="A parquet, jsonl or csv file.")],
+    file: Annotated[UploadFile, File(description="A parquet, jsonl, jsonl.gz or csv file.")],
     name: Annotated[str | None, Form(max_length=200)] = None,
 ) -> Dataset:
     """Upload a dataset file; it gets a `ds_…` id usable in every job."""

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import StringConstraints
 
 from nexa.contracts import Job, JobEvent, JobList, JobState, JobType
 from nexa_gateway.deps import CurrentPrincipal, StateDep
@@ -24,7 +25,10 @@ def list_jobs(
     state: StateDep,
     type: Annotated[JobType | None, Query(description="Only jobs of this type.")] = None,
     status: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
-    label: Annotated[list[str], Query(description="`key=value`; repeat to require several.")] = [],  # noqa: B006
+    label: Annotated[
+        list[Annotated[str, StringConstraints(max_length=200)]],
+        Query(max_length=16, description="`key=value`; repeat to require several."),
+    ] = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobList:

@@ -11,9 +11,9 @@ worker that lost its lease can never overwrite the attempt that replaced it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from nexa.contracts.common import StrictModel, Tier
 from nexa.contracts.jobs import JobType
@@ -33,7 +33,9 @@ class WorkerRegister(StrictModel):
     )
     hardware: HardwareProfile = Field(default_factory=HardwareProfile)
     job_types: list[JobType] = Field(
-        default_factory=lambda: list(JobType), description="Job types this worker has engines for."
+        default_factory=lambda: list(JobType),
+        max_length=32,
+        description="Job types this worker has engines for.",
     )
     version: str | None = Field(None, max_length=64)
 
@@ -62,7 +64,9 @@ class WorkerRegistered(BaseModel):
 
 
 class ClaimRequest(StrictModel):
-    job_types: list[JobType] | None = Field(None, description="Restrict the claim to these types.")
+    job_types: list[JobType] | None = Field(
+        None, max_length=32, description="Restrict the claim to these types."
+    )
     wait_seconds: float = Field(0.0, ge=0.0, le=30.0, description="Long-poll up to this long for a job.")
 
 
@@ -113,21 +117,25 @@ class ProgressReport(StrictModel):
 
 class LogLines(StrictModel):
     attempt: int = Field(ge=1, le=100_000)
-    lines: list[str] = Field(max_length=10_000)
+    lines: list[Annotated[str, StringConstraints(max_length=16_384)]] = Field(max_length=10_000)
 
 
 class UsageRecord(StrictModel):
-    kind: str = Field(pattern=r"^[a-z_]{1,32}$", description="rows, tokens, prompt_tokens, gpu_seconds, …")
+    kind: str = Field(
+        max_length=32, pattern=r"^[a-z_]{1,32}$", description="rows, tokens, prompt_tokens, gpu_seconds, …"
+    )
     amount: float = Field(ge=0, le=1e15)
 
 
 class ResultReport(StrictModel):
     attempt: int = Field(ge=1, le=100_000)
     result: dict[str, Any]
-    artifacts: list[str] = Field(
-        default_factory=list, description="Artifact ids this attempt produced; registered only on acceptance."
+    artifacts: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="Artifact ids this attempt produced; registered only on acceptance.",
     )
-    usage: list[UsageRecord] = Field(default_factory=list)
+    usage: list[UsageRecord] = Field(default_factory=list, max_length=64)
 
 
 class FailReport(StrictModel):
@@ -135,4 +143,4 @@ class FailReport(StrictModel):
     code: str = Field(min_length=1, max_length=100)
     message: str = Field(max_length=20_000)
     retryable: bool = Field(False, description="True when another attempt may succeed.")
-    usage: list[UsageRecord] = Field(default_factory=list)
+    usage: list[UsageRecord] = Field(default_factory=list, max_length=64)
