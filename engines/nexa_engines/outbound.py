@@ -13,7 +13,9 @@ policy into allowlist-only: public addresses outside the list are refused too.
 ``nexa up`` allows loopback, since it serves one user on their own machine.
 
 A name is checked as written at submit (no lookup there) and again, resolved,
-just before the call; every address it resolves to must pass.
+just before the job calls it; every address it resolves to must pass. The HTTP
+clients then connect through ``outbound_transport``, which checks the addresses
+again at each connection and connects only to a vetted one (no DNS rebinding).
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ def _deny(url: str, why: str) -> AccessDenied:
     )
 
 
-def _address_allowed(policy: OutboundPolicy, address: IPAddress) -> bool:
+def address_allowed(policy: OutboundPolicy, address: IPAddress) -> bool:
+    """Listed by the allowlist, or public (unless the policy is allowlist-only)."""
     if policy.address_listed(address):
         return True
     return not policy.only_allowlist and is_public(address)
@@ -123,15 +126,13 @@ def check_url(url: str, *, resolve: bool = False, policy: OutboundPolicy | None 
     except ValueError:
         literal = None
     if literal is not None:
-        if not _address_allowed(policy, literal):
+        if not address_allowed(policy, literal):
             raise _deny(url, f"{literal} is not a public address")
         return url
     if policy.host_listed(host):
         return url
-    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") or host.lower().endswith(
-        ".localhost"
-    ):
-        if not _address_allowed(policy, ipaddress.ip_address("127.0.0.1")):
+    if is_localhost_name(host):
+        if not address_allowed(policy, ipaddress.ip_address("127.0.0.1")):
             raise _deny(url, "localhost is not a public address")
         return url
     if policy.only_allowlist and not resolve:
@@ -141,9 +142,15 @@ def check_url(url: str, *, resolve: bool = False, policy: OutboundPolicy | None 
         if not addresses and policy.only_allowlist:
             raise _deny(url, f"{host} does not resolve to an allowed address")
         for address in addresses:
-            if not _address_allowed(policy, address):
+            if not address_allowed(policy, address):
                 raise _deny(url, f"{host} resolves to {address}, which is not allowed")
     return url
+
+
+def is_localhost_name(host: str) -> bool:
+    """Names that mean this machine whatever DNS says (RFC 6761)."""
+    name = host.lower().rstrip(".")
+    return name in ("localhost", "localhost.localdomain") or name.endswith(".localhost")
 
 
 def resolved_addresses(host: str, port: int | None) -> list[IPAddress]:

@@ -127,7 +127,9 @@ class _Flaky(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def flaky_server() -> Any:
+def flaky_server(monkeypatch: pytest.MonkeyPatch) -> Any:
+    # The teacher client connects only where the outbound policy allows: loopback, as `nexa up` does.
+    monkeypatch.setenv("NEXA_OUTBOUND_ALLOWLIST", "127.0.0.0/8")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

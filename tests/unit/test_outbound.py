@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_address
+from typing import Any
+
+import httpx
 import pytest
 
 from nexa_engines.outbound import OutboundPolicy, check_url
@@ -104,3 +112,68 @@ def test_worker_keys_go_only_to_their_providers_endpoint() -> None:
     assert key_for_url("CORP_API_KEY", "https://llm.corp.example/v1", env=allowed) == "c"
     with pytest.raises(AccessDenied):
         check_key_env_name("NEXA_API_KEY")
+
+
+class _Echo(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = (self.headers.get("Host") or "").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+LOOPBACK = OutboundPolicy.from_env({"NEXA_OUTBOUND_ALLOWLIST": "127.0.0.0/8"})
+
+
+def test_connections_are_vetted_when_they_open_not_only_before(
+    loopback_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nexa_engines import outbound_transport
+
+    # DNS rebinding: the name passed check_url as a public address; now it answers loopback.
+    monkeypatch.setattr(
+        outbound_transport, "resolved_addresses", lambda host, port: [ip_address("127.0.0.1")]
+    )
+    url = f"http://rebind.example:{loopback_server}/"
+    with httpx.Client(transport=outbound_transport.policy_transport(OutboundPolicy())) as client:
+        with pytest.raises(httpx.ConnectError, match="127.0.0.1, which is not allowed"):
+            client.get(url)
+        with pytest.raises(httpx.ConnectError, match="not an allowed address"):
+            client.get(f"http://127.0.0.1:{loopback_server}/")
+    # Where loopback is allowed, the connection goes to the vetted address itself (the name is
+    # not resolvable at all) and the request still names the host it was made for.
+    with httpx.Client(transport=outbound_transport.policy_transport(LOOPBACK)) as client:
+        answer = client.get(url)
+    assert answer.status_code == 200 and answer.text == f"rebind.example:{loopback_server}"
+
+
+def test_the_async_transport_vets_connections_too(
+    loopback_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nexa_engines import outbound_transport
+
+    monkeypatch.setattr(
+        outbound_transport, "resolved_addresses", lambda host, port: [ip_address("127.0.0.1")]
+    )
+
+    async def fetch(policy: OutboundPolicy) -> str:
+        transport = outbound_transport.async_policy_transport(policy)
+        async with httpx.AsyncClient(transport=transport) as client:
+            return (await client.get(f"http://rebind.example:{loopback_server}/")).text
+
+    with pytest.raises(httpx.ConnectError, match="not allowed"):
+        asyncio.run(fetch(OutboundPolicy()))
+    assert asyncio.run(fetch(LOOPBACK)) == f"rebind.example:{loopback_server}"

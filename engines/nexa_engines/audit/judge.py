@@ -137,6 +137,7 @@ async def _score_all(
     backoff_base: float,
 ) -> JudgeOutcome:
     from nexa_engines.outbound import check_url
+    from nexa_engines.outbound_transport import async_policy_transport
     from nexa_engines.store.access import AccessDenied
 
     try:
@@ -153,7 +154,12 @@ async def _score_all(
     counter = [0]
     semaphore = asyncio.Semaphore(config.concurrency)
     async with httpx.AsyncClient(
-        base_url=base_url, headers=headers, timeout=config.timeout_seconds, limits=limits
+        base_url=base_url,
+        headers=headers,
+        timeout=config.timeout_seconds,
+        limits=limits,
+        # Connections go only where the outbound policy allows, checked as each one opens.
+        transport=async_policy_transport(limits=limits),
     ) as client:
 
         async def run(i: int) -> None:

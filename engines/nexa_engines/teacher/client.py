@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from nexa_engines.outbound_transport import policy_transport
+
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
@@ -59,7 +61,8 @@ class ChatClient:
         self.max_retries = max_retries
         self._sleep = sleep
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(timeout=timeout, headers=headers, transport=transport)
+        # Connections go only where the outbound policy allows, checked as each one opens.
+        self._http = httpx.Client(timeout=timeout, headers=headers, transport=transport or policy_transport())
         self.requests = 0
         self.retries = 0
 
