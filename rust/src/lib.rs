@@ -234,10 +234,12 @@ fn near_duplicate_clusters(
         Some(2) => Signatures::U16(sig_buf.slice("signatures")?, num_perm),
         Some(4) => Signatures::U32(sig_buf.slice("signatures")?, num_perm),
         Some(8) => Signatures::U64(sig_buf.slice("signatures")?, num_perm),
-        Some(_) => return Err(PyValueError::new_err(format!(
+        Some(_) => {
+            return Err(PyValueError::new_err(format!(
             "signatures must be a ({n}, {num_perm}) uint16, uint32 or uint64 array, got {} bytes",
             raw.len()
-        ))),
+        )))
+        }
     };
     if n > 0 && !raw.len().is_multiple_of(n * num_perm) {
         return Err(PyValueError::new_err(
