@@ -372,15 +372,17 @@ def _serving_container(endpoint: dict[str, Any], config: OperatorConfig) -> dict
             }
         },
     }
+    image = spec.get("image") or config.serving_image
+    # The platform's storage credentials go only into the platform's own serving image: a
+    # NexaEndpoint may name any image, and that image must not read every tenant's artifacts.
+    store_access = s3_credentials_env(config) if image == config.serving_image else []
     container: dict[str, Any] = {
         "name": "server",
-        "image": spec.get("image") or config.serving_image,
+        "image": image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["python", "-m", "nexa_engines.serve"],
         "args": args,
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())]
-        + s3_credentials_env(config)
-        + [key_env],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())] + store_access + [key_env],
         "ports": [{"name": "http", "containerPort": SERVING_PORT}],
         "resources": container_resources(options),
         "securityContext": container_security,

@@ -252,6 +252,21 @@ def test_serving_pods_check_callers(gateway_url: str | None, checks_tenant_keys:
     assert key["valueFrom"]["secretKeyRef"]["name"] == builders.endpoint_key_secret(endpoint)
 
 
+def test_only_the_platforms_serving_image_gets_storage_credentials() -> None:
+    endpoint = builders.endpoint_object(nexajob(JobType.deploy, DeploySpec(checkpoint_id=CKPT)))
+    endpoint["metadata"]["uid"] = "ep"
+
+    def env_names(image: str | None) -> set[str]:
+        if image is not None:
+            endpoint["spec"]["image"] = image
+        server = builders.build_deployment(endpoint, CONFIG)["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"] for e in server["env"]}
+
+    assert {"NEXA_S3_ACCESS_KEY", "NEXA_S3_SECRET_KEY"} <= env_names(None)
+    assert {"NEXA_S3_ACCESS_KEY", "NEXA_S3_SECRET_KEY"} <= env_names(CONFIG.serving_image)
+    assert not {"NEXA_S3_ACCESS_KEY", "NEXA_S3_SECRET_KEY"} & env_names("attacker/any:latest")
+
+
 def test_fixed_size_endpoint_has_no_hpa() -> None:
     endpoint = builders.endpoint_object(nexajob(JobType.deploy, DeploySpec(checkpoint_id=CKPT)))
     endpoint["metadata"]["uid"] = "ep"
