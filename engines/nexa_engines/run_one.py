@@ -45,6 +45,7 @@ from nexa.contracts.crd import (
 )
 from nexa.contracts.refs import job_references
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
+from nexa_engines.host_resources import prefer_passive_waits
 from nexa_engines.store.access import AccessDenied, check_reference
 from nexa_engines.store.factory import default_local_root, parse_bool, store_from_env
 from nexa_engines.worker import json_result
@@ -253,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenant", default="default")
     parser.add_argument("--spec-json", required=True, help="the job's contract spec as JSON")
     args = parser.parse_args(argv)
+    prefer_passive_waits()  # before anything imports torch
     cancel = threading.Event()
 
     def on_term(signum: int, frame: FrameType | None) -> None:

@@ -60,7 +60,7 @@ from nexa.contracts import (
 )
 from nexa.contracts.refs import job_references
 from nexa_engines.engine import EngineContext, EngineError, EngineFn, JobCancelled
-from nexa_engines.memory import release_unused_memory
+from nexa_engines.host_resources import prefer_passive_waits, release_unused_memory
 from nexa_engines.store.access import AccessDenied, check_reference, roots_within
 from nexa_engines.store.signing import PlatformTrust
 from nexa_engines.worker_client import (
@@ -937,6 +937,7 @@ def quiet_http_logs() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     args = _parse_args(argv)
+    prefer_passive_waits()  # before anything imports torch
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -29,7 +29,9 @@ router = APIRouter(prefix="/v1/workers/jobs/{job_id}/store", tags=["workers"])
 
 JobIdPath = Annotated[str, Path(min_length=1, max_length=64)]
 ArtifactIdPath = Annotated[str, Path(min_length=1, max_length=64)]
-AttemptQuery = Annotated[int, Query(ge=1, description="The attempt the worker runs; stale attempts get 409.")]
+AttemptQuery = Annotated[
+    int, Query(ge=1, le=100_000, description="The attempt the worker runs; stale attempts get 409.")
+]
 Kind = Literal["dataset", "distill", "checkpoint", "eval", "deployment"]
 _CHUNK = 1 << 20
 

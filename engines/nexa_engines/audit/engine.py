@@ -39,7 +39,7 @@ from nexa_engines.audit.report import (
     tier_rules_text,
 )
 from nexa_engines.engine import EngineContext, EngineError
-from nexa_engines.memory import release_unused_memory
+from nexa_engines.host_resources import release_unused_memory
 from nexa_engines.store.datasets import DatasetRefError, fetch_dataset
 
 OUTPUT_COLUMNS = ("nexa_score", "nexa_flags", "nexa_cluster", "nexa_judge_score")

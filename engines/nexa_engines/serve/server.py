@@ -73,6 +73,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the server until a stop request or a signal; returns the exit code."""
     args = _parse(argv)
+    from nexa_engines.host_resources import prefer_passive_waits
+
+    prefer_passive_waits()  # before anything imports torch
     logging.basicConfig(
         level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

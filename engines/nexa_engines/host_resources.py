@@ -1,4 +1,6 @@
-"""Handing freed memory back to the operating system.
+"""Being a good neighbour on a shared machine: memory handed back, threads that sleep when idle.
+
+Handing freed memory back to the operating system:
 
 Freed Python objects, Arrow buffers and tensors go back to their allocators
 (pymalloc, Arrow's pool, glibc malloc), which keep the pages for reuse. In a
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import os
 import sys
 
 
@@ -24,3 +27,15 @@ def release_unused_memory(*, collect: bool = False) -> None:
             arrow.default_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def prefer_passive_waits() -> None:
+    """Let OpenMP's idle threads sleep instead of spin (unless ``OMP_WAIT_POLICY`` is already set).
+
+    Call before torch is imported: libgomp reads the policy once, when it loads.
+    Spinning threads assume they own their cores; on a machine shared with other
+    work one preempted thread stalls every parallel region. A small torch training
+    loop on 2 cores beside one busy process ran 12x slower spinning than sleeping
+    (3.86 s against 0.33 s; 0.32 s on an idle machine either way).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
