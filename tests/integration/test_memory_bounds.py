@@ -73,7 +73,9 @@ def test_an_idle_worker_returns_the_memory_of_its_last_attempt(
         _audit(gw, path)
         peak = _status_kib(worker.pid, "VmHWM")
         grown = peak - baseline
-        assert grown > 200 * 1024, f"the audit should grow the worker by far more than 200 MiB (grew {grown} KiB)"
+        assert grown > 200 * 1024, (
+            f"the audit should grow the worker by far more than 200 MiB (grew {grown} KiB)"
+        )
         # Most of what the job took is handed back: the idle worker keeps under half of it.
         allowed = baseline + grown // 2
         rss = _settled_rss_kib(worker.pid, allowed)
