@@ -62,7 +62,7 @@ services: ## Make sure the servers the integration tests start (PostgreSQL) are 
 lint: venv ## ruff, mypy (strict for the SDK and operator), CRD drift, cargo fmt/clippy, stubtest
 	@$(PY) -m ruff check --quiet --output-format=concise $(LINT_PATHS)
 	@$(PY) -m ruff format --check --quiet $(LINT_PATHS)
-	@$(PY) -m mypy --strict --no-error-summary sdk/nexa operator/nexa_operator
+	@$(PY) -m mypy --strict --no-error-summary sdk/nexa sdk/nexa_forge operator/nexa_operator
 	@$(PY) -m nexa_operator.crdgen --check
 	@$(PY) -m mypy --no-error-summary api-gateway/nexa_gateway engines/nexa_engines
 	@cd rust && cargo fmt --check

@@ -26,6 +26,7 @@ from nexa_gateway.routes import (
     artifacts,
     datasets,
     deployments,
+    forge,
     health,
     jobs,
     keys,
@@ -161,7 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (submit, jobs):
         app.include_router(module.router, responses=ERROR_RESPONSES)
         app.include_router(module.spec_router, responses=ERROR_RESPONSES)
-    for module in (datasets, artifacts, deployments, keys, nodes, admin, workers, worker_store):
+    for module in (datasets, artifacts, deployments, keys, nodes, admin, workers, worker_store, forge):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router, responses={503: ERROR_RESPONSES[422] | {"description": "Not ready."}})
     return app

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from nexa.contracts.catalog import CatalogEntry
+
 
 def nexa_home() -> Path:
     """``$NEXA_HOME``, else ``~/.nexa``: where a standalone Nexa keeps its state."""
@@ -61,6 +63,24 @@ class Settings(BaseSettings):
         None,
         description="The platform's Ed25519 seed (64 hex); unset: kept in $NEXA_HOME/platform-signing.key.",
     )
+    model_catalog: str | None = Field(
+        None,
+        description="Model names users may write (e.g. 'Mistral-7B'), over the built-in ones: a JSON object "
+        "of name → Hugging Face id, absolute model directory, or {base_url, model, api_key_env}; or the path "
+        "of a JSON file holding one (nexa.contracts.catalog).",
+    )
+    default_teacher: str | None = Field(
+        None,
+        max_length=500,
+        description="The teacher of a distill or generate request that names none: a catalog name, "
+        "provider/model, dp_… or a model path; unset: such requests answer 422 teacher_required.",
+    )
+    default_model: str = Field(
+        "Mistral-7B",
+        min_length=1,
+        max_length=500,
+        description="The base model of a train request that names none (the SPEC's default).",
+    )
     worker_secret: str | None = None
     worker_store_access: Literal["auto", "gateway", "direct"] = Field(
         "auto",
@@ -105,6 +125,19 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
         return value
+
+    @field_validator("model_catalog")
+    @classmethod
+    def _readable_catalog(cls, value: str | None) -> str | None:
+        from nexa.contracts.catalog import parse_catalog
+
+        parse_catalog(value)  # a bad catalog stops the gateway at start, with the entry named
+        return value
+
+    def catalog(self) -> dict[str, CatalogEntry]:
+        from nexa.contracts.catalog import parse_catalog
+
+        return parse_catalog(self.model_catalog)
 
     @field_validator("bootstrap_api_key")
     @classmethod

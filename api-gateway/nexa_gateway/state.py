@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nexa.contracts.catalog import CatalogEntry
 from nexa_engines.store.base import ArtifactStore
 from nexa_engines.store.signing import PlatformTrust, SigningKey
 from nexa_gateway.db import Database
@@ -38,6 +39,11 @@ class AppState:
     platform_key: SigningKey | None = None
     trust: PlatformTrust = field(default_factory=PlatformTrust)
     signals: JobSignals = field(default_factory=JobSignals)
+    # The model catalog, read once from the settings (checked when they were loaded).
+    catalog: dict[str, CatalogEntry] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.catalog = self.settings.catalog()
 
     def job_changed(self, job_ids: Iterable[str]) -> None:
         """After a commit that changed these jobs: drop cached bodies and wake their log streams here

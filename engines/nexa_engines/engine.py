@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from nexa.contracts.catalog import CatalogEntry
+
 if TYPE_CHECKING:
     from nexa_engines.store.access import Access
     from nexa_engines.store.base import ArtifactStore
@@ -62,6 +64,8 @@ class EngineContext:
     scratch_roots: list[Path] = field(default_factory=list)
     # Keys for the tenant's own deployments this job calls (handed over with the claim).
     endpoint_keys: dict[str, str] = field(default_factory=dict)
+    # The platform's model catalog (names like "Mistral-7B"), from the claim or the pod's settings.
+    catalog: dict[str, CatalogEntry] = field(default_factory=dict)
     # Inputs named by id must carry the platform's signature (None: signing is off here).
     trust: PlatformTrust | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
@@ -79,6 +83,7 @@ class EngineContext:
             protected=protected_dirs(self.store, [self.workdir, *self.scratch_roots]),
             trust=self.trust,
             job_id=self.job_id,
+            catalog=self.catalog,
         )
 
     def progress(self, fraction: float, message: str | None = None) -> None:

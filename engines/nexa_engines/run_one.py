@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from nexa.contracts import JobType, spec_for
+from nexa.contracts.catalog import CATALOG_SETTING, CatalogError, parse_catalog
 from nexa.contracts.crd import (
     EXIT_FATAL,
     EXIT_RETRYABLE,
@@ -194,6 +195,10 @@ def run(
     except (ValueError, ValidationError) as exc:
         return _fail(env, attempt, "invalid_spec", f"the job's spec is invalid: {exc}", retryable=False)
     try:
+        catalog = parse_catalog(env.get(CATALOG_SETTING))
+    except CatalogError as exc:
+        return _fail(env, attempt, "invalid_catalog", str(exc), retryable=False)
+    try:
         engine = load_engine(job_type)
         store = store_from_env(env)
     except EngineError as exc:
@@ -215,6 +220,7 @@ def run(
         allowed_roots=[
             Path(p) for p in env.get("NEXA_ALLOWED_DATASET_ROOTS", "").split(os.pathsep) if p.strip()
         ],
+        catalog=catalog,
         cancel_event=cancel_event or threading.Event(),
     )
     reporter.log(f"[nexa] {job_type} {job_id} attempt {attempt} started")

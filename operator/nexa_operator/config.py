@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from nexa import __version__
+from nexa.contracts.catalog import CATALOG_SETTING, CatalogError, parse_catalog
 
 DEFAULT_REGISTRY = "ghcr.io/nexa"
 
@@ -51,7 +52,8 @@ class OperatorConfig:
     s3_secret: str | None = "nexa-s3"  # Secret holding the artifact store's credentials
     s3_access_key_key: str = "NEXA_S3_ACCESS_KEY"  # its key with the access key
     s3_secret_key_key: str = "NEXA_S3_SECRET_KEY"  # its key with the secret key
-    store_env: dict[str, str] = field(default_factory=dict)  # NEXA_S3_ENDPOINT … passed to engines
+    # NEXA_S3_ENDPOINT …, NEXA_MODEL_CATALOG: settings passed on to engine and serving pods.
+    store_env: dict[str, str] = field(default_factory=dict)
     tier_label: str = "nexa.run/tier"
     gpu_type_label: str = "nvidia.com/gpu.product"
     kueue_queue: str | None = None
@@ -73,9 +75,20 @@ class OperatorConfig:
             k: v
             for k, v in env.items()
             if k
-            in ("NEXA_S3_ENDPOINT", "NEXA_S3_BUCKET", "NEXA_S3_PREFIX", "NEXA_S3_SECURE", "NEXA_S3_REGION")
+            in (
+                "NEXA_S3_ENDPOINT",
+                "NEXA_S3_BUCKET",
+                "NEXA_S3_PREFIX",
+                "NEXA_S3_SECURE",
+                "NEXA_S3_REGION",
+                CATALOG_SETTING,
+            )
             and v
         }
+        try:
+            parse_catalog(store_env.get(CATALOG_SETTING))
+        except CatalogError as exc:
+            raise ConfigError(str(exc)) from exc
         return cls(
             cpu_image=env.get(prefix + "CPU_IMAGE") or cls.cpu_image,
             cuda_image=env.get(prefix + "CUDA_IMAGE") or cls.cuda_image,

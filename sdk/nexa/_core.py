@@ -498,11 +498,14 @@ def _fallback_error_type(status: int) -> str:
 
 
 def job_options(base: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
-    """A spec dict for a convenience method: its named arguments plus ``**options``, named ones winning."""
+    """A spec dict for a convenience method: its named arguments plus ``**options``.
+
+    A named argument left at None is left out, so the server's default applies.
+    """
     clash = sorted(set(base) & set(options))
     if clash:
         raise TypeError(f"argument given twice: {', '.join(clash)}")
-    return {**options, **base}
+    return {**options, **{k: v for k, v in base.items() if v is not None}}
 
 
 # ---------------------------------------------------------------- pagination

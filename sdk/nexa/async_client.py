@@ -150,21 +150,30 @@ class AsyncNexaClient:
         """Score a dataset's quality (``AuditSpec`` fields as keywords)."""
         return await self.submit(JobType.audit, job_options({"dataset_uri": dataset_uri}, options))
 
-    async def distill(self, dataset_id: str, teacher: str, **options: Any) -> AsyncJobHandle:
-        """Turn a prompt dataset into SFT data with a teacher (``DistillSpec`` fields as keywords)."""
+    async def distill(self, dataset_id: str, teacher: str | None = None, **options: Any) -> AsyncJobHandle:
+        """Turn a prompt dataset into SFT data with a teacher (``DistillSpec`` fields as keywords).
+
+        Without ``teacher`` the platform's default teacher is used (``NEXA_DEFAULT_TEACHER``).
+        """
         return await self.submit(
             JobType.distill, job_options({"dataset_id": dataset_id, "teacher": teacher}, options)
         )
 
     async def generate(
-        self, domain: str, num_samples: int = 100, *, teacher: str, **options: Any
+        self, domain: str, num_samples: int = 100, *, teacher: str | None = None, **options: Any
     ) -> AsyncJobHandle:
         """Produce synthetic data for a domain (``GenerateSpec`` fields as keywords)."""
         base = {"domain": domain, "num_samples": num_samples, "teacher": teacher}
         return await self.submit(JobType.generate, job_options(base, options))
 
-    async def train(self, dataset_id: str, model: str, epochs: int = 1, **options: Any) -> AsyncJobHandle:
-        """Fine-tune ``model`` on a dataset (``TrainSpec`` fields as keywords)."""
+    async def train(
+        self, dataset_id: str, model: str | None = None, epochs: int = 3, **options: Any
+    ) -> AsyncJobHandle:
+        """Fine-tune ``model`` on a dataset (``TrainSpec`` fields as keywords).
+
+        ``model`` is a catalog name (``"Mistral-7B"``), a Hugging Face id, a path or a
+        ``ckpt_…``; without it the platform's default model is used (``NEXA_DEFAULT_MODEL``).
+        """
         base = {"dataset_id": dataset_id, "model": model, "epochs": epochs}
         return await self.submit(JobType.train, job_options(base, options))
 

@@ -4,7 +4,9 @@ A handle wraps the latest ``nexa.contracts.Job`` the gateway returned and the
 client that fetched it, so ``job.refresh()``, ``job.wait()`` and
 ``job.cancel()`` work without passing the client around. Fields read as
 attributes (``job.status``) or, as in the SPEC examples, as keys of the JSON
-form (``job["job_id"]``).
+form (``job["job_id"]``). A handle *is* that JSON form, a ``dict`` kept in step
+with each refresh, so ``dict(job)``, ``job.get("result")`` and
+``json.dumps(job)`` work as the SPEC's ``-> dict`` promises.
 """
 
 from __future__ import annotations
@@ -38,13 +40,23 @@ class LogLine(BaseModel):
         return self.line
 
 
-class BaseJobHandle:
-    """Read access to a job's last known state (shared by the sync and async handles)."""
+class BaseJobHandle(dict[str, Any]):
+    """Read access to a job's last known state (shared by the sync and async handles).
+
+    The dict's items are the job's JSON form as last fetched; changing them changes
+    nothing on the server (and the next refresh replaces them).
+    """
 
     __slots__ = ("_model",)
 
     def __init__(self, model: Job) -> None:
+        super().__init__(model.model_dump(mode="json"))
         self._model = model
+
+    def _set_model(self, model: Job) -> None:
+        self._model = model
+        self.clear()
+        self.update(model.model_dump(mode="json"))
 
     @property
     def model(self) -> Job:
@@ -85,14 +97,8 @@ class BaseJobHandle:
         return self._model.status.terminal
 
     def to_dict(self) -> dict[str, Any]:
-        """The job as JSON-ready data, exactly as the API returns it."""
+        """The job as JSON-ready data, exactly as the API returns it (a plain copy)."""
         return self._model.model_dump(mode="json")
-
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in type(self._model).model_fields
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names not defined on the handle: expose the rest of Job's fields.
@@ -106,9 +112,16 @@ class BaseJobHandle:
     def __eq__(self, other: object) -> bool:
         if isinstance(other, BaseJobHandle):
             return self._model == other._model
-        return NotImplemented
+        return dict.__eq__(self, other)
 
-    __hash__ = None  # type: ignore[assignment]  # a handle's state changes on refresh()
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __reduce__(self) -> Any:
+        # Pickles (and copies) as the plain dict: the client it came from does not travel.
+        return (dict, (dict(self),))
+
+    __hash__ = None  # a handle's state changes on refresh()
 
     def __repr__(self) -> str:
         job = self._model
@@ -130,7 +143,7 @@ class JobHandle(BaseJobHandle):
         self._client = client
 
     def _update(self, other: BaseJobHandle) -> JobHandle:
-        self._model = other.model
+        self._set_model(other.model)
         return self
 
     def refresh(self) -> JobHandle:
@@ -178,7 +191,7 @@ class AsyncJobHandle(BaseJobHandle):
         self._client = client
 
     def _update(self, other: BaseJobHandle) -> AsyncJobHandle:
-        self._model = other.model
+        self._set_model(other.model)
         return self
 
     async def refresh(self) -> AsyncJobHandle:

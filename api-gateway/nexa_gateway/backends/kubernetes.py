@@ -319,7 +319,9 @@ class KubernetesJobBackend:
 
         key = idempotency_key or spec.idempotency_key
         with self.state.db.session() as session:
-            access = tenant_access(session, self.state.settings, self.state.store, tenant_id)
+            access = tenant_access(
+                session, self.state.settings, self.state.store, tenant_id, self.state.catalog
+            )
             check_job_inputs(self.state.store, access, spec)
         namespace = self._namespace(tenant_id)
         self._ensure_namespace(namespace)

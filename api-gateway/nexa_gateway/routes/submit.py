@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Response
 
 from nexa.contracts import JOB_SPECS, Job, JobOptions, JobType
 from nexa_gateway.deps import CurrentPrincipal, StateDep
+from nexa_gateway.services.defaults import with_platform_defaults
 
 router = APIRouter(tags=["jobs"])
 spec_router = APIRouter(tags=["spec"])
@@ -24,14 +25,15 @@ IdempotencyHeader = Annotated[
 ]
 
 
-def _make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignore[no-untyped-def]
+def make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignore[no-untyped-def]
     async def handler(
         body: spec_cls,  # type: ignore[valid-type]
         principal: CurrentPrincipal,
         state: StateDep,
         idempotency_key: IdempotencyHeader = None,
     ) -> Response:
-        job, created = await state.backend.submit(principal.tenant_id, job_type, body, idempotency_key)
+        spec = with_platform_defaults(body, state.settings)
+        job, created = await state.backend.submit(principal.tenant_id, job_type, spec, idempotency_key)
         # Serialized once here; the declared response_model documents the same shape.
         return Response(
             job.model_dump_json().encode(),
@@ -47,7 +49,7 @@ def _make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignor
 for _type, _cls in JOB_SPECS.items():
     router.add_api_route(
         f"/v1/{_type.value}",
-        _make_handler(_type, _cls),
+        make_handler(_type, _cls),
         methods=["POST"],
         response_model=Job,
         status_code=201,
@@ -59,7 +61,7 @@ for _type, _cls in JOB_SPECS.items():
     )
     spec_router.add_api_route(
         f"/{_type.value}",
-        _make_handler(_type, _cls),
+        make_handler(_type, _cls),
         methods=["POST"],
         response_model=Job,
         status_code=201,

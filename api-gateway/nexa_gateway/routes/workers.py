@@ -97,6 +97,7 @@ def _claim_once(state: AppState, worker: Worker, body: ClaimRequest) -> ClaimedJ
             named = referenced_artifacts(spec_for(claimed.job_type, claimed.spec))
             claimed.endpoint_keys = grants.endpoint_keys(session, claimed.tenant_id, named)
             claimed.legacy_artifacts = grants.legacy_artifacts(session, state.trust, named)
+            claimed.catalog = state.catalog
         queue.touch_worker(session, worker.id)
     if claimed is not None:
         state.job_changed([claimed.job_id])

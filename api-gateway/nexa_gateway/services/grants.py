@@ -10,12 +10,14 @@ user's home, working and temp directories; a server grants nothing by default.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from nexa.contracts.catalog import CatalogEntry
 from nexa.contracts.refs import JobReference
 from nexa.ids import is_id
 from nexa_engines.store.access import Access, protected_dirs, roots_within
@@ -43,7 +45,13 @@ def effective_roots(settings: Settings, roots: list[str]) -> list[Path]:
     return roots_within(roots, settings.allowed_dataset_roots)
 
 
-def tenant_access(session: Session, settings: Settings, store: ArtifactStore, tenant_id: str) -> Access:
+def tenant_access(
+    session: Session,
+    settings: Settings,
+    store: ArtifactStore,
+    tenant_id: str,
+    catalog: Mapping[str, CatalogEntry] | None = None,
+) -> Access:
     """The resolver scope for ``tenant_id`` at submit: ownership from the registry table."""
     roots, buckets = granted(session, tenant_id)
 
@@ -56,6 +64,7 @@ def tenant_access(session: Session, settings: Settings, store: ArtifactStore, te
         s3_buckets=tuple(buckets),
         protected=protected_dirs(store, [Path(p) for p in settings.protected_paths()]),
         owner_of=owner,
+        catalog=settings.catalog() if catalog is None else catalog,
     )
 
 

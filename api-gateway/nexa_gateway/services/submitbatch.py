@@ -109,7 +109,7 @@ class SubmitBatcher:
                 if ident not in checked:
                     if request.tenant_id not in scopes:
                         scopes[request.tenant_id] = tenant_access(
-                            session, state.settings, state.store, request.tenant_id
+                            session, state.settings, state.store, request.tenant_id, state.catalog
                         )
                     try:
                         check_job_inputs(state.store, scopes[request.tenant_id], request.spec)

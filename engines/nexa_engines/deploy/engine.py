@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import httpx
 
 from nexa.contracts import DeploySpec, InputSource
+from nexa.contracts.catalog import CATALOG_SETTING, CatalogEntry, catalog_json
 from nexa.contracts.refs import artifact_ref_uri
 from nexa.ids import new_id
 from nexa_engines.engine import EngineContext, EngineError
@@ -66,6 +68,7 @@ def start_server(
     directory: Path,
     tenant_id: str | None = None,
     endpoint_key_sha256: str | None = None,
+    catalog: Mapping[str, CatalogEntry] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """Launch the serving process detached; returns it, its port and its log file."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -85,6 +88,9 @@ def start_server(
         args += ["--tenant", tenant_id, "--gateway-url", os.environ["NEXA_GATEWAY_URL"]]
     env = dict(os.environ)
     env["NEXA_SERVE_KEY_SHA256"] = endpoint_key_sha256 or ""
+    if catalog:
+        # An adapter's base may be a catalog name; the server resolves it as the job did.
+        env[CATALOG_SETTING] = catalog_json(catalog)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             args,
@@ -153,6 +159,7 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
         directory=directory,
         tenant_id=ctx.tenant_id,
         endpoint_key_sha256=key_sha256(endpoint_key),
+        catalog=ctx.catalog,
     )
     local_url = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '::') else bind}:{port}"
     ctx.log(f"serving process {process.pid} starting on port {port} (log {log_path})")

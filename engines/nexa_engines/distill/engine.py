@@ -90,7 +90,13 @@ def run(ctx: EngineContext, spec: DistillSpec) -> dict[str, Any]:
         ctx,
         records,
         inputs=[InputSource(uri=dataset.uri, sha256=dataset.sha256, artifact_id=dataset.artifact_id)],
-        config={"teacher": spec.teacher, "max_tokens": spec.max_tokens, "temperature": spec.temperature},
+        config={
+            "teacher": spec.teacher,
+            "max_tokens": spec.max_tokens,
+            "temperature": spec.temperature,
+            # Lineage: the model this data was made for (Forge's student_model).
+            **({"student_model": spec.student_model} if spec.student_model else {}),
+        },
     )
     ctx.log(f"distilled {len(records)} samples in {time.monotonic() - started:.1f}s into {dataset_id}")
     return {
@@ -103,4 +109,5 @@ def run(ctx: EngineContext, spec: DistillSpec) -> dict[str, Any]:
         "empty_responses": empty,
         "resumed_samples": resumed,
         "teacher": spec.teacher,
+        "student_model": spec.student_model,
     }

@@ -1,4 +1,5 @@
-"""One loader for every model reference: a ``ckpt_…`` checkpoint, a local path, or a Hugging Face id.
+"""One loader for every model reference: a ``ckpt_…`` checkpoint, a local path, a Hugging Face id, or a
+name in the platform's model catalog.
 
 Which of them the job's tenant may use is decided by ``nexa_engines.store.access``.
 
@@ -15,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nexa.contracts.catalog import CatalogEntry
 from nexa_engines.engine import EngineError
 from nexa_engines.store.access import (
     Access,
     AccessDenied,
+    catalog_directory,
+    catalog_entry,
     check_artifact,
     check_scanned_file,
     local_path,
@@ -60,6 +64,9 @@ def resolve_model(
     if _depth > 8:
         raise EngineError("model_not_found", f"{reference}: the chain of base models is too long")
     try:
+        entry = catalog_entry(access, reference, "model")
+        if entry is not None:
+            return _catalog_model(access, reference.strip(), entry)
         parsed = parse_or_deny(reference, "model")
         if parsed.form == "artifact":
             check_artifact(access, store, parsed.value, "model")
@@ -89,6 +96,14 @@ def resolve_model(
         "invalid_model_ref",
         f"{reference!r}: a model is a ckpt_ id, an absolute path under a granted root, or a Hugging Face id",
     )
+
+
+def _catalog_model(access: Access, name: str, entry: CatalogEntry) -> ResolvedModel:
+    """A model the platform's catalog names: the platform's choice, so no tenant grant applies."""
+    hub_id = entry.hub_id
+    if hub_id is not None:
+        return ResolvedModel(name, hub_id)
+    return ResolvedModel(name, str(catalog_directory(access, entry, name, "model")))
 
 
 def _checkpoint(

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nexa.contracts.catalog import CATALOG_SETTING, parse_catalog
+
 log = logging.getLogger("nexa.serve")
 STOP_POLL_SECONDS = 2.0
 
@@ -115,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         workdir = args.workdir or Path(os.environ.get("NEXA_HOME", "~/.nexa")).expanduser() / "serving"
         # The deploy job resolved the checkpoint for its tenant; the serving process is the platform's.
-        resolved = resolve_model(args.checkpoint, store=store, workdir=workdir, access=Access(tenant_id=None))
+        resolved = resolve_model(
+            args.checkpoint,
+            store=store,
+            workdir=workdir,
+            access=Access(tenant_id=None, catalog=parse_catalog(os.environ.get(CATALOG_SETTING))),
+        )
     elif args.model_dir:
         from nexa_engines.models.loading import ResolvedModel
 

@@ -16,17 +16,20 @@ the tenant it runs for). Rules, the same everywhere:
 * ``s3://bucket/…`` is readable only from a bucket granted to the tenant; the
   platform's credentials are not the tenant's, and the store's own artifact areas
   are never readable by key.
-* ``hf://`` and bare Hugging Face ids are public data.
+* ``hf://`` and Hugging Face ids (``owner/name``) are public data.
+* A model name in the platform's catalog (``nexa.contracts.catalog``) is the
+  platform's choice, readable by every tenant; a bare name it lacks is not found.
 * A relative path is never accepted: it would resolve against a worker's cwd.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nexa.contracts.catalog import CatalogEntry, not_in_catalog_message
 from nexa.contracts.refs import JobReference, ParsedRef, RefKind, parse_reference
 from nexa.ids import id_prefix
 from nexa_engines.store.base import ArtifactError, ArtifactStore
@@ -73,6 +76,8 @@ class Access:
     # The job itself: its own outputs of an earlier attempt (resume checkpoints) are never
     # accepted by the gateway, so they are usable unsigned by this job only.
     job_id: str | None = None
+    # The platform's model catalog: names every tenant may use (nexa.contracts.catalog).
+    catalog: Mapping[str, CatalogEntry] = field(default_factory=dict, compare=False)
 
     def real_roots(self) -> list[Path]:
         return [Path(os.path.realpath(r)) for r in self.local_roots]
@@ -189,6 +194,42 @@ def check_bucket(access: Access, bucket: str, kind: RefKind, shown: str) -> None
         )
 
 
+def catalog_entry(access: Access, value: str, kind: RefKind) -> CatalogEntry | None:
+    """The catalog's entry when ``value`` is a catalog name; None when it is some other reference.
+
+    A bare name the catalog lacks is ``<kind>_not_found``, naming the setting. A
+    model to load must be one (an endpoint entry serves only as a teacher).
+    """
+    if kind not in ("model", "teacher"):
+        return None
+    name = value.strip()
+    entry = access.catalog.get(name)
+    if entry is None:
+        if parse_reference(name, kind).form == "catalog":
+            raise AccessDenied(f"{kind}_not_found", not_in_catalog_message(name, kind))
+        return None
+    if kind == "model" and entry.is_endpoint:
+        raise AccessDenied(
+            "invalid_model_ref",
+            f"{name!r} is an inference endpoint in the model catalog: it can teach or judge, "
+            "but a model to train or evaluate must have weights to load",
+        )
+    return entry
+
+
+def catalog_directory(access: Access, entry: CatalogEntry, name: str, kind: RefKind) -> Path:
+    """The real path of a catalog entry's model directory, outside Nexa's own storage."""
+    assert entry.source is not None
+    real = Path(os.path.realpath(entry.source))
+    check_not_protected(access, real, kind, name)
+    if not (real / "config.json").is_file():
+        raise AccessDenied(
+            f"{kind}_not_found",
+            f"{name!r}: the model catalog points at {entry.source}, which is not a model directory here",
+        )
+    return real
+
+
 def parse_or_deny(value: str, kind: RefKind) -> ParsedRef:
     parsed = parse_reference(value, kind)
     if parsed.form == "invalid":
@@ -228,6 +269,11 @@ def _check(access: Access, store: ArtifactStore, ref: JobReference) -> None:
         from nexa_engines.outbound import check_url
 
         check_url(ref.value)
+        return
+    entry = catalog_entry(access, ref.value, ref.kind)
+    if entry is not None:
+        # The platform's own choice: no tenant grant applies. Its directory may exist
+        # only where jobs run, so the gateway (which has no catalog paths) skips it.
         return
     parsed = parse_or_deny(ref.value, ref.kind)
     if parsed.form == "artifact":

@@ -1,5 +1,7 @@
 """Turn a job's ``teacher`` string into something that answers chat messages.
 
+* a model catalog name (``gpt-4``, or any name the platform lists): its endpoint
+  or its model;
 * ``dp_…``: a Nexa deployment; its ``deployment.json`` gives the OpenAI base URL.
 * ``ckpt_…`` or an absolute path: a local model, run in this process (batched).
 * ``provider/model`` (e.g. ``openai/gpt-4o-mini``): an OpenAI-compatible endpoint;
@@ -15,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nexa.contracts import DistillSpec, GenerateSpec
+from nexa.contracts.catalog import CatalogEntry
 from nexa.contracts.refs import ARTIFACT_SCHEME
 from nexa.ids import is_id
 from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.outbound import check_url, key_for_url
 from nexa_engines.serve.control import DEPLOYMENT_FILE, deployment_status
-from nexa_engines.store.access import AccessDenied, check_artifact
+from nexa_engines.store.access import AccessDenied, catalog_entry, check_artifact
 from nexa_engines.store.base import ArtifactError
 from nexa_engines.teacher.client import ChatClient, Completion
 
@@ -94,6 +97,12 @@ def resolve_teacher(
 ) -> EndpointTeacher | LocalTeacher:
     """The teacher ``teacher`` names; ``EngineError`` with what to fix when it names nothing usable."""
     ref = teacher.strip()
+    try:
+        entry = catalog_entry(ctx.access, ref, "teacher")
+    except AccessDenied as exc:
+        raise EngineError(exc.code, exc.message) from exc
+    if entry is not None:
+        return _catalog_teacher(ctx, ref, entry, timeout=timeout)
     if ref.startswith(ARTIFACT_SCHEME):
         ref = ref[len(ARTIFACT_SCHEME) :].strip("/")
     if ref.startswith("dp_"):
@@ -158,7 +167,37 @@ def resolve_teacher(
     return EndpointTeacher(ref, ChatClient(str(url), model, api_key=key, timeout=timeout))
 
 
+def _catalog_teacher(
+    ctx: EngineContext, name: str, entry: CatalogEntry, *, timeout: float
+) -> EndpointTeacher | LocalTeacher:
+    """A teacher the platform's catalog names: its endpoint, or its model loaded here."""
+    if entry.base_url is None:
+        from nexa_engines.models.loading import load_model, load_tokenizer, resolve_model
+        from nexa_engines.models.runtime import configure_threads, pick_device
+
+        configure_threads()
+        device = pick_device()
+        resolved = resolve_model(name, store=ctx.store, workdir=ctx.workdir, access=ctx.access)
+        model = load_model(resolved, dtype=device.dtype).to(device.torch_device).eval()
+        return LocalTeacher(name, model, load_tokenizer(resolved))
+    try:
+        # The operator chose this endpoint, but every call leaves through one outbound policy.
+        check_url(entry.base_url, resolve=True)
+        # The key goes to the endpoint the operator paired it with, and nowhere else.
+        key = key_for_url(entry.api_key_env, entry.base_url, official_url=entry.base_url)
+    except AccessDenied as exc:
+        raise EngineError(exc.code, exc.message) from exc
+    if key is None and entry.api_key_env is not None:
+        raise EngineError("teacher_no_key", f"no API key for {name}: set {entry.api_key_env} where jobs run")
+    return EndpointTeacher(
+        name, ChatClient(entry.base_url, entry.model or name, api_key=key, timeout=timeout)
+    )
+
+
 def teacher_for(ctx: EngineContext, spec: DistillSpec | GenerateSpec) -> EndpointTeacher | LocalTeacher:
     """The teacher a distill or generate request names, with its endpoint and key settings."""
     base_url = str(spec.teacher_base_url) if spec.teacher_base_url else None
+    if spec.teacher is None:
+        # The gateway fills in its default teacher; a NexaJob applied with kubectl must name one.
+        raise EngineError("teacher_required", "the request names no teacher: set 'teacher'")
     return resolve_teacher(ctx, spec.teacher, base_url, spec.teacher_api_key_env)

@@ -137,6 +137,9 @@ def run(ctx: EngineContext, spec: TrainSpec) -> dict[str, Any]:
     holdout_id = _commit_holdout(ctx, holdout, dataset.uri) if holdout else None
 
     ctx.progress(0.03, "loading the model")
+    if spec.model is None:
+        # The gateway fills in its default model; a NexaJob applied with kubectl must name one.
+        raise EngineError("model_required", "the request names no base model: set 'model'")
     base = resolve_model(spec.model, store=ctx.store, workdir=ctx.workdir, access=ctx.access)
     trained_from = base.reference
     if base.checkpoint_id is None and Path(base.source).is_dir():

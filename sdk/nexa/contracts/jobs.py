@@ -94,11 +94,18 @@ class DistillSpec(JobOptions):
     """Turn a prompt dataset into an SFT dataset with a teacher model."""
 
     dataset_id: DatasetRef = Field(description="Prompt dataset (`ds_…` id or URI).")
-    teacher: TeacherRef = Field(
-        description="Teacher: 'provider/model' (OpenAI-compatible), a `dp_…` deployment, or a local model path.",
+    teacher: TeacherRef | None = Field(
+        None,
+        description="Teacher: a model catalog name, 'provider/model' (OpenAI-compatible), a `dp_…` deployment, "
+        "a `ckpt_…` checkpoint or a local model path; the platform's default teacher when unset.",
     )
     teacher_base_url: UrlRef | None = Field(None, description="OpenAI-compatible endpoint root.")
     teacher_api_key_env: str | None = Field(None, max_length=128, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    student_model: ModelRef | None = Field(
+        None,
+        description="The model the SFT data is for (Forge's `student_model`); checked like any model and "
+        "recorded in the dataset's manifest and the result. Train it with a train job.",
+    )
     system_prompt: str | None = Field(None, max_length=20_000)
     max_samples: int | None = Field(None, ge=1)
     max_tokens: int = Field(512, ge=1, le=32_768)
@@ -111,7 +118,9 @@ class GenerateSpec(JobOptions):
 
     domain: str = Field(min_length=1, max_length=500, description="Subject area of the data.")
     num_samples: int = Field(100, ge=1, le=10_000_000)
-    teacher: TeacherRef
+    teacher: TeacherRef | None = Field(
+        None, description="As for distill; the platform's default teacher when unset."
+    )
     teacher_base_url: UrlRef | None = None
     teacher_api_key_env: str | None = Field(None, max_length=128, pattern=r"^[A-Z_][A-Z0-9_]*$")
     max_tokens: int = Field(512, ge=1, le=32_768)
@@ -143,10 +152,12 @@ class TrainSpec(JobOptions):
     """Supervised fine-tuning of a causal language model."""
 
     dataset_id: DatasetRef = Field(description="SFT dataset (`ds_…` id or URI).")
-    model: ModelRef = Field(
-        description="Base model: a Hugging Face id, a local path, or a `ckpt_…` checkpoint.",
+    model: ModelRef | None = Field(
+        None,
+        description="Base model: a model catalog name (e.g. 'Mistral-7B'), a Hugging Face id (owner/name), "
+        "a local path, or a `ckpt_…` checkpoint; the platform's default model when unset.",
     )
-    epochs: int = Field(1, ge=1, le=1000)
+    epochs: int = Field(3, ge=1, le=1000, description="Passes over the dataset (the SPEC's default: 3).")
     hyperparameters: TrainHyperparameters = Field(default_factory=TrainHyperparameters)
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights.")
     checkpoint_every_steps: int = Field(500, ge=1)
@@ -180,6 +191,14 @@ class EvaluateSpec(JobOptions):
     metrics: list[EvalMetric] = Field(default_factory=_default_eval_metrics, max_length=16)
     judge: JudgeConfig | None = None
     compare_base: bool = Field(True, description="Also score the base model the checkpoint came from.")
+    benchmark: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.,-]+$",
+        description="A named benchmark (lm-evaluation-harness task, e.g. 'mmlu'); not yet available on this "
+        "platform: refused with `benchmark_unavailable`.",
+    )
     max_samples: int | None = Field(None, ge=1)
 
 

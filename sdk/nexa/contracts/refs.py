@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from nexa.contracts.catalog import is_catalog_name
 from nexa.ids import id_prefix
 
 RefKind = Literal["dataset", "checkpoint", "model", "teacher", "url"]
@@ -34,6 +35,7 @@ RefForm = Literal[
     "s3",  # s3://bucket/key
     "hf",  # hf://… or a bare Hugging Face repo id: public data
     "provider",  # provider/model of an OpenAI-compatible API
+    "catalog",  # a bare model name ("Mistral-7B"): only the model catalog gives it a meaning
     "http",  # http(s):// URL
     "invalid",
 ]
@@ -108,6 +110,8 @@ def parse_reference(raw: str, kind: RefKind) -> ParsedRef:
         return _local(text)
     if text.startswith((".", "~")) or "\\" in text:
         return ParsedRef("relative", text)
+    if kind in ("model", "teacher") and is_catalog_name(text):
+        return ParsedRef("catalog", text)
     if kind == "teacher" and "/" in text:
         return ParsedRef("provider", text)
     if kind == "model" and _HUB_ID_RE.match(text) and ".." not in text:
@@ -191,6 +195,7 @@ NOT_REFERENCES: frozenset[str] = frozenset(
         "GenerateSpec.domain",
         "LoraConfig.target_modules",
         "EvaluateSpec.metrics",
+        "EvaluateSpec.benchmark",  # a task name, not data the job reads
         "DeploySpec.protocol",
         "ContainerSpec.image",  # pulled by the kubelet from a registry, never from the artifact store
         "ContainerSpec.command",

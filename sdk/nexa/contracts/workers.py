@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from nexa.contracts.catalog import CatalogEntry
 from nexa.contracts.common import StrictModel, Tier
 from nexa.contracts.jobs import JobType
 
@@ -95,6 +96,10 @@ class ClaimedJob(BaseModel):
     endpoint_keys: dict[str, str] = Field(
         default_factory=dict,
         description="Endpoint keys of the tenant's own deployments this job calls (a `dp_…` teacher), by id.",
+    )
+    catalog: dict[str, CatalogEntry] = Field(
+        default_factory=dict,
+        description="The platform's model catalog: what model names such as 'Mistral-7B' stand for.",
     )
 
 
