@@ -220,7 +220,10 @@ def test_artifacts_of_a_superseded_attempt_are_never_promoted(gateway: Gateway) 
     got = gateway.client.get(f"/v1/datasets/{good}", headers=gateway.auth()).json()
     assert got["num_rows"] == 1 and got["job_id"] == job["job_id"] and got["format"] == "jsonl"
     done = gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()
-    assert done["artifacts_uri"].endswith(good)
+    # artifacts_uri lists everything the job produced, through the API.
+    assert done["artifacts_uri"] == f"/v1/artifacts?job_id={job['job_id']}"
+    listed = gateway.client.get(done["artifacts_uri"], headers=gateway.auth()).json()
+    assert [a["artifact_id"] for a in listed["items"]] == [good]
 
 
 def _sse_lines(text: str) -> list[dict[str, Any]]:

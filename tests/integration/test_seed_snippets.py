@@ -217,6 +217,16 @@ def test_spec_snippet_runs_as_written(
             assert finished["train_job"]["spec"]["epochs"] == 3
             assert finished["train_job"]["result"]["checkpoint_id"].startswith("ckpt_")
             assert finished["distill_job"]["result"]["num_samples"] == 4
+            # Result fields as the SPEC names them (§8.1, §8.2), as artifact URIs, never server paths.
+            audit = finished["audit_job"]["result"]
+            assert audit["scored_dataset_uri"] == f"internal://{audit['dataset_id']}/scored.parquet"
+            assert audit["quality_tier"] in {"A+", "A", "A-", "B+", "B", "B-", "C+", "C", "C-", "D"}
+            assert 0.0 <= audit["overall_quality_score"] <= 5.0 and audit["metrics"]["num_rows"] == 24
+            distilled = finished["distill_job"]["result"]
+            assert (
+                distilled["sft_dataset_uri"] == f"internal://{distilled['distilled_dataset_id']}/sft.parquet"
+            )
+            assert setup.read_artifact_file(distilled["distilled_dataset_id"], "sft.parquet")[:4] == b"PAR1"
         finally:
             deployment = setup.status(jobs["deploy_job"]["job_id"]).get("result") or {}
             if deployment.get("deployment_id"):

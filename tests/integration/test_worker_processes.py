@@ -64,8 +64,8 @@ def test_audit_runs_end_to_end_through_the_sdk(
     manifest = client.get_artifact(scored_id).manifest
     assert manifest is not None and manifest.attempt == 1 and manifest.inputs[0].sha256
     # Results name artifacts, never server paths; the bytes come through the API.
-    assert result["scored_dataset_uri"] == f"internal://{scored_id}/data.parquet"
-    table = pq.read_table(pa.BufferReader(client.read_artifact_file(scored_id, "data.parquet")))
+    assert result["scored_dataset_uri"] == f"internal://{scored_id}/scored.parquet"
+    table = pq.read_table(pa.BufferReader(client.read_artifact_file(scored_id, "scored.parquet")))
     assert table.column_names[:4] == data["columns"]
     assert {"nexa_score", "nexa_flags", "nexa_cluster"} <= set(table.column_names)
     report = client.read_artifact_file(scored_id, "report.md").decode()
@@ -202,7 +202,7 @@ def test_audit_with_artifacts_in_s3(
     info = client.get_artifact(scored_id)
     assert info.uri == f"internal://{scored_id}"
     assert info.manifest is not None and {f.path for f in info.manifest.files} >= {
-        "data.parquet",
+        "scored.parquet",
         "report.json",
     }
     # The bytes really are in the S3 server, verified against the manifest on the way out.

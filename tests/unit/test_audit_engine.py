@@ -60,9 +60,9 @@ def make_ctx(tmp_path: Path, reporter: RecordingReporter | None = None) -> Engin
 
 def read_scored(ctx: EngineContext, result: dict[str, Any]) -> pa.Table:
     # Results name artifacts, never server paths; the test reads the store directly.
-    assert result["scored_dataset_uri"] == f"internal://{result['dataset_id']}/data.parquet"
+    assert result["scored_dataset_uri"] == f"internal://{result['dataset_id']}/scored.parquet"
     assert isinstance(ctx.store, LocalArtifactStore)
-    return pq.read_table(ctx.store.artifact_dir(result["dataset_id"]) / "data.parquet")
+    return pq.read_table(ctx.store.artifact_dir(result["dataset_id"]) / "scored.parquet")
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv"])
@@ -110,11 +110,14 @@ def test_audit_finds_planted_problems(tmp_path: Path, fmt: str) -> None:
     )
     assert result["near_duplicates"] >= info["counts"]["near_duplicate"]
     assert result["near_duplicate_clusters"] >= info["counts"]["near_duplicate"]
-    assert result["quality_tier"] in {"A", "B", "C", "D"}
+    assert result["quality_tier"] in {"A+", "A", "A-", "B+", "B", "B-", "C+", "C", "C-", "D"}
+    # The SPEC's names (§8.1) beside Nexa's own.
+    assert result["overall_quality_score"] == pytest.approx(result["mean_score"], abs=1e-3)
+    assert result["metrics"]["num_rows"] == result["num_rows"]
     assert result["mean_score"] == pytest.approx(sum(scores) / ROWS, abs=1e-5)
 
     manifest = ctx.store.read_manifest(result["dataset_id"], verify=True)
-    assert {f.path for f in manifest.files} == {"data.parquet", "report.json", "report.md", "report.html"}
+    assert {f.path for f in manifest.files} == {"scored.parquet", "report.json", "report.md", "report.html"}
     assert manifest.inputs[0].uri == str(source) and manifest.inputs[0].sha256
     assert manifest.config["dataset_uri"] == str(source)
     assert manifest.metrics["quality_tier"] == result["quality_tier"]
@@ -398,3 +401,25 @@ def test_datasets_wider_than_the_column_cap_are_refused_before_arrow_reads_them(
     else:
         pq.write_table(pa.table({n: ["x"] for n in names[:-1]}), narrow)
     assert sum(b.num_rows for b in DatasetReader(narrow, fmt).iter_batches()) == 1
+
+
+@pytest.mark.parametrize(
+    ("mean", "flagged", "tier"),
+    [
+        (5.0, 0.0, "A+"),
+        (4.8, 0.02, "A"),
+        (4.55, 0.05, "A-"),
+        (4.9, 0.06, "B+"),
+        (4.25, 0.1, "B"),
+        (4.0, 0.15, "B-"),
+        (4.9, 0.16, "C+"),
+        (3.4, 0.25, "C"),
+        (3.0, 0.35, "C-"),
+        (2.99, 0.0, "D"),
+        (5.0, 0.36, "D"),
+    ],
+)
+def test_graded_quality_tiers(mean: float, flagged: float, tier: str) -> None:
+    from nexa_engines.audit.report import quality_tier
+
+    assert quality_tier(mean, flagged) == tier

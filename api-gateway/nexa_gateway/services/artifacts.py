@@ -31,7 +31,7 @@ from nexa_engines.store.base import (
     IntegrityError,
     StoreUnavailable,
 )
-from nexa_engines.store.datasets import DatasetRefError, detect_format
+from nexa_engines.store.datasets import DatasetRefError, detect_format, is_data_file
 from nexa_engines.store.signing import PlatformTrust, SigningKey, countersign
 from nexa_gateway.db import Artifact, Job, utcnow
 from nexa_gateway.errors import ApiError, not_found
@@ -279,7 +279,7 @@ def promote_artifacts(
         if platform_key is not None:
             # The files were verified just now: sign exactly that manifest.
             countersign(store, artifact_id, platform_key, verified=manifest)
-        data = next((f for f in manifest.files if f.path.startswith("data.")), None)
+        data = next((f for f in manifest.files if is_data_file(f.path)), None)
         fmt = data.path.split(".", 1)[1] if data else None
         metrics = manifest.metrics or {}
         session.add(

@@ -58,7 +58,8 @@ def to_contract(row: Job, events: list[JobEventRow] | None = None) -> JobModel:
         finished_at=row.finished_at,
         result=row.result,
         logs_uri=f"/v1/jobs/{row.id}/logs",
-        artifacts_uri=row.artifacts_uri,
+        # The SPEC's "job folder": everything the job produced, listed by the API (never a server path).
+        artifacts_uri=f"/v1/artifacts?job_id={row.id}",
         error=error,
         progress=row.progress,
         progress_message=row.progress_message,

@@ -42,6 +42,7 @@ from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.host_resources import release_unused_memory
 from nexa_engines.store.datasets import DatasetRefError, fetch_dataset
 
+SCORED_FILE = "scored.parquet"  # the SPEC's name (§8.1)
 OUTPUT_COLUMNS = ("nexa_score", "nexa_flags", "nexa_cluster", "nexa_judge_score")
 EXAMPLES_PER_FLAG = 3
 SNIPPET_CHARS = 120
@@ -365,7 +366,7 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
     try:
         batches = scan.kept if scan.kept is not None else reader.iter_batches()
         _write_scored(
-            ctx, batches, reader.schema(), writer.path / "data.parquet", scores, flags, clusters, judge_scores
+            ctx, batches, reader.schema(), writer.path / SCORED_FILE, scores, flags, clusters, judge_scores
         )
         (writer.path / "report.json").write_text(render_json(summary), encoding="utf-8")
         (writer.path / "report.md").write_text(render_markdown(summary), encoding="utf-8")
@@ -402,7 +403,19 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
     ctx.progress(1.0, f"audit complete: tier {tier}")
     return {
         "dataset_id": dataset_id,
-        "scored_dataset_uri": f"{uri}/data.parquet",
+        # The SPEC's names (§8.1): the 0-5 mean score, the graded tier and the metrics.
+        "overall_quality_score": round(mean_score, 4),
+        "metrics": {
+            "num_rows": n,
+            "flagged_rows": flagged,
+            "flagged_fraction": round(flagged / n, 6) if n else 0.0,
+            "median_score": summary["median_score"],
+            "flag_counts": counts,
+            "exact_duplicates": int(exact.sum()),
+            "near_duplicates": int(near.sum()),
+            "near_duplicate_clusters": num_clusters,
+        },
+        "scored_dataset_uri": f"{uri}/{SCORED_FILE}",
         "report_uri": f"{uri}/report.html",
         "report_json_uri": f"{uri}/report.json",
         "num_rows": n,

@@ -24,10 +24,19 @@ PENALTIES: dict[str, float] = {
 JUDGE_WEIGHT = 0.5  # share of a judged row's score that comes from the judge
 
 # (tier, minimum mean score, maximum fraction of rows with any flag), best first.
+# The SPEC's graded tiers (A+ … D): (tier, minimum mean score, most rows flagged), best first.
+# The letter bands are A: mean >= 4.5 with <= 5% flagged, B: 4.0 / 15%, C: 3.0 / 35%;
+# + and - split each band.
 TIER_RULES: tuple[tuple[str, float, float], ...] = (
-    ("A", 4.5, 0.05),
-    ("B", 4.0, 0.15),
-    ("C", 3.0, 0.35),
+    ("A+", 4.8, 0.01),
+    ("A", 4.6, 0.03),
+    ("A-", 4.5, 0.05),
+    ("B+", 4.35, 0.08),
+    ("B", 4.2, 0.12),
+    ("B-", 4.0, 0.15),
+    ("C+", 3.7, 0.22),
+    ("C", 3.35, 0.28),
+    ("C-", 3.0, 0.35),
 )
 FALLBACK_TIER = "D"
 HISTOGRAM_BINS = 10
@@ -50,7 +59,7 @@ def blend_judge(heuristic: np.ndarray, judge: np.ndarray) -> np.ndarray:
 
 
 def quality_tier(mean_score: float, flagged_fraction: float) -> str:
-    """A, B, C or D from the mean row score and the share of flagged rows."""
+    """A+, A, A-, B+ … C-, or D from the mean row score and the share of flagged rows."""
     for tier, min_mean, max_flagged in TIER_RULES:
         if mean_score >= min_mean and flagged_fraction <= max_flagged:
             return tier

@@ -18,7 +18,7 @@ from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.store.datasets import DatasetRefError, fetch_dataset
 from nexa_engines.teacher.client import Completion
 from nexa_engines.teacher.journal import SampleJournal
-from nexa_engines.teacher.output import commit_sft_dataset
+from nexa_engines.teacher.output import SFT_FILE, commit_sft_dataset
 from nexa_engines.teacher.resolve import teacher_for
 from nexa_engines.teacher.runner import run_samples
 from nexa_engines.train.data import PROMPT_COLUMNS, pick_column, read_table
@@ -101,7 +101,7 @@ def run(ctx: EngineContext, spec: DistillSpec) -> dict[str, Any]:
     ctx.log(f"distilled {len(records)} samples in {time.monotonic() - started:.1f}s into {dataset_id}")
     return {
         "distilled_dataset_id": dataset_id,
-        "sft_dataset_uri": artifact_ref_uri(dataset_id),
+        "sft_dataset_uri": f"{artifact_ref_uri(dataset_id)}/{SFT_FILE}",
         "num_samples": len(records),
         "estimated_tokens": tokens,
         "prompt_tokens": sum(int(r.get("prompt_tokens", 0)) for r in records),

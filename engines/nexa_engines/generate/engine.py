@@ -16,7 +16,7 @@ from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.models.prompt import clean_completion
 from nexa_engines.teacher.client import Completion
 from nexa_engines.teacher.journal import SampleJournal
-from nexa_engines.teacher.output import commit_sft_dataset
+from nexa_engines.teacher.output import SFT_FILE, commit_sft_dataset
 from nexa_engines.teacher.resolve import teacher_for
 from nexa_engines.teacher.runner import run_samples
 
@@ -100,7 +100,7 @@ def run(ctx: EngineContext, spec: GenerateSpec) -> dict[str, Any]:
     return {
         "dataset_id": dataset_id,
         "generated_dataset_id": dataset_id,
-        "sft_dataset_uri": artifact_ref_uri(dataset_id),
+        "sft_dataset_uri": f"{artifact_ref_uri(dataset_id)}/{SFT_FILE}",
         "num_samples": len(records),
         "estimated_tokens": tokens,
         "resumed_samples": resumed,

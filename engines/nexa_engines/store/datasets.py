@@ -7,9 +7,10 @@ get a verified local file. Accepted forms:
 ``ds_<id>`` or ``internal://ds_<id>``
     A dataset artifact in the store, owned by the job's tenant (another tenant's
     reads as not found). Convention: the artifact directory holds exactly one
-    data file named ``data.parquet``, ``data.jsonl`` or ``data.csv`` (uploads and
-    every engine that outputs a dataset write it under that name), beside any
-    other files (reports) and ``manifest.json``.
+    data file, ``<stem>.parquet``, ``.jsonl`` or ``.csv`` with a stem of
+    ``DATA_FILE_STEMS`` (uploads write ``data.*``, an audit ``scored.parquet``, a
+    distill or generate ``sft.parquet``, as the SPEC names them), beside any other
+    files (reports) and ``manifest.json``.
 ``s3://<bucket>/<key>``
     An object in a bucket granted to the tenant, outside the store's artifact
     directories (stored datasets are named by id, not by key).
@@ -69,6 +70,8 @@ _EXTENSIONS: tuple[tuple[str, DatasetFormat], ...] = (
 )
 # The widest dataset read or uploaded: Arrow's memory grows with columns, not just bytes.
 MAX_DATASET_COLUMNS = 4096
+# Names a dataset artifact's one data file may have (before its extension).
+DATA_FILE_STEMS = ("data", "scored", "sft")
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ACCEPTED = "a dataset id (ds_…), s3://bucket/key, hf://datasets/…, or an absolute path under a granted root"
@@ -116,6 +119,12 @@ class _HubRef:
     repo_id: str
     filename: str
     format: DatasetFormat
+
+
+def is_data_file(path: str) -> bool:
+    """True for a dataset artifact's data file name (``data.parquet``, ``scored.parquet``, ``sft.parquet`` …)."""
+    stem, dot, _ext = path.partition(".")
+    return bool(dot) and "/" not in path and stem in DATA_FILE_STEMS
 
 
 def detect_format(name: str) -> DatasetFormat:
@@ -322,7 +331,7 @@ def _fetch_artifact(uri: str, artifact_id: str, store: ArtifactStore, workdir: P
         ) from exc
     data_files = []
     for entry in manifest.files:
-        if "/" in entry.path or not entry.path.startswith("data.") or entry.path == MANIFEST_NAME:
+        if not is_data_file(entry.path) or entry.path == MANIFEST_NAME:
             continue
         try:
             data_files.append((entry, detect_format(entry.path)))
@@ -331,7 +340,8 @@ def _fetch_artifact(uri: str, artifact_id: str, store: ArtifactStore, workdir: P
     if len(data_files) != 1:
         raise DatasetRefError(
             "dataset_unreadable",
-            f"dataset {artifact_id} must hold exactly one data file (data.parquet, data.jsonl or data.csv); "
+            f"dataset {artifact_id} must hold exactly one data file (data.parquet, scored.parquet, sft.parquet, "
+            "data.jsonl or data.csv); "
             f"it holds {len(data_files)}",
         )
     entry, fmt = data_files[0]

@@ -1,4 +1,4 @@
-"""Write journaled samples as an SFT dataset artifact (``data.parquet``: instruction, response)."""
+"""Write journaled samples as an SFT dataset artifact (``sft.parquet``: instruction, response)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pyarrow.parquet as pq
 from nexa.contracts import InputSource
 from nexa.ids import new_id
 from nexa_engines.engine import EngineContext
+
+SFT_FILE = "sft.parquet"  # the SPEC's name (§8.2)
 
 
 def commit_sft_dataset(
@@ -29,7 +31,7 @@ def commit_sft_dataset(
     dataset_id = new_id("ds")
     tokens = int(sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in rows))
     with ctx.store.begin("dataset", dataset_id) as writer:
-        pq.write_table(table, writer.path / "data.parquet")
+        pq.write_table(table, writer.path / SFT_FILE)
         writer.commit(
             job_id=ctx.job_id,
             attempt=ctx.attempt,

@@ -93,15 +93,18 @@ def summary_table(result: Mapping[str, Any], planted: Mapping[str, int], seconds
     table.add_row(
         "rows", f"{result.get('num_rows', '-')}", f"{planted['num_rows']}" if "num_rows" in planted else ""
     )
-    mean = result.get("mean_score")
-    table.add_row("mean score", f"{mean:.3f}" if isinstance(mean, int | float) else "-", "")
-    table.add_row("quality tier", escape(str(result.get("quality_tier", "-"))), "")
+    # Labelled with the SPEC's result field names (§8.1).
+    table.add_row("dataset_id", escape(str(result.get("dataset_id", "-"))), "")
+    score = result.get("overall_quality_score", result.get("mean_score"))
+    table.add_row("overall_quality_score", f"{score:.3f}" if isinstance(score, int | float) else "-", "")
+    table.add_row("quality_tier", escape(str(result.get("quality_tier", "-"))), "")
     flags = result.get("flag_counts") or {}
     for name in sorted(set(flags) | {k for k in planted if k != "num_rows" and k != "rows"}):
         found = flags.get(name)
         table.add_row(f"  {name}", "-" if found is None else str(found), str(planted.get(name, "")))
     table.add_row("exact duplicates", str(result.get("exact_duplicates", "-")), "")
     table.add_row("near-duplicate clusters", str(result.get("near_duplicate_clusters", "-")), "")
+    table.add_row("scored_dataset_uri", escape(str(result.get("scored_dataset_uri", "-"))), "")
     table.add_row("report", escape(str(result.get("report_uri", "-"))), "")
     table.add_row("time taken", f"{seconds:.1f} s", "")
     return table

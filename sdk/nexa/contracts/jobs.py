@@ -282,8 +282,12 @@ class Job(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: dict[str, Any] | None = None
-    logs_uri: str | None = None
-    artifacts_uri: str | None = None
+    logs_uri: str | None = Field(
+        None, description="The job's log lines (SSE; `?follow=false` for what is stored), kept after it ends."
+    )
+    artifacts_uri: str | None = Field(
+        None, description="Everything the job produced: `/v1/artifacts?job_id=…` in standalone mode."
+    )
     error: JobError | None = None
     progress: float = Field(0.0, ge=0.0, le=1.0)
     progress_message: str | None = None
