@@ -298,3 +298,31 @@ def test_the_operator_reads_an_external_s3_secret_by_its_key_names() -> None:
     assert env["NEXA_OPERATOR_S3_SECRET"] == "nexa-s3-credentials"
     assert env["NEXA_OPERATOR_S3_ACCESS_KEY_KEY"] == "access-key"
     assert env["NEXA_OPERATOR_S3_SECRET_KEY_KEY"] == "secret-key"
+
+
+def test_the_model_catalog_reaches_the_gateway_and_the_operators_pods(tmp_path: Path) -> None:
+    from nexa.contracts.catalog import parse_catalog
+    from nexa_operator.config import OperatorConfig
+
+    values = tmp_path / "models.yaml"
+    catalog = {
+        "Mistral-7B": "/models/mistral-7b",
+        "gpt-4": {"base_url": "http://vllm.models:8000/v1", "model": "served-gpt", "api_key_env": "VLLM_KEY"},
+    }
+    values.write_text(yaml.safe_dump({"models": {"catalog": catalog, "defaultTeacher": "gpt-4"}}))
+    objects = render([values])
+    envs = {}
+    for name in ("nexa-gateway", "nexa-operator"):
+        container = _one(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        envs[name] = {e["name"]: e.get("value") for e in container["env"]}
+    gateway = envs["nexa-gateway"]
+    assert gateway["NEXA_DEFAULT_TEACHER"] == "gpt-4" and gateway["NEXA_DEFAULT_MODEL"] == "Mistral-7B"
+    parsed = parse_catalog(gateway["NEXA_MODEL_CATALOG"])
+    assert parsed["Mistral-7B"].source == "/models/mistral-7b" and parsed["gpt-4"].model == "served-gpt"
+    # The operator hands the same catalog to every engine pod it builds.
+    config = OperatorConfig.from_env({k: v for k, v in envs["nexa-operator"].items() if v is not None})
+    assert parse_catalog(config.store_env["NEXA_MODEL_CATALOG"]) == parsed
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"models": {"catalog": {"x": {"base_url": "ftp://nope"}}}}))
+    refused = helm(*template_args([bad]), check=False)
+    assert refused.returncode != 0 and "base_url" in refused.stderr

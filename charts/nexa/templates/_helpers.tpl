@@ -174,3 +174,19 @@ securityContext:
 {{- define "nexa.gatewayUrl" -}}
 {{- printf "http://%s:%d" (include "nexa.componentName" (dict "root" . "component" "gateway")) (int .Values.gateway.service.port) -}}
 {{- end -}}
+
+{{/*
+The model catalog and defaults (values `models`), for the gateway and the operator's engine pods.
+*/}}
+{{- define "nexa.modelEnv" -}}
+{{- with .Values.models.catalog }}
+- name: NEXA_MODEL_CATALOG
+  value: {{ toJson . | quote }}
+{{- end }}
+{{- with .Values.models.defaultTeacher }}
+- name: NEXA_DEFAULT_TEACHER
+  value: {{ . | quote }}
+{{- end }}
+- name: NEXA_DEFAULT_MODEL
+  value: {{ .Values.models.defaultModel | quote }}
+{{- end }}
