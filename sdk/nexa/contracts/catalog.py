@@ -115,7 +115,7 @@ def parse_catalog(raw: str | None) -> dict[str, CatalogEntry]:
     if raw is None or not raw.strip():
         return catalog
     text = raw.strip()
-    if not text.startswith("{"):
+    if not text.startswith(("{", "[")):
         path = Path(text).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
