@@ -9,94 +9,47 @@ credentials stay 401 (Forge wrote 403); ``docs/api.md`` lists the deviations.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
 
-from nexa.contracts import JOB_SPECS, ApiKeyCreated, ApiKeyInfo, ClaimedJob, Job, JobList, WorkerRegistered
+from nexa.contracts import JOB_SPECS
 from nexa_gateway.routes import jobs, keys, submit, workers
 
 router = APIRouter(prefix="/api", tags=["forge"])
 
-router.add_api_route(
-    "/auth/api-keys",
-    keys.create_key,
-    methods=["POST"],
-    response_model=ApiKeyCreated,
-    status_code=201,
-    name="forge_create_key",
-    summary="Create an API key (Forge path of POST /v1/keys)",
-)
-router.add_api_route(
-    "/auth/api-keys",
-    keys.list_keys,
-    methods=["GET"],
-    response_model=list[ApiKeyInfo],
-    name="forge_list_keys",
-    summary="List the tenant's API keys (Forge path of GET /v1/keys)",
-)
-router.add_api_route(
-    "/auth/api-keys/{key_id}",
-    keys.revoke_key,
-    methods=["DELETE"],
-    response_model=ApiKeyInfo,
-    name="forge_revoke_key",
-    summary="Revoke an API key (Forge path of DELETE /v1/keys/{key_id})",
-)
+# (Forge path under /api, method, the /v1 route it is).
+ALIASES: list[tuple[str, str, str]] = [
+    ("/auth/api-keys", "POST", "/v1/keys"),
+    ("/auth/api-keys", "GET", "/v1/keys"),
+    ("/auth/api-keys/{key_id}", "DELETE", "/v1/keys/{key_id}"),
+    *((f"/jobs/{t.value}", "POST", f"/v1/{t.value}") for t in JOB_SPECS),
+    ("/jobs/", "GET", "/v1/jobs"),
+    ("/jobs/{job_id}", "GET", "/v1/jobs/{job_id}"),
+    ("/workers/register", "POST", "/v1/workers/register"),
+    ("/workers/heartbeat", "POST", "/v1/workers/heartbeat"),
+    ("/workers/next_job", "POST", "/v1/workers/claim"),
+]
 
-for _type, _cls in JOB_SPECS.items():
+
+def _v1_route(path: str, method: str) -> APIRoute:
+    for source in (keys.router, submit.router, jobs.router, workers.router):
+        for route in source.routes:
+            if isinstance(route, APIRoute) and route.path == path and method in (route.methods or ()):
+                return route
+    raise LookupError(f"no /v1 route {method} {path} to alias")
+
+
+for _path, _method, _v1 in ALIASES:
+    _route = _v1_route(_v1, _method)
     router.add_api_route(
-        f"/jobs/{_type.value}",
-        submit.make_handler(_type, _cls),
-        methods=["POST"],
-        response_model=Job,
-        status_code=201,
-        name=f"forge_submit_{_type.value}",
-        summary=f"Submit a {_type.value} job (Forge path of POST /v1/{_type.value})",
-        responses={
-            200: {"model": Job, "description": "An idempotent repeat: the job the first request created."}
-        },
+        _path,
+        _route.endpoint,
+        methods=[_method],
+        response_model=_route.response_model,
+        status_code=_route.status_code,
+        response_class=_route.response_class,
+        responses=_route.responses,
+        name=f"forge_{_route.name}",
+        summary=f"{_route.summary or _route.name} (Forge path of {_method} {_v1})",
+        description=_route.description,
     )
-
-router.add_api_route(
-    "/jobs/",
-    jobs.list_jobs,
-    methods=["GET"],
-    response_model=JobList,
-    name="forge_list_jobs",
-    summary="List jobs (Forge path of GET /v1/jobs)",
-)
-router.add_api_route(
-    "/jobs/{job_id}",
-    jobs.get_job,
-    methods=["GET"],
-    response_model=Job,
-    name="forge_get_job",
-    summary="A job's status (Forge path of GET /v1/jobs/{job_id})",
-)
-
-router.add_api_route(
-    "/workers/register",
-    workers.register,
-    methods=["POST"],
-    response_model=WorkerRegistered,
-    status_code=201,
-    name="forge_worker_register",
-    summary="Register a worker (Forge path of POST /v1/workers/register)",
-)
-router.add_api_route(
-    "/workers/heartbeat",
-    workers.worker_heartbeat,
-    methods=["POST"],
-    status_code=204,
-    response_class=Response,
-    name="forge_worker_heartbeat",
-    summary="Worker heartbeat (Forge path of POST /v1/workers/heartbeat)",
-)
-router.add_api_route(
-    "/workers/next_job",
-    workers.claim,
-    methods=["POST"],
-    response_model=ClaimedJob,
-    name="forge_worker_next_job",
-    summary="Claim the next job (Forge path of POST /v1/workers/claim)",
-    responses={204: {"description": "No job fits this worker now."}},
-)

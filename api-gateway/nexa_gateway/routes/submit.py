@@ -25,7 +25,7 @@ IdempotencyHeader = Annotated[
 ]
 
 
-def make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignore[no-untyped-def]
+def _make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignore[no-untyped-def]
     async def handler(
         body: spec_cls,  # type: ignore[valid-type]
         principal: CurrentPrincipal,
@@ -49,7 +49,7 @@ def make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignore
 for _type, _cls in JOB_SPECS.items():
     router.add_api_route(
         f"/v1/{_type.value}",
-        make_handler(_type, _cls),
+        _make_handler(_type, _cls),
         methods=["POST"],
         response_model=Job,
         status_code=201,
@@ -61,7 +61,7 @@ for _type, _cls in JOB_SPECS.items():
     )
     spec_router.add_api_route(
         f"/{_type.value}",
-        make_handler(_type, _cls),
+        _make_handler(_type, _cls),
         methods=["POST"],
         response_model=Job,
         status_code=201,
