@@ -40,6 +40,7 @@ if _CHOICE != "python":
 NATIVE: bool = _native is not None
 EMPTY_SIGNATURE = np.uint64(ref.EMPTY_SIGNATURE)
 TEXT_STAT_FIELDS: tuple[str, ...] = ref.TEXT_STAT_FIELDS
+STOP_WORDS: tuple[str, ...] = tuple(sorted(ref.STOP_WORDS))
 _TEXT_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary())
 _announced = False
 

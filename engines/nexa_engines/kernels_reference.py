@@ -39,7 +39,15 @@ TEXT_STAT_FIELDS: tuple[str, ...] = (
     "letter_or_number_chars",
     "noise_chars",
     "re2_space_chars",
+    "alpha_words",
+    "stop_words",
+    "symbol_tokens",
+    "bullet_lines",
+    "ellipsis_lines",
 )
+LETTER_RE = r"\pL"
+STOP_WORDS = frozenset(("the", "be", "to", "of", "and", "that", "have", "with"))
+_BULLETS = frozenset("\u2022\u2023\u25e6\u2043\u2219\u25aa\u00b7")
 _RE2_SPACE = frozenset("\t\n\f\r ")
 
 
@@ -187,6 +195,42 @@ def _longest_run(text: str) -> int:
     return best
 
 
+def _is_letter_or_number(c: str) -> bool:
+    return c.isascii() and c.isalnum() or (not c.isascii() and _count_regex(c, LETTER_OR_NUMBER_RE) == 1)
+
+
+def _word_class(word: str) -> tuple[bool, bool]:
+    """(has a letter, is a stop word): as the kernels' ``word_class``."""
+    has_letter = any(c.isascii() and c.isalpha() for c in word) or (
+        not word.isascii() and _count_regex(word, LETTER_RE) > 0
+    )
+    chars = list(word)
+    while chars and not _is_letter_or_number(chars[0]):
+        chars.pop(0)
+    while chars and not _is_letter_or_number(chars[-1]):
+        chars.pop()
+    core = "".join(chars)
+    return has_letter, core.isascii() and core.lower() in STOP_WORDS
+
+
+def _symbol_tokens(text: str) -> int:
+    """Each '#', each '\u2026', and each '...' (a run of dots counts one per three)."""
+    count, dots = 0, 0
+    for c in text:
+        if c == ".":
+            dots += 1
+            continue
+        count += dots // 3 + (c in "#\u2026")
+        dots = 0
+    return count + dots // 3
+
+
+def _is_bullet_line(line: str) -> bool:
+    if line[:1] in _BULLETS:
+        return True
+    return line[:1] in ("-", "*", "+") and len(line) > 1 and line[1].isspace()
+
+
 def text_stats(value: str | bytes | None) -> dict[str, int]:
     """The statistics of one row, named as in ``TEXT_STAT_FIELDS``."""
     text = as_text(value)
@@ -196,6 +240,7 @@ def text_stats(value: str | bytes | None) -> dict[str, int]:
     counts = Counter(lines)
     lowered = text.lower().split()
     trigrams = list(zip(lowered, lowered[1:], lowered[2:], strict=False))
+    classes = [_word_class(w) for w in words]
     return {
         "bytes": len(as_bytes(value)),
         "chars": len(text),
@@ -213,6 +258,11 @@ def text_stats(value: str | bytes | None) -> dict[str, int]:
         "letter_or_number_chars": _count_regex(text, LETTER_OR_NUMBER_RE),
         "noise_chars": _count_regex(text, NOISE_RE),
         "re2_space_chars": sum(1 for c in text if c in _RE2_SPACE),
+        "alpha_words": sum(1 for w in classes if w[0]),
+        "stop_words": sum(1 for w in classes if w[1]),
+        "symbol_tokens": _symbol_tokens(text),
+        "bullet_lines": sum(1 for line in lines if _is_bullet_line(line)),
+        "ellipsis_lines": sum(1 for line in lines if line.endswith(("...", "\u2026"))),
     }
 
 

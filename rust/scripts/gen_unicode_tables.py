@@ -17,6 +17,7 @@ OUT = Path(__file__).resolve().parent.parent / "src" / "unicode_tables.rs"
 # Kept in step with engines/nexa_engines/audit/heuristics.py (_NOISE_RE and the texty class).
 CLASSES = {
     "LETTER_OR_NUMBER": r"[\pL\pN]",
+    "LETTER": r"\pL",
     "NOISE": r"[\x{0}-\x{8}\x{B}\x{C}\x{E}-\x{1F}\x{7F}-\x{9F}\x{FFFD}\p{Co}\p{Cs}]",
 }
 

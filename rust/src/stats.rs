@@ -7,10 +7,12 @@ use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::text::TextColumn;
-use crate::unicode::{is_letter_or_number, is_line_break, is_noise, is_re2_space, is_space};
+use crate::unicode::{
+    is_letter, is_letter_or_number, is_line_break, is_noise, is_re2_space, is_space,
+};
 
 /// Column names of the statistics matrix, in order.
-pub const FIELDS: [&str; 16] = [
+pub const FIELDS: [&str; 21] = [
     "bytes",
     "chars",
     "stripped_chars",
@@ -27,7 +29,86 @@ pub const FIELDS: [&str; 16] = [
     "letter_or_number_chars",
     "noise_chars",
     "re2_space_chars",
+    "alpha_words",
+    "stop_words",
+    "symbol_tokens",
+    "bullet_lines",
+    "ellipsis_lines",
 ];
+
+/// The Gopher filters' stop words (a word is one when, stripped of the letters-or-numbers
+/// it does not start and end with, it equals one of these ignoring ASCII case).
+pub const STOP_WORDS: [&str; 8] = ["the", "be", "to", "of", "and", "that", "have", "with"];
+
+/// What the Gopher filters count of one word: (has a letter, is a stop word).
+fn word_class(word: &str) -> (bool, bool) {
+    let has_letter = word.chars().any(is_letter);
+    let core = word.trim_matches(|c: char| !is_letter_or_number(c));
+    let stop = core.is_ascii() && STOP_WORDS.iter().any(|w| core.eq_ignore_ascii_case(w));
+    (has_letter, stop)
+}
+
+/// `word_class` for an ASCII word.
+fn ascii_word_class(word: &[u8]) -> (bool, bool) {
+    let has_letter = word.iter().any(u8::is_ascii_alphabetic);
+    let start = word.iter().position(u8::is_ascii_alphanumeric);
+    let stop = start.is_some_and(|s| {
+        let end = word
+            .iter()
+            .rposition(u8::is_ascii_alphanumeric)
+            .unwrap_or(s)
+            + 1;
+        STOP_WORDS
+            .iter()
+            .any(|w| word[s..end].eq_ignore_ascii_case(w.as_bytes()))
+    });
+    (has_letter, stop)
+}
+
+/// Symbol tokens of the Gopher symbol-to-word ratio: each `#`, each `…`, and each
+/// `...` (a run of dots counts one per three, left to right).
+#[derive(Default)]
+struct Symbols {
+    count: i64,
+    dots: i64,
+}
+
+impl Symbols {
+    #[inline]
+    fn push(&mut self, c: char) {
+        if c == '.' {
+            self.dots += 1;
+            return;
+        }
+        self.count += self.dots / 3 + (c == '#' || c == '\u{2026}') as i64;
+        self.dots = 0;
+    }
+
+    fn total(&self) -> i64 {
+        self.count + self.dots / 3
+    }
+}
+
+/// A stripped, non-empty line that starts with a bullet: one of `•‣◦⁃∙▪·`, or `-`, `*`
+/// or `+` followed by whitespace.
+fn is_bullet_line(line: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(
+            '\u{2022}' | '\u{2023}' | '\u{25E6}' | '\u{2043}' | '\u{2219}' | '\u{25AA}' | '\u{B7}',
+        ) => true,
+        Some('-' | '*' | '+') => chars.next().is_some_and(is_space),
+        _ => false,
+    }
+}
+
+/// A stripped, non-empty line that ends with `...` or `…`.
+fn is_ellipsis_line(line: &[u8]) -> bool {
+    line.ends_with(b"...") || line.ends_with("\u{2026}".as_bytes())
+}
 
 /// Reusable per-thread scratch space.
 #[derive(Default)]
@@ -65,6 +146,7 @@ pub fn row_stats(text: &str, scratch: &mut Scratch, out: &mut [i64]) {
     lines.clear();
     let (mut chars, mut word_chars, mut letters, mut noise, mut re2_spaces) =
         (0i64, 0i64, 0i64, 0i64, 0i64);
+    let (mut alpha_words, mut stop_words, mut symbols) = (0i64, 0i64, Symbols::default());
     let (mut longest_run, mut run, mut prev) = (0i64, 0i64, None::<char>);
     let (mut max_line_chars, mut line_chars_now) = (0i64, 0i64);
     let mut word_start: Option<(usize, i64)> = None;
@@ -78,10 +160,14 @@ pub fn row_stats(text: &str, scratch: &mut Scratch, out: &mut [i64]) {
         letters += is_letter_or_number(c) as i64;
         noise += is_noise(c) as i64;
         re2_spaces += is_re2_space(c) as i64;
+        symbols.push(c);
         if is_space(c) {
             if let Some((start, before)) = word_start.take() {
                 word_chars += chars - 1 - before;
                 word_hashes.push(lower_hash(&text[start..i], lower));
+                let (alpha, stop) = word_class(&text[start..i]);
+                alpha_words += alpha as i64;
+                stop_words += stop as i64;
             }
         } else if word_start.is_none() {
             word_start = Some((i, chars - 1));
@@ -102,6 +188,9 @@ pub fn row_stats(text: &str, scratch: &mut Scratch, out: &mut [i64]) {
     if let Some((start, before)) = word_start {
         word_chars += chars - before;
         word_hashes.push(lower_hash(&text[start..], lower));
+        let (alpha, stop) = word_class(&text[start..]);
+        alpha_words += alpha as i64;
+        stop_words += stop as i64;
     }
     if line_start < text.len() {
         lines.push((line_start, text.len()));
@@ -128,6 +217,9 @@ pub fn row_stats(text: &str, scratch: &mut Scratch, out: &mut [i64]) {
         letters,
         noise,
         re2_spaces,
+        alpha_words,
+        stop_words,
+        symbols: symbols.total(),
     };
     finish(counts, line_spans, word_hashes, (trigrams, slots), out);
 }
@@ -144,6 +236,9 @@ struct Counts {
     letters: i64,
     noise: i64,
     re2_spaces: i64,
+    alpha_words: i64,
+    stop_words: i64,
+    symbols: i64,
 }
 
 /// How many distinct word trigrams `word_hashes` holds, counted exactly (whole tuples
@@ -196,6 +291,8 @@ fn finish<'t>(
     // Repeated lines: characters of every stripped line beyond its first occurrence.
     let mut stripped: Vec<(&[u8], i64)> = stripped_lines.filter(|(l, _)| !l.is_empty()).collect();
     let nonempty_lines = stripped.len() as i64;
+    let bullet_lines = stripped.iter().filter(|(l, _)| is_bullet_line(l)).count() as i64;
+    let ellipsis_lines = stripped.iter().filter(|(l, _)| is_ellipsis_line(l)).count() as i64;
     let line_chars: i64 = stripped.iter().map(|&(_, n)| n).sum();
     stripped.sort_unstable();
     let mut repeated_line_chars = 0i64;
@@ -225,6 +322,11 @@ fn finish<'t>(
         c.letters,
         c.noise,
         c.re2_spaces,
+        c.alpha_words,
+        c.stop_words,
+        c.symbols,
+        bullet_lines,
+        ellipsis_lines,
     ]);
 }
 
@@ -273,6 +375,7 @@ pub fn row_stats_ascii(text: &[u8], classes: &[u8; 128], scratch: &mut Scratch, 
     trigrams.clear();
     lines.clear();
     let (mut word_chars, mut letters, mut noise, mut re2_spaces) = (0i64, 0i64, 0i64, 0i64);
+    let (mut alpha_words, mut stop_words, mut symbols) = (0i64, 0i64, Symbols::default());
     let (mut longest_run, mut run, mut prev) = (0i64, 0i64, u16::MAX);
     let mut max_line_chars = 0i64;
     let mut word_start: Option<usize> = None;
@@ -286,10 +389,14 @@ pub fn row_stats_ascii(text: &[u8], classes: &[u8; 128], scratch: &mut Scratch, 
         letters += (class & LETTER_OR_NUMBER != 0) as i64;
         noise += (class & NOISE != 0) as i64;
         re2_spaces += (class & RE2_SPACE != 0) as i64;
+        symbols.push(b as char);
         if class & SPACE != 0 {
             if let Some(start) = word_start.take() {
                 word_chars += (i - start) as i64;
                 word_hashes.push(ascii_lower_hash(&text[start..i], lower_bytes));
+                let (alpha, stop) = ascii_word_class(&text[start..i]);
+                alpha_words += alpha as i64;
+                stop_words += stop as i64;
             }
         } else if word_start.is_none() {
             word_start = Some(i);
@@ -306,6 +413,9 @@ pub fn row_stats_ascii(text: &[u8], classes: &[u8; 128], scratch: &mut Scratch, 
     if let Some(start) = word_start {
         word_chars += (text.len() - start) as i64;
         word_hashes.push(ascii_lower_hash(&text[start..], lower_bytes));
+        let (alpha, stop) = ascii_word_class(&text[start..]);
+        alpha_words += alpha as i64;
+        stop_words += stop as i64;
     }
     if line_start < text.len() {
         lines.push((line_start, text.len()));
@@ -342,6 +452,9 @@ pub fn row_stats_ascii(text: &[u8], classes: &[u8; 128], scratch: &mut Scratch, 
         letters,
         noise,
         re2_spaces,
+        alpha_words,
+        stop_words,
+        symbols: symbols.total(),
     };
     finish(counts, line_spans, word_hashes, (trigrams, slots), out);
 }
@@ -404,6 +517,23 @@ mod tests {
             let text = String::from_utf8(text).unwrap();
             assert_eq!(fast, stats(&text), "{text:?}");
         }
+    }
+
+    #[test]
+    fn gopher_counts() {
+        assert_eq!(field("The cat, and THE dog (to) theme", "stop_words"), 4);
+        assert_eq!(field("The cat, and THE dog (to) theme", "alpha_words"), 7);
+        assert_eq!(field("12 3.5 $9 x1 é", "alpha_words"), 2);
+        assert_eq!(
+            field("# tag ... .... ...... \u{2026} .. ##", "symbol_tokens"),
+            8
+        );
+        let list = "- one\n  * two\n+three\n\u{2022} four\n\nplain";
+        assert_eq!(field(list, "bullet_lines"), 3);
+        assert_eq!(
+            field("wait...\nso\u{2026}  \nok.\n...", "ellipsis_lines"),
+            3
+        );
     }
 
     #[test]

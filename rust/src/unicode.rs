@@ -39,6 +39,15 @@ pub fn is_letter_or_number(c: char) -> bool {
     in_ranges(tables::LETTER_OR_NUMBER, c as u32)
 }
 
+/// RE2's `\pL`: letters of any script (a word "has a letter" for the Gopher filters).
+#[inline]
+pub fn is_letter(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphabetic();
+    }
+    in_ranges(tables::LETTER, c as u32)
+}
+
 /// The audit's noise class: control, replacement and private-use characters.
 #[inline]
 pub fn is_noise(c: char) -> bool {

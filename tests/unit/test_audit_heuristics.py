@@ -24,7 +24,7 @@ def flags_of(text: str, *, min_chars: int = 1, max_chars: int = 100_000) -> set[
         ("def add(a, b):\n    return a + b  # sum of two numbers", set()),
         ("", {"empty"}),
         ("   \n\t ", {"empty"}),
-        ("I don't know. " * 20, {"repetitive"}),
+        ("I don't know. " * 20, {"repetitive", "no_stop_words"}),  # 60 words, none of them a stop word
         ("\n".join(["Sorry, I cannot help with that."] * 6), {"repetitive"}),
         ("z" * 80, {"repetitive"}),
         ("#%&*@!^~|<>{}[]=+$" * 4, {"non_text"}),
@@ -44,6 +44,21 @@ def flags_of(text: str, *, min_chars: int = 1, max_chars: int = 100_000) -> set[
         ("export OPENAI_API_KEY=sk-abcdefghijklmnopqrstuvwx123456", {"pii"}),
         ("AWS key AKIAIOSFODNN7EXAMPLE leaked", {"pii"}),
         ("The year 2023-10-15 was busy with 1,234 tasks.", set()),
+        # The Gopher filters judge rows of 20 words or more (50 for stop words).
+        (
+            " ".join(str(n * 37 % 1000) for n in range(25)) + " and the total is large",
+            {"low_alpha_words", "word_length"},
+        ),
+        (
+            "#ai #ml " * 3 + "the model of the year was trained with care and shipped to users " * 2,
+            {"symbol_ratio"},
+        ),
+        ("- first item\n- second item\n- third item\n- fourth item", {"bullet_lines"}),
+        ("We waited...\nand waited...\nthen it came.", {"ellipsis_lines"}),
+        (
+            "In 2023 the team shipped 14 releases, and the largest of them fixed the slow start that users had reported for months.",
+            set(),
+        ),
     ],
 )
 def test_heuristic_table(text: str, expected: set[str]) -> None:

@@ -303,11 +303,9 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
     ctx.log(f"exact duplicates: {int(exact.sum())}")
     ctx.progress(0.62, "finding near duplicates")
 
-    bands, band_rows = minhash.choose_bands(spec.near_dup_threshold, spec.num_perm)
+    cut, bands, band_rows = minhash.lsh_parameters(spec.near_dup_threshold, spec.num_perm)
     sig = _drain(scan.signatures, (n, spec.num_perm), np.uint16)
-    clusters, verified_pairs = dedup.near_duplicate_clusters(
-        sig, has_words, spec.near_dup_threshold, bands, band_rows
-    )
+    clusters, verified_pairs = dedup.near_duplicate_clusters(sig, has_words, cut, bands, band_rows)
     del sig
     ctx.check_cancelled()
     near = (clusters != np.arange(n)) & ~exact
@@ -355,7 +353,12 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
         "exact_duplicates": int(exact.sum()),
         "near_duplicates": int(near.sum()),
         "near_duplicate_clusters": num_clusters,
-        "lsh": {"bands": bands, "rows_per_band": band_rows, "threshold": spec.near_dup_threshold},
+        "lsh": {
+            "bands": bands,
+            "rows_per_band": band_rows,
+            "threshold": spec.near_dup_threshold,
+            "verify_cut": round(cut, 4),
+        },
         "judge": judge_info,
         "score_histogram": histogram(scores),
         "tier_rules": tier_rules_text(),

@@ -1,4 +1,6 @@
-"""Per-row quality heuristics: empty, length, repetition, non-text, PII.
+"""Per-row quality heuristics: empty, length, repetition, non-text, PII, and the Gopher/C4/FineWeb
+quality filters (symbol ratio, words with letters, mean word length, stop words, bullet and
+ellipsis lines).
 
 Every public function takes a batch of texts (a pyarrow string array) and returns
 numpy arrays with one entry per row, so a native kernel can replace any of them
@@ -32,6 +34,14 @@ FLAG_NAMES: tuple[str, ...] = (
     "pii",
     "exact_duplicate",
     "near_duplicate",
+    # The Gopher quality filters (Rae et al. 2021, as C4 and FineWeb use them), appended so
+    # that the bits above keep their values.
+    "symbol_ratio",
+    "low_alpha_words",
+    "word_length",
+    "no_stop_words",
+    "bullet_lines",
+    "ellipsis_lines",
 )
 FLAG_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(FLAG_NAMES)}
 
@@ -44,6 +54,19 @@ REPEAT_TRIGRAM_UNIQUE = 0.5  # distinct word trigrams / all trigrams below this 
 REPEAT_LINE_FRACTION = 0.5  # characters in repeated lines above this is repetitive
 REPEAT_CHAR_RUN = 20  # one character repeated this many times in a row ...
 REPEAT_CHAR_RUN_FRACTION = 0.3  # ... covering at least this share of the text
+
+# Gopher quality filters, on rows with enough words to judge (an SFT answer "Paris" is fine).
+WORD_FILTER_MIN_WORDS = 20  # symbol_ratio, low_alpha_words, word_length look at rows this long
+MAX_SYMBOL_WORD_RATIO = 0.1  # '#', '...' and '\u2026' per word above this: symbol_ratio
+MIN_ALPHA_WORD_FRACTION = 0.8  # share of words with a letter below this: low_alpha_words
+MIN_MEAN_WORD_LENGTH = 3.0  # mean characters per word outside [3, 10]: word_length
+MAX_MEAN_WORD_LENGTH = 10.0
+STOP_WORD_MIN_WORDS = 50  # no_stop_words looks at rows this long (Gopher's shortest document)
+MIN_STOP_WORDS = 2  # fewer of STOP_WORDS than this: no_stop_words
+STOP_WORDS = kernels.STOP_WORDS  # the, be, to, of, and, that, have, with
+LINE_FILTER_MIN_LINES = 3  # bullet_lines and ellipsis_lines look at rows with this many lines
+MAX_BULLET_LINE_FRACTION = 0.9  # lines starting with a bullet above this share: bullet_lines
+MAX_ELLIPSIS_LINE_FRACTION = 0.3  # lines ending in an ellipsis above this share: ellipsis_lines
 
 _NOISE_RE = r"[\x{0}-\x{8}\x{B}\x{C}\x{E}-\x{1F}\x{7F}-\x{9F}\x{FFFD}\p{Co}\p{Cs}]"
 # Long unbroken base64/hex runs: embedded binary blobs rather than prose.
@@ -138,6 +161,29 @@ def non_text_mask(
 
 def _looks_encoded(run: str) -> bool:
     return any(c.isdigit() for c in run) and any(c.isalpha() for c in run)
+
+
+def quality_filter_masks(texts: pa.Array, stats: kernels.TextStats | None = None) -> dict[str, np.ndarray]:
+    """The Gopher quality filters of every row (a mask per flag name); thresholds above, in docs/audit.md.
+
+    Everything comes from the rows' text statistics (one pass; ``kernels.text_stats``).
+    """
+    s = stats if stats is not None else kernels.text_stats(texts)
+    words = s["words"]
+    safe_words = np.maximum(words, 1).astype(np.float64)
+    judged = words >= WORD_FILTER_MIN_WORDS
+    mean_length = s["word_chars"] / safe_words
+    lines = s["nonempty_lines"]
+    safe_lines = np.maximum(lines, 1).astype(np.float64)
+    multi_line = lines >= LINE_FILTER_MIN_LINES
+    return {
+        "symbol_ratio": judged & (s["symbol_tokens"] / safe_words > MAX_SYMBOL_WORD_RATIO),
+        "low_alpha_words": judged & (s["alpha_words"] / safe_words < MIN_ALPHA_WORD_FRACTION),
+        "word_length": judged & ((mean_length < MIN_MEAN_WORD_LENGTH) | (mean_length > MAX_MEAN_WORD_LENGTH)),
+        "no_stop_words": (words >= STOP_WORD_MIN_WORDS) & (s["stop_words"] < MIN_STOP_WORDS),
+        "bullet_lines": multi_line & (s["bullet_lines"] / safe_lines > MAX_BULLET_LINE_FRACTION),
+        "ellipsis_lines": multi_line & (s["ellipsis_lines"] / safe_lines > MAX_ELLIPSIS_LINE_FRACTION),
+    }
 
 
 def is_repetitive(text: str) -> bool:
@@ -324,6 +370,8 @@ def compute_flags(
             blob = _regex_masks(part, {"blob": _BLOB_RE})["blob"]
         flags[repetitive_mask(part, part_len, part_stats)] |= FLAG_BITS["repetitive"]
         flags[non_text_mask(part, part_len, part_stats, blob)] |= FLAG_BITS["non_text"]
+        for name, mask in quality_filter_masks(part, part_stats).items():
+            flags[mask] |= FLAG_BITS[name]
     kinds = pii_masks(texts, found)
     any_pii = np.zeros(len(texts), dtype=bool)
     for mask in kinds.values():

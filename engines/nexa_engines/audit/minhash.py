@@ -13,6 +13,7 @@ without 128-bit arithmetic (a native kernel can reproduce it bit for bit).
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -142,6 +143,26 @@ def text_signatures(
 # positive costs only a comparison while a false negative is a missed duplicate.
 FALSE_POSITIVE_WEIGHT = 0.2
 FALSE_NEGATIVE_WEIGHT = 0.8
+
+# A pair at exactly the threshold has an estimated Jaccard below it half the time, so
+# pairs are verified against the threshold less VERIFY_Z standard errors of the estimate;
+# and the LSH curve is centred LSH_MARGIN below that cut, so that pairs at the threshold
+# almost always become candidates. Together: recall >= 0.95 at the threshold (docs/audit.md).
+VERIFY_Z = 2.0
+LSH_MARGIN = 0.07
+
+
+def verify_cut(threshold: float, num_perm: int) -> float:
+    """The estimated Jaccard a candidate pair needs for a true Jaccard of ``threshold`` to be found."""
+    spread = math.sqrt(threshold * (1.0 - threshold) / num_perm)
+    return max(0.0, threshold - VERIFY_Z * spread)
+
+
+def lsh_parameters(threshold: float, num_perm: int) -> tuple[float, int, int]:
+    """(verification cut, bands, rows per band) for near duplicates at ``threshold``."""
+    cut = verify_cut(threshold, num_perm)
+    bands, rows = choose_bands(round(max(0.05, cut - LSH_MARGIN), 4), num_perm)
+    return cut, bands, rows
 
 
 @lru_cache(maxsize=64)

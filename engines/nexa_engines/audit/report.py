@@ -20,10 +20,15 @@ PENALTIES: dict[str, float] = {
     "pii": 1.5,
     "too_long": 1.0,
     "near_duplicate": 1.0,
+    "low_alpha_words": 1.5,
+    "symbol_ratio": 1.0,
+    "word_length": 1.0,
+    "no_stop_words": 1.0,
+    "bullet_lines": 0.5,
+    "ellipsis_lines": 0.5,
 }
 JUDGE_WEIGHT = 0.5  # share of a judged row's score that comes from the judge
 
-# (tier, minimum mean score, maximum fraction of rows with any flag), best first.
 # The SPEC's graded tiers (A+ … D): (tier, minimum mean score, most rows flagged), best first.
 # The letter bands are A: mean >= 4.5 with <= 5% flagged, B: 4.0 / 15%, C: 3.0 / 35%;
 # + and - split each band.

@@ -82,7 +82,11 @@ class AuditSpec(JobOptions):
     ngram: int = Field(5, ge=1, le=32, description="Word n-gram size for near-duplicate shingles.")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
     near_dup_threshold: float = Field(
-        0.8, gt=0.0, le=1.0, description="Estimated Jaccard similarity above which rows are near duplicates."
+        0.7,
+        gt=0.0,
+        le=1.0,
+        description="Word n-gram Jaccard similarity from which rows are near duplicates (found with recall "
+        ">= 0.95 at it; see docs/audit.md for the curve).",
     )
     min_chars: int = Field(1, ge=0, description="Rows shorter than this are flagged `too_short`.")
     max_chars: int = Field(100_000, ge=1, description="Rows longer than this are flagged `too_long`.")
