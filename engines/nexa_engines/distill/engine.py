@@ -18,7 +18,7 @@ from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.store.datasets import DatasetRefError, fetch_dataset
 from nexa_engines.teacher.client import Completion
 from nexa_engines.teacher.journal import SampleJournal
-from nexa_engines.teacher.output import SFT_FILE, commit_sft_dataset
+from nexa_engines.teacher.output import SFT_FILE, check_answers, commit_sft_dataset
 from nexa_engines.teacher.resolve import teacher_for
 from nexa_engines.teacher.runner import run_samples
 from nexa_engines.train.data import PROMPT_COLUMNS, pick_column, read_table
@@ -85,7 +85,7 @@ def run(ctx: EngineContext, spec: DistillSpec) -> dict[str, Any]:
             retryable=True,
         )
     records = [journal.done[i] for i in indices]
-    empty = sum(1 for r in records if not str(r["response"]).strip())
+    empty = check_answers(records, str(spec.teacher))
     dataset_id, tokens = commit_sft_dataset(
         ctx,
         records,

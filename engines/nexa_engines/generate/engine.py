@@ -16,7 +16,7 @@ from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.models.prompt import clean_completion
 from nexa_engines.teacher.client import Completion
 from nexa_engines.teacher.journal import SampleJournal
-from nexa_engines.teacher.output import SFT_FILE, commit_sft_dataset
+from nexa_engines.teacher.output import SFT_FILE, check_answers, commit_sft_dataset
 from nexa_engines.teacher.resolve import teacher_for
 from nexa_engines.teacher.runner import run_samples
 
@@ -91,6 +91,7 @@ def run(ctx: EngineContext, spec: GenerateSpec) -> dict[str, Any]:
             retryable=True,
         )
     records = [journal.done[i] for i in indices]
+    check_answers(records, str(spec.teacher))
     dataset_id, tokens = commit_sft_dataset(
         ctx,
         records,

@@ -9,9 +9,28 @@ import pyarrow.parquet as pq
 
 from nexa.contracts import InputSource
 from nexa.ids import new_id
-from nexa_engines.engine import EngineContext
+from nexa_engines.engine import EngineContext, EngineError
 
 SFT_FILE = "sft.parquet"  # the SPEC's name (§8.2)
+# More empty answers than this share, and the data is not worth training on: the job fails.
+MAX_EMPTY_ANSWER_FRACTION = 0.5
+
+
+def check_answers(records: list[dict[str, Any]], teacher: str) -> int:
+    """The number of empty answers; ``EngineError(teacher_empty_answers)`` when they are most of the data.
+
+    A teacher that answers nothing usable (a wrong model name behind a permissive
+    endpoint, a prompt format it does not follow, a length limit of zero) must
+    not end as a "completed" dataset of blanks.
+    """
+    empty = sum(1 for r in records if not str(r.get("response", "")).strip())
+    if records and empty / len(records) > MAX_EMPTY_ANSWER_FRACTION:
+        raise EngineError(
+            "teacher_empty_answers",
+            f"the teacher {teacher!r} gave empty answers for {empty} of {len(records)} prompts (more than "
+            f"{MAX_EMPTY_ANSWER_FRACTION:.0%}); check its model, prompt format and max_tokens",
+        )
+    return empty
 
 
 def commit_sft_dataset(
