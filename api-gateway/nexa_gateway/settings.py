@@ -9,12 +9,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from nexa import config
 from nexa.contracts.catalog import CatalogEntry
 
 
 def nexa_home() -> Path:
-    """``$NEXA_HOME``, else ``~/.nexa``: where a standalone Nexa keeps its state."""
-    return Path(os.environ.get("NEXA_HOME") or Path.home() / ".nexa").expanduser()
+    """``$NEXA_HOME``, else ``~/.nexa``: where a standalone Nexa keeps its state (``nexa.config`` reads it)."""
+    return config.nexa_home()
 
 
 class Settings(BaseSettings):

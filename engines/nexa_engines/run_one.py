@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nexa.contracts import JobType, spec_for
+from nexa.contracts import ErrorCode, JobType, spec_for
 from nexa.contracts.catalog import CATALOG_SETTING, CatalogError, parse_catalog
 from nexa.contracts.crd import (
     EXIT_FATAL,
@@ -45,10 +45,11 @@ from nexa.contracts.crd import (
     run_result_key,
 )
 from nexa.contracts.refs import job_references
+from nexa.storesettings import S3Location
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
 from nexa_engines.host_resources import prefer_passive_waits
 from nexa_engines.store.access import AccessDenied, check_reference
-from nexa_engines.store.factory import default_local_root, parse_bool, store_from_env
+from nexa_engines.store.factory import default_local_root, store_from_env
 from nexa_engines.worker import json_result
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -108,23 +109,15 @@ def result_record(
 
 def write_run_record(env: Mapping[str, str], key: str, record: bytes) -> str:
     """Store ``record`` at ``key`` under the artifact store root the environment names; returns its location."""
-    if env.get("NEXA_S3_ENDPOINT"):
+    location = S3Location.from_env(env)
+    if location is not None:
         from io import BytesIO
 
-        from minio import Minio
-
-        client = Minio(
-            env["NEXA_S3_ENDPOINT"],
-            access_key=env.get("NEXA_S3_ACCESS_KEY", ""),
-            secret_key=env.get("NEXA_S3_SECRET_KEY", ""),
-            secure=parse_bool(env.get("NEXA_S3_SECURE"), name="NEXA_S3_SECURE"),
-            region=env.get("NEXA_S3_REGION") or None,
+        name = location.object_name(key)
+        location.client().put_object(
+            location.bucket, name, BytesIO(record), len(record), content_type="application/json"
         )
-        prefix = env.get("NEXA_S3_PREFIX", "").strip("/")
-        name = f"{prefix}/{key}" if prefix else key
-        bucket = env.get("NEXA_S3_BUCKET", "nexa-artifacts")
-        client.put_object(bucket, name, BytesIO(record), len(record), content_type="application/json")
-        return f"s3://{bucket}/{name}"
+        return f"s3://{location.bucket}/{name}"
     path = default_local_root(env) / key
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -193,11 +186,13 @@ def run(
     try:
         spec = spec_for(JobType(job_type), json.loads(spec_json))
     except (ValueError, ValidationError) as exc:
-        return _fail(env, attempt, "invalid_spec", f"the job's spec is invalid: {exc}", retryable=False)
+        return _fail(
+            env, attempt, ErrorCode.invalid_spec, f"the job's spec is invalid: {exc}", retryable=False
+        )
     try:
         catalog = parse_catalog(env.get(CATALOG_SETTING))
     except CatalogError as exc:
-        return _fail(env, attempt, "invalid_catalog", str(exc), retryable=False)
+        return _fail(env, attempt, ErrorCode.invalid_catalog, str(exc), retryable=False)
     try:
         engine = load_engine(job_type)
         store = store_from_env(env)
@@ -205,7 +200,11 @@ def run(
         return _fail(env, attempt, exc.code, exc.message, retryable=exc.retryable)
     except Exception as exc:  # the store could not be opened: configuration or network
         return _fail(
-            env, attempt, "store_unavailable", f"cannot open the artifact store: {exc}", retryable=True
+            env,
+            attempt,
+            ErrorCode.store_unavailable,
+            f"cannot open the artifact store: {exc}",
+            retryable=True,
         )
     workdir = Path(env.get("NEXA_WORKDIR") or tempfile.gettempdir()) / f"{job_id}-{attempt}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -233,7 +232,7 @@ def run(
     try:
         result = json_result(engine(ctx, spec))
     except JobCancelled:
-        return _fail(env, attempt, "terminated", "the pod was asked to stop", retryable=True)
+        return _fail(env, attempt, ErrorCode.worker_shutdown, "the pod was asked to stop", retryable=True)
     except EngineError as exc:
         return _fail(env, attempt, exc.code, exc.message, retryable=exc.retryable)
     except Exception as exc:
@@ -244,7 +243,9 @@ def run(
     try:
         where = write_result_record(env, job_id, attempt, record)
     except Exception as exc:  # the work is done but nobody could read it: another attempt redoes it
-        return _fail(env, attempt, "result_unwritable", f"cannot store the result: {exc}", retryable=True)
+        return _fail(
+            env, attempt, ErrorCode.result_unwritable, f"cannot store the result: {exc}", retryable=True
+        )
     write_termination_message(env, {"attempt": attempt, "result": result, "artifacts": artifacts})
     reporter.log(f"[nexa] attempt {attempt} completed; result record at {where}")
     return EXIT_SUCCESS

@@ -48,6 +48,7 @@ from pydantic import ValidationError
 
 from nexa.contracts import (
     ClaimedJob,
+    ErrorCode,
     FailReport,
     HardwareProfile,
     HeartbeatAck,
@@ -507,10 +508,12 @@ def final_report_for(
         return ResultReport(attempt=attempt, result=result, artifacts=[], usage=usage)
     if isinstance(error, JobCancelled):
         if state.user_cancelled or not state.shutting_down:
-            return FailReport(attempt=attempt, code="cancelled", message="cancelled by the user", usage=usage)
+            return FailReport(
+                attempt=attempt, code=ErrorCode.cancelled, message="cancelled by the user", usage=usage
+            )
         return FailReport(
             attempt=attempt,
-            code="worker_shutdown",
+            code=ErrorCode.worker_shutdown,
             message="the worker was shut down while running this attempt",
             retryable=True,
             usage=usage,
@@ -526,13 +529,13 @@ def final_report_for(
     if isinstance(error, ValidationError):
         return FailReport(
             attempt=attempt,
-            code="invalid_spec",
+            code=ErrorCode.invalid_spec,
             message=f"this worker cannot read the job's spec: {_summary(error)}",
             usage=usage,
         )
     return FailReport(
         attempt=attempt,
-        code="engine_crashed",
+        code=ErrorCode.engine_crashed,
         message=f"{_summary(error)} (the traceback is in the job's log)",
         retryable=True,
         usage=usage,
@@ -620,7 +623,9 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
                 store = open_store(runtime, claimed, job_dir)
             except Exception as exc:
                 raise EngineError(
-                    "store_unavailable", f"cannot open the artifact store: {_summary(exc)}", retryable=True
+                    ErrorCode.store_unavailable,
+                    f"cannot open the artifact store: {_summary(exc)}",
+                    retryable=True,
                 ) from exc
             ctx = EngineContext(
                 job_id=claimed.job_id,
@@ -739,7 +744,7 @@ def _shutdown(
         log.warning("job %s did not stop in time; handing it back", state.claimed.job_id)
         report = FailReport(
             attempt=state.claimed.attempt,
-            code="worker_shutdown",
+            code=ErrorCode.worker_shutdown,
             message="the worker was shut down while running this attempt",
             retryable=True,
         )
@@ -860,7 +865,7 @@ def _claim_loop(
             # Claimed while shutting down: hand it straight back.
             report = FailReport(
                 attempt=claimed.attempt,
-                code="worker_shutdown",
+                code=ErrorCode.worker_shutdown,
                 message="the worker was shutting down when it claimed this attempt",
                 retryable=True,
             )

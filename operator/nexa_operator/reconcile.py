@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from nexa.contracts import JobType
+from nexa.contracts import ErrorCode, JobType
 from nexa.contracts.crd import (
     ENGINE_CONTAINER,
     EXIT_FATAL,
@@ -171,7 +171,7 @@ class _Builder:
         self.event("Normal" if phase != "Failed" else "Warning", reason, message)
 
     def fail(self, code: str, reason: str, message: str, *, retryable: bool = False) -> None:
-        self.status.error = JobFailure(code=code, message=message, retryable=retryable)
+        self.status.error = JobFailure(code=str(code), message=message, retryable=retryable)
         self.finish("Failed", reason, message)
 
     def done(self) -> Plan:
@@ -203,7 +203,9 @@ def _start_attempt(b: _Builder, nexajob: dict[str, Any], attempt: int) -> None:
 def _next_attempt(b: _Builder, nexajob: dict[str, Any], max_retries: int) -> None:
     """Start the attempt after the current one, never past ``1 + max_retries`` attempts."""
     if b.status.attempts >= 1 + max_retries:
-        b.fail("retries_exhausted", c.R_RETRIES_EXHAUSTED, f"all {1 + max_retries} attempts were used")
+        b.fail(
+            ErrorCode.retries_exhausted, c.R_RETRIES_EXHAUSTED, f"all {1 + max_retries} attempts were used"
+        )
         return
     _start_attempt(b, nexajob, b.status.attempts + 1)
 
@@ -227,7 +229,7 @@ def _attempt_failed(
         )
         return
     delay = retry_delay(attempt, config)
-    b.status.error = JobFailure(code=code, message=message, retryable=True)
+    b.status.error = JobFailure(code=str(code), message=message, retryable=True)
     b.status.next_attempt_at = b.now + timedelta(seconds=delay)
     b.status.phase = "Pending"
     b.cond(c.RETRYING, True, c.R_ATTEMPT_FAILED, f"attempt {attempt} failed ({message}); next in {delay:g}s")
@@ -254,7 +256,9 @@ def decide(
         job_type, options = validated_spec(nexajob)
         pod_annotations(nexajob)
     except (ValidationError, ValueError, KeyError) as exc:
-        b.fail("invalid_spec", c.R_INVALID_SPEC, f"the spec is not a valid {spec.get('type')} job: {exc}")
+        b.fail(
+            ErrorCode.invalid_spec, c.R_INVALID_SPEC, f"the spec is not a valid {spec.get('type')} job: {exc}"
+        )
         return b.done()
 
     if spec.get("cancel"):
@@ -286,7 +290,12 @@ def decide(
         ):
             b.cond(c.JOB_CREATED, False, c.R_JOB_DELETED, f"Job {status.job_name} disappeared")
             _attempt_failed(
-                b, nexajob, options.max_retries, "job_deleted", f"Job {status.job_name} was deleted", config
+                b,
+                nexajob,
+                options.max_retries,
+                ErrorCode.job_deleted,
+                f"Job {status.job_name} was deleted",
+                config,
             )
             return b.done()
         _start_attempt(b, nexajob, status.attempts)
@@ -314,16 +323,21 @@ def decide(
         detail = str(failed.get("message") or reason or "the Job failed")
         message = _failure_message(pods) or detail
         if reason == "PodFailurePolicy" or any(exit_code(p) == EXIT_FATAL for p in pods):
-            b.fail(_failure_code(pods, "fatal_exit_code"), c.R_FATAL_EXIT, message)
+            b.fail(_failure_code(pods, ErrorCode.fatal_exit_code), c.R_FATAL_EXIT, message)
         elif reason == "DeadlineExceeded":
             b.fail(
-                "deadline_exceeded",
+                ErrorCode.timeout,
                 c.R_DEADLINE,
                 f"the attempt ran past timeout_seconds={options.timeout_seconds}",
             )
         else:
             _attempt_failed(
-                b, nexajob, options.max_retries, _failure_code(pods, "attempt_failed"), message, config
+                b,
+                nexajob,
+                options.max_retries,
+                _failure_code(pods, ErrorCode.attempt_failed),
+                message,
+                config,
             )
         return b.done()
 
@@ -432,7 +446,7 @@ def _completed(
             b,
             nexajob,
             max_retries,
-            "result_missing",
+            ErrorCode.result_missing,
             f"attempt {b.status.attempts} of {job_id} exited 0 but left no result",
             config,
         )
@@ -463,9 +477,11 @@ def _decide_deploy(
         b.cond(c.ENDPOINT_READY, True, c.R_ENDPOINT_READY, f"serving at {url}")
         b.finish("Completed", c.R_SUCCEEDED, f"endpoint {name} is ready at {url}")
     elif phase == "Failed":
-        b.fail("endpoint_failed", c.R_ENDPOINT_FAILED, f"endpoint {name} failed")
+        b.fail(ErrorCode.endpoint_failed, c.R_ENDPOINT_FAILED, f"endpoint {name} failed")
     elif status.start_time and (b.now - status.start_time).total_seconds() > timeout_seconds:
-        b.fail("deadline_exceeded", c.R_DEADLINE, f"endpoint {name} not ready within {timeout_seconds}s")
+        b.fail(
+            ErrorCode.endpoint_not_ready, c.R_DEADLINE, f"endpoint {name} not ready within {timeout_seconds}s"
+        )
     else:
         status.phase = "Running"
         b.plan.requeue_after = 5.0

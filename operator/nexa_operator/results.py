@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from nexa.contracts.crd import run_progress_key, run_result_key
+from nexa.storesettings import S3Location, local_artifact_root
 from nexa_operator.reconcile import ResultLookup
 
 
@@ -17,20 +17,15 @@ class ResultReader:
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
-        self.endpoint = env.get("NEXA_S3_ENDPOINT") or None
-        self.bucket = env.get("NEXA_S3_BUCKET", "nexa-artifacts")
-        self.prefix = env.get("NEXA_S3_PREFIX", "").strip("/")
-        self.secure = env.get("NEXA_S3_SECURE", "").lower() in ("1", "true", "yes", "on")
-        self.access_key = env.get("NEXA_S3_ACCESS_KEY", "")
-        self.secret_key = env.get("NEXA_S3_SECRET_KEY", "")
-        root = env.get("NEXA_ARTIFACT_ROOT") or str(Path(env.get("NEXA_HOME") or "~/.nexa") / "artifacts")
-        self.root = Path(root).expanduser()
+        # The same variables, read by the same code, as the engines that write the records.
+        self.location = S3Location.from_env(env)
+        self.root = local_artifact_root(env)
 
     def read(self, job_id: str, attempt: int) -> ResultLookup:
         """The record's result; ``missing`` when there is none, ``unavailable`` when the store failed."""
         key = run_result_key(job_id, attempt)
         try:
-            raw = self._read_s3(key) if self.endpoint else self._read_local(key)
+            raw = self._read_s3(key) if self.location else self._read_local(key)
         except OSError as exc:
             return ResultLookup("unavailable", detail=f"cannot read {key}: {exc}")
         if raw is None:
@@ -51,7 +46,7 @@ class ResultReader:
         """The attempt's latest ``(fraction, message)``; None when it reported none (or the store failed)."""
         key = run_progress_key(job_id, attempt)
         try:
-            raw = self._read_s3(key) if self.endpoint else self._read_local(key)
+            raw = self._read_s3(key) if self.location else self._read_local(key)
             doc: Any = json.loads(raw) if raw is not None else None
         except (OSError, ValueError):
             return None  # progress is best effort; the next read tries again
@@ -72,16 +67,13 @@ class ResultReader:
             return None
 
     def _read_s3(self, key: str) -> bytes | None:
-        from minio import Minio
         from minio.error import S3Error
 
-        assert self.endpoint is not None
-        client = Minio(
-            self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=self.secure
-        )
-        name = f"{self.prefix}/{key}" if self.prefix else key
+        assert self.location is not None
+        client = self.location.client()
+        name = self.location.object_name(key)
         try:
-            response = client.get_object(self.bucket, name)
+            response = client.get_object(self.location.bucket, name)
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchBucket"):
                 return None

@@ -187,7 +187,9 @@ def test_fatal_exit_code_fails_at_once() -> None:
 
 def test_deadline_fails_without_retry() -> None:
     plan = decide(nexajob(status=running_status()), job(("Failed", "DeadlineExceeded", "")), [], NOW, CONFIG)
-    assert plan.status is not None and plan.status["error"]["code"] == "deadline_exceeded"
+    assert (
+        plan.status is not None and plan.status["error"]["code"] == "timeout"
+    )  # the same code as standalone
 
 
 def test_retryable_failure_backs_off_then_starts_the_next_attempt() -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from nexa.contracts import Job, JobError, JobEvent, JobOptions, JobState, JobType
+from nexa.contracts import TERMINAL_STATES, ErrorCode, Job, JobError, JobEvent, JobOptions, JobState, JobType
 from nexa.contracts.crd import (
     GROUP,
     LABEL_ATTEMPT,
@@ -343,7 +343,8 @@ class KubernetesJobBackend:
                 existing = self._read(tenant_id, job_id)
                 if (existing["metadata"].get("annotations") or {}).get(SPEC_HASH_ANNOTATION) != digest:
                     raise conflict(
-                        "conflict", "this Idempotency-Key was already used with a different request body"
+                        ErrorCode.idempotency_conflict,
+                        "this Idempotency-Key was already used with a different request body",
                     ) from exc
                 return job_from_nexajob(existing), False
             if exc.status == 422:
@@ -407,7 +408,7 @@ class KubernetesJobBackend:
             return job
         if job.status in (JobState.completed, JobState.failed):
             raise conflict(
-                "conflict",
+                ErrorCode.job_finished,
                 f"job {job_id} already {job.status.value}; only pending or running jobs can be cancelled",
             )
         try:
@@ -423,7 +424,7 @@ class KubernetesJobBackend:
             raise self._api_error(exc, "cancel the job") from exc
         after = job_from_nexajob(patched)
         if after.status is not JobState.cancelled:
-            raise conflict("conflict", f"job {job_id} already {after.status.value}")
+            raise conflict(ErrorCode.job_finished, f"job {job_id} already {after.status.value}")
         self.state.metrics.jobs_finished.labels(job.job_type.value, "cancelled").inc()
         return after
 
@@ -482,7 +483,7 @@ class KubernetesJobBackend:
                 )
                 last += len(fresh)
                 last_sent = time.monotonic()
-            if state in ("completed", "failed", "cancelled") and not fresh:
+            if state in TERMINAL_STATES and not fresh:
                 yield f"event: end\ndata: {json.dumps({'status': state})}\n\n"
                 return
             if not follow or await request.is_disconnected():

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Response
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import (
+    TERMINAL_STATES,
     ClaimedJob,
     ClaimRequest,
     FailReport,
@@ -212,7 +213,7 @@ def fail(
         raise
     session.commit()
     state.job_changed([job_id])
-    if done.changed and done.status in queue.TERMINAL_STATES:
+    if done.changed and done.status in TERMINAL_STATES:
         state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
     if done.job is not None:
         state.metrics.observe_job_finished(done.job)

@@ -19,15 +19,13 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from nexa.contracts import ErrorCode, JobError, JobEvent, JobOptions, JobState, JobType
 from nexa.contracts import Job as JobModel
-from nexa.contracts import JobError, JobEvent, JobOptions, JobState, JobType
 from nexa.ids import new_id
 from nexa_gateway.db import Job, JobLabel, Usage, utcnow
 from nexa_gateway.db import JobEvent as JobEventRow
 from nexa_gateway.errors import ApiError, conflict, not_found
 from nexa_gateway.metrics import FinishedJob
-
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -230,7 +228,8 @@ def submit_job(
 
 def _idempotency_conflict(job_id: str) -> ApiError:
     return conflict(
-        "idempotency_conflict", f"idempotency key was already used for job {job_id} with a different request"
+        ErrorCode.idempotency_conflict,
+        f"idempotency key was already used for job {job_id} with a different request",
     )
 
 
@@ -326,7 +325,7 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> tuple[JobModel,
     if row.status == "cancelled":
         return to_contract(row, list_events(session, job_id)), None
     if row.status in ("completed", "failed"):
-        raise conflict("job_finished", f"job {job_id} already {row.status}; nothing to cancel")
+        raise conflict(ErrorCode.job_finished, f"job {job_id} already {row.status}; nothing to cancel")
     now = utcnow()
     changed = session.execute(
         update(Job)
@@ -341,7 +340,7 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> tuple[JobModel,
         session.expire(row)
         row = get_job_row(session, tenant_id, job_id)
         if row.status != "cancelled":
-            raise conflict("job_finished", f"job {job_id} already {row.status}; nothing to cancel")
+            raise conflict(ErrorCode.job_finished, f"job {job_id} already {row.status}; nothing to cancel")
         return to_contract(row, list_events(session, job_id)), None
     add_event(session, job_id, "cancelled", "cancelled by the user", row.attempt)
     session.flush()

@@ -24,12 +24,12 @@ from fastapi import Request
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from nexa.contracts import TERMINAL_STATES
 from nexa_gateway.db import Job, JobLog
 from nexa_gateway.state import AppState
 
 _BATCH = 500
 _KEEPALIVE_SECONDS = 15.0
-_TERMINAL = ("completed", "failed", "cancelled")
 
 
 @dataclass
@@ -81,7 +81,7 @@ async def _stream(
             last_sent = time.monotonic()
             if len(batch.lines) == _BATCH:
                 continue
-        if batch.status in _TERMINAL and len(batch.lines) < _BATCH:
+        if batch.status in TERMINAL_STATES and len(batch.lines) < _BATCH:
             if not batch.lines:
                 yield f"event: end\ndata: {json.dumps({'status': batch.status})}\n\n"
                 return

@@ -20,7 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nexa.contracts import (
+    TERMINAL_STATES,
     ClaimedJob,
+    ErrorCode,
     FailReport,
     JobType,
     ResultReport,
@@ -40,7 +42,7 @@ log = logging.getLogger("nexa.gateway.queue")
 def stale(job_id: str, attempt: int) -> ApiError:
     return ApiError(
         409,
-        "stale_attempt",
+        ErrorCode.stale_attempt,
         f"attempt {attempt} of job {job_id} is not current or not held by this worker; stop working on it",
     )
 
@@ -287,7 +289,7 @@ def fail_job(session: Session, worker_id: str, job_id: str, body: FailReport) ->
     row = session.scalar(select(Job).where(_fenced(job_id, body.attempt, worker_id)))
     if row is None:
         # The user cancelled during this attempt: the worker's 'cancelled' report is welcome but changes nothing.
-        if body.code == "cancelled":
+        if body.code == ErrorCode.cancelled:
             done = session.scalar(select(Job).where(Job.id == job_id, Job.status == "cancelled"))
             if done is not None:
                 return Finished(done.job_type, "cancelled", [], changed=False)
@@ -302,7 +304,7 @@ def _end_attempt(session: Session, row: Job, *, code: str, message: str, retryab
     """Finish the current attempt of a running job: retry it or fail it, fenced on the attempt."""
     now = utcnow()
     attempts_allowed = 1 + row.max_retries
-    if code == "cancelled":
+    if code == ErrorCode.cancelled:
         values: dict[str, Any] = {"status": "cancelled", "finished_at": now}
         kind, text = "cancelled", message or "cancelled"
     elif retryable and row.attempt < attempts_allowed:
@@ -356,7 +358,7 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> R
                 _end_attempt(
                     session,
                     row,
-                    code="lease_expired",
+                    code=ErrorCode.lease_expired,
                     message=f"worker {row.worker_id} stopped heartbeating (lease ran out)",
                     retryable=True,
                 )
@@ -381,7 +383,7 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> R
                 _end_attempt(
                     session,
                     row,
-                    code="timeout",
+                    code=ErrorCode.timeout,
                     message=f"attempt ran longer than timeout_seconds={row.timeout_seconds}",
                     retryable=False,
                 )
@@ -391,6 +393,3 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> R
         on_finished(row.job_type, row.status)
         finished.append(finished_job(session, row))
     return Reaped(count, changed, finished)
-
-
-TERMINAL_STATES = ("completed", "failed", "cancelled")

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from nexa.config import nexa_home
 from nexa.contracts import DeploySpec, InputSource
 from nexa.contracts.catalog import CATALOG_SETTING, CatalogEntry, catalog_json
 from nexa.contracts.refs import artifact_ref_uri
@@ -48,7 +49,7 @@ def _free_port(host: str) -> int:
 
 def serving_root() -> Path:
     """Where serving processes keep their logs and fetched models."""
-    return Path(os.environ.get("NEXA_HOME", "~/.nexa")).expanduser() / "serving"
+    return nexa_home() / "serving"
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nexa.config import nexa_home
 from nexa.contracts.catalog import CATALOG_SETTING, parse_catalog
 
 log = logging.getLogger("nexa.serve")
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if store is None:
             print("error: --checkpoint needs --store-config", file=sys.stderr)
             return 2
-        workdir = args.workdir or Path(os.environ.get("NEXA_HOME", "~/.nexa")).expanduser() / "serving"
+        workdir = args.workdir or nexa_home() / "serving"
         # The deploy job resolved the checkpoint for its tenant; the serving process is the platform's.
         resolved = resolve_model(
             args.checkpoint,

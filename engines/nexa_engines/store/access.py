@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nexa.config import nexa_home
 from nexa.contracts.catalog import CatalogEntry, not_in_catalog_message
 from nexa.contracts.refs import JobReference, ParsedRef, RefKind, parse_reference
 from nexa.ids import id_prefix
@@ -88,8 +89,7 @@ class Access:
 
 def nexa_state_dirs() -> list[Path]:
     """Nexa's own state on this machine (keys, database, logs): never a dataset or a model."""
-    home = os.environ.get("NEXA_HOME") or str(Path.home() / ".nexa")
-    return [Path(home).expanduser()]
+    return [nexa_home()]
 
 
 def protected_dirs(store: ArtifactStore, extra: Iterable[Path] = ()) -> tuple[Path, ...]:

@@ -15,33 +15,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nexa import storesettings
 from nexa_engines.store.base import ArtifactError, ArtifactStore
 from nexa_engines.store.local import LocalArtifactStore
 from nexa_engines.store.signing import SigningKey
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
 
 def parse_bool(value: str | bool | None, *, name: str) -> bool:
     """``true/false/1/0/yes/no/on/off`` (any case) as a bool; ``ArtifactError`` naming ``name`` otherwise."""
-    if isinstance(value, bool):
-        return value
-    text = (value or "").strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ArtifactError(f"{name} must be true or false, not {value!r}")
+    try:
+        return storesettings.parse_bool(value, name=name)
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from exc
 
 
 def default_local_root(env: Mapping[str, str]) -> Path:
     """``$NEXA_ARTIFACT_ROOT``, else ``$NEXA_HOME/artifacts``, else ``~/.nexa/artifacts``."""
-    if env.get("NEXA_ARTIFACT_ROOT"):
-        return Path(env["NEXA_ARTIFACT_ROOT"]).expanduser()
-    if env.get("NEXA_HOME"):
-        return Path(env["NEXA_HOME"]).expanduser() / "artifacts"
-    return Path("~/.nexa/artifacts").expanduser()
+    return storesettings.local_artifact_root(env)
 
 
 def _signing_options(env: Mapping[str, str]) -> dict[str, Any]:
@@ -94,16 +84,20 @@ def store_from_config(cfg: Mapping[str, Any], env: Mapping[str, str] | None = No
 def store_from_env(env: Mapping[str, str] | None = None) -> ArtifactStore:
     """An S3 store when ``NEXA_S3_ENDPOINT`` is set, else a local one at ``default_local_root``."""
     env = os.environ if env is None else env
-    if env.get("NEXA_S3_ENDPOINT"):
+    try:
+        location = storesettings.S3Location.from_env(env)
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from exc
+    if location is not None:
         if not env.get("NEXA_S3_BUCKET"):
             raise ArtifactError("NEXA_S3_ENDPOINT is set but NEXA_S3_BUCKET is not")
         cfg: dict[str, Any] = {
             "kind": "s3",
-            "endpoint": env["NEXA_S3_ENDPOINT"],
-            "bucket": env["NEXA_S3_BUCKET"],
-            "prefix": env.get("NEXA_S3_PREFIX", ""),
-            "secure": parse_bool(env.get("NEXA_S3_SECURE"), name="NEXA_S3_SECURE"),
-            "region": env.get("NEXA_S3_REGION") or None,
+            "endpoint": location.endpoint,
+            "bucket": location.bucket,
+            "prefix": location.prefix,
+            "secure": location.secure,
+            "region": location.region,
         }
         return store_from_config(cfg, env)
     return store_from_config({"kind": "local", "root": str(default_local_root(env))}, env)

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import urllib3.exceptions
-from minio import Minio
 from minio.error import MinioException, S3Error
 
 from nexa.contracts import ArtifactManifest, FileEntry, InputSource
 from nexa.contracts.artifacts import KIND_DIRS, MANIFEST_NAME
+from nexa.storesettings import S3Location, split_endpoint
 from nexa_engines.store.base import (
     ArtifactError,
     ArtifactNotFound,
@@ -140,10 +140,7 @@ class S3ArtifactStore(ArtifactStore):
         require_signature: bool = False,
     ) -> None:
         # Accept "http://host:9000" as well as "host:9000"; the scheme decides TLS.
-        for scheme, is_secure in (("https://", True), ("http://", False)):
-            if endpoint.startswith(scheme):
-                endpoint, secure = endpoint[len(scheme) :], is_secure
-        self.endpoint = endpoint.rstrip("/")
+        self.endpoint, secure = split_endpoint(endpoint, secure)
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.secure = secure
@@ -151,9 +148,8 @@ class S3ArtifactStore(ArtifactStore):
         self.root_uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.policy = SignaturePolicy(signing_key, list(trusted_keys or []), require_signature)
         try:
-            self.client = Minio(
-                self.endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region
-            )
+            location = S3Location(self.endpoint, bucket, self.prefix, secure, region, access_key, secret_key)
+            self.client = location.client()
         except ValueError as exc:
             raise ArtifactError(f"invalid S3 endpoint {endpoint!r}: {exc}") from exc
         self._bucket_ready = False

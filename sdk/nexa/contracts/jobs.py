@@ -52,6 +52,37 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES: frozenset[JobState] = frozenset({JobState.completed, JobState.failed, JobState.cancelled})
+"""The states a job never leaves (the one definition; ``"completed" in TERMINAL_STATES`` holds too)."""
+
+
+class ErrorCode(StrEnum):
+    """How a job or an attempt ends other than completed, and the job-level conflicts: one name each,
+    whichever component decides it (SQL queue, Kubernetes backend, pull worker, ``run_one``, operator).
+
+    Engines add codes of their own (``dataset_not_found``, ``teacher_failed`` …, listed per
+    engine in docs/engines.md); these are the ones the platform around them uses.
+    """
+
+    cancelled = "cancelled"  # the user cancelled the job
+    lease_expired = "lease_expired"  # the worker holding the attempt stopped heartbeating
+    timeout = "timeout"  # the attempt ran past its timeout_seconds
+    worker_shutdown = "worker_shutdown"  # the process running the attempt was stopped (worker exit, pod stop)
+    engine_crashed = "engine_crashed"  # the engine raised an error it did not name
+    engine_not_installed = "engine_not_installed"  # the worker or image lacks the job type's engine
+    invalid_spec = "invalid_spec"  # the stored spec does not validate (a NexaJob applied by hand)
+    invalid_catalog = "invalid_catalog"  # the model catalog setting cannot be read
+    store_unavailable = "store_unavailable"  # the artifact store could not be reached
+    result_unwritable = "result_unwritable"  # the attempt's result record could not be written
+    result_missing = "result_missing"  # the Job succeeded but left no result record
+    attempt_failed = "attempt_failed"  # a pod failed without a code of its own
+    fatal_exit_code = "fatal_exit_code"  # the engine exited with its "do not retry" code
+    job_deleted = "job_deleted"  # the attempt's Kubernetes Job was deleted under it
+    retries_exhausted = "retries_exhausted"  # every attempt max_retries allows was used
+    endpoint_failed = "endpoint_failed"  # a NexaEndpoint's server failed
+    endpoint_not_ready = "endpoint_not_ready"  # a NexaEndpoint did not become ready in time
+    job_finished = "job_finished"  # 409: cancelling a job that already completed or failed
+    idempotency_conflict = "idempotency_conflict"  # 409: an idempotency key reused with another body
+    stale_attempt = "stale_attempt"  # 409: a report for an attempt that is no longer current
 
 
 class JudgeConfig(StrictModel):
