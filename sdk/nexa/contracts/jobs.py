@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, UrlConstraints
+from pydantic import AliasChoices, AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, UrlConstraints
 
 from nexa.contracts.common import JobOptions, StrictModel
 from nexa.contracts.refs import Ref
@@ -105,7 +105,9 @@ class AuditSpec(JobOptions):
     """Score a dataset's quality: heuristics, exact and near duplicates, optional judge."""
 
     dataset_uri: DatasetRef = Field(
-        description="Dataset to audit: a `ds_…` id, an `s3://` URI, or a local path / `file://` URI under an allowed root."
+        validation_alias=AliasChoices("dataset_uri", "dataset_id"),
+        description="Dataset to audit: a `ds_…` id, an `internal://`, `s3://` or `hf://datasets/…` URI, or a local "
+        "path / `file://` URI under an allowed root. Also accepted as `dataset_id`.",
     )
     text_columns: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = Field(
         None, max_length=64, description="Columns holding text; detected from common names when unset."
@@ -128,7 +130,10 @@ class AuditSpec(JobOptions):
 class DistillSpec(JobOptions):
     """Turn a prompt dataset into an SFT dataset with a teacher model."""
 
-    dataset_id: DatasetRef = Field(description="Prompt dataset (`ds_…` id or URI).")
+    dataset_id: DatasetRef = Field(
+        validation_alias=AliasChoices("dataset_id", "dataset_uri"),
+        description="Prompt dataset (`ds_…` id or URI). Also accepted as `dataset_uri` (Forge's name).",
+    )
     teacher: TeacherRef | None = Field(
         None,
         description="Teacher: a model catalog name, 'provider/model' (OpenAI-compatible), a `dp_…` deployment, "
@@ -186,7 +191,10 @@ class TrainHyperparameters(StrictModel):
 class TrainSpec(JobOptions):
     """Supervised fine-tuning of a causal language model."""
 
-    dataset_id: DatasetRef = Field(description="SFT dataset (`ds_…` id or URI).")
+    dataset_id: DatasetRef = Field(
+        validation_alias=AliasChoices("dataset_id", "dataset_uri"),
+        description="SFT dataset (`ds_…` id or URI). Also accepted as `dataset_uri` (Forge's name).",
+    )
     model: ModelRef | None = Field(
         None,
         description="Base model: a model catalog name (e.g. 'Mistral-7B'), a Hugging Face id (owner/name), "
@@ -221,7 +229,9 @@ class EvaluateSpec(JobOptions):
 
     checkpoint_id: CheckpointRef = Field(description="Checkpoint to evaluate (`ckpt_…`).")
     dataset_id: DatasetRef | None = Field(
-        None, description="Evaluation data; the training hold-out when unset."
+        None,
+        validation_alias=AliasChoices("dataset_id", "dataset_uri"),
+        description="Evaluation data; the training hold-out when unset. Also accepted as `dataset_uri`.",
     )
     metrics: list[EvalMetric] = Field(default_factory=_default_eval_metrics, max_length=16)
     judge: JudgeConfig | None = None
