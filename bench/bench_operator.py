@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from nexa.contracts import AuditSpec, JobType
-from nexa.contracts.crd import nexajob_object
+from nexa.contracts.nexajob import nexajob_object
 from nexa.ids import new_id
 from nexa_operator.builders import build_job
 from nexa_operator.config import OperatorConfig

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nexa.contracts.crd import PHASE_STATES, TERMINAL_PHASES
+from nexa.contracts.nexajob import PHASE_STATES, TERMINAL_PHASES
 from nexa.telemetry import JOB_DURATION_BUCKETS, JOB_DURATION_METRIC, JOB_GPU_SECONDS_METRIC
 
 # The operator labels job metrics with NexaJob phases; using the same values here lets one

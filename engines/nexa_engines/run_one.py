@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from nexa.contracts import ErrorCode, JobType, spec_for
 from nexa.contracts.catalog import CATALOG_SETTING, CatalogError, parse_catalog
-from nexa.contracts.crd import (
+from nexa.contracts.nexajob import (
     EXIT_FATAL,
     EXIT_RETRYABLE,
     EXIT_SUCCESS,

@@ -8,7 +8,7 @@ from typing import Any
 
 from nexa.contracts import JobType, spec_for
 from nexa.contracts.common import JobOptions
-from nexa.contracts.crd import (
+from nexa.contracts.nexajob import (
     API_VERSION,
     ENGINE_CONTAINER,
     EXIT_FATAL,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from nexa.contracts.crd import Condition
+from nexa.contracts.nexajob import Condition
 
 # Condition types
 JOB_CREATED = "JobCreated"

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nexa.contracts import JobType
-from nexa.contracts.crd import (
+from nexa.contracts.nexajob import (
     LABEL_ATTEMPT,
     LABEL_ENDPOINT,
     LABEL_MANAGED_BY,

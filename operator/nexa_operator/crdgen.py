@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from nexa.contracts.crd import all_crds
+from nexa_operator.crdschema import all_crds
 
 HEADER = "# Generated from sdk/nexa/contracts by `python -m nexa_operator.crdgen`. Do not edit.\n"
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "crds"

@@ -15,13 +15,7 @@ from typing import Any
 
 import kopf
 
-from nexa.contracts.crd import (
-    GROUP,
-    NEXAENDPOINT_PLURAL,
-    NEXAJOB_FINALIZER,
-    NEXAJOB_PLURAL,
-    VERSION,
-)
+from nexa.contracts.nexajob import GROUP, NEXAENDPOINT_PLURAL, NEXAJOB_FINALIZER, NEXAJOB_PLURAL, VERSION
 from nexa_operator.config import OperatorConfig
 from nexa_operator.controller import Controller
 from nexa_operator.kube import KubeClient, load_connection

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from nexa.contracts.crd import GROUP, NEXAENDPOINT_PLURAL, NEXAJOB_PLURAL, VERSION
+from nexa.contracts.nexajob import GROUP, NEXAENDPOINT_PLURAL, NEXAJOB_PLURAL, VERSION
 
 
 class KubeError(Exception):

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from nexa.contracts import ErrorCode, JobType
-from nexa.contracts.crd import (
+from nexa.contracts.nexajob import (
     ENGINE_CONTAINER,
     EXIT_FATAL,
     TERMINAL_PHASES,

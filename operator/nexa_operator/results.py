@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from nexa.contracts.crd import run_progress_key, run_result_key
+from nexa.contracts.nexajob import run_progress_key, run_result_key
 from nexa.storesettings import S3Location, local_artifact_root
 from nexa_operator.reconcile import ResultLookup
 

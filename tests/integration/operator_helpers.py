@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from nexa.contracts.crd import GROUP, NEXAENDPOINT_PLURAL, NEXAJOB_PLURAL, VERSION
+from nexa.contracts.nexajob import GROUP, NEXAENDPOINT_PLURAL, NEXAJOB_PLURAL, VERSION
 from nexa_engines.run_one import result_record, write_result_record
 from tests.fixtures.k8s import K8sCluster
 

@@ -23,7 +23,7 @@ from typing import Any, cast
 import pytest
 import yaml
 
-from nexa.contracts.crd import GROUP, NEXAJOB_PLURAL, VERSION, nexajob_job_id
+from nexa.contracts.nexajob import GROUP, NEXAJOB_PLURAL, VERSION, nexajob_job_id
 from tests.fixtures.helm import CHART, REPO_ROOT, VALUE_SETS, example_manifests, render
 from tests.fixtures.k8s import KWOK_RUN_DURATION_ANNOTATION, K8sCluster
 

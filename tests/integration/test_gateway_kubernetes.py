@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nexa.contracts.crd import run_result_key
+from nexa.contracts.nexajob import run_result_key
 from nexa_engines.run_one import result_record, write_result_record
 from nexa_gateway.backends.kubernetes import KubernetesJobBackend, tenant_namespace
 from tests.fixtures.helm import VALUE_SETS, render

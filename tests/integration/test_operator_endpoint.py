@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from nexa.contracts import DeploySpec, JobType
-from nexa.contracts.crd import (
+from nexa.contracts.nexajob import (
     API_VERSION,
     GROUP,
     NEXAENDPOINT_KIND,

@@ -21,7 +21,7 @@ import pytest
 
 from nexa.contracts import AuditSpec, JobType
 from nexa.contracts.common import Resources
-from nexa.contracts.crd import (
+from nexa.contracts.nexajob import (
     EXIT_FATAL,
     GROUP,
     NEXAJOB_PLURAL,

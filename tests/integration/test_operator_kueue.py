@@ -17,7 +17,7 @@ import pytest
 
 from nexa.contracts import AuditSpec, JobType
 from nexa.contracts.common import Resources
-from nexa.contracts.crd import NEXAJOB_PLURAL, nexajob_object
+from nexa.contracts.nexajob import NEXAJOB_PLURAL, nexajob_object
 from nexa.ids import new_id
 from tests.fixtures.k8s import CPU_NODE, KWOK_RUN_DURATION_ANNOTATION, K8sCluster
 from tests.integration.operator_helpers import (

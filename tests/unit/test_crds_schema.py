@@ -10,17 +10,9 @@ import pytest
 import yaml
 
 from nexa.contracts import JOB_SPECS, AuditSpec, JobType, TrainSpec
-from nexa.contracts.crd import (
-    SchemaError,
-    all_crds,
-    job_id_of,
-    nexajob_crd,
-    nexajob_object,
-    nexajob_payload,
-    resource_name,
-    structural,
-)
+from nexa.contracts.nexajob import job_id_of, nexajob_object, nexajob_payload, resource_name
 from nexa_operator import crdgen
+from nexa_operator.crdschema import SchemaError, all_crds, nexajob_crd, structural
 
 CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
 

@@ -8,7 +8,7 @@ import pytest
 
 from nexa.contracts import AuditSpec, ContainerSpec, DeploySpec, JobType, TrainSpec
 from nexa.contracts.common import JobOptions, Resources
-from nexa.contracts.crd import EXIT_FATAL, nexajob_object
+from nexa.contracts.nexajob import EXIT_FATAL, nexajob_object
 from nexa_operator import builders
 from nexa_operator.config import ConfigError, OperatorConfig
 

@@ -9,7 +9,7 @@ import pytest
 
 from nexa.contracts import AuditSpec, ContainerSpec, DeploySpec, JobType
 from nexa.contracts.common import JobOptions
-from nexa.contracts.crd import EXIT_FATAL, nexajob_object
+from nexa.contracts.nexajob import EXIT_FATAL, nexajob_object
 from nexa_operator.config import OperatorConfig
 from nexa_operator.reconcile import Plan, ResultLookup, decide, status_patch
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 from nexa.contracts import AuditSpec
-from nexa.contracts.crd import EXIT_FATAL, EXIT_SUCCESS, run_progress_key, run_result_key
+from nexa.contracts.nexajob import EXIT_FATAL, EXIT_SUCCESS, run_progress_key, run_result_key
 from nexa_engines.run_one import StdoutReporter, run, write_run_record
 from nexa_engines.sample_data import generate_sft_dataset
 from nexa_operator.reconcile import termination_message

@@ -31,7 +31,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import TERMINAL_STATES, ErrorCode, Job, JobError, JobEvent, JobOptions, JobState, JobType
-from nexa.contracts.crd import (
+from nexa.contracts.nexajob import (
     GROUP,
     LABEL_ATTEMPT,
     LABEL_IDEMPOTENCY,
