@@ -44,13 +44,11 @@ from nexa.contracts.nexajob import (
     run_progress_key,
     run_result_key,
 )
-from nexa.contracts.refs import job_references
 from nexa.storesettings import S3Location
+from nexa_engines.attempt import failure_of, run_engine
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
 from nexa_engines.host_resources import prefer_passive_waits
-from nexa_engines.store.access import AccessDenied, check_reference
 from nexa_engines.store.factory import default_local_root, store_from_env
-from nexa_engines.worker import json_result
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
@@ -223,21 +221,15 @@ def run(
         cancel_event=cancel_event or threading.Event(),
     )
     reporter.log(f"[nexa] {job_type} {job_id} attempt {attempt} started")
-    # Every reference is checked again in the pod: the NexaJob is not proof of access.
-    for ref in job_references(spec):
-        try:
-            check_reference(ctx.access, store, ref)
-        except AccessDenied as exc:
-            return _fail(env, attempt, exc.code, f"{ref.field}: {exc.message}", retryable=False)
     try:
-        result = json_result(engine(ctx, spec))
-    except JobCancelled:
-        return _fail(env, attempt, ErrorCode.worker_shutdown, "the pod was asked to stop", retryable=True)
-    except EngineError as exc:
-        return _fail(env, attempt, exc.code, exc.message, retryable=exc.retryable)
+        # Every reference is checked again in the pod: the NexaJob is not proof of access.
+        result = run_engine(engine, ctx, spec)
     except Exception as exc:
-        traceback.print_exc()
-        return _fail(env, attempt, "engine_crashed", f"{type(exc).__name__}: {exc}", retryable=True)
+        if not isinstance(exc, JobCancelled | EngineError):
+            traceback.print_exc()
+        # A cancel reaches a pod only as SIGTERM: the pod being stopped.
+        failure = failure_of(exc, stopped=True)
+        return _fail(env, attempt, failure.code, failure.message, retryable=failure.retryable)
     artifacts = list(dict.fromkeys(ctx.produced_artifacts))
     record = result_record(job_id, attempt, result, artifacts, reporter.usage_totals)
     try:

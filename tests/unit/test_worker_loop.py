@@ -20,21 +20,12 @@ from nexa.contracts import (
     WorkerRegister,
     WorkerRegistered,
 )
+from nexa_engines.attempt import json_result
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
+from nexa_engines.hardware import gpu_model
+from nexa_engines.reporting import MAX_BATCH_CHARS, MAX_LINE_CHARS, AttemptState, JobReporter, heartbeat_once
 from nexa_engines.store.local import LocalArtifactStore
-from nexa_engines.worker import (
-    MAX_BATCH_CHARS,
-    MAX_LINE_CHARS,
-    AttemptState,
-    JobReporter,
-    WorkerRuntime,
-    _gpu_model,
-    _parse_args,
-    final_report_for,
-    heartbeat_once,
-    json_result,
-    run_attempt,
-)
+from nexa_engines.worker import WorkerRuntime, _parse_args, final_report_for, run_attempt
 from nexa_engines.worker_client import GatewayUnavailable, StaleAttempt, WorkerClient
 
 JOB_ID = "job_" + "a" * 26
@@ -291,9 +282,9 @@ def test_json_result_converts_numpy_like_values_and_rejects_non_dicts() -> None:
 
 
 def test_gpu_model_names() -> None:
-    assert _gpu_model("NVIDIA H100 80GB HBM3") == "H100"
-    assert _gpu_model("NVIDIA A100-SXM4-80GB") == "A100"
-    assert _gpu_model("Tesla T4") == "T4"
+    assert gpu_model("NVIDIA H100 80GB HBM3") == "H100"
+    assert gpu_model("NVIDIA A100-SXM4-80GB") == "A100"
+    assert gpu_model("Tesla T4") == "T4"
 
 
 def _runtime(gateway: FakeGateway, tmp_path: Path, engine: Any) -> WorkerRuntime:
