@@ -206,6 +206,7 @@ def test_spec_snippet_runs_as_written(
         # The handles are the dicts the SPEC shows: indexing, .get, dict() and json all work.
         assert status["job_id"] == jobs["train_job"]["job_id"] and status["job_type"] == "train"
         assert status.get("error") is None and dict(status)["status"] in ("pending", "running", "completed")
+        assert status["user_id"] == setup.status(jobs["audit_job"]["job_id"])["user_id"] is not None
         assert json.loads(json.dumps(status))["job_id"] == status["job_id"]
         try:
             finished = {name: setup.wait(job["job_id"], timeout=600) for name, job in jobs.items()}

@@ -131,6 +131,7 @@ def job_from_nexajob(obj: dict[str, Any]) -> Job:
     return Job(
         job_id=job_id_of(meta["name"]),
         job_type=job_type,
+        user_id=spec.get("tenant"),
         status=state,
         created_at=created,
         updated_at=max(times),

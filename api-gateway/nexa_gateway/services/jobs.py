@@ -49,6 +49,7 @@ def to_contract(row: Job, events: list[JobEventRow] | None = None) -> JobModel:
     return JobModel(
         job_id=row.id,
         job_type=JobType(row.job_type),
+        user_id=row.tenant_id,
         status=JobState(row.status),
         created_at=row.created_at,
         updated_at=row.updated_at,

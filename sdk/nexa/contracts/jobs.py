@@ -321,6 +321,9 @@ class Job(BaseModel):
 
     job_id: str
     job_type: JobType
+    user_id: str | None = Field(
+        None, description="The account that owns the job: the tenant of the API key that submitted it."
+    )
     status: JobState
     created_at: datetime
     updated_at: datetime
