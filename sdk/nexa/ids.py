@@ -8,6 +8,7 @@ Kubernetes name fragment.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import secrets
 from typing import Final, Literal
@@ -25,6 +26,17 @@ def new_id(prefix: IdPrefix) -> str:
     raw = secrets.token_bytes(16)
     suffix = base64.b32encode(raw).decode("ascii").rstrip("=").lower()
     return f"{prefix}_{suffix[:_SUFFIX_LEN]}"
+
+
+def derived_id(prefix: IdPrefix, *parts: str) -> str:
+    """The id ``parts`` always map to: ``<prefix>_`` and 26 base32 characters of their SHA-256.
+
+    For ids that must be the same on every try (an idempotency key's job, a NexaJob
+    made by hand, a deployment's helper objects); ``parts`` are joined with NUL, so
+    ``("a", "bc")`` and ``("ab", "c")`` differ.
+    """
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return f"{prefix}_{base64.b32encode(digest).decode('ascii').lower()[:_SUFFIX_LEN]}"
 
 
 def is_id(value: str, prefix: IdPrefix | None = None) -> bool:

@@ -47,7 +47,7 @@ from nexa.contracts.nexajob import (
     nexajob_payload,
     resource_name,
 )
-from nexa.ids import is_id, new_id
+from nexa.ids import derived_id, is_id, new_id
 from nexa_gateway.errors import ApiError, conflict, not_found
 from nexa_gateway.services.artifacts import check_job_inputs
 from nexa_gateway.services.grants import tenant_access
@@ -88,8 +88,7 @@ def own_namespace(explicit: str | None) -> str | None:
 
 def idempotent_job_id(tenant_id: str, key: str) -> str:
     """The job id a (tenant, idempotency key) pair always maps to."""
-    digest = hashlib.sha256(f"{tenant_id}\0{key}".encode()).digest()
-    return "job_" + base64.b32encode(digest).decode("ascii").lower()[:26]
+    return derived_id("job", tenant_id, key)
 
 
 def _time(value: Any) -> datetime | None:

@@ -12,12 +12,11 @@ takes effect, and a repeat undeploy is a no-op (artifacts are idempotent).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
 
+from nexa import ids
 from nexa_engines.store.base import ArtifactError, ArtifactStore
 
 DEPLOYMENT_FILE = "deployment.json"
@@ -25,8 +24,7 @@ DEPLOYMENT_FILE = "deployment.json"
 
 def derived_id(deployment_id: str, tag: str) -> str:
     """A deterministic deployment-kind id for ``tag`` ("stop" or "stopped") of ``deployment_id``."""
-    digest = hashlib.sha256(f"{tag}:{deployment_id}".encode()).digest()
-    return "dp_" + base64.b32encode(digest).decode("ascii").lower()[:26]
+    return ids.derived_id("dp", f"{tag}:{deployment_id}")
 
 
 def _write_record(store: ArtifactStore, artifact_id: str, payload: dict[str, Any]) -> None:

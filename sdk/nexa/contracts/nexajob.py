@@ -14,8 +14,6 @@ options (``resources``, ``priority``, ``max_retries`` …) sit beside it in ``sp
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
@@ -23,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import JobType
-from nexa.ids import is_id
+from nexa.ids import derived_id, is_id
 
 GROUP = "nexa.run"
 VERSION = "v1alpha1"
@@ -210,5 +208,4 @@ def nexajob_job_id(name: str, uid: str) -> str:
     candidate = job_id_of(name)
     if is_id(candidate, "job"):
         return candidate
-    digest = hashlib.sha256(uid.encode()).digest()
-    return "job_" + base64.b32encode(digest).decode("ascii").lower()[:26]
+    return derived_id("job", uid)
