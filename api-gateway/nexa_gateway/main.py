@@ -28,6 +28,7 @@ from nexa_gateway.routes import (
     deployments,
     forge,
     health,
+    inference,
     jobs,
     keys,
     nodes,
@@ -162,7 +163,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (submit, jobs):
         app.include_router(module.router, responses=ERROR_RESPONSES)
         app.include_router(module.spec_router, responses=ERROR_RESPONSES)
-    for module in (datasets, artifacts, deployments, keys, nodes, admin, workers, worker_store, forge):
+    for module in (
+        datasets,
+        artifacts,
+        deployments,
+        inference,
+        keys,
+        nodes,
+        admin,
+        workers,
+        worker_store,
+        forge,
+    ):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router, responses={503: ERROR_RESPONSES[422] | {"description": "Not ready."}})
     return app

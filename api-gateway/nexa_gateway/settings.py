@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         max_length=500,
         description="The base model of a train request that names none (the SPEC's default).",
     )
+    public_url: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="The gateway's externally visible base URL (e.g. https://nexa.example.com): deployments are "
+        "then offered as {public_url}/v1/inference/{deployment_id}, the deploy result's inference_url.",
+    )
     worker_secret: str | None = None
     worker_store_access: Literal["auto", "gateway", "direct"] = Field(
         "auto",

@@ -146,7 +146,12 @@ def _datasets(directory: Path) -> dict[str, Path]:
     return {"sft": sft, "prompts": prompts}
 
 
-def _gateway(gateway_factory: GatewayFactory, worker_factory: WorkerFactory, models: dict[str, Path]) -> Any:
+def _gateway(
+    gateway_factory: GatewayFactory,
+    worker_factory: WorkerFactory,
+    models: dict[str, Path],
+    extra_env: dict[str, str] | None = None,
+) -> Any:
     catalog = {
         # The SPEC's and Forge's model names, pointed at what this deployment has.
         "Mistral-7B": str(models["student"]),
@@ -159,6 +164,7 @@ def _gateway(gateway_factory: GatewayFactory, worker_factory: WorkerFactory, mod
         "HF_HUB_OFFLINE": "1",
         "NEXA_MODEL_CATALOG": json.dumps(catalog),
         "NEXA_DEFAULT_TEACHER": "nexa-default-teacher",
+        **(extra_env or {}),
     }
     gateway = gateway_factory(extra_env=env)
     worker_factory(gateway, extra_env={"NEXA_TORCH_THREADS": "2", "HF_HUB_OFFLINE": "1"})
@@ -171,6 +177,28 @@ def _checkpoint(client: NexaClient, dataset_id: str) -> str:
         dataset_id, model="Mistral-7B", epochs=1, max_steps=2, holdout_fraction=0.25, checkpoint_every_steps=2
     )
     return str(job.wait(timeout=600)["result"]["checkpoint_id"])
+
+
+def _call_through_the_gateway(gateway: Any, deployment: dict[str, Any]) -> None:
+    """The deployment answers the openai client at the gateway's own address, streaming too."""
+    import httpx
+    import openai
+
+    base = f"{gateway.url}/v1/inference/{deployment['deployment_id']}/v1"
+    messages: Any = [{"role": "user", "content": "What is the opposite of hot?"}]
+    with openai.OpenAI(base_url=base, api_key=gateway.api_key, timeout=60.0) as oai:
+        reply = oai.chat.completions.create(model=deployment["model_name"], messages=messages, max_tokens=4)
+        assert reply.choices and reply.choices[0].message.role == "assistant"
+        stream = oai.chat.completions.create(
+            model=deployment["model_name"], messages=messages, max_tokens=4, stream=True
+        )
+        assert len(list(stream)) >= 1
+    # The serving process still checks the caller: the proxy adds no credentials.
+    with openai.OpenAI(base_url=base, api_key="nexa_not_a_real_key", timeout=60.0) as oai:
+        with pytest.raises(openai.AuthenticationError):
+            oai.chat.completions.create(model=deployment["model_name"], messages=messages, max_tokens=4)
+    unknown = httpx.get(f"{gateway.url}/v1/inference/dp_{'a' * 26}/v2/health/ready", timeout=30.0)
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found"
 
 
 def test_spec_snippet_runs_as_written(
@@ -228,6 +256,7 @@ def test_spec_snippet_runs_as_written(
                 distilled["sft_dataset_uri"] == f"internal://{distilled['distilled_dataset_id']}/sft.parquet"
             )
             assert setup.read_artifact_file(distilled["distilled_dataset_id"], "sft.parquet")[:4] == b"PAR1"
+            _call_through_the_gateway(gateway, finished["deploy_job"]["result"])
         finally:
             deployment = setup.status(jobs["deploy_job"]["job_id"]).get("result") or {}
             if deployment.get("deployment_id"):
@@ -241,7 +270,9 @@ def test_forge_snippets_run_as_written(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    gateway = _gateway(gateway_factory, worker_factory, tiny_models)
+    # A gateway that knows its public address offers deployments there (the SPEC's inference_url).
+    public = "https://models.nexa.example"
+    gateway = _gateway(gateway_factory, worker_factory, tiny_models, {"NEXA_PUBLIC_URL": public})
     data = _datasets(tmp_path / "data")
     with NexaClient(api_key=gateway.api_key, base_url=gateway.url, timeout=60.0) as setup:
         sft = setup.upload_dataset(data["sft"]).dataset_id
@@ -287,7 +318,12 @@ def test_forge_snippets_run_as_written(
             assert distilled["spec"]["teacher"] == "gpt-4"
             assert distilled["result"]["student_model"] == "llama-3-8b"
             assert setup.status(train["job_id"])["spec"]["model"] == "llama-3-8b"
-            assert setup.status(deploy["job_id"])["labels"] == {"region": "us-east-1"}
+            deployed = setup.status(deploy["job_id"])
+            assert deployed["labels"] == {"region": "us-east-1"}
+            dp = deployed["result"]["deployment_id"]
+            assert deployed["result"]["inference_url"] == f"{public}/v1/inference/{dp}"
+            assert deployed["result"]["serving_url"].startswith("http://")
+            assert setup.get_deployment(dp).openai_base_url == f"{public}/v1/inference/{dp}/v1"
         finally:
             deployment = setup.status(deploy["job_id"]).get("result") or {}
             if deployment.get("deployment_id"):

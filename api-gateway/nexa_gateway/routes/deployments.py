@@ -25,7 +25,14 @@ def list_deployments(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> DeploymentList:
     """The caller's deployments, newest first, each with its status."""
-    items, nxt = svc.list_deployments(session, state.store, principal.tenant_id, limit=limit, cursor=cursor)
+    items, nxt = svc.list_deployments(
+        session,
+        state.store,
+        principal.tenant_id,
+        limit=limit,
+        cursor=cursor,
+        public_base=state.settings.public_url,
+    )
     session.commit()
     return DeploymentList(items=items, next_cursor=nxt)
 
@@ -35,7 +42,9 @@ def get_deployment(
     deployment_id: DeploymentIdPath, principal: CurrentPrincipal, session: SessionDep, state: StateDep
 ) -> Deployment:
     """One deployment: where it serves and whether it still runs."""
-    found = svc.get_deployment(session, state.store, principal.tenant_id, deployment_id)
+    found = svc.get_deployment(
+        session, state.store, principal.tenant_id, deployment_id, state.settings.public_url
+    )
     session.commit()
     return found
 
@@ -52,6 +61,7 @@ async def undeploy(
         principal.tenant_id,
         deployment_id,
         requested_by=f"tenant:{principal.tenant_id}",
+        public_base=state.settings.public_url,
     )
     await run_in_threadpool(session.commit)
     return found

@@ -27,7 +27,7 @@ from nexa.contracts import (
 from nexa.contracts.refs import referenced_artifacts
 from nexa_gateway.db import Worker
 from nexa_gateway.deps import CurrentWorker, SessionDep, StateDep, WorkerSecret
-from nexa_gateway.services import grants, nodes, queue
+from nexa_gateway.services import deployments, grants, nodes, queue
 from nexa_gateway.services.artifacts import promote_artifacts
 from nexa_gateway.state import AppState
 
@@ -180,6 +180,8 @@ def complete(
     job_id: JobIdPath, body: ResultReport, worker: CurrentWorker, session: SessionDep, state: StateDep
 ) -> Response:
     """Finish the attempt with a result; its artifacts are promoted and its usage recorded once."""
+    # A deployment is offered at the gateway's public address when one is configured.
+    body.result = deployments.with_public_urls(body.result, state.settings.public_url)
     try:
         done = queue.complete_job(
             session,

@@ -34,16 +34,18 @@ def _record(store: ArtifactStore, deployment_id: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def deployment_contract(store: ArtifactStore, row: Artifact) -> Deployment:
+def deployment_contract(store: ArtifactStore, row: Artifact, public_base: str | None = None) -> Deployment:
     """The API view of one deployment row, with its live status."""
     record = _record(store, row.id)
     url = record.get("url")
+    public, public_openai = public_urls(public_base, row.id)
     return Deployment(
         deployment_id=row.id,
         status=deployment_status(store, row.id),
         checkpoint_id=record.get("checkpoint_id"),
-        inference_url=url,
-        openai_base_url=record.get("openai_base_url") or (f"{url}/v1" if url else None),
+        inference_url=public or url,
+        openai_base_url=public_openai or record.get("openai_base_url") or (f"{url}/v1" if url else None),
+        serving_url=url,
         model_name=record.get("model_name"),
         job_id=row.job_id,
         host=record.get("host"),
@@ -51,23 +53,76 @@ def deployment_contract(store: ArtifactStore, row: Artifact) -> Deployment:
     )
 
 
+def serving_root(session: Session, store: ArtifactStore, deployment_id: str) -> str:
+    """Where a running deployment's server listens, for the gateway's inference proxy.
+
+    Any tenant's deployment: the serving process checks each caller's key itself.
+    Unknown, stopped and unreadable deployments all answer 404 alike.
+    """
+    row = session.get(Artifact, deployment_id)
+    missing = ApiError(404, "not_found", f"deployment {deployment_id} not found or not running")
+    if row is None or row.kind != "deployment" or deployment_status(store, deployment_id) != "running":
+        raise missing
+    url = _record(store, deployment_id).get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise missing
+    return url.rstrip("/")
+
+
+def public_urls(public_base: str | None, deployment_id: str) -> tuple[str | None, str | None]:
+    """(inference_url, openai_base_url) through the gateway, when its public URL is set."""
+    if not public_base:
+        return None, None
+    root = f"{public_base.rstrip('/')}/v1/inference/{deployment_id}"
+    return root, f"{root}/v1"
+
+
+def with_public_urls(result: dict[str, Any], public_base: str | None) -> dict[str, Any]:
+    """A deploy job's result as users see it: the public URLs, the serving process's own as ``serving_url``."""
+    deployment_id = result.get("deployment_id")
+    if not public_base or not isinstance(deployment_id, str) or "inference_url" not in result:
+        return result
+    public, public_openai = public_urls(public_base, deployment_id)
+    return {
+        **result,
+        "serving_url": result["inference_url"],
+        "inference_url": public,
+        "openai_base_url": public_openai,
+    }
+
+
 def list_deployments(
-    session: Session, store: ArtifactStore, tenant_id: str, *, limit: int, cursor: str | None
+    session: Session,
+    store: ArtifactStore,
+    tenant_id: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    public_base: str | None = None,
 ) -> tuple[list[Deployment], str | None]:
     """The tenant's deployments, newest first."""
     rows, nxt = list_artifact_rows(
         session, tenant_id, kind="deployment", job_id=None, limit=limit, cursor=cursor
     )
-    return [deployment_contract(store, r) for r in rows], nxt
+    return [deployment_contract(store, r, public_base) for r in rows], nxt
 
 
-def get_deployment(session: Session, store: ArtifactStore, tenant_id: str, deployment_id: str) -> Deployment:
+def get_deployment(
+    session: Session, store: ArtifactStore, tenant_id: str, deployment_id: str, public_base: str | None = None
+) -> Deployment:
     """One deployment of the tenant; 404 for unknown ids and other tenants' deployments alike."""
-    return deployment_contract(store, get_artifact_row(session, tenant_id, deployment_id, kind="deployment"))
+    row = get_artifact_row(session, tenant_id, deployment_id, kind="deployment")
+    return deployment_contract(store, row, public_base)
 
 
 def undeploy(
-    session: Session, store: ArtifactStore, tenant_id: str, deployment_id: str, *, requested_by: str
+    session: Session,
+    store: ArtifactStore,
+    tenant_id: str,
+    deployment_id: str,
+    *,
+    requested_by: str,
+    public_base: str | None = None,
 ) -> Deployment:
     """Ask the serving process to stop (idempotent); returns the deployment, now ``stopping`` or ``stopped``."""
     row = get_artifact_row(session, tenant_id, deployment_id, kind="deployment")
@@ -75,4 +130,4 @@ def undeploy(
         request_stop(store, deployment_id, requested_by=requested_by)
     except ArtifactError as exc:
         raise ApiError(503, "store_unavailable", f"the stop request could not be recorded: {exc}") from exc
-    return deployment_contract(store, row)
+    return deployment_contract(store, row, public_base)

@@ -174,8 +174,13 @@ class Deployment(BaseModel):
         description="running; stopping (undeploy requested, process not yet gone); stopped."
     )
     checkpoint_id: str | None = None
-    inference_url: str | None = Field(None, description="Root URL of the serving process.")
+    inference_url: str | None = Field(
+        None,
+        description="Where to call it: `{NEXA_PUBLIC_URL}/v1/inference/{id}` through the gateway when the "
+        "gateway's public URL is set, else the serving process's own root.",
+    )
     openai_base_url: str | None = Field(None, description="Base URL for OpenAI clients (`…/v1`).")
+    serving_url: str | None = Field(None, description="The serving process's own root (inside the platform).")
     model_name: str | None = Field(None, description="The `model` value OpenAI requests send.")
     job_id: str | None = Field(None, description="The deploy job that started it.")
     host: str | None = None
