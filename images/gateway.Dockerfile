@@ -10,6 +10,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY sdk/nexa sdk/nexa
+COPY sdk/nexa_forge sdk/nexa_forge
 COPY api-gateway/nexa_gateway api-gateway/nexa_gateway
 COPY engines/nexa_engines engines/nexa_engines
 RUN pip install ".[gateway]"

@@ -196,3 +196,4 @@ def test_no_ml_stack_in_the_gateway_or_operator_images(name: str) -> None:
 def test_the_cuda_image_has_torch_and_the_cpu_image_does_not() -> None:
     assert "torch" in closure(COMPONENTS["engine-cuda"][0])
     assert "torch" not in closure(COMPONENTS["engine-cpu"][0])
+
