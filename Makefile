@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
-LINT_PATHS := sdk api-gateway engines operator tests bench rust/python rust/scripts
+LINT_PATHS := sdk store api-gateway engines operator tests bench rust/python rust/scripts
 # Benchmark scripts run by `make bench`, in order (paths relative to the repo root).
 BENCHES ?= bench/bench_gateway.py bench/bench_claims.py bench/bench_sse.py bench/bench_audit_memory.py bench/bench_minhash.py bench/bench_audit_e2e.py \
 	bench/bench_packing.py bench/bench_packing_train.py bench/bench_serving.py bench/bench_operator.py
@@ -64,7 +64,7 @@ lint: venv ## ruff, mypy (strict for the SDK and operator), CRD drift, cargo fmt
 	@$(PY) -m ruff format --check --quiet $(LINT_PATHS)
 	@$(PY) -m mypy --strict --no-error-summary sdk/nexa sdk/nexa_forge operator/nexa_operator
 	@$(PY) -m nexa_operator.crdgen --check
-	@$(PY) -m mypy --no-error-summary api-gateway/nexa_gateway engines/nexa_engines
+	@$(PY) -m mypy --no-error-summary store/nexa_store api-gateway/nexa_gateway engines/nexa_engines
 	@cd rust && cargo fmt --check
 	@cd rust && $(CARGO_ENV) cargo clippy --quiet --all-targets -- -D warnings
 	@$(PY) -m mypy.stubtest nexa_kernels._nexa_kernels

@@ -80,7 +80,7 @@ def run_nexa(path: Path, work: Path) -> dict[str, object]:
     from nexa_engines import kernels
     from nexa_engines.audit.engine import run
     from nexa_engines.engine import EngineContext
-    from nexa_engines.store.local import LocalArtifactStore
+    from nexa_store.local import LocalArtifactStore
 
     ctx = EngineContext(
         job_id="job_" + "a" * 26,
@@ -173,7 +173,7 @@ IMPORTS = {
         "nexa.contracts",
         "nexa_engines.audit.engine",
         "nexa_engines.engine",
-        "nexa_engines.store.local",
+        "nexa_store.local",
     ],
     "datatrove": [
         "datatrove.executor",

@@ -24,7 +24,7 @@ from nexa.contracts import AuditSpec  # noqa: E402
 from nexa_engines.audit import run  # noqa: E402
 from nexa_engines.audit.minhash import lsh_parameters  # noqa: E402
 from nexa_engines.engine import EngineContext  # noqa: E402
-from nexa_engines.store.local import LocalArtifactStore  # noqa: E402
+from nexa_store.local import LocalArtifactStore  # noqa: E402
 from tests.fixtures.planted import FlagScore, planted_dataset, score  # noqa: E402
 
 

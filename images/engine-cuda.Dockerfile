@@ -27,6 +27,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY sdk/nexa sdk/nexa
 COPY sdk/nexa_forge sdk/nexa_forge
+COPY store/nexa_store store/nexa_store
 COPY api-gateway/nexa_gateway api-gateway/nexa_gateway
 COPY engines/nexa_engines engines/nexa_engines
 COPY --from=kernels /wheels /wheels

@@ -73,8 +73,8 @@ def verify_store(
     States: ``signed``, ``legacy`` (unsigned, from before signing: still readable),
     ``unsigned`` and ``bad`` (refused), ``corrupt`` (files differ from the manifest).
     """
-    from nexa_engines.store.base import ArtifactError, IntegrityError
-    from nexa_engines.store.factory import store_from_config, store_from_env
+    from nexa_store.base import ArtifactError, IntegrityError
+    from nexa_store.factory import store_from_config, store_from_env
 
     db = Database(database_url)
     try:

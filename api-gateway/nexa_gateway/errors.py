@@ -173,7 +173,7 @@ OUTAGE_RETRY_AFTER_S = 5
 def _outage_classes() -> tuple[type[Exception], ...]:
     from sqlalchemy import exc as sa
 
-    from nexa_engines.store.base import StoreUnavailable
+    from nexa_store.base import StoreUnavailable
 
     return (
         sa.OperationalError,
@@ -193,7 +193,7 @@ def outage_of(exc: BaseException) -> ApiError | None:
     """
     from sqlalchemy import exc as sa
 
-    from nexa_engines.store.base import StoreUnavailable
+    from nexa_store.base import StoreUnavailable
 
     seen: set[int] = set()
     current: BaseException | None = exc

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nexa.contracts.catalog import CatalogEntry
-from nexa_engines.store.base import ArtifactStore
-from nexa_engines.store.signing import PlatformTrust, SigningKey
 from nexa_gateway.db import Database
 from nexa_gateway.metrics import GatewayMetrics
 from nexa_gateway.ratelimit import RateLimiter
@@ -18,6 +16,8 @@ from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobsignals import JobSignals, announce
 from nexa_gateway.services.keys import KeyResolver
 from nexa_gateway.settings import Settings
+from nexa_store.base import ArtifactStore
+from nexa_store.signing import PlatformTrust, SigningKey
 
 if TYPE_CHECKING:
     from nexa_gateway.backends.base import JobBackend
@@ -68,7 +68,7 @@ class AppState:
 def build_store(settings: Settings) -> ArtifactStore:
     """The artifact store the settings name: S3 when an endpoint is set, else a local directory."""
     if settings.s3_endpoint:
-        from nexa_engines.store.s3 import S3ArtifactStore
+        from nexa_store.s3 import S3ArtifactStore
 
         return S3ArtifactStore(
             endpoint=settings.s3_endpoint,
@@ -78,7 +78,7 @@ def build_store(settings: Settings) -> ArtifactStore:
             secure=settings.s3_secure,
             prefix=settings.s3_prefix,
         )
-    from nexa_engines.store.local import LocalArtifactStore
+    from nexa_store.local import LocalArtifactStore
 
     settings.artifact_root.mkdir(parents=True, exist_ok=True)
     return LocalArtifactStore(settings.artifact_root)

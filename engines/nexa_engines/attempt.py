@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from nexa.contracts import ErrorCode
 from nexa.contracts.refs import job_references
 from nexa_engines.engine import EngineContext, EngineError, EngineFn, JobCancelled
-from nexa_engines.store.access import AccessDenied, check_reference
+from nexa_store.access import AccessDenied, check_reference
 
 MAX_FAIL_MESSAGE = 20_000  # FailReport.message limit
 

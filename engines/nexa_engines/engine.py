@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from nexa.contracts.catalog import CatalogEntry
 
 if TYPE_CHECKING:
-    from nexa_engines.store.access import Access
-    from nexa_engines.store.base import ArtifactStore
-    from nexa_engines.store.signing import PlatformTrust
+    from nexa_store.access import Access
+    from nexa_store.base import ArtifactStore
+    from nexa_store.signing import PlatformTrust
 
 
 class EngineError(Exception):
@@ -74,7 +74,7 @@ class EngineContext:
     @property
     def access(self) -> Access:
         """What this job may read; artifact ownership comes from the manifests (the store is the authority)."""
-        from nexa_engines.store.access import Access, protected_dirs
+        from nexa_store.access import Access, protected_dirs
 
         return Access(
             tenant_id=self.tenant_id,

@@ -48,7 +48,7 @@ from nexa.storesettings import S3Location
 from nexa_engines.attempt import failure_of, run_engine
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
 from nexa_engines.host_resources import prefer_passive_waits
-from nexa_engines.store.factory import default_local_root, store_from_env
+from nexa_store.factory import default_local_root, store_from_env
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 

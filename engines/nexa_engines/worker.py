@@ -57,8 +57,6 @@ from nexa_engines.engine import EngineContext, EngineError, EngineFn, JobCancell
 from nexa_engines.hardware import detect_hardware
 from nexa_engines.host_resources import prefer_passive_waits, release_unused_memory
 from nexa_engines.reporting import AttemptState, JobReporter, job_helpers
-from nexa_engines.store.access import roots_within
-from nexa_engines.store.signing import PlatformTrust
 from nexa_engines.worker_client import (
     FINAL_REPORT_RETRY_SECONDS,
     GatewayUnavailable,
@@ -67,6 +65,8 @@ from nexa_engines.worker_client import (
     WorkerClientError,
     WorkerRejected,
 )
+from nexa_store.access import roots_within
+from nexa_store.signing import PlatformTrust
 
 log = logging.getLogger("nexa.worker")
 
@@ -128,7 +128,7 @@ def _load_engine(job_type: JobType) -> EngineFn:
 
 
 def _make_store(config: dict[str, Any]) -> Any:
-    from nexa_engines.store.factory import store_from_config
+    from nexa_store.factory import store_from_config
 
     return store_from_config(config)
 
@@ -149,7 +149,7 @@ def open_store(runtime: WorkerRuntime, claimed: ClaimedJob, job_dir: Path) -> An
     """The store this attempt writes to: through the gateway (scoped to the attempt) or direct."""
     config = runtime.registered.artifact_store
     if config.get("kind") == "gateway":
-        from nexa_engines.store.gateway import GatewayArtifactStore
+        from nexa_engines.gateway_store import GatewayArtifactStore
 
         return GatewayArtifactStore(runtime.client, claimed.job_id, claimed.attempt, job_dir / ".store")
     return runtime.make_store(config)

@@ -183,7 +183,7 @@ def test_concurrent_claims_never_hand_one_job_out_twice(gateway: Gateway) -> Non
 
 
 def test_artifacts_of_a_superseded_attempt_are_never_promoted(gateway: Gateway) -> None:
-    from nexa_engines.store.local import LocalArtifactStore
+    from nexa_store.local import LocalArtifactStore
 
     job = gateway.submit_audit()
     w = gateway.register_worker()

@@ -17,7 +17,7 @@ pytest.importorskip("openai")
 
 from nexa.cli.demo import run_lifecycle  # noqa: E402
 from nexa.client import NexaClient  # noqa: E402
-from nexa_engines.serve.control import DEPLOYMENT_FILE  # noqa: E402
+from nexa_store.serving import DEPLOYMENT_FILE  # noqa: E402
 from tests.fixtures.gateway_proc import GatewayFactory, WorkerFactory  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from nexa.ids import new_id
-from nexa_engines.serve.control import DEPLOYMENT_FILE, mark_stopped, stop_requested
 from nexa_gateway.db import Artifact
+from nexa_store.serving import DEPLOYMENT_FILE, mark_stopped, stop_requested
 from tests.integration.gateway_app import Gateway
 
 pytestmark = pytest.mark.integration

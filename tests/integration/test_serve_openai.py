@@ -17,8 +17,8 @@ from nexa.contracts import DeploySpec  # noqa: E402
 from nexa_engines.deploy import run as deploy  # noqa: E402
 from nexa_engines.models.loading import ResolvedModel  # noqa: E402
 from nexa_engines.models.tiny import TinyConfig, build_tiny_model, corpus_for, learnable_rows  # noqa: E402
-from nexa_engines.serve.control import deployment_status, request_stop  # noqa: E402
 from nexa_engines.train.engine import _register_base  # noqa: E402
+from nexa_store.serving import deployment_status, request_stop  # noqa: E402
 from tests.unit.test_engine_fixtures import make_ctx  # noqa: E402
 
 

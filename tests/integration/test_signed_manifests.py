@@ -22,10 +22,10 @@ from nexa.cli.main import app as cli
 from nexa.contracts.refs import JobReference
 from nexa.ids import new_id
 from nexa_engines.engine import EngineContext
-from nexa_engines.store.access import AccessDenied, check_reference
-from nexa_engines.store.local import LocalArtifactStore
-from nexa_engines.store.signing import PlatformTrust
 from nexa_gateway.db import Artifact
+from nexa_store.access import AccessDenied, check_reference
+from nexa_store.local import LocalArtifactStore
+from nexa_store.signing import PlatformTrust
 from tests.integration.gateway_app import Gateway, build_gateway
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from minio.commonconfig import CopySource
 
 from nexa.contracts import ArtifactManifest
 from nexa.ids import new_id
-from nexa_engines.store import (
+from nexa_store import (
     ArtifactError,
     ArtifactNotFound,
     DatasetRefError,
@@ -32,8 +32,8 @@ from nexa_engines.store import (
     store_from_config,
     store_from_env,
 )
-from nexa_engines.store.access import Access
-from nexa_engines.store.s3 import S3ArtifactStore
+from nexa_store.access import Access
+from nexa_store.s3 import S3ArtifactStore
 from tests.fixtures.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
@@ -213,7 +213,7 @@ def test_upload_killed_midway_leaves_no_manifest(s3_server: S3Server, tmp_path: 
     script = textwrap.dedent(
         """
         import json, os, signal, sys
-        from nexa_engines.store.s3 import S3ArtifactStore
+        from nexa_store.s3 import S3ArtifactStore
         cfg = json.loads(sys.argv[1])
         store = S3ArtifactStore(**cfg["store"])
         writer = store.begin("dataset", cfg["id"])
@@ -382,7 +382,7 @@ def test_s3_dataset_refs(s3_server: S3Server, tmp_path: Path) -> None:
 
 def test_countersigning_replaces_the_manifest_in_s3(s3_server: S3Server) -> None:
     """What the gateway does on acceptance, against a real S3 server: one PUT of the signed manifest."""
-    from nexa_engines.store.signing import PlatformTrust, countersign
+    from nexa_store.signing import PlatformTrust, countersign
 
     store = s3_server.make_store(prefix="signed")
     ds = new_id("ds")

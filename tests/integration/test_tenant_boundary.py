@@ -21,10 +21,10 @@ from nexa.contracts import ClaimedJob, JobType, spec_for
 from nexa.contracts.refs import job_references
 from nexa.ids import new_id
 from nexa_engines.engine import EngineContext
-from nexa_engines.store.access import AccessDenied, check_reference
-from nexa_engines.store.local import LocalArtifactStore
 from nexa_gateway.db import Artifact
 from nexa_gateway.services import grants
+from nexa_store.access import AccessDenied, check_reference
+from nexa_store.local import LocalArtifactStore
 from tests.integration.gateway_app import Gateway, build_gateway
 
 pytestmark = pytest.mark.integration

@@ -20,10 +20,10 @@ import pytest
 from nexa import NexaClient
 from nexa.contracts import InputSource
 from nexa.ids import new_id
+from nexa_engines.gateway_store import GatewayArtifactStore
 from nexa_engines.sample_data import generate_sft_dataset
-from nexa_engines.store import ArtifactNotFound, LocalArtifactStore
-from nexa_engines.store.base import ArtifactError, IntegrityError, StoreUnavailable
-from nexa_engines.store.gateway import GatewayArtifactStore
+from nexa_store import ArtifactNotFound, LocalArtifactStore
+from nexa_store.base import ArtifactError, IntegrityError, StoreUnavailable
 from tests.fixtures.gateway_proc import GatewayFactory, WorkerFactory
 from tests.integration.gateway_app import Gateway, build_gateway
 

@@ -20,7 +20,7 @@ from nexa_engines.audit import run
 from nexa_engines.audit.reader import MIN_BATCH_ROWS, DatasetReader
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
 from nexa_engines.sample_data import generate_sft_dataset
-from nexa_engines.store.local import LocalArtifactStore
+from nexa_store.local import LocalArtifactStore
 
 ROWS = 600
 
@@ -380,7 +380,7 @@ def test_a_judge_on_a_non_public_address_is_refused_before_any_request(tmp_path:
 def test_datasets_wider_than_the_column_cap_are_refused_before_arrow_reads_them(
     tmp_path: Path, fmt: str
 ) -> None:
-    from nexa_engines.store.datasets import MAX_DATASET_COLUMNS
+    from nexa_store.datasets import MAX_DATASET_COLUMNS
 
     names = [f"c{i}" for i in range(MAX_DATASET_COLUMNS + 1)]
     path = tmp_path / f"wide.{fmt}"

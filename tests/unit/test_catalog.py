@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nexa.contracts.catalog import BUILTIN_CATALOG, CatalogError, catalog_json, parse_catalog
-from nexa_engines.store.access import Access, AccessDenied, catalog_directory, catalog_entry
+from nexa_store.access import Access, AccessDenied, catalog_directory, catalog_entry
 
 
 def test_builtin_names_and_overrides() -> None:

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from nexa.ids import new_id
-from nexa_engines.store import (
+from nexa_store import (
     DatasetRefError,
     LocalArtifactStore,
     check_dataset_ref,
     detect_format,
     fetch_dataset,
 )
-from nexa_engines.store.access import Access
+from nexa_store.access import Access
 
 TENANT = "tnt_aaaaaaaaaaaaaaaaaaaaaaaaaa"
 PARQUET_BYTES = b"PAR1 not really parquet PAR1"  # the resolver never parses rows; engines do

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nexa_engines.engine import EngineContext
-from nexa_engines.store.local import LocalArtifactStore
+from nexa_store.local import LocalArtifactStore
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NEXA_TORCH_THREADS", "2")

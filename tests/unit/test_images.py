@@ -22,8 +22,16 @@ COMPONENTS = {
     "engine-cpu": ({"engines"}, ["nexa_engines.worker", "nexa_engines.run_one"]),
     "engine-cuda": ({"gpu"}, ["nexa_engines.worker", "nexa_engines.run_one", "nexa_engines.serve.__main__"]),
 }
-FIRST_PARTY = {"nexa", "nexa_gateway", "nexa_engines", "nexa_operator", "nexa_kernels"}
-SOURCE_ROOTS = [REPO / "sdk", REPO / "api-gateway", REPO / "engines", REPO / "operator"]
+FIRST_PARTY = {
+    "nexa",
+    "nexa_forge",
+    "nexa_store",
+    "nexa_gateway",
+    "nexa_engines",
+    "nexa_operator",
+    "nexa_kernels",
+}
+SOURCE_ROOTS = [REPO / "sdk", REPO / "store", REPO / "api-gateway", REPO / "engines", REPO / "operator"]
 
 
 def dockerfile(name: str) -> str:
@@ -196,4 +204,3 @@ def test_no_ml_stack_in_the_gateway_or_operator_images(name: str) -> None:
 def test_the_cuda_image_has_torch_and_the_cpu_image_does_not() -> None:
     assert "torch" in closure(COMPONENTS["engine-cuda"][0])
     assert "torch" not in closure(COMPONENTS["engine-cpu"][0])
-

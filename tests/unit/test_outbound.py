@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from nexa_engines.outbound import OutboundPolicy, check_url
-from nexa_engines.store.access import AccessDenied
+from nexa_store.access import AccessDenied
+from nexa_store.outbound import OutboundPolicy, check_url
 
 DEFAULT = OutboundPolicy()
 
@@ -94,7 +94,7 @@ def test_a_name_is_checked_by_what_it_resolves_to() -> None:
 
 def test_worker_keys_go_only_to_their_providers_endpoint() -> None:
     """A key in the worker's environment is the platform's: a user-chosen URL never gets it unasked."""
-    from nexa_engines.outbound import check_key_env_name, key_for_url
+    from nexa_store.outbound import check_key_env_name, key_for_url
 
     env = {"OPENAI_API_KEY": "sk-platform", "NEXA_WORKER_SECRET": "s", "CORP_API_KEY": "c"}
     official = "https://api.openai.com/v1"
@@ -141,7 +141,7 @@ LOOPBACK = OutboundPolicy.from_env({"NEXA_OUTBOUND_ALLOWLIST": "127.0.0.0/8"})
 def test_connections_are_vetted_when_they_open_not_only_before(
     loopback_server: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nexa_engines import outbound_transport
+    from nexa_store import outbound_transport
 
     # DNS rebinding: the name passed check_url as a public address; now it answers loopback.
     monkeypatch.setattr(
@@ -163,7 +163,7 @@ def test_connections_are_vetted_when_they_open_not_only_before(
 def test_the_async_transport_vets_connections_too(
     loopback_server: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nexa_engines import outbound_transport
+    from nexa_store import outbound_transport
 
     monkeypatch.setattr(
         outbound_transport, "resolved_addresses", lambda host, port: [ip_address("127.0.0.1")]

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from nexa.contracts import JOB_SPECS, spec_for
 from nexa.ids import id_prefix, is_id, new_id
-from nexa_engines.store.base import IntegrityError
-from nexa_engines.store.hashing import parse_manifest
 from nexa_gateway.errors import ApiError
 from nexa_gateway.routes.jobs import parse_last_event_id
 from nexa_gateway.services.jobs import decode_cursor, encode_cursor, parse_label_filters
 from nexa_gateway.services.keys import generate_api_key, hash_key, well_formed
+from nexa_store.base import IntegrityError
+from nexa_store.hashing import parse_manifest
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

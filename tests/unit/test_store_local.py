@@ -17,7 +17,7 @@ import pytest
 
 from nexa.contracts import ArtifactManifest, InputSource
 from nexa.ids import new_id
-from nexa_engines.store import (
+from nexa_store import (
     ArtifactError,
     ArtifactNotFound,
     IntegrityError,
@@ -29,7 +29,7 @@ from nexa_engines.store import (
     store_from_env,
     verify_signature,
 )
-from nexa_engines.store.signing import canonical_bytes
+from nexa_store.signing import canonical_bytes
 
 FILES = {
     "data.csv": b"a,b\n1,2\n3,4\n",
@@ -133,7 +133,7 @@ def test_process_killed_mid_commit_leaves_no_manifest(store: LocalArtifactStore)
         """
         import os, signal, sys
         from pathlib import Path
-        import nexa_engines.store.local as local
+        import nexa_store.local as local
         store = local.LocalArtifactStore(Path(sys.argv[1]))
         writer = store.begin("dataset", sys.argv[2])
         for i in range(4):

@@ -9,8 +9,8 @@ import pytest
 
 from nexa.ids import new_id
 from nexa_engines.engine import EngineError
-from nexa_engines.serve.control import DEPLOYMENT_FILE
 from nexa_engines.teacher.resolve import resolve_teacher
+from nexa_store.serving import DEPLOYMENT_FILE
 from tests.unit.test_engine_fixtures import make_ctx
 
 

@@ -24,9 +24,9 @@ from nexa_engines.attempt import json_result
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
 from nexa_engines.hardware import gpu_model
 from nexa_engines.reporting import MAX_BATCH_CHARS, MAX_LINE_CHARS, AttemptState, JobReporter, heartbeat_once
-from nexa_engines.store.local import LocalArtifactStore
 from nexa_engines.worker import WorkerRuntime, _parse_args, final_report_for, run_attempt
 from nexa_engines.worker_client import GatewayUnavailable, StaleAttempt, WorkerClient
+from nexa_store.local import LocalArtifactStore
 
 JOB_ID = "job_" + "a" * 26
 

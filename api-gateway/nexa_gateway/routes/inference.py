@@ -50,7 +50,9 @@ async def _close(response: httpx.Response, client: httpx.AsyncClient) -> None:
 )
 async def inference_proxy(
     deployment_id: Annotated[str, Path(min_length=1, max_length=64)],
-    path: str,
+    path: Annotated[
+        str, Path(max_length=2048, description="The serving process's own path, e.g. v1/models.")
+    ],
     request: Request,
     session: SessionDep,
     state: StateDep,

@@ -17,13 +17,13 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import ArtifactManifest
-from nexa_engines.store.base import ArtifactError, ArtifactNotFound, IntegrityError
 from nexa_gateway.db import Job
 from nexa_gateway.deps import CurrentWorker, StateDep
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services import worker_store as svc
 from nexa_gateway.services.artifacts import spool_dir
 from nexa_gateway.state import AppState
+from nexa_store.base import ArtifactError, ArtifactNotFound, IntegrityError
 
 router = APIRouter(prefix="/v1/workers/jobs/{job_id}/store", tags=["workers"])
 

@@ -22,21 +22,21 @@ from nexa.contracts import ArtifactInfo, ArtifactManifest, Dataset, JobOptions
 from nexa.contracts.artifacts import kind_of
 from nexa.contracts.refs import artifact_ref_uri, job_references
 from nexa.ids import is_id, new_id
-from nexa_engines.outbound import check_key_env_name
-from nexa_engines.store.access import Access, AccessDenied, check_reference
-from nexa_engines.store.base import (
+from nexa_gateway.db import Artifact, Job, utcnow
+from nexa_gateway.errors import ApiError, not_found
+from nexa_gateway.services import uploads
+from nexa_gateway.services.jobs import decode_cursor, encode_cursor
+from nexa_store.access import Access, AccessDenied, check_reference
+from nexa_store.base import (
     ArtifactError,
     ArtifactNotFound,
     ArtifactStore,
     IntegrityError,
     StoreUnavailable,
 )
-from nexa_engines.store.datasets import DatasetRefError, detect_format, is_data_file
-from nexa_engines.store.signing import PlatformTrust, SigningKey, countersign
-from nexa_gateway.db import Artifact, Job, utcnow
-from nexa_gateway.errors import ApiError, not_found
-from nexa_gateway.services import uploads
-from nexa_gateway.services.jobs import decode_cursor, encode_cursor
+from nexa_store.datasets import DatasetRefError, detect_format, is_data_file
+from nexa_store.outbound import check_key_env_name
+from nexa_store.signing import PlatformTrust, SigningKey, countersign
 
 log = logging.getLogger("nexa.gateway.artifacts")
 

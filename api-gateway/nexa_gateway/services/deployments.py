@@ -2,7 +2,7 @@
 
 A deployment is registered like any artifact when its deploy job's result is
 accepted, so the artifacts table scopes it to a tenant. Its status lives in the
-artifact store (see ``nexa_engines.serve.control``): undeploy writes a stop
+artifact store (see ``nexa_store.serving``): undeploy writes a stop
 request there, which the serving process polls, wherever it runs.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from nexa.contracts.artifacts import Deployment
-from nexa_engines.serve.control import DEPLOYMENT_FILE, deployment_status, request_stop
-from nexa_engines.store.base import ArtifactError, ArtifactStore
 from nexa_gateway.db import Artifact
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services.artifacts import get_artifact_row, list_artifact_rows
+from nexa_store.base import ArtifactError, ArtifactStore
+from nexa_store.serving import DEPLOYMENT_FILE, deployment_status, request_stop
 
 log = logging.getLogger("nexa.gateway.deployments")
 

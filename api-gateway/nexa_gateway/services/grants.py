@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 from nexa.contracts.catalog import CatalogEntry
 from nexa.contracts.refs import JobReference
 from nexa.ids import is_id
-from nexa_engines.store.access import Access, protected_dirs, roots_within
-from nexa_engines.store.base import ArtifactStore
-from nexa_engines.store.signing import PlatformTrust
 from nexa_gateway.db import Artifact, Job, TenantGrant
 from nexa_gateway.errors import ApiError
 from nexa_gateway.settings import Settings
+from nexa_store.access import Access, protected_dirs, roots_within
+from nexa_store.base import ArtifactStore
+from nexa_store.signing import PlatformTrust
 
 GrantKind = Literal["local_root", "s3_bucket"]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from nexa_engines.store.signing import PlatformTrust, SigningKey
 from nexa_gateway.db import PlatformMeta
 from nexa_gateway.settings import Settings, nexa_home
+from nexa_store.signing import PlatformTrust, SigningKey
 
 KEY_FILE = "platform-signing.key"
 SINCE = "signing_since"

@@ -20,12 +20,12 @@ from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import Job, JobOptions, JobType
 from nexa.contracts.refs import JobReference, job_references
-from nexa_engines.store.access import Access
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services import jobs as svc
 from nexa_gateway.services.artifacts import check_job_inputs
 from nexa_gateway.services.grants import tenant_access
 from nexa_gateway.state import AppState
+from nexa_store.access import Access
 
 log = logging.getLogger("nexa.gateway.submit")
 

@@ -15,8 +15,8 @@ from typing import IO
 
 import pyarrow as pa
 
-from nexa_engines.store.datasets import MAX_DATASET_COLUMNS
 from nexa_gateway.errors import ApiError
+from nexa_store.datasets import MAX_DATASET_COLUMNS
 
 CHUNK = 1 << 20
 # A row (one JSONL line, one CSV record) larger than this is refused: it is no training example.

@@ -31,7 +31,10 @@ from sqlalchemy.orm import Session
 
 from nexa.contracts import ArtifactManifest, InputSource
 from nexa.contracts.artifacts import MANIFEST_NAME
-from nexa_engines.store.base import (
+from nexa_gateway.db import Job
+from nexa_gateway.errors import ApiError, not_found
+from nexa_gateway.services.queue import stale
+from nexa_store.base import (
     ArtifactError,
     ArtifactNotFound,
     ArtifactStore,
@@ -39,10 +42,7 @@ from nexa_engines.store.base import (
     check_artifact_id,
     kind_for_id,
 )
-from nexa_engines.store.hashing import check_rel_path
-from nexa_gateway.db import Job
-from nexa_gateway.errors import ApiError, not_found
-from nexa_gateway.services.queue import stale
+from nexa_store.hashing import check_rel_path
 
 COMMIT_MEMBER = ".nexa-commit.json"
 MAX_COMMIT_BYTES = 4 << 20  # inputs, config and metrics: small JSON

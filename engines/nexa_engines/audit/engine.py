@@ -40,7 +40,7 @@ from nexa_engines.audit.report import (
 )
 from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.host_resources import release_unused_memory
-from nexa_engines.store.datasets import DatasetRefError, fetch_dataset
+from nexa_store.datasets import DatasetRefError, fetch_dataset
 
 SCORED_FILE = "scored.parquet"  # the SPEC's name (§8.1)
 OUTPUT_COLUMNS = ("nexa_score", "nexa_flags", "nexa_cluster", "nexa_judge_score")

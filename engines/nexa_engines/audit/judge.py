@@ -68,8 +68,8 @@ class _Unauthorized(Exception):
 def _api_key(config: JudgeConfig) -> str | None:
     if config.api_key_env is None:
         return None
-    from nexa_engines.outbound import key_for_url
-    from nexa_engines.store.access import AccessDenied
+    from nexa_store.access import AccessDenied
+    from nexa_store.outbound import key_for_url
 
     try:
         # The judge's URL is the user's: a worker key goes there only if the operator allows it.
@@ -136,9 +136,9 @@ async def _score_all(
     on_done: Callable[[int], None],
     backoff_base: float,
 ) -> JudgeOutcome:
-    from nexa_engines.outbound import check_url
-    from nexa_engines.outbound_transport import async_policy_transport
-    from nexa_engines.store.access import AccessDenied
+    from nexa_store.access import AccessDenied
+    from nexa_store.outbound import check_url
+    from nexa_store.outbound_transport import async_policy_transport
 
     try:
         check_url(str(config.base_url), resolve=True)

@@ -18,7 +18,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from nexa_engines.engine import EngineError
-from nexa_engines.store.datasets import MAX_DATASET_COLUMNS
+from nexa_store.datasets import MAX_DATASET_COLUMNS
 
 FORMATS = ("parquet", "jsonl", "csv")
 # CSV and JSON types are inferred from the first block; a large block makes a type

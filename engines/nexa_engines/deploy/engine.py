@@ -4,7 +4,7 @@ The serving process runs on this worker's machine in its own session, so it
 outlives the job and the worker. The engine waits until ``/v2/health/ready``
 answers, then commits a ``dp_…`` artifact (``deployment.json``: url, pid, host,
 checkpoint, started_at) and returns ``deployment_id`` and ``inference_url``.
-Undeploy is a stop request in the artifact store (``nexa_engines.serve.control``).
+Undeploy is a stop request in the artifact store (``nexa_store.serving``).
 
 Settings: ``NEXA_SERVE_BIND`` (default 127.0.0.1) is the address the server
 binds; ``NEXA_SERVE_PUBLIC_HOST`` the host name put in ``inference_url``
@@ -35,7 +35,7 @@ from nexa.contracts.refs import artifact_ref_uri
 from nexa.ids import new_id
 from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.serve.auth import ENDPOINT_KEY_PREFIX, key_sha256
-from nexa_engines.serve.control import DEPLOYMENT_FILE
+from nexa_store.serving import DEPLOYMENT_FILE
 
 READY_TIMEOUT_S = 600.0
 

@@ -15,13 +15,13 @@ from typing import Any
 from nexa.contracts import DistillSpec, InputSource
 from nexa.contracts.refs import artifact_ref_uri
 from nexa_engines.engine import EngineContext, EngineError
-from nexa_engines.store.datasets import DatasetRefError, fetch_dataset
 from nexa_engines.teacher.client import Completion
 from nexa_engines.teacher.journal import SampleJournal
 from nexa_engines.teacher.output import SFT_FILE, check_answers, commit_sft_dataset
 from nexa_engines.teacher.resolve import teacher_for
 from nexa_engines.teacher.runner import run_samples
 from nexa_engines.train.data import PROMPT_COLUMNS, pick_column, read_table
+from nexa_store.datasets import DatasetRefError, fetch_dataset
 
 
 def run(ctx: EngineContext, spec: DistillSpec) -> dict[str, Any]:

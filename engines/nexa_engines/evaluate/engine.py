@@ -13,8 +13,8 @@ from nexa_engines.evaluate import metrics as m
 from nexa_engines.evaluate.report import render_html, render_json, render_markdown
 from nexa_engines.models.loading import load_model, load_tokenizer, resolve_model
 from nexa_engines.models.runtime import configure_threads, pick_device
-from nexa_engines.store.datasets import DatasetRefError, fetch_dataset
 from nexa_engines.train.data import read_table, sft_pairs
+from nexa_store.datasets import DatasetRefError, fetch_dataset
 
 EXAMPLES = 20
 JUDGE_PROMPT = (
@@ -55,14 +55,14 @@ def _judge(ctx: EngineContext, spec: EvaluateSpec, pairs: list[tuple[str, str]],
     if spec.judge is None:
         raise EngineError("judge_missing", "the judge metric needs a judge (base_url and model)")
 
-    from nexa_engines.outbound import check_url
-    from nexa_engines.store.access import AccessDenied
+    from nexa_store.access import AccessDenied
+    from nexa_store.outbound import check_url
 
     try:
         check_url(str(spec.judge.base_url), resolve=True)
     except AccessDenied as exc:
         raise EngineError(exc.code, exc.message) from exc
-    from nexa_engines.outbound import key_for_url
+    from nexa_store.outbound import key_for_url
 
     try:
         # The judge's URL is the user's: a worker key goes there only if the operator allows it.

@@ -1,7 +1,7 @@
 """One loader for every model reference: a ``ckpt_…`` checkpoint, a local path, a Hugging Face id, or a
 name in the platform's model catalog.
 
-Which of them the job's tenant may use is decided by ``nexa_engines.store.access``.
+Which of them the job's tenant may use is decided by ``nexa_store.access``.
 
 A checkpoint directory holds either full weights or a LoRA adapter; an adapter's
 manifest names its base (``config.base_model``), which is resolved the same way.
@@ -18,7 +18,7 @@ from typing import Any
 
 from nexa.contracts.catalog import CatalogEntry
 from nexa_engines.engine import EngineError
-from nexa_engines.store.access import (
+from nexa_store.access import (
     Access,
     AccessDenied,
     catalog_directory,
@@ -28,7 +28,7 @@ from nexa_engines.store.access import (
     local_path,
     parse_or_deny,
 )
-from nexa_engines.store.base import ArtifactError, ArtifactNotFound, ArtifactStore
+from nexa_store.base import ArtifactError, ArtifactNotFound, ArtifactStore
 
 ADAPTER_FILE = "adapter_config.json"
 

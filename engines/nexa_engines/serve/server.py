@@ -89,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     from nexa_engines.serve.app import create_app
     from nexa_engines.serve.auth import EndpointAuth
     from nexa_engines.serve.batcher import BatchScheduler
-    from nexa_engines.serve.control import mark_stopped, stop_requested
     from nexa_engines.serve.metrics import ServingMetrics
-    from nexa_engines.store.access import Access
-    from nexa_engines.store.factory import store_from_config
+    from nexa_store.access import Access
+    from nexa_store.factory import store_from_config
+    from nexa_store.serving import mark_stopped, stop_requested
 
     key_hashes = {h.strip() for h in os.environ.get("NEXA_SERVE_KEY_SHA256", "").split(",") if h.strip()}
     if os.environ.get("NEXA_SERVE_KEY", "").strip():  # a key from a Secret: keep only its hash
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.store_config:
         store = store_from_config(json.loads(args.store_config))
     elif args.checkpoint:  # a pod: the store is described by NEXA_S3_* in its environment
-        from nexa_engines.store.factory import store_from_env
+        from nexa_store.factory import store_from_env
 
         store = store_from_env(os.environ)
     else:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from nexa_engines.outbound_transport import policy_transport
+from nexa_store.outbound_transport import policy_transport
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 

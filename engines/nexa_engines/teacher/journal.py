@@ -18,7 +18,7 @@ from typing import Any
 
 from nexa.ids import new_id
 from nexa_engines.engine import EngineContext
-from nexa_engines.store.base import ArtifactError
+from nexa_store.base import ArtifactError
 
 SHARD_FILE = "samples.jsonl"
 

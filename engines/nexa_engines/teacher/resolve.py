@@ -21,11 +21,11 @@ from nexa.contracts.catalog import CatalogEntry
 from nexa.contracts.refs import ARTIFACT_SCHEME
 from nexa.ids import is_id
 from nexa_engines.engine import EngineContext, EngineError
-from nexa_engines.outbound import check_url, key_for_url
-from nexa_engines.serve.control import DEPLOYMENT_FILE, deployment_status
-from nexa_engines.store.access import AccessDenied, catalog_entry, check_artifact
-from nexa_engines.store.base import ArtifactError
 from nexa_engines.teacher.client import ChatClient, Completion
+from nexa_store.access import AccessDenied, catalog_entry, check_artifact
+from nexa_store.base import ArtifactError
+from nexa_store.outbound import check_url, key_for_url
+from nexa_store.serving import DEPLOYMENT_FILE, deployment_status
 
 PROVIDER_URLS = {
     "openai": "https://api.openai.com/v1",

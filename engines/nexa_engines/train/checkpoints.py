@@ -16,7 +16,7 @@ from typing import Any
 from nexa.contracts import InputSource
 from nexa.ids import new_id
 from nexa_engines.engine import EngineContext
-from nexa_engines.store.base import ArtifactError, ArtifactStore
+from nexa_store.base import ArtifactError, ArtifactStore
 
 TRAINER_STATE = "trainer_state.pt"
 

@@ -25,12 +25,12 @@ from nexa.ids import new_id
 from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.models.loading import ResolvedModel, load_model, load_tokenizer, resolve_model
 from nexa_engines.models.runtime import configure_threads, pick_device, seed_everything
-from nexa_engines.store.datasets import DatasetRefError, fetch_dataset
 from nexa_engines.train import deepspeed_support
 from nexa_engines.train.checkpoints import TRAINER_STATE, commit_checkpoint, job_checkpoints, latest_resumable
 from nexa_engines.train.data import read_table, sft_pairs, split_holdout, tokenize_pairs
 from nexa_engines.train.plot import loss_curve_png
 from nexa_engines.train.trainer import LoopConfig, Trainer, make_units
+from nexa_store.datasets import DatasetRefError, fetch_dataset
 
 METRICS_FILE = "metrics.jsonl"
 LOSS_CURVE = "loss_curve.png"

@@ -10,7 +10,7 @@ in ``NOT_REFERENCES``.
 
 ``parse_reference`` classifies a value without touching any server: this module
 is pure and imported everywhere. Whether the tenant may read it is decided by the
-resolver in ``nexa_engines.store.access``.
+resolver in ``nexa_store.access``.
 """
 
 from __future__ import annotations

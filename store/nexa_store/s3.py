@@ -27,7 +27,7 @@ from minio.error import MinioException, S3Error
 from nexa.contracts import ArtifactManifest, FileEntry, InputSource
 from nexa.contracts.artifacts import KIND_DIRS, MANIFEST_NAME
 from nexa.storesettings import S3Location, split_endpoint
-from nexa_engines.store.base import (
+from nexa_store.base import (
     ArtifactError,
     ArtifactNotFound,
     ArtifactStore,
@@ -37,7 +37,7 @@ from nexa_engines.store.base import (
     check_artifact_id,
     kind_for_id,
 )
-from nexa_engines.store.hashing import (
+from nexa_store.hashing import (
     CHUNK,
     compare_listing,
     find_entry,
@@ -48,7 +48,7 @@ from nexa_engines.store.hashing import (
     same_files,
     sha256_bytes,
 )
-from nexa_engines.store.signing import SignaturePolicy, SigningKey
+from nexa_store.signing import SignaturePolicy, SigningKey
 
 _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
 

@@ -18,7 +18,7 @@ import anyio.to_thread
 import httpcore
 import httpx
 
-from nexa_engines.outbound import (
+from nexa_store.outbound import (
     IPAddress,
     OutboundPolicy,
     address_allowed,

@@ -21,7 +21,7 @@ from typing import Any
 
 from nexa.contracts import ArtifactManifest, InputSource
 from nexa.contracts.artifacts import KIND_DIRS, MANIFEST_NAME
-from nexa_engines.store.base import (
+from nexa_store.base import (
     ArtifactError,
     ArtifactNotFound,
     ArtifactStore,
@@ -30,7 +30,7 @@ from nexa_engines.store.base import (
     check_artifact_id,
     kind_for_id,
 )
-from nexa_engines.store.hashing import (
+from nexa_store.hashing import (
     find_entry,
     hash_tree,
     manifest_json,
@@ -41,7 +41,7 @@ from nexa_engines.store.hashing import (
     sha256_file,
     verify_local_dir,
 )
-from nexa_engines.store.signing import SignaturePolicy, SigningKey
+from nexa_store.signing import SignaturePolicy, SigningKey
 
 STAGING_DIR = ".staging"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from nexa import storesettings
-from nexa_engines.store.base import ArtifactError, ArtifactStore
-from nexa_engines.store.local import LocalArtifactStore
-from nexa_engines.store.signing import SigningKey
+from nexa_store.base import ArtifactError, ArtifactStore
+from nexa_store.local import LocalArtifactStore
+from nexa_store.signing import SigningKey
 
 
 def parse_bool(value: str | bool | None, *, name: str) -> bool:
@@ -66,7 +66,7 @@ def store_from_config(cfg: Mapping[str, Any], env: Mapping[str, str] | None = No
             raise ArtifactError(
                 "the artifact store is S3: set NEXA_S3_ACCESS_KEY and NEXA_S3_SECRET_KEY in this process's environment"
             )
-        from nexa_engines.store.s3 import S3ArtifactStore
+        from nexa_store.s3 import S3ArtifactStore
 
         return S3ArtifactStore(
             endpoint=str(cfg["endpoint"]),

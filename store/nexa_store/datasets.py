@@ -23,7 +23,7 @@ absolute local path, or ``file://`` URI
     A regular file, or a directory holding ``.parquet`` files (read as one parquet
     dataset; every file is re-checked where its symlinks lead).
 
-Who may read what is decided by ``nexa_engines.store.access``; this module parses
+Who may read what is decided by ``nexa_store.access``; this module parses
 and fetches. Formats come from the extension (any case): ``.parquet``; ``.jsonl``, ``.jsonl.gz``
 and ``.json`` (read as JSON Lines, one object per line); ``.csv``. Store failures
 (``StoreUnavailable``) are not reference errors and propagate as they are.
@@ -44,7 +44,7 @@ from urllib.parse import unquote, urlsplit
 from nexa.contracts.artifacts import MANIFEST_NAME
 from nexa.contracts.refs import ARTIFACT_SCHEME
 from nexa.ids import is_id
-from nexa_engines.store.access import (
+from nexa_store.access import (
     Access,
     AccessDenied,
     check_artifact,
@@ -52,8 +52,8 @@ from nexa_engines.store.access import (
     check_scanned_file,
     local_path,
 )
-from nexa_engines.store.base import ArtifactNotFound, ArtifactStore, IntegrityError
-from nexa_engines.store.hashing import sha256_file
+from nexa_store.base import ArtifactNotFound, ArtifactStore, IntegrityError
+from nexa_store.hashing import sha256_file
 
 DatasetFormat = Literal["parquet", "jsonl", "csv"]
 DatasetErrorCode = Literal[
@@ -219,7 +219,7 @@ def _parse_hub(text: str) -> _HubRef:
 
 
 def _parse_s3(text: str, store: ArtifactStore, access: Access) -> _S3Ref:
-    from nexa_engines.store.s3 import S3ArtifactStore
+    from nexa_store.s3 import S3ArtifactStore
 
     bucket, _, key = text[len("s3://") :].partition("/")
     if not _BUCKET_RE.match(bucket) or not key or key.endswith("/") or ".." in key.split("/"):
@@ -371,7 +371,7 @@ def _fetch_hub(uri: str, ref: _HubRef) -> ResolvedDataset:
 
 
 def _fetch_s3(uri: str, ref: _S3Ref, store: ArtifactStore, workdir: Path) -> ResolvedDataset:
-    from nexa_engines.store.s3 import S3ArtifactStore
+    from nexa_store.s3 import S3ArtifactStore
 
     if not isinstance(store, S3ArtifactStore):  # _parse_s3 already refused this; kept for the type checker
         raise DatasetRefError("dataset_not_allowed", f"{uri!r}: this server has no S3 artifact store")

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from nexa.contracts import ArtifactManifest
-from nexa_engines.store.base import ArtifactError, ArtifactStore, IntegrityError
+from nexa_store.base import ArtifactError, ArtifactStore, IntegrityError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

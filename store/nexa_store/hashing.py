@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from nexa.contracts import ArtifactManifest, FileEntry
 from nexa.contracts.artifacts import MANIFEST_NAME
-from nexa_engines.store.base import ArtifactError, IntegrityError
+from nexa_store.base import ArtifactError, IntegrityError
 
 CHUNK = 1024 * 1024
 

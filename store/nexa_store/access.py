@@ -33,8 +33,8 @@ from nexa.config import nexa_home
 from nexa.contracts.catalog import CatalogEntry, not_in_catalog_message
 from nexa.contracts.refs import JobReference, ParsedRef, RefKind, parse_reference
 from nexa.ids import id_prefix
-from nexa_engines.store.base import ArtifactError, ArtifactStore
-from nexa_engines.store.signing import PlatformTrust, SignatureError
+from nexa_store.base import ArtifactError, ArtifactStore
+from nexa_store.signing import PlatformTrust, SignatureError
 
 # Which artifact id prefixes each reference kind accepts.
 _ARTIFACT_PREFIXES: dict[RefKind, tuple[str, ...]] = {
@@ -248,7 +248,7 @@ def parse_or_deny(value: str, kind: RefKind) -> ParsedRef:
 def check_reference(access: Access, store: ArtifactStore, ref: JobReference) -> None:
     """The whole check for one reference a job carries; ``AccessDenied`` names the field.
 
-    Datasets are checked in full by ``nexa_engines.store.datasets`` (which calls
+    Datasets are checked in full by ``nexa_store.datasets`` (which calls
     back into this module); models, checkpoints and teachers here; URLs by the
     outbound policy.
     """
@@ -261,12 +261,12 @@ def check_reference(access: Access, store: ArtifactStore, ref: JobReference) -> 
 
 def _check(access: Access, store: ArtifactStore, ref: JobReference) -> None:
     if ref.kind == "dataset":
-        from nexa_engines.store.datasets import check_dataset_ref
+        from nexa_store.datasets import check_dataset_ref
 
         check_dataset_ref(ref.value, store=store, access=access)
         return
     if ref.kind == "url":
-        from nexa_engines.outbound import check_url
+        from nexa_store.outbound import check_url
 
         check_url(ref.value)
         return

@@ -22,7 +22,7 @@ import httpx
 
 from nexa.contracts import ArtifactManifest, InputSource
 from nexa.contracts.artifacts import MANIFEST_NAME
-from nexa_engines.store.base import (
+from nexa_store.base import (
     ArtifactError,
     ArtifactNotFound,
     ArtifactStore,
@@ -32,7 +32,7 @@ from nexa_engines.store.base import (
     check_artifact_id,
     kind_for_id,
 )
-from nexa_engines.store.hashing import (
+from nexa_store.hashing import (
     find_entry,
     is_verified_copy,
     manifest_json,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nexa import ids
-from nexa_engines.store.base import ArtifactError, ArtifactStore
+from nexa_store.base import ArtifactError, ArtifactStore
 
 DEPLOYMENT_FILE = "deployment.json"
 

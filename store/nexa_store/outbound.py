@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from nexa_engines.store.access import AccessDenied
+from nexa_store.access import AccessDenied
 
 ENV_ALLOWLIST = "NEXA_OUTBOUND_ALLOWLIST"
 ENV_KEY_ENVS = "NEXA_OUTBOUND_KEY_ENVS"
