@@ -2,7 +2,8 @@
 
 ``run_engine`` checks every reference the spec carries for the context's tenant
 (a claim or a NexaJob is not proof of access), runs the engine and returns its
-result as plain JSON. ``failure_of`` names how an attempt that raised ended, so a
+result as plain JSON, validated against the job type's result model
+(``nexa.contracts.results``). ``failure_of`` names how an attempt that raised ended, so a
 worker's report and a pod's termination message use the same code for the same
 thing (``nexa.contracts.ErrorCode``).
 """
@@ -18,8 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from nexa.contracts import ErrorCode
+from nexa.contracts import ErrorCode, JobType
 from nexa.contracts.refs import job_references
+from nexa.contracts.results import result_for
 from nexa_engines.engine import EngineContext, EngineError, EngineFn, JobCancelled
 from nexa_store.access import AccessDenied, check_reference
 
@@ -73,10 +75,21 @@ def check_inputs(ctx: EngineContext, spec: BaseModel) -> None:
             raise EngineError(exc.code, f"{ref.field}: {exc.message}") from exc
 
 
-def run_engine(engine: EngineFn, ctx: EngineContext, spec: BaseModel) -> dict[str, Any]:
-    """Check the inputs, run the engine, and return its result as plain JSON."""
+def run_engine(engine: EngineFn, ctx: EngineContext, spec: BaseModel, job_type: JobType) -> dict[str, Any]:
+    """Check the inputs, run the engine, and return its result as plain JSON, checked against its contract."""
     check_inputs(ctx, spec)
-    return json_result(engine(ctx, spec))
+    result = json_result(engine(ctx, spec))
+    try:
+        result_for(job_type, result)
+    except ValidationError as exc:
+        # An engine bug, never the user's: the attempt fails (retryable) rather than hand out a result
+        # that breaks its documented shape.
+        raise EngineError(
+            ErrorCode.result_invalid,
+            f"the {job_type.value} engine's result does not match its contract: {summary(exc)}",
+            retryable=True,
+        ) from exc
+    return result
 
 
 def failure_of(error: BaseException, *, stopped: bool) -> Failure:

@@ -223,7 +223,7 @@ def run(
     reporter.log(f"[nexa] {job_type} {job_id} attempt {attempt} started")
     try:
         # Every reference is checked again in the pod: the NexaJob is not proof of access.
-        result = run_engine(engine, ctx, spec)
+        result = run_engine(engine, ctx, spec, JobType(job_type))
     except Exception as exc:
         if not isinstance(exc, JobCancelled | EngineError):
             traceback.print_exc()

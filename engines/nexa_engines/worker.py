@@ -203,7 +203,7 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
                 cancel_event=state.cancel_event,
             )
             # The worker checks every reference again: a claim is not proof of access.
-            result = run_engine(engine, ctx, spec)
+            result = run_engine(engine, ctx, spec, claimed.job_type)
         except Exception as exc:
             error = exc
             if not isinstance(exc, JobCancelled | EngineError | ValidationError):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from nexa.contracts.jobs import Job, JobError, JobEvent, JobState, JobType
+from nexa.contracts.results import JobResult, result_for
 
 if TYPE_CHECKING:
     from nexa.async_client import AsyncNexaClient
@@ -82,6 +83,12 @@ class BaseJobHandle(dict[str, Any]):
     @property
     def result(self) -> dict[str, Any] | None:
         return self._model.result
+
+    @property
+    def typed_result(self) -> JobResult | None:
+        """The result as its job type's model (``AuditResult``, ``TrainResult`` …), or None before it ends."""
+        result = self._model.result
+        return None if result is None else result_for(self._model.job_type, result)
 
     @property
     def error(self) -> JobError | None:

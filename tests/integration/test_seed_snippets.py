@@ -246,6 +246,12 @@ def test_spec_snippet_runs_as_written(
             assert finished["train_job"]["spec"]["epochs"] == 3
             assert finished["train_job"]["result"]["checkpoint_id"].startswith("ckpt_")
             assert finished["distill_job"]["result"]["num_samples"] == 4
+            # Every result reads as its type's model (nexa.contracts.results).
+            typed = {name: job.typed_result for name, job in finished.items()}
+            assert [type(t).__name__ for t in typed.values()] == [
+                "AuditResult", "DistillResult", "TrainResult", "EvaluateResult", "DeployResult",
+            ]  # fmt: skip
+            assert typed["train_job"].checkpoint_id == finished["train_job"]["result"]["checkpoint_id"]  # type: ignore[union-attr]
             # Result fields as the SPEC names them (§8.1, §8.2), as artifact URIs, never server paths.
             audit = finished["audit_job"]["result"]
             assert audit["scored_dataset_uri"] == f"internal://{audit['dataset_id']}/scored.parquet"

@@ -312,6 +312,34 @@ def _runtime(gateway: FakeGateway, tmp_path: Path, engine: Any) -> WorkerRuntime
     )
 
 
+# A result that meets AuditResult's contract (the worker checks every result against its type's model).
+AUDIT_RESULT: dict[str, Any] = {
+    "dataset_id": "ds_" + "e" * 26,
+    "overall_quality_score": 4.5,
+    "quality_tier": "A-",
+    "metrics": {"num_rows": 3},
+    "scored_dataset_uri": f"internal://ds_{'e' * 26}/scored.parquet",
+    "report_uri": f"internal://ds_{'e' * 26}/report.html",
+    "report_json_uri": f"internal://ds_{'e' * 26}/report.json",
+    "num_rows": 3,
+    "mean_score": 4.5,
+    "flag_counts": {},
+    "exact_duplicates": 0,
+    "near_duplicates": 0,
+    "near_duplicate_clusters": 0,
+}
+
+
+def test_a_result_that_breaks_its_contract_fails_the_attempt(tmp_path: Path) -> None:
+    gateway = FakeGateway()
+    run_attempt(
+        _runtime(gateway, tmp_path, lambda ctx, spec: {"num_rows": 3}), AttemptState(claimed=claimed())
+    )
+    assert gateway.completed == [] and len(gateway.failed) == 1
+    failed = gateway.failed[0]
+    assert failed.code == "result_invalid" and failed.retryable and "dataset_id" in failed.message
+
+
 def test_run_attempt_completes_with_result_artifacts_usage_and_cleans_its_workdir(tmp_path: Path) -> None:
     gateway = FakeGateway()
     seen: dict[str, Any] = {}
@@ -323,12 +351,12 @@ def test_run_attempt_completes_with_result_artifacts_usage_and_cleans_its_workdi
         ctx.usage("rows", 3)
         ctx.produced_artifacts.append("ds_" + "e" * 26)
         ctx.progress(1.0, "done")
-        return {"num_rows": 3}
+        return AUDIT_RESULT
 
     run_attempt(_runtime(gateway, tmp_path, engine), AttemptState(claimed=claimed()))
     assert len(gateway.completed) == 1 and gateway.failed == []
     report = gateway.completed[0]
-    assert report.result == {"num_rows": 3} and report.attempt == 2
+    assert report.result == AUDIT_RESULT and report.attempt == 2
     assert report.artifacts == ["ds_" + "e" * 26]
     assert [(u.kind, u.amount) for u in report.usage] == [("rows", 3.0)]
     assert "working" in gateway.all_lines

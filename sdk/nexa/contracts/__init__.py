@@ -38,6 +38,18 @@ from nexa.contracts.jobs import (
     spec_for,
 )
 from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody, ErrorDetail
+from nexa.contracts.results import (
+    RESULT_MODELS,
+    AuditResult,
+    ContainerResult,
+    DeployResult,
+    DistillResult,
+    EvaluateResult,
+    GenerateResult,
+    JobResult,
+    TrainResult,
+    result_for,
+)
 from nexa.contracts.workers import (
     ClaimedJob,
     ClaimRequest,
@@ -54,6 +66,16 @@ from nexa.contracts.workers import (
 )
 
 __all__ = [
+    "RESULT_MODELS",
+    "AuditResult",
+    "ContainerResult",
+    "DeployResult",
+    "DistillResult",
+    "EvaluateResult",
+    "GenerateResult",
+    "JobResult",
+    "TrainResult",
+    "result_for",
     "JOB_SPECS",
     "TERMINAL_STATES",
     "ApiKeyCreate",

@@ -74,6 +74,7 @@ class ErrorCode(StrEnum):
     store_unavailable = "store_unavailable"  # the artifact store could not be reached
     result_unwritable = "result_unwritable"  # the attempt's result record could not be written
     result_missing = "result_missing"  # the Job succeeded but left no result record
+    result_invalid = "result_invalid"  # the engine's result does not match its type's result model
     attempt_failed = "attempt_failed"  # a pod failed without a code of its own
     fatal_exit_code = "fatal_exit_code"  # the engine exited with its "do not retry" code
     job_deleted = "job_deleted"  # the attempt's Kubernetes Job was deleted under it
