@@ -24,6 +24,7 @@ from nexa.contracts.refs import job_references
 from nexa.contracts.results import result_for
 from nexa_engines.engine import EngineContext, EngineError, EngineFn, JobCancelled
 from nexa_store.access import AccessDenied, check_reference
+from nexa_store.pinned import release_views
 
 MAX_FAIL_MESSAGE = 20_000  # FailReport.message limit
 
@@ -77,8 +78,12 @@ def check_inputs(ctx: EngineContext, spec: BaseModel) -> None:
 
 def run_engine(engine: EngineFn, ctx: EngineContext, spec: BaseModel, job_type: JobType) -> dict[str, Any]:
     """Check the inputs, run the engine, and return its result as plain JSON, checked against its contract."""
-    check_inputs(ctx, spec)
-    result = json_result(engine(ctx, spec))
+    try:
+        check_inputs(ctx, spec)
+        result = json_result(engine(ctx, spec))
+    finally:
+        # Local inputs were read through descriptors pinned for this attempt (nexa_store.pinned).
+        release_views(ctx.workdir)
     try:
         result_for(job_type, result)
     except ValidationError as exc:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -54,6 +53,7 @@ from nexa_store.access import (
 )
 from nexa_store.base import ArtifactNotFound, ArtifactStore, IntegrityError
 from nexa_store.hashing import sha256_file
+from nexa_store.pinned import PinError, pin_view
 
 DatasetFormat = Literal["parquet", "jsonl", "csv"]
 DatasetErrorCode = Literal[
@@ -112,6 +112,7 @@ class _LocalRef:
     path: Path  # real path, symlinks resolved
     format: DatasetFormat
     is_dir: bool
+    name: str = ""  # the name the user gave (its extension decides the format)
 
 
 @dataclass(frozen=True)
@@ -153,18 +154,25 @@ def fetch_dataset(uri: str, *, store: ArtifactStore, access: Access, workdir: Pa
         return _fetch_s3(uri, ref, store, workdir)
     if isinstance(ref, _HubRef):
         return _fetch_hub(uri, ref)
+    # Engines read a private view of descriptors opened as the files were checked
+    # (nexa_store.pinned): a name swapped for a link after this check is never followed.
+    view = workdir / "inputs" / f"{hashlib.sha256(uri.encode()).hexdigest()[:12]}-view"
     if ref.is_dir:
-        # Engines read a private view: links to the real files vetted just now, so a
-        # symlink added to the directory after this check is never followed.
         files = _vetted_parquet_files(ref.path, uri, access)
-        view = workdir / "inputs" / f"{hashlib.sha256(uri.encode()).hexdigest()[:12]}-view"
-        shutil.rmtree(view, ignore_errors=True)
-        for rel, real in files:
-            target = view / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(real)
-        return ResolvedDataset(path=view, format="parquet", uri=uri, sha256=_tree_sha256(files))
-    return ResolvedDataset(path=ref.path, format=ref.format, uri=uri, sha256=sha256_file(ref.path)[0])
+        _pin(view, files, uri)
+        return ResolvedDataset(
+            path=view, format="parquet", uri=uri, sha256=_tree_sha256([(rel, view / rel) for rel, _ in files])
+        )
+    name = PurePosixPath(ref.name or ref.path.name)
+    path = _pin(view, [(name, ref.path)], uri) / name
+    return ResolvedDataset(path=path, format=ref.format, uri=uri, sha256=_view_sha256(path))
+
+
+def _pin(view: Path, files: list[tuple[PurePosixPath, Path]], uri: str) -> Path:
+    try:
+        return pin_view(view, files)
+    except PinError as exc:
+        raise DatasetRefError("dataset_unreadable", f"{uri!r}: {exc}") from exc
 
 
 def _parse(uri: str, store: ArtifactStore, access: Access) -> _StoreRef | _S3Ref | _LocalRef | _HubRef:
@@ -271,7 +279,7 @@ def _parse_local(raw: str, uri: str, access: Access) -> _LocalRef:
         raise DatasetRefError("dataset_unreadable", f"{uri!r} is not a regular file")
     fmt = detect_format(PurePosixPath(raw).name)
     _check_readable(real, uri)
-    return _LocalRef(real, fmt, is_dir=False)
+    return _LocalRef(real, fmt, is_dir=False, name=PurePosixPath(raw).name)
 
 
 def _check_readable(path: Path, uri: str) -> None:
@@ -311,11 +319,17 @@ def _vetted_parquet_files(directory: Path, uri: str, access: Access) -> list[tup
     return found
 
 
+def _view_sha256(path: Path) -> str:
+    # A view's entries are links to pinned descriptors: followed on purpose, unlike a store's files.
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def _tree_sha256(files: list[tuple[PurePosixPath, Path]]) -> str:
     # A parquet directory's hash: sha256 over "<file sha256>  <relative path>\n" lines, sorted by path.
     digest = hashlib.sha256()
     for rel, real in sorted(files):
-        file_hash, _ = sha256_file(real)
+        file_hash = _view_sha256(real)
         digest.update(f"{file_hash}  {rel.as_posix()}\n".encode())
     return digest.hexdigest()
 

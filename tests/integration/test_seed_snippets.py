@@ -329,6 +329,9 @@ def test_forge_snippets_run_as_written(
             dp = deployed["result"]["deployment_id"]
             assert deployed["result"]["inference_url"] == f"{public}/v1/inference/{dp}"
             assert deployed["result"]["serving_url"].startswith("http://")
+            # A full-weights checkpoint is its own Hugging Face copy, readable by the tenant by id.
+            assert deployed["result"]["hf_checkpoint_id"] == checkpoint
+            assert deployed["result"]["hf_checkpoint_uri"] == f"internal://{checkpoint}"
             assert setup.get_deployment(dp).openai_base_url == f"{public}/v1/inference/{dp}/v1"
         finally:
             deployment = setup.status(deploy["job_id"]).get("result") or {}

@@ -114,6 +114,34 @@ def test_lora_checkpoint_holds_an_adapter_on_a_registered_base(setup: tuple[Path
     assert "adapter_config.json" in {f.path for f in manifest.files}
     assert manifest.config["base_model"].startswith("ckpt_") and manifest.config["lora"] is True
 
+    # Deploy keeps a plain Hugging Face copy (SPEC §8.5): the adapter merged into its base,
+    # loadable by transformers alone and computing what base + adapter computes.
+    from transformers import AutoModelForCausalLM
+
+    from nexa_engines.deploy.export import hf_checkpoint
+    from nexa_engines.models.loading import load_model, resolve_model
+
+    deploy = make_ctx(root / "lora", job_id="job_dddddddddddddddddddddddddd")
+    deploy.store = ctx.store
+    merged_id = hf_checkpoint(deploy, result["checkpoint_id"])
+    assert merged_id != result["checkpoint_id"] and deploy.produced_artifacts == [merged_id]
+    merged = ctx.store.read_manifest(merged_id)
+    names = {f.path for f in merged.files}
+    assert "adapter_config.json" not in names and "model.safetensors" in names and "config.json" in names
+    assert merged.tenant_id == deploy.tenant_id and merged.config["merged_from"] == result["checkpoint_id"]
+    plain = AutoModelForCausalLM.from_pretrained(ctx.store.fetch(merged_id, root / "plain")).eval()
+    adapted = load_model(
+        resolve_model(result["checkpoint_id"], store=ctx.store, workdir=root / "w", access=deploy.access)
+    ).eval()
+    ids = torch.tensor([[1, 5, 9, 13]])
+    with torch.no_grad():
+        assert torch.allclose(plain(ids).logits, adapted(ids).logits, atol=1e-5)
+    # A retried attempt finds the copy instead of writing another; a full-weights checkpoint is its own copy.
+    again = make_ctx(root / "lora", job_id="job_dddddddddddddddddddddddddd")
+    again.store = ctx.store
+    assert hf_checkpoint(again, result["checkpoint_id"]) == merged_id
+    assert hf_checkpoint(again, merged_id) == merged_id
+
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="DeepSpeed ZeRO and bf16 need a CUDA GPU")

@@ -33,6 +33,7 @@ from nexa.contracts import DeploySpec, InputSource
 from nexa.contracts.catalog import CATALOG_SETTING, CatalogEntry, catalog_json
 from nexa.contracts.refs import artifact_ref_uri
 from nexa.ids import new_id
+from nexa_engines.deploy.export import hf_checkpoint
 from nexa_engines.engine import EngineContext, EngineError
 from nexa_engines.serve.auth import ENDPOINT_KEY_PREFIX, key_sha256
 from nexa_store.serving import DEPLOYMENT_FILE
@@ -141,6 +142,9 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
         raise EngineError("checkpoint_not_found", f"checkpoint {spec.checkpoint_id} does not exist")
     if spec.replicas > 1 or spec.max_replicas > 1:
         ctx.log("standalone mode runs one serving process; replicas and autoscaling apply on Kubernetes")
+    # SPEC §8.5: the checkpoint is also kept in Hugging Face format (an adapter merged into its base).
+    ctx.progress(0.02, "preparing a Hugging Face copy of the checkpoint")
+    hf_checkpoint_id = hf_checkpoint(ctx, spec.checkpoint_id)
     deployment_id = new_id("dp")
     bind = os.environ.get("NEXA_SERVE_BIND", "127.0.0.1")
     public = os.environ.get("NEXA_SERVE_PUBLIC_HOST") or (
@@ -213,6 +217,8 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
         "openai_base_url": f"{inference_url}/v1",
         "model_name": deployment_id,
         "checkpoint_id": spec.checkpoint_id,
+        "hf_checkpoint_id": hf_checkpoint_id,
+        "hf_checkpoint_uri": artifact_ref_uri(hf_checkpoint_id),
         "api_key": endpoint_key,
         "pid": process.pid,
         "host": record["host"],

@@ -11,9 +11,10 @@ missing model is reported as an ``EngineError`` that says which reference failed
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from nexa.contracts.catalog import CatalogEntry
@@ -29,6 +30,7 @@ from nexa_store.access import (
     parse_or_deny,
 )
 from nexa_store.base import ArtifactError, ArtifactNotFound, ArtifactStore
+from nexa_store.pinned import PinError, pin_view
 
 ADAPTER_FILE = "adapter_config.json"
 
@@ -77,11 +79,7 @@ def resolve_model(
                 raise EngineError(
                     "model_not_found", f"{reference!r} is not a model directory (no config.json)"
                 )
-            for current, _dirs, names in os.walk(real, followlinks=False):
-                for name in names:
-                    file = Path(current, name)
-                    check_scanned_file(access, Path(os.path.realpath(file)), "model", f"{reference} ({name})")
-            return ResolvedModel(reference.strip(), str(real))
+            return ResolvedModel(reference.strip(), str(_pinned_directory(access, real, reference, workdir)))
         if parsed.form == "hf":
             if os.path.lexists(parsed.value):
                 # transformers would load a directory of that name relative to the worker's cwd.
@@ -96,6 +94,30 @@ def resolve_model(
         "invalid_model_ref",
         f"{reference!r}: a model is a ckpt_ id, an absolute path under a granted root, or a Hugging Face id",
     )
+
+
+def _pinned_directory(access: Access, real: Path, reference: str, workdir: Path) -> Path:
+    """A private view of the model directory's files, each checked where its links lead and opened as checked.
+
+    Directory links are not followed; a file whose target is not a regular file is
+    left out. Loaders read the view (``nexa_store.pinned``), so swapping a checked
+    file or directory for a link afterwards changes nothing they read.
+    """
+    files: list[tuple[PurePosixPath, Path]] = []
+    for current, dirs, names in os.walk(real, followlinks=False):
+        dirs.sort()
+        for name in sorted(names):
+            file = Path(current, name)
+            rel = PurePosixPath(file.relative_to(real).as_posix())
+            target = Path(os.path.realpath(file))
+            check_scanned_file(access, target, "model", f"{reference} ({rel})")
+            if target.is_file():
+                files.append((rel, target))
+    view = workdir / "models" / f"local-{hashlib.sha256(str(real).encode()).hexdigest()[:12]}"
+    try:
+        return pin_view(view, files)
+    except PinError as exc:
+        raise EngineError("model_unreadable", f"{reference!r}: {exc}") from exc
 
 
 def _catalog_model(access: Access, name: str, entry: CatalogEntry) -> ResolvedModel:

@@ -101,6 +101,12 @@ class DeployResult(JobResult):
     openai_base_url: str
     model_name: str
     checkpoint_id: str
+    hf_checkpoint_id: str | None = Field(
+        None,
+        description="A full-weights checkpoint loadable with transformers' from_pretrained: the deployed "
+        "checkpoint itself, or its LoRA adapter merged into the base.",
+    )
+    hf_checkpoint_uri: str | None = Field(None, description="`internal://` URI of hf_checkpoint_id.")
     api_key: str | None = Field(None, description="The endpoint key (`nexa_ep_…`), for this endpoint only.")
     serving_url: str | None = Field(
         None, description="The serving process's own root, when inference_url is public."
