@@ -36,7 +36,7 @@ from nexa_gateway.routes import (
     worker_store,
     workers,
 )
-from nexa_gateway.services import grants, jobsignals, queue, signing
+from nexa_gateway.services import grants, jobsignals, logarchive, queue, signing
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
 from nexa_gateway.services.keys import KeyResolver, ensure_tenant, set_role, store_api_key
@@ -96,6 +96,24 @@ async def _reaper(state: AppState) -> None:
         await asyncio.sleep(state.settings.reaper_interval_seconds)
 
 
+def _archive_logs_once(state: AppState) -> int:
+    with state.db.session() as session:
+        done = logarchive.archive_pending(session, state.store)
+    state.jobs.invalidate(done)  # their status now names the log file
+    return len(done)
+
+
+async def _log_archiver(state: AppState) -> None:
+    while True:
+        try:
+            archived = await run_in_threadpool(_archive_logs_once, state)
+        except Exception:  # the store or the database may be down for a while; the next tick retries
+            log.exception("log archive tick failed")
+            archived = 0
+        if archived < logarchive.BATCH:
+            await asyncio.sleep(state.settings.log_archive_interval_seconds)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build a gateway app; nothing touches the database until startup."""
     settings = settings or Settings()
@@ -133,6 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await run_in_threadpool(_bootstrap, state)
         state.signals.bind(asyncio.get_running_loop())
         tasks = [asyncio.create_task(_reaper(state))]
+        if settings.backend == "sql" and settings.log_archive_interval_seconds > 0:
+            tasks.append(asyncio.create_task(_log_archiver(state)))
         if db.is_postgres and settings.backend == "sql":
             # Log streams on this replica hear of lines and ends that reach another one.
             tasks.append(asyncio.create_task(jobsignals.listen(settings.database_url, state.signals)))

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(30, ge=1)
     heartbeat_seconds: int = Field(10, ge=1)
     reaper_interval_seconds: float = Field(1.0, gt=0)
+    log_archive_interval_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How often finished jobs' logs are written to the artifact store as files "
+        "(logs_uri); 0 turns the archive off.",
+    )
     rate_limit_per_minute: int = Field(600, ge=1)
     max_upload_bytes: int = Field(1 << 30, ge=1)
     max_request_bytes: int = Field(

@@ -44,7 +44,7 @@ _ARTIFACT_PREFIXES: dict[RefKind, tuple[str, ...]] = {
     "teacher": ("ckpt", "dp"),
     "url": (),
 }
-_PREFIX_KIND = {"ds": "dataset", "ckpt": "checkpoint", "dp": "deployment", "ev": "eval"}
+_PREFIX_KIND = {"ds": "dataset", "ckpt": "checkpoint", "dp": "deployment", "ev": "eval", "log": "log"}
 
 OwnerLookup = Callable[[str], "str | None"]
 

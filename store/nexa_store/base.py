@@ -25,6 +25,7 @@ KIND_ID_PREFIXES: dict[str, str] = {
     "checkpoint": "ckpt",
     "eval": "ev",
     "deployment": "dp",
+    "log": "log",
 }
 
 

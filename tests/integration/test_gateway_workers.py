@@ -269,3 +269,50 @@ def test_log_stream_resumes_without_gap_or_duplicate(gateway: Gateway) -> None:
     followed = gateway.client.get(url, headers={**gateway.auth(), "Last-Event-ID": "29"})
     assert [g["line"] for g in _sse_lines(followed.text)] == ["line 29", "last words"]
     assert 'event: end\ndata: {"status": "completed"}' in followed.text
+
+
+def test_a_finished_jobs_log_becomes_a_file_its_tenant_alone_can_download(gateway: Gateway) -> None:
+    from nexa_gateway.services import logarchive
+
+    state = gateway.client.app.state.nexa  # type: ignore[attr-defined]
+    job = gateway.submit_audit()
+    running = gateway.submit_audit()
+    w = gateway.register_worker()
+    assert gateway.claim(w) is not None
+    base = f"/v1/workers/jobs/{job['job_id']}"
+    lines = {"attempt": 1, "lines": ["reading rows", "scored 3 rows"]}
+    assert gateway.client.post(f"{base}/logs", json=lines, headers=w).status_code == 204
+    assert (
+        gateway.client.post(f"{base}/complete", json={"attempt": 1, "result": {}}, headers=w).status_code
+        == 204
+    )
+    assert _wait_status(gateway, job["job_id"], "completed")["logs_uri"] == f"/v1/jobs/{job['job_id']}/logs"
+
+    # The archive task's tick, run here so the test does not wait on its timer; a second tick is a no-op.
+    with state.db.session() as session:
+        assert job["job_id"] in logarchive.archive_pending(session, state.store, grace_seconds=0)
+    with state.db.session() as session:
+        assert logarchive.archive_pending(session, state.store, grace_seconds=0) == []
+    state.jobs.invalidate([job["job_id"]])
+    done = gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()
+    log_id = logarchive.log_artifact_id(job["job_id"])
+    assert done["logs_uri"] == f"internal://{log_id}/job.log"
+    listed = gateway.client.get("/v1/jobs", headers=gateway.auth()).json()
+    uris = {j["job_id"]: j["logs_uri"] for j in listed["items"]}
+    assert uris[job["job_id"]] == done["logs_uri"]
+    assert uris[running["job_id"]] == f"/v1/jobs/{running['job_id']}/logs"  # not finished: still the stream
+
+    text = gateway.client.get(f"/v1/artifacts/{log_id}/files/job.log", headers=gateway.auth())
+    assert text.status_code == 200, text.text
+    assert [line.split(" ", 1)[1] for line in text.text.splitlines()] == [
+        "[attempt 1] reading rows",
+        "[attempt 1] scored 3 rows",
+    ]
+    # Signed like the gateway's other writes, and owned by the job's tenant only.
+    manifest = state.store.read_manifest(log_id)
+    assert manifest.tenant_id == done["user_id"] and manifest.signature is not None
+    other = gateway.new_tenant_key("someone-else")
+    assert (
+        gateway.client.get(f"/v1/artifacts/{log_id}/files/job.log", headers=gateway.auth(other)).status_code
+        == 404
+    )

@@ -136,7 +136,7 @@ def test_lora_checkpoint_holds_an_adapter_on_a_registered_base(setup: tuple[Path
     ids = torch.tensor([[1, 5, 9, 13]])
     with torch.no_grad():
         assert torch.allclose(plain(ids).logits, adapted(ids).logits, atol=1e-5)
-    # A retried attempt finds the copy instead of writing another; a full-weights checkpoint is its own copy.
+    # The same attempt run again finds its copy; a full-weights checkpoint is its own copy.
     again = make_ctx(root / "lora", job_id="job_dddddddddddddddddddddddddd")
     again.store = ctx.store
     assert hf_checkpoint(again, result["checkpoint_id"]) == merged_id

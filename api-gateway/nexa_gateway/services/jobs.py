@@ -21,11 +21,13 @@ from sqlalchemy.orm import Session
 
 from nexa.contracts import ErrorCode, JobError, JobEvent, JobOptions, JobState, JobType
 from nexa.contracts import Job as JobModel
+from nexa.contracts.jobs import TERMINAL_STATES
 from nexa.ids import new_id
 from nexa_gateway.db import Job, JobLabel, Usage, utcnow
 from nexa_gateway.db import JobEvent as JobEventRow
 from nexa_gateway.errors import ApiError, conflict, not_found
 from nexa_gateway.metrics import FinishedJob
+from nexa_gateway.services.logarchive import archived, logs_file_uri
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -42,7 +44,9 @@ def add_event(session: Session, job_id: str, kind: str, message: str = "", attem
     session.add(JobEventRow(job_id=job_id, seq=seq, kind=kind, message=message[:4000], attempt=attempt))
 
 
-def to_contract(row: Job, events: list[JobEventRow] | None = None) -> JobModel:
+def to_contract(
+    row: Job, events: list[JobEventRow] | None = None, *, logs_archived: bool = False
+) -> JobModel:
     error = None
     if row.error_code:
         error = JobError(code=row.error_code, message=row.error_message or "", retryable=row.error_retryable)
@@ -56,7 +60,8 @@ def to_contract(row: Job, events: list[JobEventRow] | None = None) -> JobModel:
         started_at=row.started_at,
         finished_at=row.finished_at,
         result=row.result,
-        logs_uri=f"/v1/jobs/{row.id}/logs",
+        # Live lines stream from the API; once the job has ended they are a file in the store too.
+        logs_uri=logs_file_uri(row.id) if logs_archived else f"/v1/jobs/{row.id}/logs",
         # The SPEC's "job folder": everything the job produced, listed by the API (never a server path).
         artifacts_uri=f"/v1/artifacts?job_id={row.id}",
         error=error,
@@ -259,7 +264,11 @@ def list_events(session: Session, job_id: str) -> list[JobEventRow]:
 
 def get_job(session: Session, tenant_id: str, job_id: str, *, with_events: bool = True) -> JobModel:
     row = get_job_row(session, tenant_id, job_id)
-    return to_contract(row, list_events(session, job_id) if with_events else None)
+    return to_contract(
+        row,
+        list_events(session, job_id) if with_events else None,
+        logs_archived=bool(_archived(session, [row])),
+    )
 
 
 def encode_cursor(created_at: datetime, job_id: str) -> str:
@@ -317,7 +326,12 @@ def list_jobs(
         query = query.where(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < last_id)))
     rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
     next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return [to_contract(r) for r in rows[:limit]], next_cursor
+    done = _archived(session, rows[:limit])
+    return [to_contract(r, logs_archived=r.id in done) for r in rows[:limit]], next_cursor
+
+
+def _archived(session: Session, rows: list[Job]) -> set[str]:
+    return archived(session, [r.id for r in rows if r.status in TERMINAL_STATES])
 
 
 def cancel_job(session: Session, tenant_id: str, job_id: str) -> tuple[JobModel, str | None]:

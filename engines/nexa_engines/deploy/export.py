@@ -3,8 +3,9 @@
 A full-weights checkpoint already is one. A LoRA checkpoint holds only an adapter
 that needs ``peft`` and its base model, so deploy merges the adapter into its
 base once and stores the result as a checkpoint of its own, owned by the same
-tenant. Its id is derived from the deploy job and the adapter, so a retried
-attempt finds the copy its predecessor made instead of writing a second one.
+tenant. Its id is derived from the deploy attempt and the adapter: the platform
+accepts an attempt's own outputs only (``promote_artifacts``), so each attempt
+writes its own copy, and the same attempt run again finds it.
 """
 
 from __future__ import annotations
@@ -24,13 +25,17 @@ def hf_checkpoint(ctx: EngineContext, checkpoint_id: str) -> str:
     resolved = resolve_model(checkpoint_id, store=ctx.store, workdir=ctx.workdir, access=ctx.access)
     if not resolved.is_adapter:
         return checkpoint_id
-    merged_id = derived_id("ckpt", ctx.job_id, checkpoint_id, MERGED_CONFIG)
+    merged_id = derived_id("ckpt", ctx.job_id, str(ctx.attempt), checkpoint_id, MERGED_CONFIG)
     try:
         existing = ctx.store.read_manifest(merged_id)
     except ArtifactError:
         existing = None
-    if existing is not None and existing.job_id == ctx.job_id and existing.tenant_id == ctx.tenant_id:
-        ctx.log(f"{checkpoint_id} was merged by an earlier attempt: {merged_id}")
+    if existing is not None and (existing.job_id, existing.attempt, existing.tenant_id) == (
+        ctx.job_id,
+        ctx.attempt,
+        ctx.tenant_id,
+    ):
+        ctx.log(f"{checkpoint_id} was already merged: {merged_id}")
         ctx.produced_artifacts.append(merged_id)
         return merged_id
     ctx.log(f"merging the LoRA adapter {checkpoint_id} into its base for a plain Hugging Face copy")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nexa.ids import id_prefix
 
-ArtifactKind = Literal["dataset", "distill", "checkpoint", "eval", "deployment"]
+ArtifactKind = Literal["dataset", "distill", "checkpoint", "eval", "deployment", "log"]
 
 KIND_DIRS: dict[str, str] = {
     "dataset": "datasets",
@@ -29,8 +29,15 @@ KIND_DIRS: dict[str, str] = {
     "checkpoint": "checkpoints",
     "eval": "evals",
     "deployment": "deployments",
+    "log": "logs",
 }
-PREFIX_KINDS: dict[str, str] = {"ds": "dataset", "ckpt": "checkpoint", "ev": "eval", "dp": "deployment"}
+PREFIX_KINDS: dict[str, str] = {
+    "ds": "dataset",
+    "ckpt": "checkpoint",
+    "ev": "eval",
+    "dp": "deployment",
+    "log": "log",
+}
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
