@@ -36,7 +36,7 @@ from nexa_gateway.routes import (
     worker_store,
     workers,
 )
-from nexa_gateway.services import grants, jobsignals, logarchive, queue, signing
+from nexa_gateway.services import endpointkeys, grants, jobsignals, logarchive, queue, signing
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
 from nexa_gateway.services.keys import KeyResolver, ensure_tenant, set_role, store_api_key
@@ -61,6 +61,8 @@ def _bootstrap(state: AppState) -> None:
         policy = getattr(state.store, "policy", None)
         if policy is not None:
             policy.signing_key = platform_key
+    if state.settings.backend == "sql":
+        state.endpoint_secret = endpointkeys.load_or_create_secret(state.settings)
     key = state.settings.bootstrap_api_key
     if key:
         with state.db.session() as session:

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         None,
         description="The platform's Ed25519 seed (64 hex); unset: kept in $NEXA_HOME/platform-signing.key.",
     )
+    endpoint_key_secret: str | None = Field(
+        None,
+        description="The secret deployments' endpoint keys are derived from (shared by every gateway replica); "
+        "unset: kept in $NEXA_HOME/endpoint-keys.secret.",
+    )
     model_catalog: str | None = Field(
         None,
         description="Model names users may write (e.g. 'Mistral-7B'), over the built-in ones: a JSON object "

@@ -38,6 +38,8 @@ class AppState:
     # The platform's manifest-signing key (gateway only, never a worker's) and what it trusts.
     platform_key: SigningKey | None = None
     trust: PlatformTrust = field(default_factory=PlatformTrust)
+    # What deployments' endpoint keys derive from (services.endpointkeys); standalone only.
+    endpoint_secret: bytes | None = None
     signals: JobSignals = field(default_factory=JobSignals)
     # The model catalog, read once from the settings (checked when they were loaded).
     catalog: dict[str, CatalogEntry] = field(init=False)

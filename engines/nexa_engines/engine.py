@@ -64,6 +64,8 @@ class EngineContext:
     scratch_roots: list[Path] = field(default_factory=list)
     # Keys for the tenant's own deployments this job calls (handed over with the claim).
     endpoint_keys: dict[str, str] = field(default_factory=dict)
+    # A deploy job's endpoint key as its SHA-256, when the gateway keeps the key (None: make one here).
+    endpoint_key_sha256: str | None = None
     # The platform's model catalog (names like "Mistral-7B"), from the claim or the pod's settings.
     catalog: dict[str, CatalogEntry] = field(default_factory=dict)
     # Inputs named by id must carry the platform's signature (None: signing is off here).

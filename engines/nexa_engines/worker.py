@@ -193,6 +193,7 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
                 s3_buckets=list(claimed.s3_buckets),
                 scratch_roots=[runtime.workdir],
                 endpoint_keys=dict(claimed.endpoint_keys),
+                endpoint_key_sha256=claimed.endpoint_key_sha256,
                 catalog=dict(claimed.catalog),
                 trust=PlatformTrust(
                     tuple(k.lower() for k in runtime.registered.trusted_keys),

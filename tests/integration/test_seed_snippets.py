@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import ast
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("torch")
@@ -332,6 +334,21 @@ def test_forge_snippets_run_as_written(
             # A full-weights checkpoint is its own Hugging Face copy, readable by the tenant by id.
             assert deployed["result"]["hf_checkpoint_id"] == checkpoint
             assert deployed["result"]["hf_checkpoint_uri"] == f"internal://{checkpoint}"
+            # The endpoint key is derived by the gateway and shown to the tenant; the database has none,
+            # and the key (not some other one) opens the endpoint through the gateway's proxy.
+            key = deployed["result"]["api_key"]
+            assert key.startswith("nexa_ep_")
+            stored = sqlite3.connect(gateway.env["NEXA_DATABASE_URL"].removeprefix("sqlite:///"))
+            try:
+                (raw,) = stored.execute(
+                    "SELECT result FROM jobs WHERE id = ?", (deploy["job_id"],)
+                ).fetchone()
+            finally:
+                stored.close()
+            assert key not in raw and "api_key" not in json.loads(raw)
+            proxied = f"{gateway.url}/v1/inference/{dp}/v1/models"
+            assert httpx.get(proxied, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+            assert httpx.get(proxied, headers={"Authorization": f"Bearer {key}x"}).status_code == 401
             assert setup.get_deployment(dp).openai_base_url == f"{public}/v1/inference/{dp}/v1"
         finally:
             deployment = setup.status(deploy["job_id"]).get("result") or {}

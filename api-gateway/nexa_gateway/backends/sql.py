@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import Job, JobEvent, JobOptions, JobState, JobType
 from nexa_gateway.services import jobs as svc
+from nexa_gateway.services.endpointkeys import reveal
 from nexa_gateway.services.logstream import log_event_stream
 from nexa_gateway.services.submitbatch import SubmitBatcher
 from nexa_gateway.state import AppState
@@ -29,7 +30,7 @@ class SqlJobBackend:
 
     def get(self, tenant_id: str, job_id: str) -> Job:
         with self.state.db.read() as session:
-            return svc.get_job(session, tenant_id, job_id)
+            return reveal(self.state.endpoint_secret, svc.get_job(session, tenant_id, job_id))
 
     async def get_json(self, tenant_id: str, job_id: str) -> bytes:
         cache = self.state.jobs
@@ -52,7 +53,7 @@ class SqlJobBackend:
         cursor: str | None,
     ) -> tuple[list[Job], str | None]:
         with self.state.db.read() as session:
-            return svc.list_jobs(
+            found, next_cursor = svc.list_jobs(
                 session,
                 tenant_id,
                 job_type=job_type,
@@ -61,6 +62,7 @@ class SqlJobBackend:
                 limit=limit,
                 cursor=cursor,
             )
+        return [reveal(self.state.endpoint_secret, job) for job in found], next_cursor
 
     def cancel(self, tenant_id: str, job_id: str) -> Job:
         with self.state.db.session() as session:

@@ -27,7 +27,7 @@ from nexa.contracts import (
 from nexa.contracts.refs import referenced_artifacts
 from nexa_gateway.db import Worker
 from nexa_gateway.deps import CurrentWorker, SessionDep, StateDep, WorkerSecret
-from nexa_gateway.services import deployments, grants, nodes, queue
+from nexa_gateway.services import deployments, endpointkeys, grants, nodes, queue
 from nexa_gateway.services.artifacts import promote_artifacts
 from nexa_gateway.state import AppState
 
@@ -96,7 +96,14 @@ def _claim_once(state: AppState, worker: Worker, body: ClaimRequest) -> ClaimedJ
             claimed.s3_buckets = buckets
             # What the job names from the store, read once for the capabilities handed over with it.
             named = referenced_artifacts(spec_for(claimed.job_type, claimed.spec))
-            claimed.endpoint_keys = grants.endpoint_keys(session, claimed.tenant_id, named)
+            claimed.endpoint_keys = grants.endpoint_keys(
+                session, claimed.tenant_id, named, state.endpoint_secret
+            )
+            if claimed.job_type is JobType.deploy and state.endpoint_secret is not None:
+                # The server checks callers against this hash; the key itself never leaves the gateway.
+                claimed.endpoint_key_sha256 = endpointkeys.endpoint_key_sha256(
+                    state.endpoint_secret, claimed.job_id
+                )
             claimed.legacy_artifacts = grants.legacy_artifacts(session, state.trust, named)
             claimed.catalog = state.catalog
         queue.touch_worker(session, worker.id)

@@ -22,6 +22,7 @@ from nexa.contracts.refs import JobReference
 from nexa.ids import is_id
 from nexa_gateway.db import Artifact, Job, TenantGrant
 from nexa_gateway.errors import ApiError
+from nexa_gateway.services.endpointkeys import endpoint_key
 from nexa_gateway.settings import Settings
 from nexa_store.access import Access, protected_dirs, roots_within
 from nexa_store.base import ArtifactStore
@@ -68,23 +69,30 @@ def tenant_access(
     )
 
 
-def endpoint_keys(session: Session, tenant_id: str, named: list[tuple[JobReference, str]]) -> dict[str, str]:
+def endpoint_keys(
+    session: Session, tenant_id: str, named: list[tuple[JobReference, str]], secret: bytes | None = None
+) -> dict[str, str]:
     """The endpoint keys of the tenant's own deployments a job calls: the one capability it needs for them.
 
-    A deploy job's result holds its endpoint's key; a job naming that deployment
-    as its teacher gets the key with its claim, and nothing for anyone else's.
-    ``named`` is ``referenced_artifacts`` of the job's spec.
+    A deployment's key derives from its deploy job (``services.endpointkeys``; a
+    deployment from before that kept its key in the job's result); a job naming
+    that deployment as its teacher gets the key with its claim, and nothing for
+    anyone else's. ``named`` is ``referenced_artifacts`` of the job's spec.
     """
     keys: dict[str, str] = {}
     for ref, deployment_id in named:
         if ref.kind != "teacher" or not is_id(deployment_id, "dp"):
             continue
         row = session.execute(
-            select(Job.result)
+            select(Job.result, Job.id)
             .join(Artifact, Artifact.job_id == Job.id)
             .where(Artifact.id == deployment_id, Artifact.tenant_id == tenant_id, Job.tenant_id == tenant_id)
         ).first()
-        key = (row[0] or {}).get("api_key") if row is not None else None
+        if row is None:
+            continue
+        key = (row[0] or {}).get("api_key")
+        if not key and secret is not None:
+            key = endpoint_key(secret, row[1])
         if isinstance(key, str):
             keys[deployment_id] = key
     return keys

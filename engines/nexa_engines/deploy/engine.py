@@ -153,7 +153,10 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
     directory = serving_root() / deployment_id
     # A key scoped to this endpoint; the serving process keeps only its hash. Callers may
     # also use their tenant's API keys (checked with the gateway the worker reports to).
-    endpoint_key = ENDPOINT_KEY_PREFIX + secrets.token_urlsafe(32)
+    # A gateway derives the key and hands over only its hash (services.endpointkeys);
+    # without one (a pod, a test), the key is made here and returned in the result.
+    endpoint_key = None if ctx.endpoint_key_sha256 else ENDPOINT_KEY_PREFIX + secrets.token_urlsafe(32)
+    endpoint_key_hash = ctx.endpoint_key_sha256 or key_sha256(str(endpoint_key))
     ctx.progress(0.1, "starting the serving process")
     process, port, log_path = start_server(
         checkpoint_id=spec.checkpoint_id,
@@ -163,7 +166,7 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
         bind=bind,
         directory=directory,
         tenant_id=ctx.tenant_id,
-        endpoint_key_sha256=key_sha256(endpoint_key),
+        endpoint_key_sha256=endpoint_key_hash,
         catalog=ctx.catalog,
     )
     local_url = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '::') else bind}:{port}"
@@ -187,7 +190,7 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
         "started_at": datetime.now(UTC).isoformat(),
         "log_path": str(log_path),
         "auth": {
-            "endpoint_key_sha256": key_sha256(endpoint_key),
+            "endpoint_key_sha256": endpoint_key_hash,
             "tenant_keys": bool(os.environ.get("NEXA_GATEWAY_URL")),
         },
     }
@@ -219,7 +222,7 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
         "checkpoint_id": spec.checkpoint_id,
         "hf_checkpoint_id": hf_checkpoint_id,
         "hf_checkpoint_uri": artifact_ref_uri(hf_checkpoint_id),
-        "api_key": endpoint_key,
+        **({"api_key": endpoint_key} if endpoint_key else {}),
         "pid": process.pid,
         "host": record["host"],
     }

@@ -97,6 +97,12 @@ class ClaimedJob(BaseModel):
         default_factory=dict,
         description="Endpoint keys of the tenant's own deployments this job calls (a `dp_…` teacher), by id.",
     )
+    endpoint_key_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="A deploy job's endpoint key, as its SHA-256: what the serving process checks callers "
+        "against (the key itself stays with the gateway).",
+    )
     catalog: dict[str, CatalogEntry] = Field(
         default_factory=dict,
         description="The platform's model catalog: what model names such as 'Mistral-7B' stand for.",
