@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from nexa.attempttokens import AttemptClaim, InvalidAttemptToken, looks_like_token, verify
 from nexa.contracts.keys import Role
 from nexa_gateway.db import NodeToken, Worker
 from nexa_gateway.errors import ApiError, unauthorized
@@ -92,6 +93,23 @@ def current_worker(request: Request, state: StateDep) -> Worker:
 
 
 CurrentWorker = Annotated[Worker, Depends(current_worker)]
+
+
+def store_caller(request: Request, state: StateDep) -> Worker | AttemptClaim:
+    """A store call's caller: a registered worker, or an engine pod with its attempt token."""
+    token = _bearer(request)
+    if token is not None and looks_like_token(token):
+        secret = state.settings.attempt_token_secret
+        if not secret:
+            raise unauthorized()
+        try:
+            return verify(secret.encode(), token)
+        except InvalidAttemptToken:
+            raise unauthorized() from None
+    return current_worker(request, state)
+
+
+StoreCaller = Annotated[Worker | AttemptClaim, Depends(store_caller)]
 
 
 def require_worker_secret(request: Request, state: StateDep) -> NodeToken | None:

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         "then offered as {public_url}/v1/inference/{deployment_id}, the deploy result's inference_url.",
     )
     worker_secret: str | None = None
+    attempt_token_secret: str | None = Field(
+        None,
+        description="Shared with the operator (NEXA_OPERATOR_ATTEMPT_TOKEN_SECRET): engine pods holding an "
+        "attempt token it signed reach their tenant's artifacts through the gateway, with no storage keys.",
+    )
     worker_store_access: Literal["auto", "gateway", "direct"] = Field(
         "auto",
         description="How workers reach the artifact store: 'gateway' through scoped /v1/workers/jobs/{id}/store "

@@ -1,10 +1,13 @@
-"""Run one engine for one NexaJob attempt, without a gateway: the entry point of the engine image.
+"""Run one engine for one NexaJob attempt, without a worker: the entry point of the engine image.
 
     python -m nexa_engines.run_one --job-type audit --job-id job_… --attempt 1 --spec-json '{…}'
 
 The operator starts this in a Kubernetes Job. Logs and progress go to stdout
 (``kubectl logs``); the artifact store comes from the environment
-(``store_from_env``). On success the result is written as a record to
+(``store_from_env``), or, with ``NEXA_STORE_ACCESS=gateway``, is the gateway's
+store seen through this attempt's token (``NEXA_ATTEMPT_TOKEN``): then the pod
+holds no storage credentials and writes its run records through the gateway too.
+On success the result is written as a record to
 ``runs/<job_id>/attempt-<n>/result.json`` in the artifact store and, when it
 fits, to the termination message (``/dev/termination-log``), where the operator
 reads it back. Exit codes:
@@ -34,6 +37,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nexa.attempttokens import ATTEMPT_TOKEN_ENV
 from nexa.contracts import ErrorCode, JobType, spec_for
 from nexa.contracts.catalog import CATALOG_SETTING, CatalogError, parse_catalog
 from nexa.contracts.nexajob import (
@@ -48,6 +52,8 @@ from nexa.storesettings import S3Location
 from nexa_engines.attempt import failure_of, run_engine
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
 from nexa_engines.host_resources import prefer_passive_waits
+from nexa_engines.worker_client import AttemptClient
+from nexa_store.base import ArtifactStore
 from nexa_store.factory import default_local_root, store_from_env
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -129,6 +135,16 @@ def write_result_record(env: Mapping[str, str], job_id: str, attempt: int, recor
     return write_run_record(env, run_result_key(job_id, attempt), record)
 
 
+def attempt_client(env: Mapping[str, str]) -> AttemptClient | None:
+    """The gateway client of a pod told to reach the store through the gateway (``NEXA_STORE_ACCESS=gateway``)."""
+    if env.get("NEXA_STORE_ACCESS") != "gateway":
+        return None
+    url, token = env.get("NEXA_GATEWAY_URL"), env.get(ATTEMPT_TOKEN_ENV)
+    if not url or not token:
+        raise ValueError(f"NEXA_STORE_ACCESS=gateway needs NEXA_GATEWAY_URL and {ATTEMPT_TOKEN_ENV}")
+    return AttemptClient(url, token)
+
+
 def write_termination_message(env: Mapping[str, str], doc: dict[str, Any]) -> None:
     """Leave ``doc`` for the kubelet to copy into the pod's status (dropped when it does not fit)."""
     path = Path(env.get("NEXA_TERMINATION_LOG", DEFAULT_TERMINATION_LOG))
@@ -176,9 +192,17 @@ def run(
 
     env = os.environ if env is None else env
     progress_key = run_progress_key(job_id, attempt)
+    # A pod of the gateway's tenant namespaces holds an attempt token instead of storage keys.
+    try:
+        client = attempt_client(env)
+    except ValueError as exc:
+        return _fail(env, attempt, ErrorCode.store_unavailable, str(exc), retryable=False)
 
     def publish_progress(record: bytes) -> None:
-        write_run_record(env, progress_key, record)
+        if client is not None:
+            client.put_run_record(job_id, attempt, "progress.json", record, retry_for=0)
+        else:
+            write_run_record(env, progress_key, record)
 
     reporter = StdoutReporter(publish_progress, attempt=attempt, interval=_progress_interval(env))
     try:
@@ -191,9 +215,16 @@ def run(
         catalog = parse_catalog(env.get(CATALOG_SETTING))
     except CatalogError as exc:
         return _fail(env, attempt, ErrorCode.invalid_catalog, str(exc), retryable=False)
+    workdir = Path(env.get("NEXA_WORKDIR") or tempfile.gettempdir()) / f"{job_id}-{attempt}"
+    workdir.mkdir(parents=True, exist_ok=True)
     try:
         engine = load_engine(job_type)
-        store = store_from_env(env)
+        if client is not None:
+            from nexa_engines.gateway_store import GatewayArtifactStore
+
+            store: ArtifactStore = GatewayArtifactStore(client, job_id, attempt, workdir / ".store")
+        else:
+            store = store_from_env(env)
     except EngineError as exc:
         return _fail(env, attempt, exc.code, exc.message, retryable=exc.retryable)
     except Exception as exc:  # the store could not be opened: configuration or network
@@ -204,8 +235,6 @@ def run(
             f"cannot open the artifact store: {exc}",
             retryable=True,
         )
-    workdir = Path(env.get("NEXA_WORKDIR") or tempfile.gettempdir()) / f"{job_id}-{attempt}"
-    workdir.mkdir(parents=True, exist_ok=True)
     ctx = EngineContext(
         job_id=job_id,
         attempt=attempt,
@@ -233,7 +262,11 @@ def run(
     artifacts = list(dict.fromkeys(ctx.produced_artifacts))
     record = result_record(job_id, attempt, result, artifacts, reporter.usage_totals)
     try:
-        where = write_result_record(env, job_id, attempt, record)
+        if client is not None:
+            client.put_run_record(job_id, attempt, "result.json", record)
+            where = "the gateway's artifact store"
+        else:
+            where = write_result_record(env, job_id, attempt, record)
     except Exception as exc:  # the work is done but nobody could read it: another attempt redoes it
         return _fail(
             env, attempt, ErrorCode.result_unwritable, f"cannot store the result: {exc}", retryable=True

@@ -11,7 +11,9 @@ database): the client registers again once and repeats the call.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -357,3 +359,48 @@ class WorkerClient:
                 if tries == 1 or tries % 10 == 0:
                     log.warning("%s %s failed (%s); retrying", method, path, reason)
                 self._sleep(delay)
+
+
+class AttemptClient(WorkerClient):
+    """An engine pod's gateway client: store calls and run records under its attempt token, nothing else.
+
+    The token (``nexa.attempttokens``) was minted by the operator for this one
+    attempt; there is no registration to renew, so a refused token ends the attempt.
+    """
+
+    def __init__(self, gateway_url: str, attempt_token: str, **options: Any) -> None:
+        super().__init__(gateway_url, "", **options)
+        self._attempt_token = attempt_token
+
+    def _token(self) -> str:
+        return self._attempt_token
+
+    def _reregister(self, seen_generation: int) -> None:
+        raise WorkerClientError(
+            "the gateway refused this attempt's token (expired, or not the current attempt)"
+        )
+
+    def put_run_record(
+        self, job_id: str, attempt: int, name: str, record: bytes, *, retry_for: float = STORE_RETRY_SECONDS
+    ) -> None:
+        """Leave ``result.json`` or ``progress.json`` where the operator reads it, through the gateway."""
+        handle, spooled = tempfile.mkstemp(prefix="run-record-", suffix=".json")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(record)
+            response = self._send(
+                "PUT",
+                f"/v1/workers/jobs/{job_id}/store/runs/{name}",
+                None,
+                token=self._token(),
+                retry_for=retry_for,
+                params={"attempt": attempt},
+                upload=Path(spooled),
+            )
+        finally:
+            os.unlink(spooled)
+        if response.status_code != 204:
+            error_type, message = _error_type_and_message(response)
+            raise WorkerClientError(
+                f"the gateway refused the {name}: {message or error_type or response.status_code}"
+            )

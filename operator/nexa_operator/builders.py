@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any
 
+from nexa.attempttokens import ATTEMPT_TOKEN_ENV, mint
 from nexa.contracts import JobType, spec_for
 from nexa.contracts.common import JobOptions
 from nexa.contracts.nexajob import (
@@ -176,13 +177,30 @@ def s3_credentials_env(config: OperatorConfig) -> list[dict[str, Any]]:
 
 
 def _env(
-    job_type: JobType, options: JobOptions, config: OperatorConfig, *, job_id: str, attempt: int
+    job_type: JobType,
+    options: JobOptions,
+    config: OperatorConfig,
+    *,
+    job_id: str,
+    attempt: int,
+    tenant: str,
+    gateway_store: bool,
 ) -> list[dict[str, Any]]:
     env: dict[str, str] = {"NEXA_JOB_ID": job_id, "NEXA_ATTEMPT": str(attempt), "HOME": "/tmp"}
     if job_type is JobType.container:
         # A user's own image never holds the platform's storage credentials: with them it
         # could read and overwrite every tenant's artifacts. It gets its own env only.
         env.update(getattr(options, "env", {}))
+        return [{"name": k, "value": v} for k, v in sorted(env.items())]
+    if gateway_store:
+        # No storage credentials at all: a token for this attempt, which the gateway honours
+        # for the tenant's own artifacts while the attempt is the NexaJob's current one.
+        assert config.attempt_token_secret is not None and config.gateway_url is not None
+        env.update({k: v for k, v in config.store_env.items() if not k.startswith("NEXA_S3_")})
+        env["NEXA_WORKDIR"] = "/work"
+        env["NEXA_STORE_ACCESS"] = "gateway"
+        env["NEXA_GATEWAY_URL"] = config.gateway_url
+        env[ATTEMPT_TOKEN_ENV] = mint(config.attempt_token_secret, job_id, attempt, tenant)
         return [{"name": k, "value": v} for k, v in sorted(env.items())]
     env.update(config.store_env)
     env["NEXA_WORKDIR"] = "/work"
@@ -230,7 +248,15 @@ def build_job(nexajob: dict[str, Any], attempt: int, config: OperatorConfig) -> 
         labels[KUEUE_QUEUE_LABEL] = config.kueue_queue
     command, args = engine_command(job_type, options, job_id=job_id, attempt=attempt, tenant=tenant)
     selector, tolerations = placement(options, config)
-    env = _env(job_type, options, config, job_id=job_id, attempt=attempt)
+    env = _env(
+        job_type,
+        options,
+        config,
+        job_id=job_id,
+        attempt=attempt,
+        tenant=tenant,
+        gateway_store=config.pods_use_gateway_store(meta["namespace"], nexajob["spec"].get("tenant")),
+    )
     pod_security, container_security = _security_context()
     container: dict[str, Any] = {
         "name": ENGINE_CONTAINER,

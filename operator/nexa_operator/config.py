@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from nexa import __version__
 from nexa.contracts.catalog import CATALOG_SETTING, CatalogError, parse_catalog
+from nexa.contracts.nexajob import tenant_namespace
 
 DEFAULT_REGISTRY = "ghcr.io/nexa"
 
@@ -65,6 +66,10 @@ class OperatorConfig:
     service_account: str | None = None  # the namespace default when unset
     image_pull_policy: str = "IfNotPresent"
     gateway_url: str | None = None  # serving pods check tenants' API keys with this gateway
+    # With both set, engine pods of the gateway's tenant namespaces (<prefix><tenant>) reach the
+    # store through the gateway with an attempt token (nexa.attempttokens) instead of S3 keys.
+    attempt_token_secret: bytes | None = field(default=None, repr=False)
+    gateway_namespace_prefix: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -108,4 +113,20 @@ class OperatorConfig:
             service_account=env.get(prefix + "SERVICE_ACCOUNT") or None,
             image_pull_policy=env.get(prefix + "IMAGE_PULL_POLICY") or cls.image_pull_policy,
             gateway_url=env.get(prefix + "GATEWAY_URL") or None,
+            attempt_token_secret=(env.get(prefix + "ATTEMPT_TOKEN_SECRET") or "").encode() or None,
+            gateway_namespace_prefix=env.get(prefix + "GATEWAY_NAMESPACE_PREFIX") or None,
+        )
+
+    def pods_use_gateway_store(self, namespace: str, tenant: str | None) -> bool:
+        """Whether an engine pod in ``namespace`` for ``tenant`` gets an attempt token, not S3 keys.
+
+        Only NexaJobs the gateway made (its tenant's own namespace) qualify: the gateway
+        checks a token against the NexaJob it finds there. Others keep the direct store.
+        """
+        return bool(
+            self.attempt_token_secret
+            and self.gateway_url
+            and self.gateway_namespace_prefix
+            and tenant
+            and namespace == tenant_namespace(self.gateway_namespace_prefix, tenant)
         )

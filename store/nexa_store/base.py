@@ -15,7 +15,7 @@ from typing import Any
 
 from nexa.contracts import ArtifactManifest, InputSource
 from nexa.contracts.artifacts import KIND_DIRS
-from nexa.ids import id_prefix
+from nexa.ids import id_prefix, is_id
 
 # The id prefix each artifact kind is named by; teacher scratch state (distill)
 # belongs to the job that made it.
@@ -27,6 +27,9 @@ KIND_ID_PREFIXES: dict[str, str] = {
     "deployment": "dp",
     "log": "log",
 }
+
+
+RUN_RECORD_NAMES = ("result.json", "progress.json")
 
 
 class ArtifactError(Exception):
@@ -52,6 +55,21 @@ def kind_for_id(artifact_id: str) -> str:
         if prefix == kind_prefix:
             return kind
     raise ArtifactError(f"not an artifact id: {artifact_id!r}")
+
+
+def check_run_key(key: str) -> str:
+    """``key`` if it names a run record (``runs/<job_id>/attempt-<n>/<name>.json``); else ``ArtifactError``."""
+    parts = key.split("/")
+    if (
+        len(parts) != 4
+        or parts[0] != "runs"
+        or not is_id(parts[1], "job")
+        or not parts[2].startswith("attempt-")
+        or not parts[2][len("attempt-") :].isdigit()
+        or parts[3] not in RUN_RECORD_NAMES
+    ):
+        raise ArtifactError(f"{key!r} is not a run record key")
+    return key
 
 
 def check_artifact_id(kind: str, artifact_id: str) -> None:
@@ -142,6 +160,13 @@ class ArtifactStore(ABC):
     @abstractmethod
     def list_ids(self, kind: str) -> list[str]:
         """Committed artifact ids of ``kind``."""
+
+    def write_run_record(self, key: str, data: bytes) -> None:
+        """Write a run record (``runs/<job>/attempt-<n>/…``: an engine pod's result or progress).
+
+        Where the operator reads it back, beside the artifacts; the record replaces any before it.
+        """
+        raise ArtifactError(f"{type(self).__name__} keeps no run records")
 
     @abstractmethod
     def replace_manifest(self, manifest: ArtifactManifest) -> None:

@@ -28,6 +28,7 @@ from nexa_store.base import (
     ArtifactWriter,
     IntegrityError,
     check_artifact_id,
+    check_run_key,
     kind_for_id,
 )
 from nexa_store.hashing import (
@@ -169,6 +170,13 @@ class LocalArtifactStore(ArtifactStore):
         """The directory an artifact is (or will be) committed to."""
         kind = kind_for_id(artifact_id)
         return self.root / KIND_DIRS[kind] / artifact_id
+
+    def write_run_record(self, key: str, data: bytes) -> None:
+        path = self.root / check_run_key(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # readers never see half a record
 
     def begin(self, kind: str, artifact_id: str) -> LocalArtifactWriter:
         """A writer whose ``path`` is a fresh staging directory under ``<root>/.staging``."""

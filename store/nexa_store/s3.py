@@ -35,6 +35,7 @@ from nexa_store.base import (
     IntegrityError,
     StoreUnavailable,
     check_artifact_id,
+    check_run_key,
     kind_for_id,
 )
 from nexa_store.hashing import (
@@ -304,6 +305,9 @@ class S3ArtifactStore(ArtifactStore):
         if self.region:
             info["region"] = self.region
         return info
+
+    def write_run_record(self, key: str, data: bytes) -> None:
+        self._put_bytes("/".join(p for p in [self.prefix, check_run_key(key)] if p), data)
 
     def begin(self, kind: str, artifact_id: str) -> S3ArtifactWriter:
         """A writer whose ``path`` is a fresh local temporary directory."""

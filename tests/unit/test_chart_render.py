@@ -200,6 +200,38 @@ def test_cluster_mode_runs_jobs_as_nexajobs_without_pull_workers() -> None:
     assert _one(standalone, "Deployment", "nexa-worker-cpu")
 
 
+def test_cluster_mode_engine_pods_get_attempt_tokens_signed_with_a_secret_both_sides_read() -> None:
+    objects = render(VALUE_SETS["cluster-mode"])
+    gateway = _one(objects, "Deployment", "nexa-gateway")["spec"]["template"]["spec"]["containers"][0]
+    operator = _one(objects, "Deployment", "nexa-operator")["spec"]["template"]["spec"]["containers"][0]
+    gateway_env = {e["name"]: e for e in gateway["env"]}
+    operator_env = {e["name"]: e for e in operator["env"]}
+    ref = {"secretKeyRef": {"name": "nexa-gateway", "key": "NEXA_ATTEMPT_TOKEN_SECRET"}}
+    assert gateway_env["NEXA_ATTEMPT_TOKEN_SECRET"]["valueFrom"] == ref
+    assert operator_env["NEXA_OPERATOR_ATTEMPT_TOKEN_SECRET"]["valueFrom"] == ref
+    assert operator_env["NEXA_OPERATOR_GATEWAY_NAMESPACE_PREFIX"]["value"] == "team-"
+    secret = _one(objects, "Secret", "nexa-gateway")["stringData"]
+    assert len(secret["NEXA_ATTEMPT_TOKEN_SECRET"]) == 48
+    # Every setting is one the programs read.
+    settings = pytest.importorskip("nexa_gateway.settings")
+    assert "attempt_token_secret" in settings.Settings.model_fields
+    from nexa_operator.config import OperatorConfig
+
+    config = OperatorConfig.from_env(
+        {
+            k: "x"
+            for k in operator_env
+            if k.startswith("NEXA_OPERATOR_") and "PORT" not in k and "SECONDS" not in k
+        }
+    )
+    assert config.attempt_token_secret == b"x" and config.gateway_namespace_prefix == "x"
+    # Opting out, or standalone mode, sets none of it.
+    direct = render(VALUE_SETS["cluster-mode"], ["operator.podStoreAccess=direct"])
+    env = _one(direct, "Deployment", "nexa-operator")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "NEXA_OPERATOR_ATTEMPT_TOKEN_SECRET" not in {e["name"] for e in env}
+    assert "NEXA_ATTEMPT_TOKEN_SECRET" not in _one(render(), "Secret", "nexa-gateway")["stringData"]
+
+
 def test_the_pod_monitor_scrapes_the_operators_serving_pods() -> None:
     builders = pytest.importorskip("nexa_operator.builders")
     from nexa_operator.config import OperatorConfig

@@ -203,6 +203,53 @@ def test_a_container_job_gets_no_platform_storage_credentials() -> None:
     assert [e for e in engine_env if "valueFrom" in e]
 
 
+GATEWAY_ENV = {
+    "NEXA_OPERATOR_S3_SECRET": "nexa-s3",
+    "NEXA_S3_ENDPOINT": "minio:9000",
+    "NEXA_S3_BUCKET": "nexa",
+    "NEXA_MODEL_CATALOG": '{"tiny": "org/tiny"}',
+    "NEXA_OPERATOR_GATEWAY_URL": "http://nexa-gateway:8080",
+    "NEXA_OPERATOR_ATTEMPT_TOKEN_SECRET": "shared-secret",
+    "NEXA_OPERATOR_GATEWAY_NAMESPACE_PREFIX": "nexa-",
+}
+
+
+@pytest.mark.parametrize(
+    ("namespace", "tenant", "through_gateway"),
+    [
+        ("nexa-tnt-1", "tnt_1", True),  # the gateway's own namespace for the tenant
+        ("team-a", "tnt_1", False),  # applied by hand elsewhere: the gateway could not check it
+        ("nexa-tnt-2", "tnt_1", False),  # another tenant's namespace
+    ],
+)
+def test_engine_pods_of_gateway_namespaces_hold_an_attempt_token_not_storage_keys(
+    namespace: str, tenant: str, through_gateway: bool
+) -> None:
+    from nexa.attempttokens import ATTEMPT_TOKEN_ENV, verify
+
+    config = OperatorConfig.from_env(GATEWAY_ENV)
+    job = nexajob(JobType.audit, AuditSpec(dataset_uri=DS), tenant=tenant)
+    job["metadata"]["namespace"] = namespace
+    env = container(builders.build_job(job, 3, config))["env"]
+    values = {e["name"]: e.get("value") for e in env}
+    if not through_gateway:
+        assert [e for e in env if "valueFrom" in e] and ATTEMPT_TOKEN_ENV not in values
+        return
+    assert not [e for e in env if "valueFrom" in e]  # no Secret reference, so no S3 keys
+    assert not {n for n in values if n.startswith("NEXA_S3_") or n == "NEXA_ARTIFACT_ROOT"}
+    assert (
+        values["NEXA_STORE_ACCESS"] == "gateway" and values["NEXA_GATEWAY_URL"] == "http://nexa-gateway:8080"
+    )
+    assert values["NEXA_MODEL_CATALOG"] == '{"tiny": "org/tiny"}'
+    claim = verify(b"shared-secret", str(values[ATTEMPT_TOKEN_ENV]))
+    assert (claim.job_id, claim.attempt, claim.tenant) == (values["NEXA_JOB_ID"], 3, tenant)
+    # A user's container in the same namespace still gets nothing of the platform's.
+    own = container(
+        builders.build_job(nexajob(JobType.container, ContainerSpec(image="u/i:1"), tenant=tenant), 1, config)
+    )
+    assert ATTEMPT_TOKEN_ENV not in {e["name"] for e in own["env"]}
+
+
 @pytest.mark.parametrize("attempt", [1, 2, 17])
 def test_job_names_are_deterministic_and_short(attempt: int) -> None:
     long = "x" * 250

@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -46,6 +44,7 @@ from nexa.contracts.nexajob import (
     nexajob_object,
     nexajob_payload,
     resource_name,
+    tenant_namespace,
 )
 from nexa.ids import derived_id, is_id, new_id
 from nexa_gateway.errors import ApiError, conflict, not_found
@@ -62,18 +61,7 @@ MANAGER = "nexa-gateway"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # An ensured namespace is trusted this long; re-ensuring then carries rotated S3 credentials over.
 _ENSURE_SECONDS = 300.0
-_NAMESPACE_SAFE = re.compile(r"[^a-z0-9-]+")
 _KEEPALIVE_SECONDS = 15.0
-
-
-def tenant_namespace(prefix: str, tenant_id: str) -> str:
-    """The namespace that holds a tenant's NexaJobs: ``<prefix><tenant>``, made a valid DNS label."""
-    body = _NAMESPACE_SAFE.sub("-", tenant_id.lower()).strip("-") or "tenant"
-    name = f"{prefix}{body}"
-    if len(name) > 63:
-        digest = hashlib.sha256(tenant_id.encode()).hexdigest()[:10]
-        name = f"{name[: 63 - 11].rstrip('-')}-{digest}"
-    return name
 
 
 def own_namespace(explicit: str | None) -> str | None:

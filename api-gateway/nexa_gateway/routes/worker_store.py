@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import time
 from pathlib import Path as FsPath
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from nexa.attempttokens import AttemptClaim
 from nexa.contracts import ArtifactManifest
-from nexa_gateway.db import Job
-from nexa_gateway.deps import CurrentWorker, StateDep
+from nexa.contracts.nexajob import run_progress_key, run_result_key
+from nexa_gateway.db import Worker
+from nexa_gateway.deps import StateDep, StoreCaller
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services import worker_store as svc
 from nexa_gateway.services.artifacts import spool_dir
@@ -40,11 +44,30 @@ class ArtifactIds(BaseModel):
     ids: list[str]
 
 
-def _job(state: AppState, worker_id: str, job_id: str, attempt: int) -> Job:
+# An attempt token's liveness, as last read from the backend: (job, attempt, tenant) -> until.
+_LIVE_SECONDS = 3.0
+_live: dict[tuple[str, int, str], float] = {}
+_live_lock = threading.Lock()
+
+
+def _job(state: AppState, caller: Worker | AttemptClaim, job_id: str, attempt: int) -> svc.AttemptScope:
+    """The attempt this call acts for: the worker's lease, or the pod's token while its attempt is current."""
+    if isinstance(caller, AttemptClaim):
+        key = (caller.job_id, caller.attempt, caller.tenant)
+        now = time.monotonic()
+        with _live_lock:
+            fresh = _live.get(key, 0.0) > now and key[:2] == (job_id, attempt)
+        if fresh:
+            return svc.AttemptScope(job_id, attempt, caller.tenant)
+        # A pod fetching many files would otherwise read its NexaJob for each one.
+        scope = svc.token_scope(caller, job_id, attempt, state.backend.get)
+        with _live_lock:
+            if len(_live) > 10_000:
+                _live.clear()
+            _live[key] = now + _LIVE_SECONDS
+        return scope
     with state.db.session() as session:
-        job = svc.leased_job(session, worker_id, job_id, attempt)
-        session.expunge(job)
-        return job
+        return svc.leased_scope(session, caller.id, job_id, attempt)
 
 
 @router.get("/artifacts", response_model=ArtifactIds)
@@ -52,11 +75,11 @@ def list_store_artifacts(
     job_id: JobIdPath,
     attempt: AttemptQuery,
     kind: Annotated[Kind, Query()],
-    worker: CurrentWorker,
+    worker: StoreCaller,
     state: StateDep,
 ) -> ArtifactIds:
     """Committed artifacts of ``kind`` that belong to the job's tenant."""
-    job = _job(state, worker.id, job_id, attempt)
+    job = _job(state, worker, job_id, attempt)
     return ArtifactIds(ids=svc.readable_ids(state.store, job, kind))
 
 
@@ -65,11 +88,11 @@ def read_store_manifest(
     job_id: JobIdPath,
     artifact_id: ArtifactIdPath,
     attempt: AttemptQuery,
-    worker: CurrentWorker,
+    worker: StoreCaller,
     state: StateDep,
 ) -> ArtifactManifest:
     """The manifest of an artifact of the job's tenant (not verified here: the worker checks each file)."""
-    job = _job(state, worker.id, job_id, attempt)
+    job = _job(state, worker, job_id, attempt)
     return svc.readable_manifest(state.store, job, artifact_id)
 
 
@@ -83,11 +106,11 @@ def read_store_file(
     artifact_id: ArtifactIdPath,
     path: Annotated[str, Path(min_length=1, max_length=1024)],
     attempt: AttemptQuery,
-    worker: CurrentWorker,
+    worker: StoreCaller,
     state: StateDep,
 ) -> FileResponse:
     """One file, verified against its manifest hash, streamed (HTTP ranges work)."""
-    job = _job(state, worker.id, job_id, attempt)
+    job = _job(state, worker, job_id, attempt)
     svc.readable_manifest(state.store, job, artifact_id)
     try:
         local, temporary = state.store.verified_file(artifact_id, path, spool_dir())
@@ -108,11 +131,11 @@ async def write_store_artifact(
     artifact_id: ArtifactIdPath,
     attempt: AttemptQuery,
     kind: Annotated[Kind, Query()],
-    worker: CurrentWorker,
+    worker: StoreCaller,
     state: StateDep,
 ) -> ArtifactManifest:
     """Commit a new artifact of the attempt from a tar stream (``application/x-tar``)."""
-    job = await run_in_threadpool(_job, state, worker.id, job_id, attempt)
+    job = await run_in_threadpool(_job, state, worker, job_id, attempt)
     limit = state.settings.worker_upload_max_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -130,7 +153,33 @@ async def write_store_artifact(
                     )
                 out.write(chunk)  # local disk: brief enough to do on the loop
         # The lease is checked again after the (possibly long) upload: a late writer commits nothing.
-        job = await run_in_threadpool(_job, state, worker.id, job_id, attempt)
+        job = await run_in_threadpool(_job, state, worker, job_id, attempt)
         return await run_in_threadpool(svc.accept_upload, state.store, job, kind, artifact_id, archive)
     finally:
         archive.unlink(missing_ok=True)
+
+
+RUN_RECORD_LIMIT = 4 << 20  # a result record is small JSON; big results live in artifacts
+RunRecordName = Literal["result.json", "progress.json"]
+
+
+@router.put("/runs/{name}", status_code=204, response_class=Response)
+async def write_run_record(
+    request: Request,
+    job_id: JobIdPath,
+    name: RunRecordName,
+    attempt: AttemptQuery,
+    worker: StoreCaller,
+    state: StateDep,
+) -> Response:
+    """An engine pod's result or progress record for its attempt, where the operator reads it."""
+    scope = await run_in_threadpool(_job, state, worker, job_id, attempt)
+    body = await request.body()
+    if len(body) > RUN_RECORD_LIMIT:
+        raise ApiError(413, "payload_too_large", f"a run record is at most {RUN_RECORD_LIMIT} bytes")
+    key = (run_result_key if name == "result.json" else run_progress_key)(scope.id, scope.attempt)
+    try:
+        await run_in_threadpool(state.store.write_run_record, key, body)
+    except ArtifactError as exc:
+        raise ApiError(503, "store_unavailable", f"cannot write {name}: {exc}") from exc
+    return Response(status_code=204)

@@ -6,7 +6,9 @@ artifacts through these calls instead, and each one is scoped by the attempt it
 runs:
 
 * the worker must hold the live lease on that job at that attempt (a late or
-  frozen worker gets ``stale_attempt``, as its reports do);
+  frozen worker gets ``stale_attempt``, as its reports do); an engine pod in
+  cluster mode instead presents an attempt token (``nexa.attempttokens``), good
+  while its attempt is the NexaJob's current one and the job has not ended;
 * it reads only artifacts whose manifest names the job's tenant; anything else
   answers *not found*, the same as an id that does not exist;
 * it writes only new artifacts, and the gateway, not the worker, stamps their
@@ -22,6 +24,8 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +33,11 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nexa.attempttokens import AttemptClaim
 from nexa.contracts import ArtifactManifest, InputSource
+from nexa.contracts import Job as JobModel
 from nexa.contracts.artifacts import MANIFEST_NAME
+from nexa.contracts.jobs import TERMINAL_STATES
 from nexa_gateway.db import Job
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services.queue import stale
@@ -51,6 +58,38 @@ MAX_MEMBERS = 100_000
 _INPUTS = TypeAdapter(list[InputSource])
 
 
+@dataclass(frozen=True)
+class AttemptScope:
+    """The one job attempt a store call acts for: whose artifacts it reads, what it may write."""
+
+    id: str
+    attempt: int
+    tenant_id: str
+
+
+def token_scope(
+    claim: AttemptClaim, job_id: str, attempt: int, current: Callable[[str, str], JobModel]
+) -> AttemptScope:
+    """The scope an attempt token grants, if its attempt is the job's current one (else 409 or 404).
+
+    ``current(tenant, job_id)`` reads the job as the backend knows it (the NexaJob in cluster mode).
+    """
+    if claim.job_id != job_id:
+        raise not_found("job", job_id)
+    if claim.attempt != attempt:
+        raise stale(job_id, attempt)
+    job = current(claim.tenant, job_id)
+    if job.status in TERMINAL_STATES or job.attempts != attempt:
+        raise stale(job_id, attempt)
+    return AttemptScope(job_id, attempt, claim.tenant)
+
+
+def leased_scope(session: Session, worker_id: str, job_id: str, attempt: int) -> AttemptScope:
+    """The scope of a worker's call: the attempt whose lease it holds."""
+    job = leased_job(session, worker_id, job_id, attempt)
+    return AttemptScope(job.id, job.attempt, job.tenant_id)
+
+
 def leased_job(session: Session, worker_id: str, job_id: str, attempt: int) -> Job:
     """The job, if ``worker_id`` holds its running attempt ``attempt``; else ``stale_attempt`` (409)."""
     job = session.scalar(
@@ -66,7 +105,7 @@ def leased_job(session: Session, worker_id: str, job_id: str, attempt: int) -> J
     return job
 
 
-def readable_manifest(store: ArtifactStore, job: Job, artifact_id: str) -> ArtifactManifest:
+def readable_manifest(store: ArtifactStore, job: AttemptScope, artifact_id: str) -> ArtifactManifest:
     """The manifest of an artifact the job's tenant owns; anything else is *not found*."""
     try:
         kind_for_id(artifact_id)
@@ -82,7 +121,7 @@ def readable_manifest(store: ArtifactStore, job: Job, artifact_id: str) -> Artif
     return manifest
 
 
-def readable_ids(store: ArtifactStore, job: Job, kind: str) -> list[str]:
+def readable_ids(store: ArtifactStore, job: AttemptScope, kind: str) -> list[str]:
     """Committed ids of ``kind`` whose manifest names the job's tenant."""
     ids = []
     for artifact_id in store.list_ids(kind):
@@ -160,7 +199,7 @@ def extract_upload(archive: Path, dest: Path) -> bytes:
 
 
 def accept_upload(
-    store: ArtifactStore, job: Job, kind: str, artifact_id: str, archive: Path
+    store: ArtifactStore, job: AttemptScope, kind: str, artifact_id: str, archive: Path
 ) -> ArtifactManifest:
     """Commit the uploaded artifact as the job's attempt wrote it; idempotent for the same content."""
     try:

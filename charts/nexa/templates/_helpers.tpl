@@ -190,3 +190,8 @@ The model catalog and defaults (values `models`), for the gateway and the operat
 - name: NEXA_DEFAULT_MODEL
   value: {{ .Values.models.defaultModel | quote }}
 {{- end }}
+
+{{/* Engine pods reach the store through the gateway with attempt tokens: cluster mode, both parts installed. */}}
+{{- define "nexa.podsThroughGateway" -}}
+{{- if and (include "nexa.clusterMode" .) .Values.operator.enabled (eq .Values.operator.podStoreAccess "gateway") -}}true{{- end -}}
+{{- end -}}

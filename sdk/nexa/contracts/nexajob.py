@@ -14,6 +14,8 @@ options (``resources``, ``priority``, ``max_retries`` …) sit beside it in ``sp
 
 from __future__ import annotations
 
+import hashlib
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -22,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import JobType
 from nexa.ids import derived_id, is_id
+
+_NAMESPACE_UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 GROUP = "nexa.run"
 VERSION = "v1alpha1"
@@ -134,6 +138,16 @@ class NexaEndpointStatus(_StatusModel):
 
 
 # --- NexaJob <-> contracts -----------------------------------------------------------------
+
+
+def tenant_namespace(prefix: str, tenant_id: str) -> str:
+    """The namespace that holds a tenant's NexaJobs: ``<prefix><tenant>``, made a valid DNS label."""
+    body = _NAMESPACE_UNSAFE.sub("-", tenant_id.lower()).strip("-") or "tenant"
+    name = f"{prefix}{body}"
+    if len(name) > 63:
+        digest = hashlib.sha256(tenant_id.encode()).hexdigest()[:10]
+        name = f"{name[: 63 - 11].rstrip('-')}-{digest}"
+    return name
 
 
 def resource_name(job_id: str) -> str:
