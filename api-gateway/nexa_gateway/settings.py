@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     manifest_signing: bool | None = Field(
         None,
         description="Sign accepted artifacts with the platform key and refuse unsigned ones as inputs and "
-        "downloads; unset: on in standalone (sql backend), off in cluster mode.",
+        "downloads; unset: on in standalone (sql backend) and in cluster mode with attempt tokens, else off.",
     )
     platform_signing_key: str | None = Field(
         None,

@@ -187,6 +187,31 @@ def test_an_engine_pod_reaches_its_tenants_artifacts_through_the_gateway_only(
     assert manifest_status(dataset, {"Authorization": f"Bearer {other_job}"}) == 404
     assert manifest_status(dataset, bearer, attempt=2) == 409
 
+    # The gateway accepted what the pod's result record listed, as it does a worker's report:
+    # registered for the tenant (listed, downloadable) and countersigned with the platform key.
+    assert manifest.signature is not None
+    gw.state.trust.check(manifest)
+    assert httpx.get(f"{gw.url}/v1/artifacts/{scored}", headers=gw.auth()).status_code == 200
+    assert httpx.get(f"{gw.url}/v1/artifacts/{scored}", headers=gw.auth(other_key)).status_code == 404
+
+    # Something written into the store behind the platform's back, in the tenant's name, is no input,
+    # and a result record cannot make the gateway accept it.
+    from nexa.ids import new_id
+    from nexa_store import LocalArtifactStore
+
+    planted = new_id("ds")
+    with LocalArtifactStore(gw.artifacts).begin("dataset", planted) as writer:
+        (writer.path / "data.jsonl").write_text('{"text": "planted"}\n')
+        writer.commit(tenant_id=tenant, job_id=new_id("job"), attempt=1)
+    refused = httpx.get(f"{store}/artifacts/{planted}/manifest", params={"attempt": 1}, headers=bearer)
+    assert refused.status_code == 403 and refused.json()["error"]["type"] == "artifact_unsigned"
+    forged_record = json.dumps({"job_id": job_id, "attempt": 1, "result": {}, "artifacts": [planted]})
+    smuggled = httpx.put(
+        f"{store}/runs/result.json", params={"attempt": 1}, content=forged_record.encode(), headers=bearer
+    )
+    assert smuggled.status_code == 422 and smuggled.json()["error"]["type"] == "artifact_foreign"
+    assert httpx.get(f"{gw.url}/v1/artifacts/{planted}", headers=gw.auth()).status_code == 404
+
     # Attempt 2 starts: attempt 1's token opens nothing any more, for reads, writes and records.
     _set_status(k8s_cluster, namespace, name, phase="Running", attempts=2)
     worker_store._live.clear()  # the gateway trusts a liveness answer for 3 s; the test skips the wait

@@ -212,6 +212,15 @@ def test_cluster_mode_engine_pods_get_attempt_tokens_signed_with_a_secret_both_s
     assert operator_env["NEXA_OPERATOR_GATEWAY_NAMESPACE_PREFIX"]["value"] == "team-"
     secret = _one(objects, "Secret", "nexa-gateway")["stringData"]
     assert len(secret["NEXA_ATTEMPT_TOKEN_SECRET"]) == 48
+    # The gateway alone signs what it accepts from those pods: the key is its, never the operator's.
+    assert (
+        gateway_env["NEXA_PLATFORM_SIGNING_KEY"]["valueFrom"]["secretKeyRef"]["key"]
+        == "NEXA_PLATFORM_SIGNING_KEY"
+    )
+    assert "NEXA_PLATFORM_SIGNING_KEY" not in {e["name"] for e in operator["env"]}
+    from nexa_store.signing import SigningKey
+
+    assert len(SigningKey.from_hex(secret["NEXA_PLATFORM_SIGNING_KEY"]).public_hex) == 64
     # Every setting is one the programs read.
     settings = pytest.importorskip("nexa_gateway.settings")
     assert "attempt_token_secret" in settings.Settings.model_fields

@@ -5,27 +5,30 @@ See ``nexa_gateway.services.worker_store`` for the rules.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path as FsPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
+from sqlalchemy import select
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from nexa.attempttokens import AttemptClaim
 from nexa.contracts import ArtifactManifest
 from nexa.contracts.nexajob import run_progress_key, run_result_key
-from nexa_gateway.db import Worker
+from nexa_gateway.db import Artifact, Worker
 from nexa_gateway.deps import StateDep, StoreCaller
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services import worker_store as svc
-from nexa_gateway.services.artifacts import spool_dir
+from nexa_gateway.services.artifacts import promote_artifacts, spool_dir
 from nexa_gateway.state import AppState
 from nexa_store.base import ArtifactError, ArtifactNotFound, IntegrityError
 
@@ -70,6 +73,22 @@ def _job(state: AppState, caller: Worker | AttemptClaim, job_id: str, attempt: i
         return svc.leased_scope(session, caller.id, job_id, attempt)
 
 
+def _accepted(state: AppState) -> Callable[[ArtifactManifest], None] | None:
+    """With signing on: the check that the platform accepted an artifact (or registered it before signing)."""
+    trust = state.trust
+    if not trust.enabled:
+        return None
+
+    def check(manifest: ArtifactManifest) -> None:
+        with state.db.read() as session:
+            registered = session.scalar(
+                select(Artifact.created_at).where(Artifact.id == manifest.artifact_id)
+            )
+        trust.check(manifest, registered_at=registered)
+
+    return check
+
+
 @router.get("/artifacts", response_model=ArtifactIds)
 def list_store_artifacts(
     job_id: JobIdPath,
@@ -93,7 +112,7 @@ def read_store_manifest(
 ) -> ArtifactManifest:
     """The manifest of an artifact of the job's tenant (not verified here: the worker checks each file)."""
     job = _job(state, worker, job_id, attempt)
-    return svc.readable_manifest(state.store, job, artifact_id)
+    return svc.readable_manifest(state.store, job, artifact_id, _accepted(state))
 
 
 @router.get(
@@ -111,7 +130,7 @@ def read_store_file(
 ) -> FileResponse:
     """One file, verified against its manifest hash, streamed (HTTP ranges work)."""
     job = _job(state, worker, job_id, attempt)
-    svc.readable_manifest(state.store, job, artifact_id)
+    svc.readable_manifest(state.store, job, artifact_id, _accepted(state))
     try:
         local, temporary = state.store.verified_file(artifact_id, path, spool_dir())
     except ArtifactNotFound as exc:
@@ -172,14 +191,42 @@ async def write_run_record(
     worker: StoreCaller,
     state: StateDep,
 ) -> Response:
-    """An engine pod's result or progress record for its attempt, where the operator reads it."""
+    """An engine pod's result or progress record for its attempt, where the operator reads it.
+
+    The result record is the pod's report that its attempt succeeded: the artifacts it
+    lists are accepted here, as a worker's ``complete`` report has them accepted
+    (registered for the tenant and countersigned), before the operator can see it.
+    """
+    if not isinstance(worker, AttemptClaim):
+        raise ApiError(403, "forbidden", "workers report results with POST /v1/workers/jobs/{id}/complete")
     scope = await run_in_threadpool(_job, state, worker, job_id, attempt)
     body = await request.body()
     if len(body) > RUN_RECORD_LIMIT:
         raise ApiError(413, "payload_too_large", f"a run record is at most {RUN_RECORD_LIMIT} bytes")
+    if name == "result.json":
+        await run_in_threadpool(_accept_result, state, scope, body)
     key = (run_result_key if name == "result.json" else run_progress_key)(scope.id, scope.attempt)
     try:
         await run_in_threadpool(state.store.write_run_record, key, body)
     except ArtifactError as exc:
         raise ApiError(503, "store_unavailable", f"cannot write {name}: {exc}") from exc
     return Response(status_code=204)
+
+
+def _accept_result(state: AppState, scope: svc.AttemptScope, body: bytes) -> None:
+    """Register and countersign the artifacts a pod's result record lists (the attempt's own only)."""
+    try:
+        record = json.loads(body)
+        artifacts = record["artifacts"]
+        if (
+            not isinstance(record, dict)
+            or record.get("job_id") != scope.id
+            or record.get("attempt") != scope.attempt
+            or not isinstance(artifacts, list)
+            or not all(isinstance(a, str) for a in artifacts)
+        ):
+            raise ValueError("not this attempt's result record")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ApiError(422, "invalid_result", f"the result record cannot be read: {exc}") from exc
+    with state.db.session() as session:
+        promote_artifacts(session, state.store, scope, artifacts[:1000], state.platform_key)

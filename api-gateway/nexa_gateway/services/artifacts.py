@@ -13,7 +13,7 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,7 +22,7 @@ from nexa.contracts import ArtifactInfo, ArtifactManifest, Dataset, JobOptions
 from nexa.contracts.artifacts import kind_of
 from nexa.contracts.refs import artifact_ref_uri, job_references
 from nexa.ids import is_id, new_id
-from nexa_gateway.db import Artifact, Job, utcnow
+from nexa_gateway.db import Artifact, utcnow
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services import uploads
 from nexa_gateway.services.jobs import decode_cursor, encode_cursor
@@ -234,10 +234,23 @@ def _key_env_fields(body: dict[str, Any], prefix: str = "") -> list[tuple[str, s
     return found
 
 
+class AcceptedAttempt(Protocol):
+    """The attempt whose outputs are being accepted (a job row, or a cluster pod's scope)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def job_type(self) -> str: ...
+
+
 def promote_artifacts(
     session: Session,
     store: ArtifactStore,
-    job: Job,
+    job: AcceptedAttempt,
     artifact_ids: list[str],
     platform_key: SigningKey | None = None,
 ) -> str | None:

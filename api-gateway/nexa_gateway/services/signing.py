@@ -27,7 +27,11 @@ KEYS = "signing_keys"
 
 
 def signing_enabled(settings: Settings) -> bool:
-    return settings.manifest_signing if settings.manifest_signing is not None else settings.backend == "sql"
+    """On unless turned off: in standalone, and in cluster mode once engine pods use the gateway's store
+    (attempt tokens), where the gateway accepts their outputs as it does workers'."""
+    if settings.manifest_signing is not None:
+        return settings.manifest_signing
+    return settings.backend == "sql" or bool(settings.attempt_token_secret)
 
 
 def load_or_create_key(settings: Settings) -> SigningKey:

@@ -50,6 +50,7 @@ from nexa_store.base import (
     kind_for_id,
 )
 from nexa_store.hashing import check_rel_path
+from nexa_store.signing import SignatureError
 
 COMMIT_MEMBER = ".nexa-commit.json"
 MAX_COMMIT_BYTES = 4 << 20  # inputs, config and metrics: small JSON
@@ -65,6 +66,7 @@ class AttemptScope:
     id: str
     attempt: int
     tenant_id: str
+    job_type: str = ""
 
 
 def token_scope(
@@ -81,13 +83,13 @@ def token_scope(
     job = current(claim.tenant, job_id)
     if job.status in TERMINAL_STATES or job.attempts != attempt:
         raise stale(job_id, attempt)
-    return AttemptScope(job_id, attempt, claim.tenant)
+    return AttemptScope(job_id, attempt, claim.tenant, job.job_type.value)
 
 
 def leased_scope(session: Session, worker_id: str, job_id: str, attempt: int) -> AttemptScope:
     """The scope of a worker's call: the attempt whose lease it holds."""
     job = leased_job(session, worker_id, job_id, attempt)
-    return AttemptScope(job.id, job.attempt, job.tenant_id)
+    return AttemptScope(job.id, job.attempt, job.tenant_id, job.job_type)
 
 
 def leased_job(session: Session, worker_id: str, job_id: str, attempt: int) -> Job:
@@ -105,8 +107,17 @@ def leased_job(session: Session, worker_id: str, job_id: str, attempt: int) -> J
     return job
 
 
-def readable_manifest(store: ArtifactStore, job: AttemptScope, artifact_id: str) -> ArtifactManifest:
-    """The manifest of an artifact the job's tenant owns; anything else is *not found*."""
+def readable_manifest(
+    store: ArtifactStore,
+    job: AttemptScope,
+    artifact_id: str,
+    accepted: Callable[[ArtifactManifest], None] | None = None,
+) -> ArtifactManifest:
+    """The manifest of an artifact the job's tenant owns; anything else is *not found*.
+
+    ``accepted`` raises ``SignatureError`` for a manifest the platform never accepted
+    (403 ``artifact_unsigned``); the job's own outputs of an earlier attempt are exempt.
+    """
     try:
         kind_for_id(artifact_id)
         manifest = store.read_manifest(artifact_id, verify=False)
@@ -118,6 +129,11 @@ def readable_manifest(store: ArtifactStore, job: AttemptScope, artifact_id: str)
         raise not_found("artifact", artifact_id) from exc
     if manifest.tenant_id != job.tenant_id:
         raise not_found("artifact", artifact_id)
+    if accepted is not None and manifest.job_id != job.id:
+        try:
+            accepted(manifest)
+        except SignatureError as exc:
+            raise ApiError(403, "artifact_unsigned", f"artifact {artifact_id} cannot be used: {exc}") from exc
     return manifest
 
 

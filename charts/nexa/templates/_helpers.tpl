@@ -156,6 +156,8 @@ securityContext:
 {{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
 {{- if and $existing $existing.data (hasKey $existing.data .key) -}}
 {{- index $existing.data .key | b64dec -}}
+{{- else if .hex -}}
+{{- randAlphaNum 64 | sha256sum -}}
 {{- else -}}
 {{- randAlphaNum (int .length) -}}
 {{- end -}}
