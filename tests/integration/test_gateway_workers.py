@@ -6,13 +6,14 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from nexa.ids import new_id
-from nexa_gateway.db import Usage
+from nexa_gateway.db import Job, Usage, utcnow
 from tests.integration.gateway_app import Gateway, build_gateway
 
 
@@ -27,13 +28,22 @@ def _wait_status(gw: Gateway, job_id: str, wanted: str, timeout: float = 10.0) -
 
 
 def test_expired_lease_requeues_and_fences_the_old_worker(tmp_path: Path, db_url: str) -> None:
-    for gw in build_gateway(db_url, tmp_path / "gw", lease_seconds=1):
+    # Leases long enough that attempt 2 never lapses on a loaded machine; attempt 1's is made to
+    # lapse by hand (the test's hook), so the reaper's requeue is not a matter of timing.
+    for gw in build_gateway(db_url, tmp_path / "gw", lease_seconds=120):
         job = gw.submit_audit(max_retries=2)
         old, new = gw.register_worker(), gw.register_worker()
         first = gw.claim(old)
         assert first is not None and first["attempt"] == 1
-        # The old worker goes silent; the reaper puts the job back with the next attempt.
-        requeued = _wait_status(gw, job["job_id"], "pending", timeout=5)
+        # The old worker goes silent: its lease runs out, and the reaper puts the job back.
+        state = gw.client.app.state.nexa  # type: ignore[attr-defined]
+        with state.db.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job["job_id"], Job.attempt == 1)
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
+        requeued = _wait_status(gw, job["job_id"], "pending", timeout=60)
         assert requeued["attempts"] == 1
         assert "requeued" in [e["kind"] for e in requeued["events"]]
         second = gw.claim(new)
