@@ -91,6 +91,163 @@ def test_the_endpoint_refuses_callers_without_its_key(deployment: tuple[Any, dic
     assert dp["api_key"] not in record and "endpoint_key_sha256" in record
 
 
+def _client(dp: dict[str, Any]) -> Any:
+    return openai.OpenAI(base_url=dp["openai_base_url"], api_key=dp["api_key"], max_retries=0)
+
+
+def test_models_are_checked_and_errors_are_openai_shaped(deployment: tuple[Any, dict[str, Any]]) -> None:
+    _, dp = deployment
+    client, name = _client(dp), dp["model_name"]
+    assert client.models.retrieve(name).id == name
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
+    for call in (
+        lambda: client.completions.create(model="gpt-4", prompt="x", max_tokens=1),
+        lambda: client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}]),
+    ):
+        with pytest.raises(openai.NotFoundError) as info:
+            call()
+        assert info.value.code == "model_not_found" and "gpt-4" in info.value.message
+    auth = {"Authorization": f"Bearer {dp['api_key']}"}
+    bad = httpx.post(
+        f"{dp['openai_base_url']}/completions",
+        json={"model": name, "prompt": "x", "max_tokens": -1},
+        headers=auth,
+    )
+    error = bad.json()["error"]
+    assert bad.status_code == 400 and error["type"] == "invalid_request_error"
+    assert "max_tokens" in error["message"] and "pydantic" not in bad.text and "input" not in error["message"]
+    missing = httpx.get(f"{dp['openai_base_url']}/nothing-here", headers=auth)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert httpx.post(f"{dp['openai_base_url']}/completions", content=b"{", headers=auth).status_code == 400
+
+
+def test_token_prompts_batches_n_seed_and_stop(deployment: tuple[Any, dict[str, Any]]) -> None:
+    _, dp = deployment
+    client, name = _client(dp), dp["model_name"]
+    ids = [5, 9, 13, 20, 7]
+    one = client.completions.create(model=name, prompt=ids, max_tokens=4, temperature=0)
+    batch = client.completions.create(model=name, prompt=[ids, ids[:2]], max_tokens=4, temperature=0)
+    assert [c.index for c in batch.choices] == [0, 1] and batch.choices[0].text == one.choices[0].text
+    assert batch.usage is not None and batch.usage.prompt_tokens == len(ids) + 2
+    texts = client.completions.create(
+        model=name, prompt=["What is", "Add 2"], max_tokens=3, temperature=0, n=2
+    )
+    assert [c.index for c in texts.choices] == [0, 1, 2, 3]
+    assert texts.choices[0].text == texts.choices[1].text  # greedy: n copies agree
+    # Seeded sampling repeats itself, call after call.
+    sampled = [
+        [
+            c.text
+            for c in client.completions.create(
+                model=name, prompt="What is", max_tokens=6, temperature=1.0, seed=11, n=3
+            ).choices
+        ]
+        for _ in range(2)
+    ]
+    assert sampled[0] == sampled[1]
+    # A stop string ends the text before it.
+    free = (
+        client.completions.create(model=name, prompt="What is", max_tokens=8, temperature=0).choices[0].text
+    )
+    stop = free.strip()[:2]
+    if stop:
+        cut = client.completions.create(
+            model=name, prompt="What is", max_tokens=8, temperature=0, stop=[stop]
+        )
+        assert stop not in cut.choices[0].text and cut.choices[0].finish_reason == "stop"
+
+
+def test_streams_send_the_same_text_and_the_usage_when_asked(deployment: tuple[Any, dict[str, Any]]) -> None:
+    _, dp = deployment
+    client, name = _client(dp), dp["model_name"]
+    messages = [{"role": "user", "content": "What is the opposite of hot?"}]
+    whole = client.chat.completions.create(model=name, messages=messages, max_tokens=12, temperature=0)
+    chunks = list(
+        client.chat.completions.create(
+            model=name,
+            messages=messages,
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content  # exactly, not after trimming
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+    pieces = list(
+        client.completions.create(
+            model=name,
+            prompt="What is",
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    plain = client.completions.create(model=name, prompt="What is", max_tokens=5, temperature=0)
+    assert "".join(p.choices[0].text for p in pieces if p.choices) == plain.choices[0].text
+    assert pieces[-1].usage is not None and pieces[-1].usage.total_tokens == plain.usage.total_tokens  # type: ignore[union-attr]
+
+
+def test_echo_and_logprobs_are_the_models_own(deployment: tuple[Any, dict[str, Any]], tmp_path: Path) -> None:
+    """What lm-evaluation-harness sends for a loglikelihood task, checked against the model run here."""
+    import torch
+
+    from nexa_engines.models.generation import encode_prompt
+    from nexa_engines.models.loading import load_model, load_tokenizer, resolve_model
+    from nexa_store.access import Access
+
+    ctx, dp = deployment
+    client, name = _client(dp), dp["model_name"]
+    resolved = resolve_model(dp["checkpoint_id"], store=ctx.store, workdir=tmp_path, access=Access(None))
+    model, tokenizer = load_model(resolved).eval(), load_tokenizer(resolved)
+
+    def reference(ids: list[int]) -> tuple[list[float], int]:
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+        return [float(logp[i - 1, ids[i]]) for i in range(1, len(ids))], int(torch.argmax(logp[-1]))
+
+    # Token ids, echoed, one new token: every token but the first gets its log-probability.
+    ids = [5, 9, 13, 20, 7]
+    out = client.completions.create(
+        model=name, prompt=ids, max_tokens=1, temperature=0, echo=True, logprobs=2
+    )
+    lp = out.choices[0].logprobs
+    assert (
+        lp is not None
+        and lp.tokens is not None
+        and lp.token_logprobs is not None
+        and lp.top_logprobs is not None
+    )
+    assert len(lp.tokens) == len(ids) + 1 and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    prompt_scores, greedy = reference(ids)
+    expected, _ = reference([*ids, greedy])
+    assert lp.token_logprobs[1:] == pytest.approx(expected, abs=1e-4)
+    assert lp.token_logprobs[1 : len(ids)] == pytest.approx(prompt_scores, abs=1e-4)
+    # The greedy token is the best of its top_logprobs (lm-eval's is_greedy), and each holds 2 entries.
+    assert all(len(t) == 2 for t in lp.top_logprobs[1:])
+    last = lp.top_logprobs[-1]
+    assert max(last, key=last.get) == lp.tokens[-1]  # type: ignore[arg-type]
+    assert out.choices[0].text.startswith(tokenizer.decode(ids))
+    assert lp.text_offset is not None and lp.text_offset[0] == 0
+
+    # Text, echo only (max_tokens 0): the prompt scored, BOS not reported as one of its tokens.
+    scored = client.completions.create(model=name, prompt="What is", max_tokens=0, echo=True, logprobs=0)
+    text_ids = encode_prompt(tokenizer, "What is")
+    lp2 = scored.choices[0].logprobs
+    assert scored.choices[0].text == "What is" and lp2 is not None and lp2.token_logprobs is not None
+    shown = text_ids[1:] if tokenizer.bos_token_id is not None else text_ids
+    assert len(lp2.token_logprobs) == len(shown)
+    assert lp2.token_logprobs[-1] == pytest.approx(reference(text_ids)[0][-1], abs=1e-4)
+    # Without echo, only the new tokens are scored.
+    fresh = client.completions.create(model=name, prompt=ids, max_tokens=3, temperature=0, logprobs=1)
+    assert fresh.choices[0].logprobs is not None and len(fresh.choices[0].logprobs.tokens or []) == 3
+
+
+# Last: it stops the module's deployment.
 def test_oip_v2_and_undeploy(deployment: tuple[Any, dict[str, Any]]) -> None:
     ctx, dp = deployment
     url, name = dp["inference_url"], dp["model_name"]

@@ -29,6 +29,8 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: Sequence[str] = ()
     seed: int | None = None
+    # Token ids to continue instead of ``prompt`` (used as given: no BOS is added).
+    prompt_ids: Sequence[int] | None = None
 
 
 @dataclass
@@ -124,8 +126,11 @@ class DecodeBatch:
         return len(self.rows)
 
     def _encode(self, request: GenerationRequest) -> list[int]:
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        ids = bos + self.tokenizer(request.prompt, add_special_tokens=False)["input_ids"]
+        ids = (
+            list(request.prompt_ids)
+            if request.prompt_ids is not None
+            else encode_prompt(self.tokenizer, request.prompt)
+        )
         return list(ids[-max(1, self.limit - max(1, request.max_tokens)) :])
 
     @torch.no_grad()
@@ -263,3 +268,38 @@ def generate_batch(
     while batch:
         results.update(batch.step())
     return [results[i] for i in range(len(requests))]
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """A text prompt's ids as generation sees them: BOS (when the tokenizer has one), then the text."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return bos + list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
+@dataclass
+class TokenScores:
+    """Each token's log-probability given the ones before it (None for the first), and the ``top`` best."""
+
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[int, float] | None]
+
+
+@torch.no_grad()
+def score_tokens(model: Any, ids: Sequence[int], top: int = 0) -> TokenScores:
+    """Log-probabilities of ``ids`` under ``model``, one forward pass (what ``echo`` with ``logprobs`` needs)."""
+    if not ids:
+        return TokenScores([], [])
+    device = next(model.parameters()).device
+    logits = model(input_ids=torch.tensor([list(ids)], device=device)).logits[0].float()
+    logp = torch.log_softmax(logits, dim=-1).cpu()
+    chosen: list[float | None] = [None]
+    best: list[dict[int, float] | None] = [None]
+    for i in range(1, len(ids)):
+        row = logp[i - 1]
+        chosen.append(float(row[ids[i]]))
+        if top > 0:
+            values, indices = torch.topk(row, top)
+            best.append({int(t): float(v) for t, v in zip(indices.tolist(), values.tolist(), strict=True)})
+        else:
+            best.append(None)
+    return TokenScores(chosen, best)

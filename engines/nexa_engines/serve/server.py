@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from nexa_engines.serve.auth import EndpointAuth
     from nexa_engines.serve.batcher import BatchScheduler
     from nexa_engines.serve.metrics import ServingMetrics
+    from nexa_engines.serve.tokens import TokenTools
     from nexa_store.access import Access
     from nexa_store.factory import store_from_config
     from nexa_store.serving import mark_stopped, stop_requested
@@ -150,7 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         gateway_url=args.gateway_url,
         tenant_id=args.tenant,
     )
-    app = create_app(scheduler, name, metrics=metrics, auth=None if args.insecure_no_auth else auth)
+    app = create_app(
+        scheduler,
+        name,
+        metrics=metrics,
+        auth=None if args.insecure_no_auth else auth,
+        tokens=TokenTools(model, tokenizer),
+    )
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     reason = {"why": "signal"}
     done = threading.Event()
