@@ -15,11 +15,14 @@ import kopf
 
 from nexa_operator.config import ConfigError
 
+# Not 8080: that is where `nexa up` puts the gateway, and both may run on one laptop.
+DEFAULT_HEALTH_PORT = 8081
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nexa_operator", description=__doc__)
     parser.add_argument("--namespace", action="append", default=[], help="watch this namespace (repeatable)")
-    parser.add_argument("--health-port", type=int, default=8080)
+    parser.add_argument("--health-port", type=int, default=DEFAULT_HEALTH_PORT)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -27,7 +27,9 @@ R_FATAL_EXIT = "FatalExitCode"
 R_DEADLINE = "DeadlineExceeded"
 R_RETRIES_EXHAUSTED = "RetriesExhausted"
 R_ATTEMPT_FAILED = "AttemptFailed"
+R_RETRY_STARTED = "RetryStarted"  # Retrying turns False: the next attempt's Job exists
 R_JOB_DELETED = "JobDeleted"
+R_RESULT_READ = "ResultRead"
 R_RESULT_MISSING = "ResultMissing"
 R_RESULT_UNAVAILABLE = "ResultUnavailable"
 R_INVALID_SPEC = "InvalidSpec"
@@ -39,6 +41,26 @@ R_ENDPOINT_PENDING = "EndpointPending"
 R_ENDPOINT_FAILED = "EndpointFailed"
 R_WAITING_FOR_ADMISSION = "WaitingForAdmission"
 R_ADMITTED = "AdmittedByKueue"
+
+
+# Condition changes that deserve a Warning Event (the rest are Normal).
+_WARNING_WHEN_TRUE = {FAILED, RETRYING}
+_WARNING_REASONS = {
+    R_UNSCHEDULABLE,
+    R_RESULT_MISSING,
+    R_RESULT_UNAVAILABLE,
+    R_JOB_DELETED,
+    R_ENDPOINT_FAILED,
+    R_FATAL_EXIT,
+    R_DEADLINE,
+    R_RETRIES_EXHAUSTED,
+    R_INVALID_SPEC,
+}
+
+
+def event_type(type_: str, status: bool, reason: str) -> str:
+    """``Warning`` or ``Normal`` for the Event that reports a condition change."""
+    return "Warning" if (status and type_ in _WARNING_WHEN_TRUE) or reason in _WARNING_REASONS else "Normal"
 
 
 def set_condition(

@@ -28,6 +28,7 @@ from nexa.contracts.nexajob import (
     LABEL_NEXAJOB,
     NexaEndpointStatus,
     nexajob_job_id,
+    percent,
 )
 from nexa_operator import builders
 from nexa_operator import conditions as c
@@ -370,7 +371,11 @@ class Controller:
                 nexajob_path(namespace, name) + "/status",
                 {
                     "metadata": {"resourceVersion": nexajob["metadata"]["resourceVersion"]},
-                    "status": {"progress": fraction, "progressMessage": message},
+                    "status": {
+                        "progress": fraction,
+                        "progressPercent": percent(fraction),
+                        "progressMessage": message,
+                    },
                 },
             )
         except Conflict:

@@ -314,9 +314,10 @@ def nexajob_crd() -> dict[str, Any]:
         columns=[
             {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
             {"name": "Status", "type": "string", "jsonPath": ".status.phase"},
-            {"name": "Progress", "type": "number", "jsonPath": ".status.progress"},
+            {"name": "Progress", "type": "string", "jsonPath": ".status.progressPercent"},
             {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "priority": 1},
             {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
+            {"name": "Message", "type": "string", "jsonPath": ".status.progressMessage", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     )

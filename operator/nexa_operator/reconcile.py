@@ -29,6 +29,7 @@ from nexa.contracts.nexajob import (
     JobFailure,
     NexaJobStatus,
     nexajob_job_id,
+    percent,
 )
 from nexa_operator import conditions as c
 from nexa_operator.builders import job_name, pod_annotations, validated_spec
@@ -150,9 +151,15 @@ class _Builder:
         self.plan = Plan()
 
     def cond(self, type_: str, ok: bool, reason: str, message: str = "") -> None:
+        """Set a condition; a change that says something (true, or with a message) is also an Event."""
+        before = c.get_condition(self.status.conditions, type_)
         self.status.conditions = c.set_condition(
             self.status.conditions, type_, ok, reason, message, self.now, self.generation
         )
+        value = "True" if ok else "False"
+        changed = before is None or (before.status, before.reason, before.message) != (value, reason, message)
+        if changed and (ok or message):
+            self.event(c.event_type(type_, ok, reason), reason, message or f"{type_}: {value}")
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.plan.events.append((type_, reason, message))
@@ -163,12 +170,12 @@ class _Builder:
         self.status.next_attempt_at = None
         if phase == "Completed":
             self.status.progress = 1.0
+            self.status.progress_percent = percent(1.0)
             self.cond(c.COMPLETE, True, reason, message)
         elif phase == "Failed":
             self.cond(c.FAILED, True, reason, message)
         else:
             self.cond(c.CANCELLED, True, reason, message)
-        self.event("Normal" if phase != "Failed" else "Warning", reason, message)
 
     def fail(self, code: str, reason: str, message: str, *, retryable: bool = False) -> None:
         self.status.error = JobFailure(code=str(code), message=message, retryable=retryable)
@@ -194,10 +201,9 @@ def _start_attempt(b: _Builder, nexajob: dict[str, Any], attempt: int) -> None:
         b.cond(c.SUSPENDED, True, c.R_SUSPENDED, "spec.suspend is true")
     if b.status.start_time is None:
         b.status.start_time = b.now
-    b.cond(c.JOB_CREATED, True, c.R_JOB_CREATED, f"attempt {attempt}: Job {name}")
-    b.cond(c.RETRYING, False, c.R_JOB_CREATED, "")
-    if attempt > 1:  # the first attempt's Job is in the status; an Event per NexaJob would double the writes
-        b.event("Normal", c.R_JOB_CREATED, f"created Job {name} for attempt {attempt}")
+    b.cond(c.JOB_CREATED, True, c.R_JOB_CREATED, f"created Job {name} for attempt {attempt}")
+    if c.get_condition(b.status.conditions, c.RETRYING):
+        b.cond(c.RETRYING, False, c.R_RETRY_STARTED, "")
 
 
 def _next_attempt(b: _Builder, nexajob: dict[str, Any], max_retries: int) -> None:
@@ -232,8 +238,9 @@ def _attempt_failed(
     b.status.error = JobFailure(code=str(code), message=message, retryable=True)
     b.status.next_attempt_at = b.now + timedelta(seconds=delay)
     b.status.phase = "Pending"
-    b.cond(c.RETRYING, True, c.R_ATTEMPT_FAILED, f"attempt {attempt} failed ({message}); next in {delay:g}s")
-    b.event("Warning", c.R_ATTEMPT_FAILED, f"attempt {attempt} failed: {message}; retrying in {delay:g}s")
+    b.cond(
+        c.RETRYING, True, c.R_ATTEMPT_FAILED, f"attempt {attempt} failed: {message}; retrying in {delay:g}s"
+    )
     b.plan.requeue_after = delay
 
 
@@ -353,14 +360,11 @@ def decide(
         b.cond(c.SUSPENDED, True, c.R_SUSPENDED, "spec.suspend is true")
         return b.done()
     if c.get_condition(status.conditions, c.SUSPENDED):
-        b.cond(c.SUSPENDED, False, c.R_RESUMED, "")
+        b.cond(c.SUSPENDED, False, c.R_RESUMED, "spec.suspend is false: resumed")
     if config.kueue_queue and _waiting_for_kueue(b, job, config.kueue_queue):
         return b.done()
     blocked = unschedulable_message(pods)
     if blocked is not None:
-        before = c.get_condition(status.conditions, c.POD_SCHEDULED)
-        if before is None or before.status != "False" or before.message != blocked:
-            b.event("Warning", c.R_UNSCHEDULABLE, blocked)
         b.cond(c.POD_SCHEDULED, False, c.R_UNSCHEDULABLE, blocked)
         status.phase = "Pending"
     elif _running(pods):
@@ -434,7 +438,7 @@ def _completed(
     if result.state == "found":
         b.status.result = result.result
         b.status.error = None
-        b.cond(c.RESULT_READ, True, c.R_SUCCEEDED, "")
+        b.cond(c.RESULT_READ, True, c.R_RESULT_READ, "")
         b.finish("Completed", c.R_SUCCEEDED, f"attempt {b.status.attempts} succeeded")
     elif result.state == "unavailable":
         b.cond(c.RESULT_READ, False, c.R_RESULT_UNAVAILABLE, result.detail)

@@ -338,7 +338,18 @@ def test_kubectl_get_shows_the_columns_and_explain_the_descriptions(
     header = table.splitlines()[0].split()
     assert header == ["NAME", "TYPE", "STATUS", "PROGRESS", "AGE"]
     row = next(line for line in table.splitlines() if line.startswith(obj["metadata"]["name"]))
-    assert row.split()[1:4] == ["audit", "Completed", "1"]
+    assert row.split()[1:4] == ["audit", "Completed", "100%"]
+    wide = crds_installed.kubectl("get", "nexajobs", "-n", namespace, "-o", "wide").stdout
+    assert wide.splitlines()[0].split() == [
+        "NAME",
+        "TYPE",
+        "STATUS",
+        "PROGRESS",
+        "ATTEMPTS",
+        "JOB",
+        "MESSAGE",
+        "AGE",
+    ]
     assert obj["metadata"]["name"] in crds_installed.kubectl("get", "nexa", "-n", namespace).stdout
     assert obj["metadata"]["name"] in crds_installed.kubectl("get", "nj", "-n", namespace).stdout
     explain = crds_installed.kubectl("explain", "nexajob.spec.resources").stdout

@@ -367,3 +367,15 @@ def test_the_model_catalog_reaches_the_gateway_and_the_operators_pods(tmp_path: 
     bad.write_text(yaml.safe_dump({"models": {"catalog": {"x": {"base_url": "ftp://nope"}}}}))
     refused = helm(*template_args([bad]), check=False)
     assert refused.returncode != 0 and "base_url" in refused.stderr
+
+
+def test_the_operators_health_port_is_not_the_local_gateways() -> None:
+    """`nexa up` and an operator against a dev cluster often share a laptop."""
+    from urllib.parse import urlsplit
+
+    from nexa.config import DEFAULT_BASE_URL
+    from nexa_operator.__main__ import DEFAULT_HEALTH_PORT
+
+    gateway_port = urlsplit(DEFAULT_BASE_URL).port
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert DEFAULT_HEALTH_PORT != gateway_port and values["operator"]["healthPort"] == DEFAULT_HEALTH_PORT

@@ -324,3 +324,62 @@ def test_a_queued_job_waits_quietly_and_a_preempted_one_queues_again() -> None:
 def test_without_kueue_no_admission_condition_is_written() -> None:
     plan = decide(nexajob(status=running_status()), job(), [pod("Running")], NOW, CONFIG)
     assert "Admitted" not in conds(plan)
+
+
+def test_every_condition_change_is_an_event_with_the_conditions_reason() -> None:
+    """Attempt created, suspended, resumed, retrying, the next attempt, completed: one Event each, once."""
+    suspended = decide(nexajob(suspend=True), None, [], NOW, CONFIG)
+    assert [(t, r) for t, r, _ in suspended.events] == [
+        ("Normal", "SuspendedByUser"),
+        ("Normal", "JobCreated"),
+    ]
+    assert "attempt 1" in suspended.events[1][2]
+    assert suspended.status is not None
+    resumed = decide(nexajob(status=suspended.status), job(suspend=True), [], NOW, CONFIG)
+    assert [(t, r) for t, r, _ in resumed.events] == [("Normal", "Resumed")]
+    assert resumed.status is not None
+    failed = job(("Failed", "BackoffLimitExceeded", ""))
+    retrying = decide(nexajob(status=resumed.status), failed, [pod("Failed", exit_code=1)], NOW, CONFIG)
+    assert [(t, r) for t, r, _ in retrying.events] == [("Warning", "AttemptFailed")]
+    assert "retrying in 10s" in retrying.events[0][2]
+    assert retrying.status is not None
+    second = decide(nexajob(status=retrying.status), failed, [], NOW + timedelta(seconds=11), CONFIG)
+    # Retrying turns False with a reason of its own; that says nothing an Event must repeat.
+    assert conds(second)["Retrying"] == ("False", "RetryStarted")
+    assert [(t, r) for t, r, _ in second.events] == [("Normal", "JobCreated")]
+    assert "attempt 2" in second.events[0][2]
+    assert second.status is not None
+    running = nexajob(status=second.status)
+    done = decide(
+        running,
+        job(("Complete", "", "")),
+        [pod("Succeeded", exit_code=0)],
+        NOW,
+        CONFIG,
+        result=ResultLookup("found", {"score": 0.9}),
+    )
+    assert [(t, r) for t, r, _ in done.events] == [("Normal", "ResultRead"), ("Normal", "Succeeded")]
+    # Nothing changed, nothing said.
+    assert done.status is not None
+    assert decide(nexajob(status=done.status), job(("Complete", "", "")), [], NOW, CONFIG).events == []
+
+
+def test_a_failed_job_says_so_as_a_warning() -> None:
+    fatal = decide(
+        nexajob(status=running_status()),
+        job(("Failed", "PodFailurePolicy", "")),
+        [
+            pod(
+                "Failed",
+                exit_code=EXIT_FATAL,
+                message='{"error": {"code": "invalid_spec", "message": "bad"}}',
+            )
+        ],
+        NOW,
+        CONFIG,
+    )
+    assert (
+        fatal.events
+        and fatal.events[-1][0] == "Warning"
+        and fatal.events[-1][1] in {"FatalExitCode", "Failed"}
+    )

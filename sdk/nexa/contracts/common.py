@@ -42,7 +42,7 @@ class JobOptions(StrictModel):
     labels: dict[LabelKey, LabelValue] = Field(
         default_factory=dict,
         max_length=64,
-        description="Key/value labels; `GET /v1/jobs?label=k=v` filters on them.",
+        description="Key/value labels to find the job by (the API and the SDK list jobs by label).",
     )
     metadata: dict[
         Annotated[str, StringConstraints(max_length=256)], Annotated[str, StringConstraints(max_length=4096)]
@@ -58,7 +58,7 @@ class JobOptions(StrictModel):
         2,
         ge=0,
         le=20,
-        description="Attempts after the first when a worker dies or the attempt fails retryably.",
+        description="Attempts after the first when an attempt is lost (its worker or pod gone) or fails retryably.",
     )
     idempotency_key: str | None = Field(
         None,

@@ -103,7 +103,15 @@ class NexaJobStatus(_StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     attempts: int = Field(0, ge=0, description="Attempts started so far (one Kubernetes Job each).")
     progress: float = Field(0.0, ge=0.0, le=1.0, description="Fraction done, 0 to 1.")
-    progress_message: str | None = Field(None, alias="progressMessage")
+    progress_percent: str | None = Field(
+        None,
+        alias="progressPercent",
+        max_length=8,
+        description='The same as a percentage ("42%"), for `kubectl get` to show.',
+    )
+    progress_message: str | None = Field(
+        None, alias="progressMessage", max_length=256, description="What the engine said it is doing."
+    )
     result: dict[str, Any] | None = Field(None, description="The engine's JSON result once completed.")
     error: JobFailure | None = None
     artifacts_uri: str | None = Field(
@@ -223,3 +231,8 @@ def nexajob_job_id(name: str, uid: str) -> str:
     if is_id(candidate, "job"):
         return candidate
     return derived_id("job", uid)
+
+
+def percent(fraction: float) -> str:
+    """``progressPercent``'s text for a fraction (0.4237 → ``"42%"``)."""
+    return f"{int(max(0.0, min(1.0, fraction)) * 100)}%"
