@@ -247,6 +247,64 @@ def test_echo_and_logprobs_are_the_models_own(deployment: tuple[Any, dict[str, A
     assert fresh.choices[0].logprobs is not None and len(fresh.choices[0].logprobs.tokens or []) == 3
 
 
+def test_tritonclient_speaks_binary_tensors_and_reads_config_and_errors(
+    deployment: tuple[Any, dict[str, Any]],
+) -> None:
+    """The official Triton HTTP client, at its defaults (binary tensor data both ways)."""
+    import numpy as np
+
+    triton = pytest.importorskip("tritonclient.http")
+    from tritonclient.utils import InferenceServerException
+
+    _, dp = deployment
+    # tritonclient writes its own headers into the dict it is given: each call gets a fresh one.
+    name, auth = dp["model_name"], {"Authorization": f"Bearer {dp['api_key']}"}
+    client = triton.InferenceServerClient(dp["inference_url"].removeprefix("http://"))
+    try:
+        assert "binary_tensor_data" in client.get_server_metadata(headers=dict(auth))["extensions"]
+        config = client.get_model_config(name, headers=dict(auth))
+        assert [i["name"] for i in config["input"]] == ["text_input"]
+        assert client.get_model_metadata(name, headers=dict(auth))["outputs"][0]["name"] == "text_output"
+        prompts = np.array([[b"What is"], [b"Add 2"]], dtype=np.object_)
+
+        def ask(binary: bool) -> tuple[Any, Any]:
+            tensor = triton.InferInput("text_input", [2, 1], "BYTES")
+            tensor.set_data_from_numpy(prompts, binary_data=binary)
+            outputs = [
+                triton.InferRequestedOutput("text_output", binary_data=binary),
+                triton.InferRequestedOutput("completion_tokens", binary_data=binary),
+            ]
+            result = client.infer(
+                name,
+                [tensor],
+                outputs=outputs,
+                headers=dict(auth),
+                parameters={"max_tokens": 4, "temperature": 0},
+            )
+            return result.as_numpy("text_output"), result.as_numpy("completion_tokens")
+
+        texts, counts = ask(binary=True)
+        assert texts.shape == (2, 1) and counts.shape == (2, 1) and counts.dtype == np.int64
+        json_texts, json_counts = ask(binary=False)
+        assert [t.decode() if isinstance(t, bytes) else t for t in texts.ravel()] == [
+            t.decode() if isinstance(t, bytes) else t for t in json_texts.ravel()
+        ]
+        assert counts.tolist() == json_counts.tolist()
+        # No outputs named: every output comes back, in binary.
+        tensor = triton.InferInput("text_input", [2, 1], "BYTES")
+        tensor.set_data_from_numpy(prompts)
+        everything = client.infer(
+            name, [tensor], headers=dict(auth), parameters={"max_tokens": 4, "temperature": 0}
+        )
+        assert everything.as_numpy("completion_tokens").tolist() == counts.tolist()
+        with pytest.raises(InferenceServerException, match="unknown model"):
+            client.infer("not-this-one", [tensor], headers=dict(auth))
+        with pytest.raises(InferenceServerException, match="unknown model"):
+            client.get_model_config("not-this-one", headers=dict(auth))
+    finally:
+        client.close()
+
+
 # Last: it stops the module's deployment.
 def test_oip_v2_and_undeploy(deployment: tuple[Any, dict[str, Any]]) -> None:
     ctx, dp = deployment

@@ -63,21 +63,76 @@ def test_oip_request_and_response_mapping() -> None:
         "inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]}],
         "parameters": {"max_tokens": 5, "temperature": 0.5, "stop": "\n"},
     }
-    request_id, requests = oip.parse_infer_request(body)
-    assert request_id == "r1"
-    assert [(r.prompt, r.max_tokens, r.temperature, list(r.stop)) for r in requests] == [
+    call = oip.parse_infer_request(body)
+    assert call.request_id == "r1"
+    assert [(r.prompt, r.max_tokens, r.temperature, list(r.stop)) for r in call.requests] == [
         ("a", 5, 0.5, ["\n"]),
         ("b", 5, 0.5, ["\n"]),
     ]
-    out = oip.infer_response(
-        "m", request_id, [GenerationResult("x", 1, 2, "stop"), GenerationResult("y", 1, 3, "length")]
+    raw, header_length = oip.infer_response(
+        "m", call, [GenerationResult("x", 1, 2, "stop"), GenerationResult("y", 1, 3, "length")]
     )
+    out = json.loads(raw)
+    assert header_length is None
     assert out["outputs"][0] == {"name": "text_output", "datatype": "BYTES", "shape": [2], "data": ["x", "y"]}
     assert out["outputs"][1]["data"] == [2, 3] and out["id"] == "r1"
     for bad in ({}, {"inputs": []}, {"inputs": [{"name": "text_input", "datatype": "FP32", "data": [1.0]}]},
                 {"inputs": [{"name": "text_input", "shape": [3], "data": ["a"]}]}):  # fmt: skip
         with pytest.raises(oip.InferenceRequestError):
             oip.parse_infer_request(bad)
+
+
+def test_oip_binary_tensor_data_both_ways_with_the_inputs_shape() -> None:
+    import struct
+
+    prompts = ["What is", "héllo"]
+    tensor = b"".join(struct.pack("<I", len(p.encode())) + p.encode() for p in prompts)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "text_input",
+                    "datatype": "BYTES",
+                    "shape": [2, 1],
+                    "parameters": {"binary_data_size": len(tensor)},
+                }
+            ],
+            "outputs": [
+                {"name": "text_output", "parameters": {"binary_data": True}},
+                {"name": "completion_tokens"},
+            ],
+        }
+    ).encode()
+    body, binary = oip.split_body(header + tensor, str(len(header)))
+    call = oip.parse_infer_request(body, binary=binary)
+    assert [r.prompt for r in call.requests] == prompts and call.shape == [2, 1]
+    raw, size = oip.infer_response(
+        "m", call, [GenerationResult("x", 1, 2, "stop"), GenerationResult("ÿ", 1, 3, "stop")]
+    )
+    assert size is not None
+    head, tail = json.loads(raw[:size]), raw[size:]
+    text, tokens = head["outputs"]
+    assert (
+        text["shape"] == [2, 1] and "data" not in text and text["parameters"]["binary_data_size"] == len(tail)
+    )
+    assert tail == struct.pack("<I", 1) + b"x" + struct.pack("<I", 2) + "ÿ".encode()
+    assert tokens == {"name": "completion_tokens", "datatype": "INT64", "shape": [2, 1], "data": [2, 3]}
+    # Every output in binary when the request says so and names none.
+    everything = oip.parse_infer_request(
+        {**body, "outputs": None, "parameters": {"binary_data_output": True}}, binary=binary
+    )
+    assert everything.binary == {"text_output", "completion_tokens"}
+    for bad_header, bad_binary in (
+        (str(len(header) + 10**6), header + tensor),
+        ("x", header + tensor),
+        (str(len(header)), header + tensor[:-2]),  # a cut element
+        (str(len(header)), header + tensor + b"extra"),  # bytes no input claims
+    ):
+        with pytest.raises(oip.InferenceRequestError):
+            body_, binary_ = oip.split_body(bad_binary, bad_header)
+            oip.parse_infer_request(body_, binary=binary_)
+    with pytest.raises(oip.InferenceRequestError, match="unknown output"):
+        oip.parse_infer_request({**body, "outputs": [{"name": "logits"}]}, binary=binary)
 
 
 def test_batcher_groups_concurrent_requests_and_streams_pieces() -> None:

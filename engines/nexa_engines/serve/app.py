@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -306,7 +306,11 @@ def create_app(
 
     @app.get("/v2", response_model=None)
     def server_metadata() -> dict[str, Any]:
-        return {"name": "nexa-serve", "version": "1", "extensions": []}
+        return {
+            "name": "nexa-serve",
+            "version": "1",
+            "extensions": ["binary_tensor_data", "model_configuration"],
+        }
 
     @app.get("/v2/models/{name}", response_model=None)
     def metadata(name: str) -> Any:
@@ -315,6 +319,14 @@ def create_app(
                 {"error": f"unknown model {name!r}; this server serves {model_name!r}"}, status_code=404
             )
         return oip.model_metadata(model_name)
+
+    @app.get("/v2/models/{name}/config", response_model=None)
+    def config(name: str) -> Any:
+        if name != model_name:
+            return JSONResponse(
+                {"error": f"unknown model {name!r}; this server serves {model_name!r}"}, status_code=404
+            )
+        return oip.model_config(model_name, scheduler.max_batch_size)
 
     @app.get("/v2/models/{name}/ready", response_model=None)
     def model_ready(name: str) -> Any:
@@ -329,15 +341,23 @@ def create_app(
                 {"error": f"unknown model {name!r}; this server serves {model_name!r}"}, status_code=404
             )
         try:
-            request_id, requests = oip.parse_infer_request(await request.json())
-        except (oip.InferenceRequestError, ValueError) as exc:
+            header, binary = oip.split_body(await request.body(), request.headers.get(oip.HEADER_LENGTH))
+            call = oip.parse_infer_request(header, binary=binary)
+        except oip.InferenceRequestError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        tickets = [scheduler.submit(r) for r in requests]
+        tickets = [scheduler.submit(r) for r in call.requests]
         try:
             results = [await _wait(t) for t in tickets]
         except RuntimeError as exc:
             return JSONResponse({"error": str(exc)}, status_code=500)
-        return oip.infer_response(model_name, request_id, results)
+        body, header_length = oip.infer_response(model_name, call, results)
+        if header_length is None:
+            return Response(body, media_type="application/json")
+        return Response(
+            body,
+            media_type="application/octet-stream",
+            headers={oip.HEADER_LENGTH: str(header_length)},
+        )
 
     @app.get("/nexa/stats")
     def stats() -> dict[str, Any]:
