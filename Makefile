@@ -38,7 +38,7 @@ $(KERNELS_STAMP): $(INSTALL_STAMP) $(KERNEL_SOURCES)
 
 $(INSTALL_STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "venv: installing nexa[all,dev] into $(VENV)"
+	@echo "venv: installing nexa-forge[all,dev] into $(VENV)"
 	@$(PY) -m pip install -q --disable-pip-version-check --no-input -e '.[all,dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@

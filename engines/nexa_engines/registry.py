@@ -47,7 +47,7 @@ def load_engine(job_type: JobType | str) -> EngineFn:
         raise EngineNotInstalled(
             jt.value,
             f"the '{jt.value}' engine cannot be imported on this worker ({exc}); "
-            f"install it with: pip install 'nexa[{extra}]'",
+            f"install it with: pip install 'nexa-forge[{extra}]'",
         ) from exc
     return cast(EngineFn, getattr(module, fn_name))
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nexa._core import DISTRIBUTION
 from nexa.contracts import (
     ClaimedJob,
     ErrorCode,
@@ -303,7 +304,7 @@ def _shutdown(
 
 def _nexa_version() -> str | None:
     try:
-        return importlib.metadata.version("nexa")[:64]
+        return importlib.metadata.version(DISTRIBUTION)[:64]
     except importlib.metadata.PackageNotFoundError:
         return None
 
@@ -334,7 +335,7 @@ def run_worker(
     if not installed_job_types():
         raise WorkerSetupError(
             "no engine is installed on this machine, so this worker could run nothing: "
-            "pip install 'nexa[engines]'"
+            "pip install 'nexa-forge[engines]'"
         )
     stop = stop if stop is not None else threading.Event()
     abort = threading.Event()

@@ -54,9 +54,12 @@ ItemT = TypeVar("ItemT")
 ItemT_co = TypeVar("ItemT_co", covariant=True)
 
 
+DISTRIBUTION = "nexa-forge"  # what pip installs; the import name stays `nexa`
+
+
 def _package_version() -> str:
     try:
-        return metadata.version("nexa")
+        return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:
         return "0.1.0"
 

@@ -43,7 +43,7 @@ def signing_available() -> bool:
 def _require_crypto() -> None:
     if not signing_available():
         raise SigningUnavailable(
-            "manifest signing needs the 'cryptography' package: pip install 'nexa[engines]'"
+            "manifest signing needs the 'cryptography' package: pip install 'nexa-forge[engines]'"
         )
 
 
@@ -141,7 +141,7 @@ class SignaturePolicy:
         if self.trusted_keys and not signing_available():
             raise SigningUnavailable(
                 "trusted signing keys were given but the 'cryptography' package is not installed: "
-                "pip install 'nexa[engines]'"
+                "pip install 'nexa-forge[engines]'"
             )
 
     def apply(self, manifest: ArtifactManifest) -> ArtifactManifest:

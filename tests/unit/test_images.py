@@ -99,7 +99,7 @@ def closure(extras: set[str]) -> set[str]:
         seen_extras.add(extra)
         for spec in optional[extra]:
             req = Requirement(spec)
-            if req.name == "nexa":
+            if req.name == PYPROJECT["project"]["name"]:
                 pending.extend(req.extras)
             else:
                 wanted.append(req)
@@ -192,7 +192,7 @@ def test_each_image_installs_its_own_extras_and_they_cover_its_imports(name: str
         dists = {_norm(d) for d in distributions.get(module, [module])}
         if not dists & available:
             missing[module] = sorted(dists)
-    assert not missing, f"{name}: imports not installed by nexa[{','.join(sorted(extras))}]: {missing}"
+    assert not missing, f"{name}: imports not installed by nexa-forge[{','.join(sorted(extras))}]: {missing}"
 
 
 @pytest.mark.parametrize("name", ["gateway", "operator"])

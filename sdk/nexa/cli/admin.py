@@ -27,7 +27,7 @@ def _admin() -> Any:
         from nexa_gateway import cli_admin
     except ImportError as exc:
         raise CliError(
-            f"nexa admin needs the gateway package ({exc}): pip install 'nexa[gateway]'", EXIT_USAGE
+            f"nexa admin needs the gateway package ({exc}): pip install 'nexa-forge[gateway]'", EXIT_USAGE
         ) from exc
     return cli_admin
 

@@ -143,7 +143,7 @@ def _sample_dataset(directory: Path, rows: int, seed: int) -> tuple[Path, dict[s
     try:
         from nexa_engines.sample_data import generate_sft_dataset
     except ImportError as exc:
-        raise CliError(f"the demo needs the engines ({exc}): pip install 'nexa[engines]'") from exc
+        raise CliError(f"the demo needs the engines ({exc}): pip install 'nexa-forge[engines]'") from exc
     path = directory / "nexa-demo.jsonl"
     return path, planted_counts(generate_sft_dataset(path, rows, seed, "jsonl"))
 
@@ -226,7 +226,9 @@ def run_lifecycle(
 
         from nexa_engines.models import tiny
     except ImportError as exc:
-        raise CliError(f"the lifecycle demo needs the ML engines ({exc}): pip install 'nexa[ml]'") from exc
+        raise CliError(
+            f"the lifecycle demo needs the ML engines ({exc}): pip install 'nexa-forge[ml]'"
+        ) from exc
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # the summary table is the demo's output, not weight-saving bars
     steps = max_steps or tiny.STUDENT_MAX_STEPS

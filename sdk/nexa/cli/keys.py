@@ -19,7 +19,7 @@ def _create_in_database(database_url: str, tenant: str, name: str, role: Role) -
         from nexa_gateway.cli_admin import create_key
     except ImportError as exc:
         raise CliError(
-            f"--database-url needs the gateway package ({exc}): pip install 'nexa[gateway]'", EXIT_USAGE
+            f"--database-url needs the gateway package ({exc}): pip install 'nexa-forge[gateway]'", EXIT_USAGE
         ) from exc
     created = create_key(database_url, tenant, name, role.value)
     return ApiKeyCreated.model_validate(created.model_dump() if hasattr(created, "model_dump") else created)

@@ -134,7 +134,7 @@ def free_port() -> int:
 def _require(module: str, extra: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise CliError(
-            f"{module} is not installed; a local Nexa needs it: pip install 'nexa[{extra}]'", EXIT_USAGE
+            f"{module} is not installed; a local Nexa needs it: pip install 'nexa-forge[{extra}]'", EXIT_USAGE
         )
 
 

@@ -31,7 +31,7 @@ def verify(
         from nexa_gateway import cli_admin
     except ImportError as exc:
         raise CliError(
-            f"nexa store needs the gateway package ({exc}): pip install 'nexa[gateway]'", EXIT_USAGE
+            f"nexa store needs the gateway package ({exc}): pip install 'nexa-forge[gateway]'", EXIT_USAGE
         ) from exc
     config: dict[str, Any] | None = {"kind": "local", "root": str(artifact_root)} if artifact_root else None
     report = cli_admin.verify_store(database_url, config)

@@ -44,7 +44,7 @@ def worker(
         from nexa_engines.worker import WorkerSetupError, quiet_http_logs, run_worker
     except ImportError as exc:
         raise CliError(
-            f"the engines are not installed ({exc}): pip install 'nexa[engines]'", EXIT_USAGE
+            f"the engines are not installed ({exc}): pip install 'nexa-forge[engines]'", EXIT_USAGE
         ) from exc
     stored = config.load_config()
     url = gateway or os.environ.get(config.ENV_BASE_URL) or stored.get("base_url")
