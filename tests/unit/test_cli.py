@@ -290,3 +290,95 @@ def test_admin_grants_round_trip(tmp_path: Any) -> None:
     assert "revoked" in runner.invoke(app, revoke).output
     listed = runner.invoke(app, ["admin", "grants", "--database-url", url, "--tenant", "acme", "--json"])
     assert json.loads(listed.output)["local_roots"] == []
+
+
+def test_ids_and_long_values_are_never_cut_when_output_is_not_a_terminal(gateway: Any) -> None:
+    labels = {f"team-{i}": "x" * 40 for i in range(4)}
+    gateway(
+        lambda request: httpx.Response(
+            200,
+            json={
+                "items": [
+                    job_body(
+                        "failed",
+                        labels=labels,
+                        error={"code": "dataset_not_found", "message": "m", "retryable": False},
+                    )
+                ],
+                "next_cursor": None,
+            },
+        )
+    )
+    result = runner.invoke(app, ["jobs", "list"], env={"COLUMNS": ""})
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if JOB_ID in line)
+    assert "…" not in result.stdout and "dataset_not_found" in row
+    assert ",".join(f"{k}={v}" for k, v in sorted(labels.items())) in row  # one line, whole
+
+
+DP_ID = "dp_" + "c" * 26
+
+
+def deployment_body(status: str = "running") -> dict[str, Any]:
+    return {
+        "deployment_id": DP_ID,
+        "status": status,
+        "checkpoint_id": "ckpt_" + "d" * 26,
+        "openai_base_url": "http://127.0.0.1:9001/v1",
+        "model_name": DP_ID,
+        "created_at": NOW,
+    }
+
+
+def test_deployments_list_show_and_undeploy(gateway: Any) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":
+            return httpx.Response(200, json=deployment_body("stopping"))
+        if request.url.path.endswith(DP_ID):
+            return httpx.Response(200, json=deployment_body())
+        return httpx.Response(
+            200,
+            json={
+                "items": [
+                    deployment_body(),
+                    {**deployment_body("stopped"), "deployment_id": "dp_" + "e" * 26},
+                ],
+                "next_cursor": None,
+            },
+        )
+
+    seen = gateway(handler)
+    listed = runner.invoke(app, ["deployments", "list", "--running"])
+    assert listed.exit_code == 0, listed.output
+    assert DP_ID in listed.stdout and "dp_" + "e" * 26 not in listed.stdout  # --running keeps the live one
+    assert "http://127.0.0.1:9001/v1" in listed.stdout
+    shown = runner.invoke(app, ["deployments", "show", DP_ID, "--json"])
+    assert json.loads(shown.stdout)["openai_base_url"] == "http://127.0.0.1:9001/v1"
+    stopped = runner.invoke(app, ["deployments", "undeploy", DP_ID])
+    assert stopped.exit_code == 0 and f"{DP_ID}: stopping" in stopped.stdout
+    assert [r.method for r in seen][-1] == "DELETE" and seen[-1].url.path == f"/v1/deployments/{DP_ID}"
+
+
+def test_keys_env_prints_shell_exports(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("NEXA_HOME", str(tmp_path))
+    monkeypatch.setenv("NEXA_API_KEY", "nexa_it's")
+    monkeypatch.setenv("NEXA_BASE_URL", "http://127.0.0.1:8080")
+    result = runner.invoke(app, ["keys", "env"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "export NEXA_BASE_URL=http://127.0.0.1:8080",
+        "export NEXA_API_KEY='nexa_it'\"'\"'s'",  # quoted for the shell, whatever the key holds
+    ]
+    monkeypatch.delenv("NEXA_API_KEY")
+    assert runner.invoke(app, ["keys", "env"]).exit_code == 2
+
+
+def test_down_lists_the_deployments_it_leaves_serving(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from nexa.cli import local
+    from nexa.contracts.artifacts import Deployment
+
+    monkeypatch.setattr(local, "_serving_deployments", lambda: [Deployment.model_validate(deployment_body())])
+    result = runner.invoke(app, ["down", "--home", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "still serving (1)" in result.stdout and DP_ID in result.stdout
+    assert "nexa deployments undeploy" in result.stdout

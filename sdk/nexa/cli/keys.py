@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated
 
 import typer
 
-from nexa.cli.context import EXIT_USAGE, CliError, handle_errors, make_client
+from nexa import config
+from nexa.cli.context import EXIT_USAGE, OPTIONS, CliError, handle_errors, make_client
 from nexa.cli.render import console, err_console, keys_table, print_json
 from nexa.contracts import ApiKeyCreated
 from nexa.contracts.keys import Role
@@ -68,6 +70,19 @@ def create(
         err_console.print("[yellow]store the key now, it will not be shown again.[/]")
     else:
         show_new_key(created)
+
+
+@app.command("env")
+@handle_errors
+def env() -> None:
+    """Shell lines that export this CLI's gateway URL and key: eval "$(nexa keys env)"."""
+    url, key = config.resolve(OPTIONS.api_key, OPTIONS.base_url)
+    if not key:
+        raise CliError(
+            "no API key configured: start a local Nexa with `nexa up`, or pass --api-key", EXIT_USAGE
+        )
+    print(f"export {config.ENV_BASE_URL}={shlex.quote(url)}")
+    print(f"export {config.ENV_API_KEY}={shlex.quote(key)}")
 
 
 @app.command("list")

@@ -30,8 +30,10 @@ from rich.panel import Panel
 from rich.table import Table
 
 from nexa import config
-from nexa.cli.context import EXIT_FAILURE, EXIT_USAGE, CliError, handle_errors
+from nexa.cli.context import EXIT_FAILURE, EXIT_USAGE, OPTIONS, CliError, handle_errors
 from nexa.cli.render import console, err_console
+from nexa.client import NexaClient
+from nexa.contracts.artifacts import Deployment
 
 GATEWAY = "gateway"
 READY_TIMEOUT = 60.0
@@ -358,6 +360,8 @@ def _ready_panel(local: LocalNexa) -> Panel:
         f"[bold]processes[/]  {', '.join(f'{n} ({p})' for n, p in sorted(local.pids.items()))}",
         f"[bold]logs[/]       {run_dir(local.home)}",
         "[bold]try[/]        nexa demo        [bold]stop[/]  nexa down",
+        '[bold]curl[/]       eval "$(nexa keys env)"',
+        '           curl -H "Authorization: Bearer $NEXA_API_KEY" "$NEXA_BASE_URL/v1/jobs"',
     ]
     if (
         os.environ.get(config.ENV_HOME)
@@ -422,10 +426,32 @@ def down(
         float, typer.Option("--grace", min=0, help="Seconds to wait before SIGKILL.")
     ] = STOP_GRACE,
 ) -> None:
-    """Stop the local Nexa started by `nexa up`."""
+    """Stop the local Nexa started by `nexa up` (deployed models keep serving, and are listed)."""
     directory = _home(home)
+    serving = _serving_deployments()
     stopped = stop_local(directory, grace=grace)
     console.print(f"stopped {', '.join(sorted(stopped))}" if stopped else "nothing was running")
+    if serving:
+        # A served model is the user's to stop: say what is left running and how to stop it.
+        console.print(f"still serving ({len(serving)}), each its own process:")
+        for deployment in serving:
+            console.print(f"  {deployment.deployment_id}  {deployment.openai_base_url or ''}")
+        console.print(
+            "stop them with `nexa deployments undeploy <id>` while Nexa is up, "
+            "or start it again (`nexa up`) first"
+        )
+
+
+def _serving_deployments() -> list[Deployment]:
+    """The local gateway's running deployments; none when it cannot be asked."""
+    try:
+        # Briefly and once: a hung gateway must not keep `nexa down` from stopping it.
+        with NexaClient(
+            api_key=OPTIONS.api_key, base_url=OPTIONS.base_url, timeout=3.0, max_retries=0
+        ) as client:
+            return [d for d in client.list_deployments(limit=200) if d.status == "running"]
+    except Exception:  # a down or unreachable gateway: nothing to list, and down still stops the rest
+        return []
 
 
 @handle_errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,10 +23,24 @@ from rich.table import Table
 
 from nexa.client import NexaClient
 from nexa.contracts import ApiKeyInfo, Dataset, Job, JobEvent, JobState
+from nexa.contracts.artifacts import Deployment
 from nexa.handles import JobHandle
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Output that is not a terminal (a pipe, a file, a CI log) has no width to fit: lines are as long as
+# their content, so ids and paths are never cut or folded for `grep` and `awk` to miss.
+PIPE_WIDTH = 4096
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for stdout or stderr; unlimited width unless it is a terminal (or COLUMNS says)."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+    return console
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 STATUS_STYLES: dict[JobState, str] = {
     JobState.pending: "yellow",
@@ -160,6 +175,24 @@ def datasets_table(datasets: Iterable[Dataset]) -> Table:
             "-" if ds.num_rows is None else f"{ds.num_rows:,}",
             human_bytes(ds.size_bytes),
             ago(ds.created_at),
+        )
+    return table
+
+
+def deployments_table(deployments: Iterable[Deployment]) -> Table:
+    """One row per deployment: id, state, checkpoint, where to call it."""
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("DEPLOYMENT ID", "STATUS", "CHECKPOINT", "MODEL", "OPENAI BASE URL", "CREATED"):
+        table.add_column(column, no_wrap=column in ("DEPLOYMENT ID", "STATUS", "CHECKPOINT"))
+    styles = {"running": "green", "stopping": "yellow", "stopped": "dim"}
+    for d in deployments:
+        table.add_row(
+            d.deployment_id,
+            f"[{styles.get(d.status, 'white')}]{d.status}[/]",
+            d.checkpoint_id or "-",
+            escape(d.model_name or "-"),
+            escape(d.openai_base_url or "-"),
+            ago(d.created_at),
         )
     return table
 
