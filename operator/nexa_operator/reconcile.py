@@ -168,6 +168,8 @@ class _Builder:
         self.status.phase = phase
         self.status.completion_time = self.now
         self.status.next_attempt_at = None
+        # How it ended, not the engine's last word while it ran.
+        self.status.progress_message = message[:256]
         if phase == "Completed":
             self.status.progress = 1.0
             self.status.progress_percent = percent(1.0)

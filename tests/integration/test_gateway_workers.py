@@ -66,6 +66,7 @@ def test_expired_lease_requeues_and_fences_the_old_worker(tmp_path: Path, db_url
         assert ok.status_code == 204
         done = c.get(f"/v1/jobs/{job['job_id']}", headers=gw.auth()).json()
         assert done["status"] == "completed" and done["result"] == {"from": "new"} and done["attempts"] == 2
+        assert done["progress_message"] == "completed (attempt 2)"
 
 
 def test_a_job_that_always_loses_its_worker_fails_after_max_attempts(tmp_path: Path) -> None:
@@ -93,9 +94,9 @@ def test_retryable_failure_requeues_then_fatal_failure_sticks(gateway: Gateway) 
         headers=w,
     )
     assert r.status_code == 204
-    assert (
-        gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()["status"] == "pending"
-    )
+    requeued = gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()
+    assert requeued["status"] == "pending"
+    assert requeued["progress_message"] == "attempt 1 failed (oom); waiting for attempt 2"
     assert gateway.claim(w) is not None
     r = gateway.client.post(
         f"{base}/fail", json={"attempt": 2, "code": "bad_data", "message": "column missing"}, headers=w
@@ -104,6 +105,7 @@ def test_retryable_failure_requeues_then_fatal_failure_sticks(gateway: Gateway) 
     failed = gateway.client.get(f"/v1/jobs/{job['job_id']}", headers=gateway.auth()).json()
     assert failed["status"] == "failed"
     assert failed["error"] == {"code": "bad_data", "message": "column missing", "retryable": False}
+    assert failed["progress_message"] == "failed: bad_data"  # how it ended, not the last word while running
     assert gateway.claim(w) is None
 
 

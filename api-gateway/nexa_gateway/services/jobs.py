@@ -346,7 +346,12 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> tuple[JobModel,
         update(Job)
         .where(Job.id == job_id, Job.status == row.status, Job.attempt == row.attempt)
         .values(
-            status="cancelled", cancel_requested=True, finished_at=now, updated_at=now, lease_expires_at=None
+            status="cancelled",
+            cancel_requested=True,
+            finished_at=now,
+            updated_at=now,
+            lease_expires_at=None,
+            progress_message="cancelled",
         )
         .returning(Job.id)
     ).scalar_one_or_none()

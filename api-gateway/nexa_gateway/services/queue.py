@@ -267,6 +267,8 @@ def complete_job(
             status="completed",
             result=body.result,
             progress=1.0,
+            # The status says how it ended, not the engine's last word while it ran.
+            progress_message=f"completed (attempt {body.attempt})",
             finished_at=now,
             updated_at=now,
             lease_expires_at=None,
@@ -316,6 +318,11 @@ def _end_attempt(session: Session, row: Job, *, code: str, message: str, retryab
         kind = "failed"
         suffix = f" after {row.attempt} attempts" if retryable else ""
         text = f"{code}: {message[:2000]}{suffix}"
+    values["progress_message"] = {
+        "cancelled": "cancelled",
+        "pending": f"attempt {row.attempt} failed ({code}); waiting for attempt {row.attempt + 1}",
+        "failed": f"failed: {code}",
+    }[values["status"]]
     values.update(
         error_code=code if values["status"] != "pending" else row.error_code,
         error_message=(message if values["status"] != "pending" else row.error_message),

@@ -12,8 +12,24 @@ def render_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2, sort_keys=True)
 
 
+# Metrics where a smaller number is the better model; every other metric is a score, higher is better.
+LOWER_IS_BETTER = frozenset({"perplexity"})
+DELTA_HEADER = "change vs base"
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def delta_cell(name: str, value: Any, base: Any) -> str:
+    """``+0.1200 (better)``: the change against the base, and whether it is an improvement for this metric."""
+    if not isinstance(base, float | int) or not isinstance(value, float | int):
+        return ""
+    change = value - base
+    if change == 0:
+        return f"{change:+.4f} (same)"
+    improved = change < 0 if name in LOWER_IS_BETTER else change > 0
+    return f"{change:+.4f} ({'better' if improved else 'worse'})"
 
 
 def _rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -21,13 +37,37 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     for name in sorted(scores):
         b = base.get(name)
-        delta = (
-            f"{scores[name] - b:+.4f}"
-            if isinstance(b, float | int) and isinstance(scores[name], float | int)
-            else ""
+        label = f"{name} ({'lower' if name in LOWER_IS_BETTER else 'higher'} is better)"
+        rows.append(
+            (label, _fmt(scores[name]), _fmt(b) if b is not None else "-", delta_cell(name, scores[name], b))
         )
-        rows.append((name, _fmt(scores[name]), _fmt(b) if b is not None else "-", delta))
     return rows
+
+
+def shown(text: Any) -> str:
+    """A model's output as a reader should see it: bytes that did not decode are said to be so."""
+    value = str(text)
+    if "\ufffd" in value:
+        return "[undecodable bytes] " + value.replace("\ufffd", "?")
+    return value
+
+
+def verdict(example: dict[str, Any], key: str) -> str:
+    """``✓`` when the prediction matches the reference (exact match), ``✗`` when not, nothing without one."""
+    from nexa_engines.models.prompt import normalize_answer
+
+    if not example.get("reference") or key not in example:
+        return ""
+    return (
+        "✓ " if normalize_answer(str(example[key])) == normalize_answer(str(example["reference"])) else "✗ "
+    )
+
+
+def _example_cells(example: dict[str, Any]) -> list[str]:
+    cells = [shown(example.get("instruction", "")), shown(example.get("reference", ""))]
+    for key in ("prediction", "base_prediction"):
+        cells.append(verdict(example, key) + shown(example.get(key, "")) if key in example else "")
+    return cells
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -37,16 +77,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Data: {report['dataset']} ({report['num_samples']} samples). Base: {report.get('base_model') or '-'}.",
         "",
-        "| metric | checkpoint | base | delta |",
+        f"| metric | checkpoint | base | {DELTA_HEADER} |",
         "|---|---|---|---|",
     ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(report)]
-    lines += ["", "## Examples", "", "| instruction | reference | checkpoint | base |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Examples",
+        "",
+        "✓ matches the reference, ✗ does not (exact match after normalization).",
+        "",
+        "| instruction | reference | checkpoint | base |",
+        "|---|---|---|---|",
+    ]
     for ex in report.get("examples", []):
-        cells = [
-            str(ex.get(k, "")).replace("|", "\\|").replace("\n", " ")[:120]
-            for k in ("instruction", "reference", "prediction", "base_prediction")
-        ]
+        cells = [c.replace("|", "\\|").replace("\n", " ")[:120] for c in _example_cells(ex)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -59,12 +104,7 @@ def render_html(report: dict[str, Any]) -> str:
         for a, b, c, d in _rows(report)
     )
     examples = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{esc(str(ex.get(k, '')))}</td>"
-            for k in ("instruction", "reference", "prediction", "base_prediction")
-        )
-        + "</tr>"
+        "<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in _example_cells(ex)) + "</tr>"
         for ex in report.get("examples", [])
     )
     return (
@@ -72,7 +112,7 @@ def render_html(report: dict[str, Any]) -> str:
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style>"
         f"</head><body><h1>Evaluation of {esc(report['checkpoint_id'])}</h1>"
         f"<p>Data: {esc(str(report['dataset']))} ({report['num_samples']} samples). Base: {esc(str(report.get('base_model') or '-'))}.</p>"
-        f"<table><tr><th>metric</th><th>checkpoint</th><th>base</th><th>delta</th></tr>{score_rows}</table>"
+        f"<table><tr><th>metric</th><th>checkpoint</th><th>base</th><th>{DELTA_HEADER}</th></tr>{score_rows}</table>"
         f"<h2>Examples</h2><table><tr><th>instruction</th><th>reference</th><th>checkpoint</th><th>base</th></tr>{examples}</table>"
         "</body></html>"
     )
