@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from importlib import metadata
+from pathlib import Path
 from typing import IO, Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
@@ -31,8 +32,9 @@ from pydantic_core import to_jsonable_python
 from nexa.config import NO_API_KEY_MESSAGE, config_path
 from nexa.contracts.artifacts import ArtifactInfo, ArtifactList, Dataset, DatasetList
 from nexa.contracts.common import JobOptions
-from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType
+from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType, spec_for
 from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody, Role
+from nexa.contracts.refs import job_references
 from nexa.errors import (
     APIConnectionError,
     APIStatusError,
@@ -708,3 +710,42 @@ def _end_status(data: str) -> str | None:
         return None
     status = value.get("status") if isinstance(value, dict) else None
     return status if isinstance(status, str) else None
+
+
+def _is_local_file_reference(value: str) -> bool:
+    """A path only this machine can read: relative (``./data.parquet``) or ``~/…``, naming a file here.
+
+    The server never reads those (a relative path means nothing there), so the SDK uploads the
+    file and sends its ``ds_…`` id instead. Absolute paths are the server's to judge (a local
+    Nexa reads them where its tenant is granted the directory).
+    """
+    if not value or "://" in value or value.startswith(("ds_", "/")) or ":" in value.split("/")[0]:
+        return False
+    return Path(value).expanduser().is_file()
+
+
+def local_dataset_files(job_type: JobType | str, spec: JobOptions | Mapping[str, Any]) -> dict[str, Path]:
+    """The request's dataset fields that name a file on this machine, by body key: these get uploaded."""
+    body = _jsonable(spec)
+    if not isinstance(body, dict):
+        return {}
+    try:
+        typed = spec_for(JobType(_enum_value(job_type)), body)
+    except (ValueError, PydanticValidationError):
+        return {}  # the server says what is wrong with it
+    found: dict[str, Path] = {}
+    for ref in job_references(typed):
+        if ref.kind != "dataset" or "." in ref.field or not _is_local_file_reference(ref.value):
+            continue
+        for key in (ref.field, "dataset_id", "dataset_uri"):
+            if body.get(key) == ref.value:
+                found[key] = Path(ref.value).expanduser()
+                break
+    return found
+
+
+def with_uploaded(spec: JobOptions | Mapping[str, Any], uploaded: Mapping[str, str]) -> dict[str, Any]:
+    """The request body with each uploaded file's field set to its new dataset id."""
+    body = _jsonable(spec)
+    assert isinstance(body, dict)
+    return {**body, **uploaded}

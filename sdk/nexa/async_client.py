@@ -14,7 +14,16 @@ import httpx
 
 from nexa import config
 from nexa import deployments as _deployments
-from nexa._core import Call, ClientCore, LogFollower, Paginator, WaitState, job_options
+from nexa._core import (
+    Call,
+    ClientCore,
+    LogFollower,
+    Paginator,
+    WaitState,
+    job_options,
+    local_dataset_files,
+    with_uploaded,
+)
 from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset, Deployment
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
@@ -143,7 +152,15 @@ class AsyncNexaClient:
         *,
         idempotency_key: str | None = None,
     ) -> AsyncJobHandle:
-        """Submit a job of ``job_type``; a repeat with the same idempotency key returns the first job."""
+        """Submit a job of ``job_type``; a repeat with the same idempotency key returns the first job.
+
+        A dataset field naming a file on this machine (``./train.parquet``, ``~/data.csv``) is
+        uploaded first and sent as its ``ds_…`` id.
+        """
+        local = local_dataset_files(job_type, spec)
+        if local:
+            uploaded = {key: (await self.upload_dataset(path)).dataset_id for key, path in local.items()}
+            spec = with_uploaded(spec, uploaded)
         return self._handle(await self._call(self._core.submit(job_type, spec, idempotency_key)))
 
     async def audit(self, dataset_uri: str, **options: Any) -> AsyncJobHandle:

@@ -382,3 +382,80 @@ def test_down_lists_the_deployments_it_leaves_serving(monkeypatch: pytest.Monkey
     assert result.exit_code == 0, result.output
     assert "still serving (1)" in result.stdout and DP_ID in result.stdout
     assert "nexa deployments undeploy" in result.stdout
+
+
+def test_a_relative_dataset_path_is_uploaded_and_sent_as_its_id(
+    gateway: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nexa audit ./data/train.jsonl`: the server cannot read this machine's relative paths."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text('{"text": "hello"}\n')
+    monkeypatch.chdir(tmp_path)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/datasets":
+            assert b"train.jsonl" in request.content and b'{"text": "hello"}' in request.content
+            return httpx.Response(
+                201,
+                json={
+                    "dataset_id": DS_ID,
+                    "name": "train.jsonl",
+                    "format": "jsonl",
+                    "size_bytes": 18,
+                    "created_at": NOW,
+                    "uri": f"internal://{DS_ID}",
+                },
+            )
+        return httpx.Response(201, json=job_body())
+
+    seen = gateway(handler)
+    result = runner.invoke(app, ["audit", "./data/train.jsonl"])
+    assert result.exit_code == 0, result.output
+    assert [r.url.path for r in seen] == ["/v1/datasets", "/v1/audit"]
+    assert json.loads(seen[1].content)["dataset_uri"] == DS_ID
+    # Ids, URIs and absolute paths go to the server as written.
+    for ref in (DS_ID, "s3://bucket/x.parquet", str(tmp_path / "data" / "train.jsonl"), "./missing.jsonl"):
+        seen.clear()
+        runner.invoke(app, ["audit", ref])
+        assert [r.url.path for r in seen] == ["/v1/audit"] and json.loads(seen[0].content)[
+            "dataset_uri"
+        ] == ref
+
+
+def test_the_async_client_uploads_local_files_too(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import anyio
+
+    from nexa import AsyncNexaClient
+
+    (tmp_path / "prompts.csv").write_text("prompt\\nhi\\n")
+    monkeypatch.chdir(tmp_path)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/v1/datasets":
+            return httpx.Response(
+                201,
+                json={
+                    "dataset_id": DS_ID,
+                    "name": "p",
+                    "format": "csv",
+                    "size_bytes": 9,
+                    "created_at": NOW,
+                    "uri": "u",
+                },
+            )
+        return httpx.Response(201, json=job_body())
+
+    async def go() -> None:
+        async with AsyncNexaClient(
+            api_key="nexa_test",
+            base_url="http://nexa.test",
+            transport=httpx.MockTransport(handler),
+            max_retries=0,
+        ) as client:
+            await client.distill("prompts.csv", teacher="openai/gpt-4o-mini")
+
+    anyio.run(go)
+    assert [r.url.path for r in seen] == ["/v1/datasets", "/v1/distill"]
+    assert json.loads(seen[1].content)["dataset_id"] == DS_ID
