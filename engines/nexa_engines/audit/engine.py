@@ -310,8 +310,9 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
     ctx.check_cancelled()
     near = (clusters != np.arange(n)) & ~exact
     flags[near] |= FLAG_BITS["near_duplicate"]
-    sizes = np.bincount(clusters, minlength=n) if n else np.zeros(0, dtype=np.int64)
-    num_clusters = int(np.count_nonzero(sizes > 1))
+    # The clusters those rows belong to: a group of exact copies alone is no near-duplicate cluster,
+    # so "N rows in M clusters" always reads right (M is 0 exactly when N is).
+    num_clusters = int(np.unique(clusters[near]).size)
     ctx.log(
         f"near duplicates: {int(near.sum())} rows in {num_clusters} clusters "
         f"(LSH {bands} bands x {band_rows} rows, {verified_pairs} verified pairs)"

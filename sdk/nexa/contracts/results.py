@@ -36,9 +36,14 @@ class AuditResult(JobResult):
     num_rows: int = Field(ge=0)
     mean_score: float
     flag_counts: dict[str, int]
-    exact_duplicates: int = Field(ge=0)
-    near_duplicates: int = Field(ge=0)
-    near_duplicate_clusters: int = Field(ge=0)
+    exact_duplicates: int = Field(ge=0, description="Rows whose text repeats an earlier row exactly.")
+    near_duplicates: int = Field(
+        ge=0,
+        description="Rows flagged near_duplicate: close copies of an earlier row, exact copies not counted.",
+    )
+    near_duplicate_clusters: int = Field(
+        ge=0, description="Groups those near_duplicates rows fall into (0 exactly when near_duplicates is 0)."
+    )
     judge_mean_score: float | None = None
 
 
