@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +26,7 @@ from nexa_operator import builders
 from nexa_operator.config import OperatorConfig
 from nexa_operator.results import ResultReader
 from tests.fixtures.k8s import K8sCluster
+from tests.fixtures.loopback_server import serving
 from tests.integration.operator_helpers import install_crds
 
 pytest.importorskip("kubernetes")
@@ -51,7 +49,6 @@ class ClusterGateway:
 
 @pytest.fixture
 def gateway(tmp_path: Path, k8s_cluster: K8sCluster) -> Iterator[ClusterGateway]:
-    import uvicorn
 
     from nexa_gateway.backends.kubernetes import KubernetesJobBackend
     from nexa_gateway.main import create_app
@@ -72,25 +69,12 @@ def gateway(tmp_path: Path, k8s_cluster: K8sCluster) -> Iterator[ClusterGateway]
             allowed_dataset_roots=[tmp_path],
         )
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.02)
-    state = app.state.nexa
-    state.backend = KubernetesJobBackend(state, namespace_prefix=prefix, api_client=k8s_cluster.api_client())
-    try:
-        yield ClusterGateway(
-            f"http://127.0.0.1:{sock.getsockname()[1]}", key, state, prefix, tmp_path / "artifacts"
+    with serving(app) as url:
+        state = app.state.nexa
+        state.backend = KubernetesJobBackend(
+            state, namespace_prefix=prefix, api_client=k8s_cluster.api_client()
         )
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+        yield ClusterGateway(url, key, state, prefix, tmp_path / "artifacts")
 
 
 def _upload(gw: ClusterGateway, path: Path, key: str | None = None) -> str:

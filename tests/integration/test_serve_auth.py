@@ -7,15 +7,11 @@ loopback): the tenant's key passes, another tenant's key and a revoked key do no
 from __future__ import annotations
 
 import secrets
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -23,6 +19,7 @@ from nexa_engines.serve.auth import EndpointAuth, key_sha256
 from nexa_gateway.main import create_app
 from nexa_gateway.services.keys import create_api_key
 from nexa_gateway.settings import Settings
+from tests.fixtures.loopback_server import serving
 
 pytestmark = pytest.mark.integration
 
@@ -39,21 +36,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any
             platform_signing_key=secrets.token_hex(32),
         )
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app.state.nexa
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(app) as url:
+        yield url, app.state.nexa
 
 
 def _endpoint(auth: EndpointAuth) -> TestClient:

@@ -81,6 +81,12 @@ def _sse(payload: dict[str, Any] | str) -> str:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
 
 
+def _stream_failed(reason: object) -> str:
+    """The events that end a stream whose generation failed: the error, then ``[DONE]``."""
+    error = {"error": {"message": str(reason), "type": "server_error", "param": None, "code": None}}
+    return _sse(error) + _sse("[DONE]")
+
+
 def _usage_wanted(body: CompletionRequest | ChatRequest) -> bool:
     return bool(body.stream_options and body.stream_options.include_usage)
 
@@ -215,17 +221,7 @@ def create_app(
                     chunk = completion_chunk(response_id, model_name, "", value.finish_reason, index)
                     yield _sse(_with_usage(chunk, include_usage))
                 else:
-                    yield _sse(
-                        {
-                            "error": {
-                                "message": str(value),
-                                "type": "server_error",
-                                "param": None,
-                                "code": None,
-                            }
-                        }
-                    )
-                    yield _sse("[DONE]")
+                    yield _stream_failed(value)
                     return
         if include_usage:
             yield _sse(usage_chunk(response_id, model_name, "text_completion", done))
@@ -278,17 +274,7 @@ def create_app(
                     chunk = chat_chunk(response_id, model_name, {}, value.finish_reason, index)
                     yield _sse(_with_usage(chunk, include_usage))
                 else:
-                    yield _sse(
-                        {
-                            "error": {
-                                "message": str(value),
-                                "type": "server_error",
-                                "param": None,
-                                "code": None,
-                            }
-                        }
-                    )
-                    yield _sse("[DONE]")
+                    yield _stream_failed(value)
                     return
         if include_usage:
             yield _sse(usage_chunk(response_id, model_name, "chat.completion.chunk", done))
