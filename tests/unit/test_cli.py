@@ -459,3 +459,58 @@ def test_the_async_client_uploads_local_files_too(tmp_path: Any, monkeypatch: py
     anyio.run(go)
     assert [r.url.path for r in seen] == ["/v1/datasets", "/v1/distill"]
     assert json.loads(seen[1].content)["dataset_id"] == DS_ID
+
+
+def test_submit_options_come_from_the_contracts(gateway: Any) -> None:
+    seen = gateway(lambda request: httpx.Response(201, json=job_body()))
+    result = runner.invoke(
+        app,
+        ["train", DS_ID, "--model", "Mistral-7B", "--max-steps", "5", "--lr", "1e-4", "--batch-size", "4",
+         "--lora-r", "4", "--no-packing", "--deepspeed-stage", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    body = json.loads(seen[0].content)
+    assert body["max_steps"] == 5 and body["model"] == "Mistral-7B" and body["deepspeed_stage"] == 2
+    assert body["hyperparameters"] == {"learning_rate": 1e-4, "batch_size": 4, "packing": False}
+    assert body["lora"] == {"r": 4}
+    assert "epochs" not in body  # left out: the contract's default (3) applies, not one of the CLI's own
+    seen.clear()
+    assert runner.invoke(app, ["train", DS_ID, "--lora"]).exit_code == 0
+    assert json.loads(seen[0].content)["lora"] == {}
+    seen.clear()
+    result = runner.invoke(app, ["evaluate", "ckpt_" + "d" * 26, "--metrics", "exact_match", "--metrics", "judge",
+                                 "--judge-base-url", "https://judge.example/v1", "--judge-model", "m"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    body = json.loads(seen[0].content)
+    assert body["metrics"] == ["exact_match", "judge"] and body["judge"]["model"] == "m"
+    # A value the contract refuses is named before anything is sent.
+    seen.clear()
+    bad = runner.invoke(app, ["evaluate", "ckpt_" + "d" * 26, "--metrics", "bleu"])
+    assert bad.exit_code == 2 and "metrics" in bad.output and seen == []
+
+
+def test_every_field_of_every_job_is_an_option_with_help() -> None:
+    from nexa.cli import submit
+    from nexa.cli.options import contract_options
+    from nexa.contracts.jobs import JOB_SPECS, JobType
+
+    for command in submit.COMMANDS:
+        name = getattr(command, "__name__", "container")
+        if name == "container":
+            continue
+        model = JOB_SPECS[JobType(name)]
+        result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "400"})
+        assert result.exit_code == 0
+        for option in contract_options(model, skip=submit.SHARED):
+            if option.path[-1] == "":
+                continue
+            flag = "--" + "-".join(p for p in option.path if p != "hyperparameters").replace("_", "-")
+            is_argument = len(option.path) == 1 and f"{{{option.path[0]}}}" in result.stdout
+            assert is_argument or flag in result.stdout, (name, flag)
+            info = model.model_fields[option.path[0]]
+            for part in option.path[1:]:
+                from nexa.cli.options import _unwrap
+
+                nested, _ = _unwrap(info.annotation)
+                info = nested.model_fields[part]
+            assert info.description, f"{name}: {'.'.join(option.path)} has no description to show as help"

@@ -7,13 +7,18 @@ with ``--wait`` follows it with a progress bar and exits non-zero unless it comp
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
 from nexa.cli.context import EXIT_FAILURE, CliError, handle_errors, make_client, parse_pairs
+from nexa.cli.options import assemble, contract_options, with_signature
 from nexa.cli.render import console, follow_job, print_json, print_outcome
 from nexa.contracts import JobState, JobType, spec_for
+from nexa.contracts.common import JobOptions
+from nexa.contracts.jobs import JOB_SPECS
 
 LabelOpt = Annotated[
     list[str] | None,
@@ -134,244 +139,80 @@ def _run(
     )
 
 
-@handle_errors
-def audit(
-    dataset_uri: Annotated[
-        str, typer.Argument(help="A ds_… id, an s3:// URI, or a local path under an allowed root.")
-    ],
-    text_column: Annotated[
-        list[str] | None,
-        typer.Option("--text-column", help="Column holding text (repeatable); detected when unset."),
-    ] = None,
-    near_dup_threshold: Annotated[
-        float | None,
-        typer.Option("--near-dup-threshold", help="Similarity above which rows are near duplicates."),
-    ] = None,
-    label: LabelOpt = None,
-    priority: PriorityOpt = 0,
-    gpus: GpusOpt = 0,
-    gpu_type: GpuTypeOpt = None,
-    tier: TierOpt = None,
-    max_retries: RetriesOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = None,
-    as_json: JsonOpt = False,
-    idempotency_key: IdemOpt = None,
-) -> None:
-    """Score a dataset's quality: heuristics, duplicates, near duplicates."""
-    fields = {
-        "dataset_uri": dataset_uri,
-        "text_columns": text_column or None,
-        "near_dup_threshold": near_dup_threshold,
-    }
-    _run(
-        JobType.audit,
-        fields,
-        label=label,
-        priority=priority,
-        gpus=gpus,
-        gpu_type=gpu_type,
-        tier=tier,
-        max_retries=max_retries,
-        wait=wait,
-        timeout=timeout,
-        as_json=as_json,
-        idempotency_key=idempotency_key,
+# The generic options every submission takes, as keyword parameters of the generated commands.
+GENERIC: list[inspect.Parameter] = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    for name, annotation, default in (
+        ("label", LabelOpt, None),
+        ("priority", PriorityOpt, 0),
+        ("gpus", GpusOpt, 0),
+        ("gpu_type", GpuTypeOpt, None),
+        ("tier", TierOpt, None),
+        ("max_retries", RetriesOpt, None),
+        ("wait", WaitOpt, False),
+        ("timeout", TimeoutOpt, None),
+        ("as_json", JsonOpt, False),
+        ("idempotency_key", IdemOpt, None),
     )
+]
+# Fields every job type shares: the generic options above set them (or the API does).
+SHARED = set(JobOptions.model_fields)
 
 
-@handle_errors
-def distill(
-    dataset_id: Annotated[str, typer.Argument(help="Prompt dataset (ds_… id or URI).")],
-    teacher: Annotated[
-        str, typer.Option("--teacher", help="Teacher: provider/model, a dp_… deployment, or a path.")
-    ],
-    teacher_base_url: Annotated[
-        str | None, typer.Option("--teacher-base-url", help="OpenAI-compatible endpoint root.")
-    ] = None,
-    max_samples: Annotated[int | None, typer.Option("--max-samples")] = None,
-    label: LabelOpt = None,
-    priority: PriorityOpt = 0,
-    gpus: GpusOpt = 0,
-    gpu_type: GpuTypeOpt = None,
-    tier: TierOpt = None,
-    max_retries: RetriesOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = None,
-    as_json: JsonOpt = False,
-    idempotency_key: IdemOpt = None,
-) -> None:
-    """Turn a prompt dataset into an SFT dataset with a teacher model."""
-    fields = {
-        "dataset_id": dataset_id,
-        "teacher": teacher,
-        "teacher_base_url": teacher_base_url,
-        "max_samples": max_samples,
-    }
-    _run(
-        JobType.distill,
-        fields,
-        label=label,
-        priority=priority,
-        gpus=gpus,
-        gpu_type=gpu_type,
-        tier=tier,
-        max_retries=max_retries,
-        wait=wait,
-        timeout=timeout,
-        as_json=as_json,
-        idempotency_key=idempotency_key,
-    )
+def contract_command(job_type: JobType, argument: str | None, summary: str) -> Callable[..., None]:
+    """The ``nexa <type>`` command: the spec's own fields as options, ``argument`` as the positional one."""
+    model = JOB_SPECS[job_type]
+    options = contract_options(model, skip=SHARED | ({argument} if argument else set()))
+    parameters: list[inspect.Parameter] = []
+    if argument is not None:
+        info = model.model_fields[argument]
+        parameters.append(
+            inspect.Parameter(
+                argument,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=Annotated[str, typer.Argument(help=(info.description or argument).strip())],
+            )
+        )
+    parameters += [o.parameter() for o in options] + GENERIC
+
+    def command(**values: Any) -> None:
+        fields = assemble(options, values)
+        if argument is not None:
+            fields[argument] = values[argument]
+        _run(
+            job_type,
+            fields,
+            label=values["label"],
+            priority=values["priority"],
+            gpus=values["gpus"],
+            gpu_type=values["gpu_type"],
+            tier=values["tier"],
+            max_retries=values["max_retries"],
+            wait=values["wait"],
+            timeout=values["timeout"],
+            as_json=values["as_json"],
+            idempotency_key=values["idempotency_key"],
+        )
+
+    command.__name__ = job_type.value
+    command.__doc__ = summary
+    return handle_errors(with_signature(command, parameters))
 
 
-@handle_errors
-def generate(
-    domain: Annotated[str, typer.Option("--domain", help="Subject area of the data.")],
-    teacher: Annotated[str, typer.Option("--teacher", help="Teacher model.")],
-    num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="How many samples.")] = 100,
-    teacher_base_url: Annotated[str | None, typer.Option("--teacher-base-url")] = None,
-    label: LabelOpt = None,
-    priority: PriorityOpt = 0,
-    gpus: GpusOpt = 0,
-    gpu_type: GpuTypeOpt = None,
-    tier: TierOpt = None,
-    max_retries: RetriesOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = None,
-    as_json: JsonOpt = False,
-    idempotency_key: IdemOpt = None,
-) -> None:
-    """Produce synthetic instruction data for a domain."""
-    fields = {
-        "domain": domain,
-        "num_samples": num_samples,
-        "teacher": teacher,
-        "teacher_base_url": teacher_base_url,
-    }
-    _run(
-        JobType.generate,
-        fields,
-        label=label,
-        priority=priority,
-        gpus=gpus,
-        gpu_type=gpu_type,
-        tier=tier,
-        max_retries=max_retries,
-        wait=wait,
-        timeout=timeout,
-        as_json=as_json,
-        idempotency_key=idempotency_key,
-    )
-
-
-@handle_errors
-def train(
-    dataset_id: Annotated[str, typer.Argument(help="SFT dataset (ds_… id or URI).")],
-    model: Annotated[
-        str, typer.Option("--model", help="Base model: a Hugging Face id, a path, or a ckpt_… id.")
-    ],
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the data.")] = 1,
-    lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters instead of all weights.")] = False,
-    label: LabelOpt = None,
-    priority: PriorityOpt = 0,
-    gpus: GpusOpt = 0,
-    gpu_type: GpuTypeOpt = None,
-    tier: TierOpt = None,
-    max_retries: RetriesOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = None,
-    as_json: JsonOpt = False,
-    idempotency_key: IdemOpt = None,
-) -> None:
-    """Fine-tune a causal language model on an SFT dataset."""
-    fields: dict[str, Any] = {
-        "dataset_id": dataset_id,
-        "model": model,
-        "epochs": epochs,
-        "lora": {} if lora else None,
-    }
-    _run(
-        JobType.train,
-        fields,
-        label=label,
-        priority=priority,
-        gpus=gpus,
-        gpu_type=gpu_type,
-        tier=tier,
-        max_retries=max_retries,
-        wait=wait,
-        timeout=timeout,
-        as_json=as_json,
-        idempotency_key=idempotency_key,
-    )
-
-
-@handle_errors
-def evaluate(
-    checkpoint_id: Annotated[str, typer.Argument(help="Checkpoint to evaluate (ckpt_…).")],
-    dataset_id: Annotated[
-        str | None, typer.Option("--dataset", help="Evaluation data; the hold-out when unset.")
-    ] = None,
-    label: LabelOpt = None,
-    priority: PriorityOpt = 0,
-    gpus: GpusOpt = 0,
-    gpu_type: GpuTypeOpt = None,
-    tier: TierOpt = None,
-    max_retries: RetriesOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = None,
-    as_json: JsonOpt = False,
-    idempotency_key: IdemOpt = None,
-) -> None:
-    """Evaluate a checkpoint."""
-    fields = {"checkpoint_id": checkpoint_id, "dataset_id": dataset_id}
-    _run(
-        JobType.evaluate,
-        fields,
-        label=label,
-        priority=priority,
-        gpus=gpus,
-        gpu_type=gpu_type,
-        tier=tier,
-        max_retries=max_retries,
-        wait=wait,
-        timeout=timeout,
-        as_json=as_json,
-        idempotency_key=idempotency_key,
-    )
-
-
-@handle_errors
-def deploy(
-    checkpoint_id: Annotated[str, typer.Argument(help="Checkpoint to serve (ckpt_…).")],
-    replicas: Annotated[int | None, typer.Option("--replicas")] = None,
-    label: LabelOpt = None,
-    priority: PriorityOpt = 0,
-    gpus: GpusOpt = 0,
-    gpu_type: GpuTypeOpt = None,
-    tier: TierOpt = None,
-    max_retries: RetriesOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = None,
-    as_json: JsonOpt = False,
-    idempotency_key: IdemOpt = None,
-) -> None:
-    """Serve a checkpoint behind an OpenAI-compatible and OIP v2 endpoint."""
-    fields = {"checkpoint_id": checkpoint_id, "replicas": replicas}
-    _run(
-        JobType.deploy,
-        fields,
-        label=label,
-        priority=priority,
-        gpus=gpus,
-        gpu_type=gpu_type,
-        tier=tier,
-        max_retries=max_retries,
-        wait=wait,
-        timeout=timeout,
-        as_json=as_json,
-        idempotency_key=idempotency_key,
-    )
+audit = contract_command(
+    JobType.audit, "dataset_uri", "Score a dataset's quality: heuristics, duplicates, near duplicates."
+)
+distill = contract_command(
+    JobType.distill, "dataset_id", "Turn a prompt dataset into an SFT dataset with a teacher model."
+)
+generate = contract_command(JobType.generate, None, "Produce synthetic instruction data for a domain.")
+train = contract_command(JobType.train, "dataset_id", "Fine-tune a causal language model on an SFT dataset.")
+evaluate = contract_command(
+    JobType.evaluate, "checkpoint_id", "Evaluate a checkpoint, against its base by default."
+)
+deploy = contract_command(
+    JobType.deploy, "checkpoint_id", "Serve a checkpoint behind an OpenAI-compatible and OIP v2 endpoint."
+)
 
 
 @handle_errors
@@ -417,7 +258,7 @@ COMMANDS = (audit, distill, generate, train, evaluate, deploy, container)
 def register(app: typer.Typer) -> None:
     """Add the submission commands to ``app``."""
     for fn in COMMANDS:
-        app.command(fn.__name__)(fn)
+        app.command(getattr(fn, "__name__", "container"))(fn)
 
 
 __all__ = ["COMMANDS", "CliError", "build_spec", "register", "submit_and_report"]

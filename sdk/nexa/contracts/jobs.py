@@ -98,8 +98,8 @@ class JudgeConfig(StrictModel):
         description="Name of the environment variable on the worker that holds the API key.",
     )
     sample_size: int = Field(200, ge=1, le=100_000, description="Rows scored by the judge.")
-    concurrency: int = Field(4, ge=1, le=64)
-    timeout_seconds: float = Field(60.0, gt=0, le=600)
+    concurrency: int = Field(4, ge=1, le=64, description="Judge requests in flight at once.")
+    timeout_seconds: float = Field(60.0, gt=0, le=600, description="Seconds to wait for one judge answer.")
 
 
 class AuditSpec(JobOptions):
@@ -141,52 +141,72 @@ class DistillSpec(JobOptions):
         "a `ckpt_…` checkpoint or a local model path; the platform's default teacher when unset.",
     )
     teacher_base_url: UrlRef | None = Field(None, description="OpenAI-compatible endpoint root.")
-    teacher_api_key_env: str | None = Field(None, max_length=128, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    teacher_api_key_env: str | None = Field(
+        None,
+        max_length=128,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable on the worker holding the teacher's API key.",
+    )
     student_model: ModelRef | None = Field(
         None,
         description="The model the SFT data is for (Forge's `student_model`); checked like any model and "
         "recorded in the dataset's manifest and the result. Train it with a train job.",
     )
-    system_prompt: str | None = Field(None, max_length=20_000)
-    max_samples: int | None = Field(None, ge=1)
-    max_tokens: int = Field(512, ge=1, le=32_768)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    concurrency: int = Field(8, ge=1, le=256)
+    system_prompt: str | None = Field(
+        None, max_length=20_000, description="System prompt sent to the teacher before each prompt."
+    )
+    max_samples: int | None = Field(
+        None, ge=1, description="Distill at most this many prompts; all when unset."
+    )
+    max_tokens: int = Field(512, ge=1, le=32_768, description="Longest teacher answer, in tokens.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Teacher sampling temperature (0: greedy).")
+    concurrency: int = Field(8, ge=1, le=256, description="Teacher requests in flight at once.")
 
 
 class GenerateSpec(JobOptions):
     """Produce synthetic instruction data for a domain with a teacher model."""
 
     domain: str = Field(min_length=1, max_length=500, description="Subject area of the data.")
-    num_samples: int = Field(100, ge=1, le=10_000_000)
+    num_samples: int = Field(100, ge=1, le=10_000_000, description="How many samples to produce.")
     teacher: TeacherRef | None = Field(
         None, description="As for distill; the platform's default teacher when unset."
     )
-    teacher_base_url: UrlRef | None = None
-    teacher_api_key_env: str | None = Field(None, max_length=128, pattern=r"^[A-Z_][A-Z0-9_]*$")
-    max_tokens: int = Field(512, ge=1, le=32_768)
-    temperature: float = Field(0.9, ge=0.0, le=2.0)
-    concurrency: int = Field(8, ge=1, le=256)
+    teacher_base_url: UrlRef | None = Field(None, description="OpenAI-compatible endpoint root.")
+    teacher_api_key_env: str | None = Field(
+        None,
+        max_length=128,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable on the worker holding the teacher's API key.",
+    )
+    max_tokens: int = Field(512, ge=1, le=32_768, description="Longest generated sample, in tokens.")
+    temperature: float = Field(0.9, ge=0.0, le=2.0, description="Teacher sampling temperature (0: greedy).")
+    concurrency: int = Field(8, ge=1, le=256, description="Teacher requests in flight at once.")
 
 
 class LoraConfig(StrictModel):
-    r: int = Field(8, ge=1, le=1024)
-    alpha: int = Field(16, ge=1, le=4096)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(16, ge=1, le=4096, description="LoRA scaling (alpha).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA layers.")
     target_modules: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] | None = Field(
-        None, max_length=64
+        None,
+        max_length=64,
+        description="Module names to adapt; the model's attention projections when unset.",
     )
 
 
 class TrainHyperparameters(StrictModel):
-    learning_rate: float = Field(2e-5, gt=0, le=1.0)
-    batch_size: int = Field(8, ge=1, le=4096)
-    gradient_accumulation_steps: int = Field(1, ge=1, le=4096)
-    max_seq_len: int = Field(2048, ge=16, le=1_048_576)
-    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    learning_rate: float = Field(2e-5, gt=0, le=1.0, description="Peak learning rate (AdamW).")
+    batch_size: int = Field(8, ge=1, le=4096, description="Sequences per optimizer micro-batch.")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, le=4096, description="Micro-batches per optimizer step."
+    )
+    max_seq_len: int = Field(2048, ge=16, le=1_048_576, description="Longest training sequence, in tokens.")
+    warmup_ratio: float = Field(
+        0.03, ge=0.0, lt=1.0, description="Share of the steps spent warming the learning rate up."
+    )
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
     packing: bool = Field(True, description="Pack several samples into one sequence.")
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, description="Seed for shuffling, the hold-out split and initialisation.")
 
 
 class TrainSpec(JobOptions):
@@ -202,10 +222,16 @@ class TrainSpec(JobOptions):
         "a local path, or a `ckpt_…` checkpoint; the platform's default model when unset.",
     )
     epochs: int = Field(3, ge=1, le=1000, description="Passes over the dataset (the SPEC's default: 3).")
-    hyperparameters: TrainHyperparameters = Field(default_factory=TrainHyperparameters)
+    hyperparameters: TrainHyperparameters = Field(
+        default_factory=TrainHyperparameters, description="Optimizer and batching settings."
+    )
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights.")
-    checkpoint_every_steps: int = Field(500, ge=1)
-    warm_start_checkpoint_id: CheckpointRef | None = None
+    checkpoint_every_steps: int = Field(
+        500, ge=1, description="Save a resumable checkpoint every this many steps."
+    )
+    warm_start_checkpoint_id: CheckpointRef | None = Field(
+        None, description="Start from this checkpoint's weights (`ckpt_…`)."
+    )
     deepspeed_stage: Literal[0, 1, 2, 3] = Field(0, description="ZeRO stage on GPU; 0 disables DeepSpeed.")
     holdout_fraction: float = Field(
         0.05,
@@ -234,8 +260,10 @@ class EvaluateSpec(JobOptions):
         validation_alias=AliasChoices("dataset_id", "dataset_uri"),
         description="Evaluation data; the training hold-out when unset. Also accepted as `dataset_uri`.",
     )
-    metrics: list[EvalMetric] = Field(default_factory=_default_eval_metrics, max_length=16)
-    judge: JudgeConfig | None = None
+    metrics: list[EvalMetric] = Field(
+        default_factory=_default_eval_metrics, max_length=16, description="Metrics to compute."
+    )
+    judge: JudgeConfig | None = Field(None, description="LLM-as-a-judge scoring, for the judge metric.")
     compare_base: bool = Field(True, description="Also score the base model the checkpoint came from.")
     benchmark: str | None = Field(
         None,
@@ -245,18 +273,22 @@ class EvaluateSpec(JobOptions):
         description="A named benchmark (lm-evaluation-harness task, e.g. 'mmlu'); not yet available on this "
         "platform: refused with `benchmark_unavailable`.",
     )
-    max_samples: int | None = Field(None, ge=1)
+    max_samples: int | None = Field(
+        None, ge=1, description="Evaluate at most this many rows; all when unset."
+    )
 
 
 class DeploySpec(JobOptions):
     """Serve a checkpoint behind an OpenAI-compatible and OIP v2 endpoint."""
 
     checkpoint_id: CheckpointRef = Field(description="Checkpoint to serve (`ckpt_…`).")
-    replicas: int = Field(1, ge=0, le=100)
-    min_replicas: int = Field(1, ge=0, le=100)
-    max_replicas: int = Field(1, ge=1, le=100)
-    protocol: Literal["openai", "v2", "both"] = "both"
-    max_batch_size: int = Field(16, ge=1, le=1024)
+    replicas: int = Field(1, ge=0, le=100, description="Serving replicas (Kubernetes; standalone runs one).")
+    min_replicas: int = Field(1, ge=0, le=100, description="Fewest replicas when autoscaling.")
+    max_replicas: int = Field(1, ge=1, le=100, description="Most replicas when autoscaling.")
+    protocol: Literal["openai", "v2", "both"] = Field(
+        "both", description="APIs served: OpenAI, Open Inference Protocol v2, or both."
+    )
+    max_batch_size: int = Field(16, ge=1, le=1024, description="Most requests decoded together in one batch.")
 
 
 class ContainerSpec(JobOptions):
@@ -264,15 +296,15 @@ class ContainerSpec(JobOptions):
 
     image: str = Field(min_length=1, max_length=500, description="Container image reference.")
     command: list[Annotated[str, StringConstraints(max_length=8192)]] = Field(
-        default_factory=list, max_length=256
+        default_factory=list, max_length=256, description="The entrypoint to run; the image's own when empty."
     )
     args: list[Annotated[str, StringConstraints(max_length=8192)]] = Field(
-        default_factory=list, max_length=1024
+        default_factory=list, max_length=1024, description="Arguments to the command."
     )
     env: dict[
         Annotated[str, StringConstraints(max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
         Annotated[str, StringConstraints(max_length=32768)],
-    ] = Field(default_factory=dict, max_length=256)
+    ] = Field(default_factory=dict, max_length=256, description="Environment variables of the container.")
 
 
 JOB_SPECS: dict[JobType, type[JobOptions]] = {
