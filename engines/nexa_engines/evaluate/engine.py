@@ -129,7 +129,8 @@ def run(ctx: EngineContext, spec: EvaluateSpec) -> dict[str, Any]:
     if base_ref:
         ctx.progress(0.55, f"scoring the base model {base_ref}")
         base_scores, base_preds = _score_model(ctx, str(base_ref), spec, pairs, "base")
-    ctx.usage("samples", len(pairs) * (2 if base_scores is not None else 1))
+    # What the user asked to have evaluated: the base-model comparison is Nexa's own, not billed again.
+    ctx.usage("samples", len(pairs))
     report: dict[str, Any] = {
         "checkpoint_id": spec.checkpoint_id,
         "base_model": base_ref,
