@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,6 +246,80 @@ def test_echo_and_logprobs_are_the_models_own(deployment: tuple[Any, dict[str, A
     # Without echo, only the new tokens are scored.
     fresh = client.completions.create(model=name, prompt=ids, max_tokens=3, temperature=0, logprobs=1)
     assert fresh.choices[0].logprobs is not None and len(fresh.choices[0].logprobs.tokens or []) == 3
+
+
+def _lm_eval_tasks(root: Path) -> list[dict[str, Any]]:
+    """A multiple-choice and a generation task over rows this test writes (lm-eval's YAML, as dicts)."""
+    rows = [
+        {"q": "Say apple.", "choices": ["apple", "pear", "plum"], "label": 0, "a": "apple"},
+        {"q": "Repeat the word pear.", "choices": ["plum", "pear", "fig"], "label": 1, "a": "pear"},
+        {"q": "What is the opposite of up?", "choices": ["down", "left", "up"], "label": 0, "a": "down"},
+    ]
+    root.mkdir(parents=True, exist_ok=True)
+    data = root / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    common = {
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(root / "cache")},
+        "test_split": "test",
+        "doc_to_text": "{{q}}",
+        "metadata": {"version": 1.0},
+    }
+    return [
+        {**common, "task": "nexa_mc", "output_type": "multiple_choice", "doc_to_choice": "choices",
+         "doc_to_target": "label", "metric_list": [{"metric": "acc"}]},
+        {**common, "task": "nexa_gen", "output_type": "generate_until", "doc_to_target": "a",
+         "generation_kwargs": {"until": ["\n"], "max_gen_toks": 6, "do_sample": False},
+         "metric_list": [{"metric": "exact_match"}]},
+    ]  # fmt: skip
+
+
+def test_lm_eval_harness_scores_the_endpoint_as_it_scores_the_model_in_process(
+    deployment: tuple[Any, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lm-eval's own OpenAI completions client (loglikelihood and generation) against the endpoint,
+    and lm-eval's Hugging Face runner on the same weights here: the same log-likelihoods and text."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    from nexa_engines.models.loading import resolve_model
+    from nexa_store.access import Access
+
+    ctx, dp = deployment
+    resolved = resolve_model(dp["checkpoint_id"], store=ctx.store, workdir=tmp_path, access=Access(None))
+    monkeypatch.setenv("OPENAI_API_KEY", dp["api_key"])  # where lm-eval's local-completions reads its key
+    remote = LocalCompletionsAPI(
+        base_url=f"{dp['openai_base_url']}/completions",
+        model=dp["model_name"],
+        tokenizer_backend="huggingface",
+        tokenizer=resolved.source,
+        num_concurrent=1,
+        max_retries=1,
+        max_length=128,
+    )
+    local = HFLM(pretrained=resolved.source, batch_size=4, max_length=128, device="cpu")
+    runs = {}
+    for label, lm in (("endpoint", remote), ("local", local)):
+        out = lm_eval.simple_evaluate(model=lm, tasks=_lm_eval_tasks(tmp_path / label), log_samples=True)
+        assert out is not None
+        runs[label] = out
+    endpoint, here = runs["endpoint"], runs["local"]
+    for task in ("nexa_mc", "nexa_gen"):
+        assert endpoint["n-samples"][task]["effective"] == 3
+    # Loglikelihood: each choice's score, row by row, within float tolerance of the weights run here.
+    scored = [[float(r[0][0]) for r in s["resps"]] for s in endpoint["samples"]["nexa_mc"]]
+    expected = [[float(r[0][0]) for r in s["resps"]] for s in here["samples"]["nexa_mc"]]
+    assert len(scored) == 3 and all(len(row) == 3 for row in scored)
+    for got, want in zip(scored, expected, strict=True):
+        assert got == pytest.approx(want, abs=1e-3)
+    assert endpoint["results"]["nexa_mc"]["acc,none"] == here["results"]["nexa_mc"]["acc,none"]
+    # Generation: greedy, so the endpoint writes what the model writes here.
+    texts = [s["filtered_resps"] for s in endpoint["samples"]["nexa_gen"]]
+    assert texts == [s["filtered_resps"] for s in here["samples"]["nexa_gen"]]
+    assert (
+        endpoint["results"]["nexa_gen"]["exact_match,none"] == here["results"]["nexa_gen"]["exact_match,none"]
+    )
 
 
 def test_tritonclient_speaks_binary_tensors_and_reads_config_and_errors(

@@ -8,22 +8,13 @@ checked and stored, so the job shows what it really ran with.
 
 from __future__ import annotations
 
-from nexa.contracts import DistillSpec, EvaluateSpec, GenerateSpec, JobOptions, TrainSpec
+from nexa.contracts import DistillSpec, GenerateSpec, JobOptions, TrainSpec
 from nexa_gateway.errors import ApiError
 from nexa_gateway.settings import Settings
 
 
 def with_platform_defaults(spec: JobOptions, settings: Settings) -> JobOptions:
     """``spec`` with the platform's default teacher or base model where it names none."""
-    if isinstance(spec, EvaluateSpec) and spec.benchmark is not None:
-        # Refused up front rather than failing on a worker later (the benchmark engine is open work).
-        raise ApiError(
-            422,
-            "benchmark_unavailable",
-            f"benchmark {spec.benchmark!r}: named benchmarks are not available on this platform yet; "
-            "evaluate on your own data with dataset_id (or the training hold-out by default)",
-            field="benchmark",
-        )
     if isinstance(spec, DistillSpec | GenerateSpec) and spec.teacher is None:
         if settings.default_teacher is None:
             raise ApiError(

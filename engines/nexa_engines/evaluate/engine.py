@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 from nexa.contracts import EvaluateSpec, InputSource
 from nexa.contracts.refs import artifact_ref_uri
 from nexa.ids import new_id
 from nexa_engines.engine import EngineContext, EngineError
+from nexa_engines.evaluate import benchmarks as bench
 from nexa_engines.evaluate import metrics as m
 from nexa_engines.evaluate.report import render_html, render_json, render_markdown
 from nexa_engines.models.loading import load_model, load_tokenizer, resolve_model
@@ -17,6 +21,7 @@ from nexa_engines.train.data import read_table, sft_pairs
 from nexa_store.datasets import DatasetRefError, fetch_dataset
 
 EXAMPLES = 20
+BENCHMARK_BATCH = 8
 JUDGE_PROMPT = (
     "Rate how well the answer responds to the instruction, compared with the reference answer. "
     "Reply with one integer from 1 (wrong) to 5 (fully correct).\n\nInstruction: {i}\nReference: {r}\nAnswer: {a}"
@@ -108,6 +113,8 @@ def run(ctx: EngineContext, spec: EvaluateSpec) -> dict[str, Any]:
         raise EngineError(
             "checkpoint_not_found", f"checkpoint {spec.checkpoint_id} cannot be read: {exc}"
         ) from exc
+    if spec.benchmark or spec.benchmark_task:
+        return _run_benchmarks(ctx, spec, manifest.config)
     dataset_ref = spec.dataset_id or manifest.config.get("holdout_dataset_id")
     if not dataset_ref:
         raise EngineError("dataset_missing", f"{spec.checkpoint_id} has no held-out split; pass dataset_id")
@@ -150,6 +157,19 @@ def run(ctx: EngineContext, spec: EvaluateSpec) -> dict[str, Any]:
             for i, (p, r) in enumerate(pairs[:EXAMPLES])
         ],
     }
+    inputs = [InputSource(uri=dataset.uri, sha256=dataset.sha256, artifact_id=dataset.artifact_id)]
+    config = {"checkpoint_id": spec.checkpoint_id, "metrics": list(spec.metrics)}
+    return _commit_report(ctx, report, inputs, config, {"scores": scores, "base_scores": base_scores})
+
+
+def _commit_report(
+    ctx: EngineContext,
+    report: dict[str, Any],
+    inputs: list[InputSource],
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the report in its three forms as one ``ev_…`` artifact; the job's result."""
     eval_id = new_id("ev")
     with ctx.store.begin("eval", eval_id) as writer:
         (writer.path / "report.json").write_text(render_json(report), encoding="utf-8")
@@ -159,18 +179,109 @@ def run(ctx: EngineContext, spec: EvaluateSpec) -> dict[str, Any]:
             job_id=ctx.job_id,
             attempt=ctx.attempt,
             tenant_id=ctx.tenant_id,
-            inputs=[InputSource(uri=dataset.uri, sha256=dataset.sha256, artifact_id=dataset.artifact_id)],
-            config={"checkpoint_id": spec.checkpoint_id, "metrics": list(spec.metrics)},
-            metrics={"scores": scores, "base_scores": base_scores},
+            inputs=inputs,
+            config=config,
+            metrics=metrics,
         )
     ctx.produced_artifacts.append(eval_id)
     uri = artifact_ref_uri(eval_id)  # never a server path: users download through the API
     return {
         "eval_id": eval_id,
-        "scores": scores,
-        "base_scores": base_scores,
+        "scores": report["scores"],
+        "base_scores": report["base_scores"],
         "improvement": report["improvement"],
         "report_uri": f"{uri}/report.json",
         "report_html_uri": f"{uri}/report.html",
-        "num_samples": len(pairs),
+        "num_samples": report["num_samples"],
     }
+
+
+def _benchmark_data(
+    ctx: EngineContext, spec: EvaluateSpec, config: dict[str, Any]
+) -> tuple[Path, InputSource]:
+    """The benchmark task's rows, resolved for the tenant, as the JSON lines file lm-eval reads."""
+    dataset_ref = spec.dataset_id or config.get("holdout_dataset_id")
+    if not dataset_ref:
+        raise EngineError(
+            "dataset_missing",
+            f"benchmark_task needs rows: {spec.checkpoint_id} has no held-out split; pass dataset_id",
+        )
+    try:
+        dataset = fetch_dataset(str(dataset_ref), store=ctx.store, access=ctx.access, workdir=ctx.workdir)
+    except DatasetRefError as exc:
+        raise EngineError(exc.code, exc.message) from exc
+    rows = read_table(dataset.path, dataset.format).to_pylist()
+    if not rows:
+        raise EngineError("dataset_empty", f"{dataset_ref} has no rows")
+    out = ctx.workdir / "benchmark" / f"{uuid.uuid4().hex}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
+    return out, InputSource(uri=dataset.uri, sha256=dataset.sha256, artifact_id=dataset.artifact_id)
+
+
+def _benchmark_model(
+    ctx: EngineContext, tasks: bench.BenchmarkTasks, reference: str, limit: int | None, label: str
+) -> bench.BenchmarkScores:
+    device = pick_device()
+    resolved = resolve_model(reference, store=ctx.store, workdir=ctx.workdir, access=ctx.access)
+    tokenizer = load_tokenizer(resolved)
+    model = load_model(resolved, dtype=device.dtype).to(device.torch_device).eval()
+    run = bench.evaluate_model(tasks, model, tokenizer, batch_size=BENCHMARK_BATCH, limit=limit)
+    ctx.log(f"{label} {reference}: " + ", ".join(f"{k} {v:.4f}" for k, v in run.scores.items()))
+    return run
+
+
+def _run_benchmarks(ctx: EngineContext, spec: EvaluateSpec, config: dict[str, Any]) -> dict[str, Any]:
+    """lm-evaluation-harness tasks on the checkpoint (and its base); the same report and result shape."""
+    version = bench.lm_eval_version()
+    names = bench.requested_tasks(spec)
+    data_file, inputs = None, []
+    if spec.benchmark_task is not None:
+        data_file, source = _benchmark_data(ctx, spec, config)
+        inputs.append(source)
+    ctx.progress(0.05, f"loading lm-evaluation-harness {version} tasks: {', '.join(names)}")
+    tasks = bench.BenchmarkTasks(spec, ctx.workdir, data_file)
+    tasks.load()  # the data is checked before any model is loaded
+    started = time.monotonic()
+    ctx.progress(0.1, f"running {', '.join(names)} on {spec.checkpoint_id}")
+    run = _benchmark_model(ctx, tasks, spec.checkpoint_id, spec.max_samples, "checkpoint")
+    base_ref = config.get("trained_from") if spec.compare_base else None
+    base: bench.BenchmarkScores | None = None
+    if base_ref:
+        ctx.check_cancelled()
+        ctx.progress(0.55, f"running {', '.join(names)} on the base model {base_ref}")
+        base = _benchmark_model(ctx, tasks, str(base_ref), spec.max_samples, "base")
+    ctx.usage("samples", run.samples)  # the rows asked for; the base comparison is not billed again
+    base_scores = base.scores if base else None
+    lm_eval = {
+        "engine": bench.ENGINE_NAME,
+        "version": version,
+        "tasks": names,
+        "results": run.results,
+        "base_results": base.results if base else None,
+        "n_samples": run.n_samples,
+    }
+    report: dict[str, Any] = {
+        "checkpoint_id": spec.checkpoint_id,
+        "base_model": base_ref,
+        "dataset": inputs[0].uri if inputs else f"lm-eval: {', '.join(names)}",
+        "num_samples": run.samples,
+        "scores": run.scores,
+        "base_scores": base_scores,
+        "improvement": {
+            k: run.scores[k] - base_scores[k] for k in run.scores if base_scores and k in base_scores
+        },
+        "seconds": round(time.monotonic() - started, 2),
+        "benchmark": lm_eval,
+        "examples": [],
+    }
+    manifest_config = {
+        "checkpoint_id": spec.checkpoint_id,
+        "benchmark": spec.benchmark,
+        "benchmark_task": spec.benchmark_task.model_dump(mode="json") if spec.benchmark_task else None,
+        "lm_eval_version": version,
+    }
+    metrics = {"scores": run.scores, "base_scores": base_scores, "lm_eval": lm_eval}
+    return _commit_report(ctx, report, inputs, manifest_config, metrics)

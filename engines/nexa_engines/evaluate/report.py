@@ -13,7 +13,14 @@ def render_json(report: dict[str, Any]) -> str:
 
 
 # Metrics where a smaller number is the better model; every other metric is a score, higher is better.
-LOWER_IS_BETTER = frozenset({"perplexity"})
+LOWER_IS_BETTER = frozenset({"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter"})
+
+
+def lower_is_better(name: str) -> bool:
+    """For a plain metric (``perplexity``) or a benchmark's (``wikitext/word_perplexity``, ``x/ter[filter]``)."""
+    return name.rsplit("/", 1)[-1].split("[", 1)[0] in LOWER_IS_BETTER
+
+
 DELTA_HEADER = "change vs base"
 
 
@@ -28,7 +35,7 @@ def delta_cell(name: str, value: Any, base: Any) -> str:
     change = value - base
     if change == 0:
         return f"{change:+.4f} (same)"
-    improved = change < 0 if name in LOWER_IS_BETTER else change > 0
+    improved = change < 0 if lower_is_better(name) else change > 0
     return f"{change:+.4f} ({'better' if improved else 'worse'})"
 
 
@@ -37,7 +44,7 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     for name in sorted(scores):
         b = base.get(name)
-        label = f"{name} ({'lower' if name in LOWER_IS_BETTER else 'higher'} is better)"
+        label = f"{name} ({'lower' if lower_is_better(name) else 'higher'} is better)"
         rows.append(
             (label, _fmt(scores[name]), _fmt(b) if b is not None else "-", delta_cell(name, scores[name], b))
         )
@@ -81,6 +88,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(report)]
+    if report.get("benchmark"):
+        lines += ["", _scored_by(report["benchmark"])]
+    if not report.get("examples"):
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "## Examples",
@@ -94,6 +105,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         cells = [c.replace("|", "\\|").replace("\n", " ")[:120] for c in _example_cells(ex)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _scored_by(benchmark: dict[str, Any]) -> str:
+    return (
+        f"Scored by {benchmark['engine']} {benchmark['version']} (tasks: {', '.join(benchmark['tasks'])}); "
+        "its full results, standard errors included, are in report.json."
+    )
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -113,6 +131,12 @@ def render_html(report: dict[str, Any]) -> str:
         f"</head><body><h1>Evaluation of {esc(report['checkpoint_id'])}</h1>"
         f"<p>Data: {esc(str(report['dataset']))} ({report['num_samples']} samples). Base: {esc(str(report.get('base_model') or '-'))}.</p>"
         f"<table><tr><th>metric</th><th>checkpoint</th><th>base</th><th>{DELTA_HEADER}</th></tr>{score_rows}</table>"
-        f"<h2>Examples</h2><table><tr><th>instruction</th><th>reference</th><th>checkpoint</th><th>base</th></tr>{examples}</table>"
-        "</body></html>"
+        + (f"<p>{esc(_scored_by(report['benchmark']))}</p>" if report.get("benchmark") else "")
+        + (
+            "<h2>Examples</h2><table><tr><th>instruction</th><th>reference</th><th>checkpoint</th><th>base</th></tr>"
+            f"{examples}</table>"
+            if examples
+            else ""
+        )
+        + "</body></html>"
     )

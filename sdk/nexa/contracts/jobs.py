@@ -10,7 +10,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, UrlConstraints
+from pydantic import (
+    AliasChoices,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    UrlConstraints,
+    model_validator,
+)
 
 from nexa.contracts.common import JobOptions, StrictModel
 from nexa.contracts.refs import Ref
@@ -251,6 +260,65 @@ def _default_eval_metrics() -> list[EvalMetric]:
     return ["exact_match", "perplexity"]
 
 
+BenchmarkMetric = Literal["acc", "acc_norm", "acc_mutual_info", "exact_match", "bleu", "chrf", "ter"]
+TemplateText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class BenchmarkTask(StrictModel):
+    """An lm-evaluation-harness task over the job's own dataset (its YAML's fields, as data).
+
+    The platform supplies the data (the evaluate job's ``dataset_id``, resolved for its
+    tenant); templates are Jinja, rendered in a sandbox, over one row's columns.
+    """
+
+    name: str = Field(
+        "custom",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Task name in the report.",
+    )
+    output_type: Literal["multiple_choice", "generate_until"] = Field(
+        "multiple_choice",
+        description="`multiple_choice` scores each choice's log-likelihood; `generate_until` generates and "
+        "compares the text.",
+    )
+    doc_to_text: TemplateText = Field(
+        description="The prompt: a column name or a Jinja template over the row, e.g. '{{question}}\\nAnswer:'."
+    )
+    doc_to_target: TemplateText = Field(
+        description="The answer: a column name or template (for multiple choice, the right choice's text or index)."
+    )
+    doc_to_choice: TemplateText | None = Field(
+        None, description="Multiple choice: a column holding the list of choices, or a template giving one."
+    )
+    choices: list[Annotated[str, StringConstraints(max_length=1024)]] | None = Field(
+        None,
+        max_length=64,
+        description="Multiple choice: the same choices for every row (instead of doc_to_choice).",
+    )
+    target_delimiter: str = Field(" ", max_length=16, description="Put between the prompt and an answer.")
+    num_fewshot: int = Field(0, ge=0, le=32, description="Solved rows shown before each question.")
+    metrics: list[BenchmarkMetric] | None = Field(
+        None,
+        max_length=8,
+        description="lm-eval metrics; acc and acc_norm for multiple choice, exact_match for generation when unset.",
+    )
+    until: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=lambda: ["\n"], max_length=8, description="Generation stops at any of these."
+    )
+    max_gen_toks: int = Field(64, ge=1, le=4096, description="Most tokens generated per row.")
+
+    @model_validator(mode="after")
+    def _choices_for_multiple_choice(self) -> BenchmarkTask:
+        has = (self.choices is not None) + (self.doc_to_choice is not None)
+        if self.output_type == "multiple_choice" and has != 1:
+            raise ValueError("a multiple_choice task takes its choices from one of choices or doc_to_choice")
+        if self.output_type == "generate_until" and has:
+            raise ValueError("a generate_until task has no choices")
+        return self
+
+
 class EvaluateSpec(JobOptions):
     """Evaluate a checkpoint on held-out data and/or with a judge."""
 
@@ -269,9 +337,12 @@ class EvaluateSpec(JobOptions):
         None,
         min_length=1,
         max_length=200,
-        pattern=r"^[A-Za-z0-9_.,-]+$",
-        description="A named benchmark (lm-evaluation-harness task, e.g. 'mmlu'); not yet available on this "
-        "platform: refused with `benchmark_unavailable`.",
+        pattern=r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$",
+        description="lm-evaluation-harness tasks or groups by name, comma-separated (e.g. 'mmlu' or "
+        "'arc_easy,hellaswag'); their data must be in the worker's datasets cache.",
+    )
+    benchmark_task: BenchmarkTask | None = Field(
+        None, description="An lm-evaluation-harness task over dataset_id (or the training hold-out)."
     )
     max_samples: int | None = Field(
         None, ge=1, description="Evaluate at most this many rows; all when unset."

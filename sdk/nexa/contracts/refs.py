@@ -195,7 +195,17 @@ NOT_REFERENCES: frozenset[str] = frozenset(
         "GenerateSpec.domain",
         "LoraConfig.target_modules",
         "EvaluateSpec.metrics",
-        "EvaluateSpec.benchmark",  # a task name, not data the job reads
+        "EvaluateSpec.benchmark",  # lm-eval task names, whose data comes from the worker's datasets cache
+        # A benchmark task's templates and labels render the job's own (resolved) rows; they read nothing.
+        "BenchmarkTask.name",
+        "BenchmarkTask.output_type",
+        "BenchmarkTask.doc_to_text",
+        "BenchmarkTask.doc_to_target",
+        "BenchmarkTask.doc_to_choice",
+        "BenchmarkTask.choices",
+        "BenchmarkTask.target_delimiter",
+        "BenchmarkTask.metrics",
+        "BenchmarkTask.until",
         "DeploySpec.protocol",
         "ContainerSpec.image",  # pulled by the kubelet from a registry, never from the artifact store
         "ContainerSpec.command",
