@@ -380,6 +380,67 @@ def test_tritonclient_speaks_binary_tensors_and_reads_config_and_errors(
         client.close()
 
 
+def test_kserve_rest_client_infers_in_json_and_binary(deployment: tuple[Any, dict[str, Any]]) -> None:
+    """KServe's own Python REST client (``kserve.InferenceRESTClient``, protocol v2), as a user of a
+    KServe InferenceService would call it: readiness, JSON and binary tensors, and an error."""
+    import asyncio
+
+    import numpy as np
+
+    kserve = pytest.importorskip("kserve")
+    from kserve.protocol.infer_type import RequestedOutput
+
+    _, dp = deployment
+    name, auth = dp["model_name"], {"Authorization": f"Bearer {dp['api_key']}"}
+    base = dp["inference_url"]
+    prompts = np.array([[b"What is"], [b"Add 2"]], dtype=np.object_)
+
+    def request(binary: bool) -> Any:
+        tensor = kserve.InferInput("text_input", [2, 1], "BYTES")
+        tensor.set_data_from_numpy(prompts, binary_data=binary)
+        outputs = [
+            RequestedOutput("text_output", parameters={"binary_data": binary}),
+            RequestedOutput("completion_tokens", parameters={"binary_data": binary}),
+        ]
+        return kserve.InferRequest(
+            model_name=name,
+            infer_inputs=[tensor],
+            request_outputs=outputs,
+            parameters={"max_tokens": 4, "temperature": 0},
+        )
+
+    async def calls() -> tuple[Any, ...]:
+        client = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v2", retries=0, timeout=60))
+        try:
+            ready = await client.is_server_ready(base, headers=dict(auth))
+            model_ready = await client.is_model_ready(base, name, headers=dict(auth))
+            as_json = await client.infer(base, request(False), model_name=name, headers=dict(auth))
+            as_binary = await client.infer(base, request(True), model_name=name, headers=dict(auth))
+            try:
+                await client.infer(base, request(False), model_name="not-this-one", headers=dict(auth))
+                refused = None
+            except Exception as exc:  # kserve raises httpx.HTTPStatusError with the server's body
+                refused = exc
+            return ready, model_ready, as_json, as_binary, refused
+        finally:
+            await client.close()
+
+    ready, model_ready, as_json, as_binary, refused = asyncio.run(calls())
+    assert ready is True and model_ready is True
+    outputs = {}
+    for label, response in (("json", as_json), ("binary", as_binary)):
+        assert isinstance(response, kserve.InferResponse), (label, response)
+        by_name = {o.name: o for o in response.outputs}
+        assert by_name["completion_tokens"].shape == [2, 1] and by_name["text_output"].shape == [2, 1]
+        texts = by_name["text_output"].as_numpy().ravel().tolist()
+        counts = by_name["completion_tokens"].as_numpy().ravel().tolist()
+        outputs[label] = ([t.decode() if isinstance(t, bytes) else t for t in texts], counts)
+        assert all(1 <= c <= 4 for c in counts)
+    assert outputs["json"] == outputs["binary"]  # greedy: the same answers either way
+    assert isinstance(refused, httpx.HTTPStatusError) and refused.response.status_code == 404
+    assert "unknown model" in refused.response.json()["error"]
+
+
 # Last: it stops the module's deployment.
 def test_oip_v2_and_undeploy(deployment: tuple[Any, dict[str, Any]]) -> None:
     ctx, dp = deployment
