@@ -19,6 +19,7 @@ from nexa_gateway.rawresponse import send_json
 # (method, path) pairs whose routes enforce a larger limit of their own while streaming.
 _STREAMED = (
     ("POST", re.compile(r"^/v1/datasets/?$")),
+    ("POST", re.compile(r"^/v1/models/?$")),
     ("PUT", re.compile(r"^/v1/workers/jobs/[^/]+/store/artifacts/[^/]+$")),
 )
 

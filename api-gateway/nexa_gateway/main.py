@@ -31,6 +31,7 @@ from nexa_gateway.routes import (
     inference,
     jobs,
     keys,
+    models,
     nodes,
     submit,
     worker_store,
@@ -187,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.spec_router, responses=ERROR_RESPONSES)
     for module in (
         datasets,
+        models,
         artifacts,
         deployments,
         inference,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -62,9 +63,21 @@ def _describe_default(node: dict[str, Any]) -> str | None:
     return json.dumps(value, sort_keys=True)
 
 
+# "Also accepted as `dataset_id`." speaks of the HTTP API's and SDK's aliases; a NexaJob's schema has
+# one name per field (the apiserver would prune the alias), so `kubectl explain` leaves it out.
+_ALIAS_SENTENCE = re.compile(r"\s*Also accepted as `[a-z_]+`[^.]*\.")
+
+
+def resource_text(description: str) -> str:
+    """A contract's field description as `kubectl explain` should say it of the resource."""
+    return _ALIAS_SENTENCE.sub("", description).strip()
+
+
 def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     """One JSON Schema node (pydantic's) as a Kubernetes structural schema node."""
     node = _resolve(node, defs)
+    if "description" in node:
+        node = {**node, "description": resource_text(node["description"])}
     out: dict[str, Any] = {}
     variants = node.get("anyOf") or node.get("oneOf")
     if variants is not None:

@@ -179,9 +179,13 @@ class _Builder:
         else:
             self.cond(c.CANCELLED, True, reason, message)
 
-    def fail(self, code: str, reason: str, message: str, *, retryable: bool = False) -> None:
+    def fail(
+        self, code: str, reason: str, message: str, *, retryable: bool = False, condition: str | None = None
+    ) -> None:
+        """End Failed. ``condition`` is what kubectl shows when it says more than the error's own message
+        (which clients print after "failed after N attempts:", so it does not say so again)."""
         self.status.error = JobFailure(code=str(code), message=message, retryable=retryable)
-        self.finish("Failed", reason, message)
+        self.finish("Failed", reason, condition or message)
 
     def done(self) -> Plan:
         self.status.observed_generation = self.generation
@@ -232,8 +236,9 @@ def _attempt_failed(
         b.fail(
             code,
             c.R_RETRIES_EXHAUSTED,
-            f"attempt {attempt} of {1 + options_retries} failed: {message}",
+            message,
             retryable=False,
+            condition=f"attempt {attempt} of {1 + options_retries} failed: {message}",
         )
         return
     delay = retry_delay(attempt, config)

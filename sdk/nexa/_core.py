@@ -13,6 +13,7 @@ import codecs
 import json
 import math
 import random
+import tarfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,14 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import to_jsonable_python
 
 from nexa.config import NO_API_KEY_MESSAGE, config_path
-from nexa.contracts.artifacts import ArtifactInfo, ArtifactList, Dataset, DatasetList
+from nexa.contracts.artifacts import (
+    MODEL_UPLOAD_REFUSED_SUFFIXES,
+    ArtifactInfo,
+    ArtifactList,
+    Dataset,
+    DatasetList,
+    UploadedModel,
+)
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType, spec_for
 from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody, Role
@@ -424,6 +432,15 @@ class ClientCore:
             data={"name": name} if name else None,
         )
 
+    def upload_model(self, archive: IO[bytes], filename: str, name: str | None) -> Call[UploadedModel]:
+        return Call(
+            "POST",
+            "/v1/models",
+            _model_parser(UploadedModel),
+            files={"file": (filename, archive, "application/x-tar")},
+            data={"name": name} if name else None,
+        )
+
     def list_datasets_page(self, *, limit: int, cursor: str | None) -> Call[DatasetList]:
         params = [("limit", str(limit))] + ([("cursor", cursor)] if cursor else [])
         return Call("GET", "/v1/datasets", _model_parser(DatasetList), params=params, retryable=True)
@@ -722,6 +739,56 @@ def _is_local_file_reference(value: str) -> bool:
     if not value or "://" in value or value.startswith(("ds_", "/")) or ":" in value.split("/")[0]:
         return False
     return Path(value).expanduser().is_file()
+
+
+def _is_local_model_reference(value: str) -> bool:
+    """A model directory only this machine has: relative (``./my-model``) or ``~/…``, with a config.json.
+
+    Uploaded and sent as its ``ckpt_…`` id, so it is loaded as the local model it is and
+    never looked up on the hub under the same name.
+    """
+    if not value or "://" in value or value.startswith("/") or ":" in value.split("/")[0]:
+        return False
+    return (Path(value).expanduser() / "config.json").is_file()
+
+
+def local_model_dirs(job_type: JobType | str, spec: JobOptions | Mapping[str, Any]) -> dict[str, Path]:
+    """The request's model and teacher fields that name a model directory on this machine, by body key."""
+    body = _jsonable(spec)
+    if not isinstance(body, dict):
+        return {}
+    try:
+        typed = spec_for(JobType(_enum_value(job_type)), body)
+    except (ValueError, PydanticValidationError):
+        return {}
+    return {
+        ref.field: Path(ref.value).expanduser()
+        for ref in job_references(typed)
+        if ref.kind in ("model", "teacher")
+        and "." not in ref.field
+        and body.get(ref.field) == ref.value
+        and _is_local_model_reference(ref.value)
+    }
+
+
+def model_archive(directory: Path, out: IO[bytes]) -> list[str]:
+    """Write ``directory`` as the tar ``POST /v1/models`` takes; the files it holds.
+
+    Links are followed (a Hugging Face cache snapshot is links into its blobs); hidden
+    entries are left out, and so are files the server refuses (pickled weights, code)
+    when safetensors weights are there to load instead.
+    """
+    files = sorted(
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    )
+    has_safetensors = any(p.suffix == ".safetensors" for p in files)
+    kept = [p for p in files if not (has_safetensors and p.suffix.lower() in MODEL_UPLOAD_REFUSED_SUFFIXES)]
+    with tarfile.open(fileobj=out, mode="w", dereference=True) as tar:
+        for path in kept:
+            tar.add(path, arcname=path.relative_to(directory).as_posix(), recursive=False)
+    return [p.relative_to(directory).as_posix() for p in kept]
 
 
 def local_dataset_files(job_type: JobType | str, spec: JobOptions | Mapping[str, Any]) -> dict[str, Path]:

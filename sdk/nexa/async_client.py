@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -22,9 +23,11 @@ from nexa._core import (
     WaitState,
     job_options,
     local_dataset_files,
+    local_model_dirs,
+    model_archive,
     with_uploaded,
 )
-from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset, Deployment
+from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset, Deployment, UploadedModel
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
@@ -155,11 +158,16 @@ class AsyncNexaClient:
         """Submit a job of ``job_type``; a repeat with the same idempotency key returns the first job.
 
         A dataset field naming a file on this machine (``./train.parquet``, ``~/data.csv``) is
-        uploaded first and sent as its ``ds_…`` id.
+        uploaded first and sent as its ``ds_…`` id; a model or teacher naming a model directory
+        here (``./my-model``) is uploaded and sent as its ``ckpt_…`` id.
         """
-        local = local_dataset_files(job_type, spec)
-        if local:
-            uploaded = {key: (await self.upload_dataset(path)).dataset_id for key, path in local.items()}
+        uploaded = {
+            key: (await self.upload_dataset(path)).dataset_id
+            for key, path in local_dataset_files(job_type, spec).items()
+        }
+        for key, path in local_model_dirs(job_type, spec).items():
+            uploaded[key] = (await self.upload_model(path)).checkpoint_id
+        if uploaded:
             spec = with_uploaded(spec, uploaded)
         return self._handle(await self._call(self._core.submit(job_type, spec, idempotency_key)))
 
@@ -304,6 +312,16 @@ class AsyncNexaClient:
         file_path = Path(path).expanduser()
         with file_path.open("rb") as handle:
             return await self._call(self._core.upload_dataset(handle, file_path.name, name))
+
+    async def upload_model(self, path: str | Path, *, name: str | None = None) -> UploadedModel:
+        """Upload a model directory (config.json, safetensors weights, tokenizer) as a base checkpoint."""
+        directory = Path(path).expanduser()
+        with tempfile.TemporaryFile() as archive:
+            await anyio.to_thread.run_sync(model_archive, directory, archive)
+            archive.seek(0)
+            return await self._call(
+                self._core.upload_model(archive, f"{directory.name}.tar", name or directory.name)
+            )
 
     def list_datasets(self, *, limit: int | None = None, page_size: int = 50) -> AsyncIterator[Dataset]:
         """Datasets, newest first; fetches further pages as you iterate, stops after ``limit``."""

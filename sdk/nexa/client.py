@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,9 +22,11 @@ from nexa._core import (
     WaitState,
     job_options,
     local_dataset_files,
+    local_model_dirs,
+    model_archive,
     with_uploaded,
 )
-from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset, Deployment
+from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset, Deployment, UploadedModel
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
@@ -153,13 +156,19 @@ class NexaClient:
         """Submit a job of ``job_type``; a repeat with the same idempotency key returns the first job.
 
         A dataset field naming a file on this machine (``./train.parquet``, ``~/data.csv``) is
-        uploaded first and sent as its ``ds_…`` id.
+        uploaded first and sent as its ``ds_…`` id; a model or teacher naming a model directory
+        here (``./my-model``) is uploaded and sent as its ``ckpt_…`` id.
         """
-        local = local_dataset_files(job_type, spec)
-        if local:
-            spec = with_uploaded(
-                spec, {key: self.upload_dataset(path).dataset_id for key, path in local.items()}
-            )
+        uploaded = {
+            key: self.upload_dataset(path).dataset_id
+            for key, path in local_dataset_files(job_type, spec).items()
+        }
+        uploaded |= {
+            key: self.upload_model(path).checkpoint_id
+            for key, path in local_model_dirs(job_type, spec).items()
+        }
+        if uploaded:
+            spec = with_uploaded(spec, uploaded)
         return self._handle(self._call(self._core.submit(job_type, spec, idempotency_key)))
 
     def audit(self, dataset_uri: str, **options: Any) -> JobHandle:
@@ -300,6 +309,16 @@ class NexaClient:
         file_path = Path(path).expanduser()
         with file_path.open("rb") as handle:
             return self._call(self._core.upload_dataset(handle, file_path.name, name))
+
+    def upload_model(self, path: str | Path, *, name: str | None = None) -> UploadedModel:
+        """Upload a model directory (config.json, safetensors weights, tokenizer) as a base checkpoint."""
+        directory = Path(path).expanduser()
+        with tempfile.TemporaryFile() as archive:
+            model_archive(directory, archive)
+            archive.seek(0)
+            return self._call(
+                self._core.upload_model(archive, f"{directory.name}.tar", name or directory.name)
+            )
 
     def list_datasets(self, *, limit: int | None = None, page_size: int = 50) -> Iterator[Dataset]:
         """Datasets, newest first; fetches further pages as you iterate, stops after ``limit``."""

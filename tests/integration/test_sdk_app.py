@@ -24,6 +24,7 @@ from nexa import (
     JobCancelledError,
     JobState,
     NexaClient,
+    NexaError,
     NotFoundError,
     ValidationError,
 )
@@ -185,6 +186,85 @@ def test_upload_dataset_and_audit_it(client: NexaClient, live: LiveGateway) -> N
     assert client.get_dataset(dataset.dataset_id) == dataset
     assert dataset.dataset_id in {d.dataset_id for d in client.list_datasets()}
     assert client.audit(dataset.dataset_id).status is JobState.pending
+
+
+def _model_dir(root: Path, *extra: str) -> Path:
+    """A model directory as save_pretrained writes one (the gateway checks files, it loads nothing)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text('{"model_type": "llama"}')
+    (root / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    (root / "tokenizer.json").write_text("{}")
+    for name in extra:
+        (root / name).write_bytes(b"\x80\x04pickled")
+    return root
+
+
+def test_a_local_model_directory_is_uploaded_as_the_tenants_checkpoint(
+    client: NexaClient, live: LiveGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`model="./my-model"`: uploaded and sent as its ckpt_ id, never looked up on the hub by name."""
+    work = live.root / "model-upload"
+    # A pickled copy beside the safetensors weights is left out by the SDK (the gateway would refuse it).
+    _model_dir(work / "my-model", "pytorch_model.bin")
+    live.dataset("model-upload/train.jsonl")
+    monkeypatch.chdir(work)
+    job = client.train("./train.jsonl", model="./my-model", max_steps=1)
+    checkpoint = job["spec"]["model"]
+    assert checkpoint.startswith("ckpt_") and job["spec"]["dataset_id"].startswith("ds_")
+    info = client.get_artifact(checkpoint)
+    assert info.kind == "checkpoint" and info.manifest is not None
+    assert sorted(f.path for f in info.manifest.files) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
+    assert info.manifest.signature  # signed by the platform on upload, as datasets are
+    client.cancel(job["job_id"])
+    # The checkpoint is the tenant's own: another tenant cannot name it.
+    with NexaClient(live.new_key("rival"), live.url, max_retries=0) as rival:
+        with pytest.raises(NexaError) as foreign:
+            rival.train(str(live.dataset()), model=checkpoint)
+        assert foreign.value.status_code in (404, 422)
+        assert foreign.value.error_type in ("model_not_found", "not_found"), foreign.value
+
+
+@pytest.mark.parametrize(
+    ("files", "code"),
+    [
+        (("pytorch_model.bin",), "model_file_refused"),  # pickled weights run code when loaded
+        (("modeling_evil.py",), "model_file_refused"),  # what trust_remote_code would import
+        ((), "model_unreadable"),  # no config.json
+    ],
+)
+def test_model_uploads_that_could_run_code_or_are_not_models_are_refused(
+    client: NexaClient, live: LiveGateway, files: tuple[str, ...], code: str
+) -> None:
+    root = live.root / f"bad-model-{code}-{len(files)}"
+    root.mkdir(parents=True, exist_ok=True)
+    if files:
+        (root / "config.json").write_text("{}")
+    for name in files:
+        (root / name).write_bytes(b"x")
+    with pytest.raises(ValidationError) as refused:
+        client.upload_model(root)
+    assert refused.value.error_type == code and refused.value.status_code == 422
+
+
+def test_a_model_archive_with_a_link_is_refused(client: NexaClient, live: LiveGateway) -> None:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        link = tarfile.TarInfo("model.safetensors")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    response = httpx.post(
+        f"{live.url}/v1/models",
+        headers={"Authorization": f"Bearer {live.new_key('acme')}"},
+        files={"file": ("m.tar", buffer.getvalue(), "application/x-tar")},
+    )
+    assert response.status_code == 422 and response.json()["error"]["type"] == "invalid_upload"
 
 
 def test_worker_logs_stream_to_the_sdk_and_wait_returns(client: NexaClient, live: LiveGateway) -> None:

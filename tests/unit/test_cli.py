@@ -514,3 +514,46 @@ def test_every_field_of_every_job_is_an_option_with_help() -> None:
                 nested, _ = _unwrap(info.annotation)
                 info = nested.model_fields[part]
             assert info.description, f"{name}: {'.'.join(option.path)} has no description to show as help"
+
+
+def test_a_relative_model_directory_is_uploaded_and_sent_as_its_checkpoint(
+    gateway: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nexa train ./data.jsonl --model ./my-model`: a tar of the directory, then the job with its ckpt_ id."""
+    import io
+    import tarfile
+
+    model = tmp_path / "my-model"
+    model.mkdir()
+    for name, data in (("config.json", b"{}"), ("model.safetensors", b"w"), ("pytorch_model.bin", b"p")):
+        (model / name).write_bytes(data)
+    (tmp_path / "data.jsonl").write_text('{"instruction": "a", "response": "b"}\n')
+    monkeypatch.chdir(tmp_path)
+    ckpt = "ckpt_" + "c" * 26
+    archives: list[list[str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            part = request.content.index(b'filename="my-model.tar"')
+            start = request.content.index(b"\r\n\r\n", part) + 4
+            with tarfile.open(fileobj=io.BytesIO(request.content[start:]), mode="r:") as tar:
+                archives.append(sorted(tar.getnames()))
+            body = {"checkpoint_id": ckpt, "name": "my-model", "uri": f"internal://{ckpt}", "created_at": NOW}
+            return httpx.Response(201, json=body)
+        if request.url.path == "/v1/datasets":
+            body = {"dataset_id": DS_ID, "name": "d", "format": "jsonl", "created_at": NOW, "uri": "u"}
+            return httpx.Response(201, json=body)
+        return httpx.Response(201, json=job_body())
+
+    seen = gateway(handler)
+    result = runner.invoke(app, ["train", "./data.jsonl", "--model", "./my-model"])
+    assert result.exit_code == 0, result.output
+    assert [r.url.path for r in seen] == ["/v1/datasets", "/v1/models", "/v1/train"]
+    # The pickled copy stays home: safetensors weights are there to load instead.
+    assert archives == [["config.json", "model.safetensors"]]
+    sent = json.loads(seen[2].content)
+    assert sent["model"] == ckpt and sent["dataset_id"] == DS_ID
+    # A hub id (no such directory here) goes to the server as written.
+    seen.clear()
+    runner.invoke(app, ["train", DS_ID, "--model", "org/model"])
+    assert [r.url.path for r in seen] == ["/v1/train"] and json.loads(seen[0].content)["model"] == "org/model"

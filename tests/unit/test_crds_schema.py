@@ -147,3 +147,13 @@ def test_audit_spec_is_all_under_spec_audit() -> None:
         for k, v in AuditSpec(dataset_uri="ds_" + "a" * 26).model_dump(mode="json", exclude_none=True).items()
         if k in ("dataset_uri", "ngram", "num_perm", "near_dup_threshold", "min_chars", "max_chars", "seed")
     }
+
+
+def test_kubectl_explain_speaks_of_the_resource_not_the_apis_aliases() -> None:
+    from nexa_operator.crdschema import resource_text
+
+    assert resource_text(
+        "SFT dataset (`ds_…` id or URI). Also accepted as `dataset_uri` (Forge's name)."
+    ) == ("SFT dataset (`ds_…` id or URI).")
+    text = json.dumps(nexajob_crd())
+    assert "Also accepted as" not in text and "query" not in text.lower()

@@ -214,6 +214,11 @@ def test_retries_run_out() -> None:
     )
     assert plan.status is not None and plan.status["phase"] == "Failed"
     assert conds(plan)["Failed"] == ("True", "RetriesExhausted")
+    # kubectl's condition counts the attempts; the error's message is the cause alone, because
+    # clients print it after "failed after 2 attempt(s):" and would otherwise say it twice.
+    failed = next(x for x in plan.status["conditions"] if x["type"] == "Failed")
+    assert failed["message"] == "attempt 2 of 2 failed: the engine exited with code 1"
+    assert plan.status["error"]["message"] == "the engine exited with code 1"
 
 
 def test_cancel_deletes_the_job_and_ends_cancelled() -> None:

@@ -22,8 +22,6 @@ relative names are accepted.
 from __future__ import annotations
 
 import json
-import shutil
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +34,11 @@ from sqlalchemy.orm import Session
 from nexa.attempttokens import AttemptClaim
 from nexa.contracts import ArtifactManifest, InputSource
 from nexa.contracts import Job as JobModel
-from nexa.contracts.artifacts import MANIFEST_NAME
 from nexa.contracts.jobs import TERMINAL_STATES
 from nexa_gateway.db import Job
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services.queue import stale
+from nexa_gateway.services.tarfiles import bad_upload, unpack
 from nexa_store.base import (
     ArtifactError,
     ArtifactNotFound,
@@ -49,12 +47,10 @@ from nexa_store.base import (
     check_artifact_id,
     kind_for_id,
 )
-from nexa_store.hashing import check_rel_path
 from nexa_store.signing import SignatureError
 
 COMMIT_MEMBER = ".nexa-commit.json"
 MAX_COMMIT_BYTES = 4 << 20  # inputs, config and metrics: small JSON
-MAX_MEMBERS = 100_000
 
 _INPUTS = TypeAdapter(list[InputSource])
 
@@ -150,10 +146,6 @@ def readable_ids(store: ArtifactStore, job: AttemptScope, kind: str) -> list[str
     return ids
 
 
-def _bad_upload(message: str) -> ApiError:
-    return ApiError(422, "invalid_upload", message)
-
-
 def _commit_fields(data: bytes) -> tuple[list[InputSource], dict[str, Any] | None, dict[str, Any] | None]:
     try:
         fields = json.loads(data)
@@ -161,56 +153,19 @@ def _commit_fields(data: bytes) -> tuple[list[InputSource], dict[str, Any] | Non
             raise ValueError("not an object")
         inputs = _INPUTS.validate_python(fields.get("inputs") or [])
     except (ValueError, ValidationError) as exc:
-        raise _bad_upload(f"{COMMIT_MEMBER}: {exc}") from exc
+        raise bad_upload(f"{COMMIT_MEMBER}: {exc}") from exc
     config, metrics = fields.get("config"), fields.get("metrics")
     for name, value in (("config", config), ("metrics", metrics)):
         if value is not None and not isinstance(value, dict):
-            raise _bad_upload(f"{COMMIT_MEMBER}: {name} must be an object")
+            raise bad_upload(f"{COMMIT_MEMBER}: {name} must be an object")
     return inputs, config, metrics
 
 
 def extract_upload(archive: Path, dest: Path) -> bytes:
-    """Unpack the tar at ``archive`` into ``dest`` (plain files and directories only); the commit member's bytes.
-
-    Names are checked before anything is written: no absolute paths, no ``..``, no
-    links or devices, no manifest of the worker's own.
-    """
-    commit: bytes | None = None
-    try:
-        with tarfile.open(archive, mode="r:") as tar:
-            for count, member in enumerate(tar):
-                if count >= MAX_MEMBERS:
-                    raise _bad_upload(f"more than {MAX_MEMBERS} entries")
-                name = member.name.removeprefix("./")
-                if member.isdir():
-                    continue  # directories follow from the files' paths
-                if not member.isfile():
-                    raise _bad_upload(f"{member.name!r}: only plain files are accepted (no links or devices)")
-                if name == COMMIT_MEMBER:
-                    if member.size > MAX_COMMIT_BYTES:
-                        raise _bad_upload(f"{COMMIT_MEMBER} is larger than {MAX_COMMIT_BYTES} bytes")
-                    handle = tar.extractfile(member)
-                    commit = handle.read() if handle is not None else b""
-                    continue
-                try:
-                    rel = check_rel_path(name)
-                except (ValueError, ArtifactError) as exc:
-                    raise _bad_upload(f"{member.name!r}: {exc}") from exc
-                if rel == MANIFEST_NAME:
-                    raise _bad_upload(f"{MANIFEST_NAME} is written by the gateway, not uploaded")
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                source = tar.extractfile(member)
-                if source is None:
-                    raise _bad_upload(f"{member.name!r} has no data")
-                with source, target.open("xb") as out:
-                    shutil.copyfileobj(source, out, 1 << 20)
-    except tarfile.TarError as exc:
-        raise _bad_upload(f"not a tar archive: {exc}") from exc
-    except FileExistsError as exc:
-        raise _bad_upload(f"a file appears twice in the archive: {exc.filename}") from exc
+    """Unpack a worker's artifact tar into ``dest``; the commit member's bytes (see ``tarfiles.unpack``)."""
+    commit = unpack(archive, dest, special=COMMIT_MEMBER, special_max_bytes=MAX_COMMIT_BYTES)
     if commit is None:
-        raise _bad_upload(f"the archive has no {COMMIT_MEMBER}")
+        raise bad_upload(f"the archive has no {COMMIT_MEMBER}")
     return commit
 
 

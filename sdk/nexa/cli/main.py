@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from nexa.cli import admin, datasets, demo, deployments, jobs, keys, local, store, submit, worker
+from nexa.cli import admin, datasets, demo, deployments, jobs, keys, local, models, store, submit, worker
 from nexa.cli.context import OPTIONS
 
 app = typer.Typer(
@@ -40,6 +40,7 @@ app.command("status")(local.status)
 submit.register(app)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(models.app, name="models")
 app.add_typer(deployments.app, name="deployments")
 app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")

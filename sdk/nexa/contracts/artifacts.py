@@ -98,6 +98,27 @@ class Dataset(BaseModel):
     columns: list[str] = Field(default_factory=list)
 
 
+# A model upload's files that run code when loaded (pickle) or imported: the gateway refuses them
+# (`model_file_refused`), and the SDK leaves them out when safetensors weights are there instead.
+MODEL_UPLOAD_REFUSED_SUFFIXES = frozenset(
+    {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz", ".py", ".pyc", ".so"}
+)
+
+
+class UploadedModel(BaseModel):
+    """A model directory its owner uploaded: a base checkpoint, usable as a job's ``model``, ``teacher``
+    or ``checkpoint_id``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    checkpoint_id: str
+    name: str
+    uri: str
+    size_bytes: int = 0
+    files: list[str] = Field(default_factory=list)
+    created_at: datetime
+
+
 class DatasetList(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
