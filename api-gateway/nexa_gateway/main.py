@@ -24,6 +24,7 @@ from nexa_gateway.ratelimit import RateLimiter
 from nexa_gateway.routes import (
     admin,
     artifacts,
+    billing,
     datasets,
     deployments,
     forge,
@@ -189,6 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (
         datasets,
         models,
+        billing,
         artifacts,
         deployments,
         inference,

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from nexa import config
+from nexa.contracts.billing import PriceBook
 from nexa.contracts.catalog import CatalogEntry
 
 
@@ -80,6 +81,13 @@ class Settings(BaseSettings):
         max_length=500,
         description="The teacher of a distill or generate request that names none: a catalog name, "
         "provider/model, dp_… or a model path; unset: such requests answer 422 teacher_required.",
+    )
+    price_book: str = Field(
+        "spec",
+        min_length=1,
+        max_length=1000,
+        description="What usage is charged at: 'spec' (the SPEC's per-job prices), 'forge' (Forge's resource "
+        "rates), or the path of a JSON price book (nexa.contracts.billing.PriceBook) with dated versions.",
     )
     default_model: str = Field(
         "Mistral-7B",
@@ -157,6 +165,19 @@ class Settings(BaseSettings):
 
         parse_catalog(value)  # a bad catalog stops the gateway at start, with the entry named
         return value
+
+    @field_validator("price_book")
+    @classmethod
+    def _readable_price_book(cls, value: str) -> str:
+        from nexa_gateway.services.pricebooks import load_price_book
+
+        load_price_book(value)  # a bad price book stops the gateway at start, saying why
+        return value
+
+    def prices(self) -> PriceBook:
+        from nexa_gateway.services.pricebooks import load_price_book
+
+        return load_price_book(self.price_book)
 
     def catalog(self) -> dict[str, CatalogEntry]:
         from nexa.contracts.catalog import parse_catalog

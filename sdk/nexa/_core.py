@@ -39,6 +39,7 @@ from nexa.contracts.artifacts import (
     DatasetList,
     UploadedModel,
 )
+from nexa.contracts.billing import BillingSummary, PriceBook
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType, spec_for
 from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody, Role
@@ -431,6 +432,15 @@ class ClientCore:
             files={"file": (filename, file, "application/octet-stream")},
             data={"name": name} if name else None,
         )
+
+    def billing_summary(self, start: datetime | None, end: datetime | None) -> Call[BillingSummary]:
+        params = [(k, v.isoformat()) for k, v in (("start", start), ("end", end)) if v is not None]
+        return Call(
+            "GET", "/v1/billing/summary", _model_parser(BillingSummary), params=params, retryable=True
+        )
+
+    def price_book(self) -> Call[PriceBook]:
+        return Call("GET", "/v1/billing/prices", _model_parser(PriceBook), retryable=True)
 
     def upload_model(self, archive: IO[bytes], filename: str, name: str | None) -> Call[UploadedModel]:
         return Call(

@@ -6,6 +6,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from nexa._core import (
     with_uploaded,
 )
 from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset, Deployment, UploadedModel
+from nexa.contracts.billing import BillingSummary, PriceBook
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
@@ -309,6 +311,18 @@ class NexaClient:
         file_path = Path(path).expanduser()
         with file_path.open("rb") as handle:
             return self._call(self._core.upload_dataset(handle, file_path.name, name))
+
+    # ---- billing
+
+    def billing_summary(
+        self, *, start: datetime | None = None, end: datetime | None = None
+    ) -> BillingSummary:
+        """Your spend for a period (this month by default): total, by job type, by day, by job."""
+        return self._call(self._core.billing_summary(start, end))
+
+    def price_book(self) -> PriceBook:
+        """The prices usage is charged at, with every dated version."""
+        return self._call(self._core.price_book())
 
     def upload_model(self, path: str | Path, *, name: str | None = None) -> UploadedModel:
         """Upload a model directory (config.json, safetensors weights, tokenizer) as a base checkpoint."""

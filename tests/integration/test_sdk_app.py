@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -322,3 +323,21 @@ async def test_async_client_same_flows(live: LiveGateway) -> None:
     async with AsyncNexaClient("nexa_" + "y" * 38, "http://gateway", transport=transport) as stranger:
         with pytest.raises(AuthenticationError):
             await stranger.status(job.job_id)
+
+
+def test_billing_summary_and_prices_through_both_clients(live: LiveGateway) -> None:
+    import anyio
+
+    key = live.new_key("billing-reader")
+    with NexaClient(key, live.url, max_retries=0) as sdk:
+        bill = sdk.billing_summary()
+        assert bill.total == 0 and bill.total_cents == 0 and bill.price_book == "spec"
+        assert bill.start.day == 1 and bill.start < bill.end  # this month so far
+        assert sdk.price_book().name == "spec"
+
+    async def go() -> None:
+        async with AsyncNexaClient(key, live.url, max_retries=0) as client:
+            bill = await client.billing_summary(start=datetime(2025, 1, 1, tzinfo=UTC))
+            assert bill.start == datetime(2025, 1, 1, tzinfo=UTC) and bill.total == 0
+
+    anyio.run(go)

@@ -557,3 +557,31 @@ def test_a_relative_model_directory_is_uploaded_and_sent_as_its_checkpoint(
     seen.clear()
     runner.invoke(app, ["train", DS_ID, "--model", "org/model"])
     assert [r.url.path for r in seen] == ["/v1/train"] and json.loads(seen[0].content)["model"] == "org/model"
+
+
+def test_nexa_billing_prints_the_total_and_the_jobs_behind_it(gateway: Any) -> None:
+    bill = {
+        "tenant_id": "t",
+        "price_book": "spec",
+        "start": "2026-12-01T00:00:00Z",
+        "end": "2026-12-07T00:00:00Z",
+        "total": "2.80",
+        "total_cents": 280,
+        "by_job_type": {"train": "2.50", "audit": "0.30"},
+        "by_job": [
+            {
+                "job_id": "job_" + "t" * 26,
+                "job_type": "train",
+                "amount": "2.50",
+                "amount_cents": 250,
+                "lines": [{"kind": "gpu_hours", "quantity": "2", "amount": "2.50", "amount_cents": 250}],
+            }
+        ],
+        "usage": {"gpu_hours": "2", "cpu_hours": "0.5"},
+        "unpriced": {"cpu_hours": "0.5"},
+    }
+    seen = gateway(lambda request: httpx.Response(200, json=bill))
+    result = runner.invoke(app, ["billing", "--start", "2026-12-01"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].url.path == "/v1/billing/summary" and seen[0].url.params["start"].startswith("2026-12-01")
+    assert "$2.80" in result.output and "job_" + "t" * 26 in result.output and "not priced" in result.output

@@ -6,7 +6,20 @@ from typing import Annotated
 
 import typer
 
-from nexa.cli import admin, datasets, demo, deployments, jobs, keys, local, models, store, submit, worker
+from nexa.cli import (
+    admin,
+    billing,
+    datasets,
+    demo,
+    deployments,
+    jobs,
+    keys,
+    local,
+    models,
+    store,
+    submit,
+    worker,
+)
 from nexa.cli.context import OPTIONS
 
 app = typer.Typer(
@@ -41,6 +54,7 @@ submit.register(app)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(models.app, name="models")
+app.command("billing")(billing.billing)
 app.add_typer(deployments.app, name="deployments")
 app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")

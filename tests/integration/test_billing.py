@@ -1,0 +1,158 @@
+"""Billing against the real gateway (SQLite and PostgreSQL): usage reported by a worker, priced
+exactly by the price book in force when it was recorded, summarised for its tenant only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nexa.contracts.billing import BillingSummary
+from tests.integration.gateway_app import Gateway, build_gateway
+
+pytestmark = pytest.mark.integration
+
+
+def _finish(gw: Gateway, job: dict[str, Any], worker: dict[str, str], usage: dict[str, float]) -> None:
+    claimed = gw.claim(worker)
+    assert claimed is not None and claimed["job_id"] == job["job_id"]
+    body = {
+        "attempt": claimed["attempt"],
+        "result": {},
+        "usage": [{"kind": k, "amount": v} for k, v in usage.items()],
+    }
+    done = gw.client.post(f"/v1/workers/jobs/{job['job_id']}/complete", json=body, headers=worker)
+    assert done.status_code == 204, done.text
+
+
+def _train(gw: Gateway, gpu_type: str) -> dict[str, Any]:
+    body = {
+        "dataset_id": str(gw.dataset_file("sft.jsonl")),
+        "model": "Mistral-7B",
+        "resources": {"gpus": 1, "gpu_type": gpu_type},
+    }
+    r = gw.client.post("/v1/train", json=body, headers=gw.auth())
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _summary(
+    gw: Gateway, key: str | None = None, path: str = "/v1/billing/summary", **params: str
+) -> BillingSummary:
+    r = gw.client.get(path, params=params, headers=gw.auth(key))
+    assert r.status_code == 200, r.text
+    return BillingSummary.model_validate(r.json())
+
+
+def test_the_spec_prices_usage_exactly_per_job_type_and_tenant(gateway: Gateway) -> None:
+    audit = gateway.submit_audit()
+    _finish(gateway, audit, gateway.register_worker(), {"rows": 1500})
+    train = _train(gateway, "A100")
+    gpu_worker = gateway.register_worker(cpu_count=8, memory_gb=64, gpus=1, gpu_type="A100")
+    _finish(gateway, train, gpu_worker, {"gpu_hours": 2, "cpu_hours": 0.5})
+
+    bill = _summary(gateway)
+    assert bill.price_book == "spec"
+    # $0.20 per 1,000 rows × 1,500 = $0.30; $1.25 per A100-hour × 2 = $2.50; CPU-hours are not in the SPEC.
+    assert bill.total == Decimal("2.80") and bill.total_cents == 280
+    assert bill.by_job_type == {"audit": Decimal("0.30"), "train": Decimal("2.50")}
+    assert [j.job_id for j in bill.by_job] == [train["job_id"], audit["job_id"]]
+    assert bill.by_job[0].lines[0].label == "A100-hours" and bill.by_job[0].amount_cents == 250
+    assert bill.usage == {"rows": Decimal(1500), "gpu_hours": Decimal(2), "cpu_hours": Decimal("0.5")}
+    assert bill.unpriced == {"cpu_hours": Decimal("0.5")}
+    assert [(d.amount, d.amount_cents) for d in bill.by_day] == [(Decimal("2.80"), 280)]
+    # Forge's path is the same handler; the money travels as strings, never floats.
+    forge = gateway.client.get("/api/billing/summary", headers=gateway.auth()).json()
+    assert forge["total"] == "2.80" and forge["total_cents"] == 280
+    # Another tenant sees none of it; a period before the usage is empty; a backwards period is refused.
+    other = _summary(gateway, gateway.new_tenant_key("someone-else"))
+    assert other.total == 0 and other.by_job == [] and other.usage == {}
+    earlier = _summary(gateway, start="2025-01-01T00:00:00Z", end="2025-02-01T00:00:00Z")
+    assert earlier.total == 0 and earlier.by_job == []
+    backwards = gateway.client.get(
+        "/v1/billing/summary", params={"start": "2025-02-01", "end": "2025-01-01"}, headers=gateway.auth()
+    )
+    assert backwards.status_code == 422 and backwards.json()["error"]["field"] == "start"
+    prices = gateway.client.get("/v1/billing/prices", headers=gateway.auth()).json()
+    assert prices["name"] == "spec" and any(
+        r["label"] == "A100-hours" for r in prices["versions"][0]["rates"]
+    )
+
+
+@pytest.fixture
+def priced_gateway(tmp_path: Path) -> Iterator[tuple[Gateway, Path]]:
+    book = tmp_path / "prices.json"
+    book.write_text(json.dumps(_book([("2024-01-01T00:00:00+00:00", "0.20")])))
+    yield from (
+        (gw, book)
+        for gw in build_gateway(f"sqlite:///{tmp_path / 'b.db'}", tmp_path / "gw", price_book=str(book))
+    )
+
+
+def _book(versions: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "name": "ours",
+        "versions": [
+            {"effective_from": at, "rates": [{"kind": "rows", "price": price, "per": 1000, "label": "rows"}]}
+            for at, price in versions
+        ],
+    }
+
+
+def test_a_price_change_applies_from_its_effective_time_never_to_the_past(
+    priced_gateway: tuple[Gateway, Path],
+) -> None:
+    gateway, book = priced_gateway
+    worker = gateway.register_worker()
+    before = gateway.submit_audit()
+    _finish(gateway, before, worker, {"rows": 1000})
+    # The operator adds a version in force from now: the usage above keeps its price.
+    change = datetime.now(UTC)
+    book.write_text(json.dumps(_book([("2024-01-01T00:00:00+00:00", "0.20"), (change.isoformat(), "0.50")])))
+    after = gateway.submit_audit()
+    _finish(gateway, after, worker, {"rows": 1000})
+    bill = _summary(gateway)
+    assert bill.price_book == "ours"
+    assert {j.job_id: j.amount for j in bill.by_job} == {
+        before["job_id"]: Decimal("0.20"),
+        after["job_id"]: Decimal("0.50"),
+    }
+    assert bill.total_cents == 70
+
+
+def test_forges_resource_rates_and_a_bad_price_book_stops_the_gateway(tmp_path: Path) -> None:
+    for gw in build_gateway(f"sqlite:///{tmp_path / 'f.db'}", tmp_path / "gw", price_book="forge"):
+        train = _train(gw, "H100")
+        _finish(
+            gw,
+            train,
+            gw.register_worker(cpu_count=8, memory_gb=64, gpus=1, gpu_type="H100"),
+            {"gpu_hours": 2},
+        )
+        bill = _summary(gw)
+        assert bill.price_book == "forge" and bill.total == Decimal("5.00")  # $2.50 per GPU-hour, any type
+    (tmp_path / "bad.json").write_text('{"name": "x", "versions": []}')
+    for setting in ("no-such-preset", str(tmp_path / "bad.json")):
+        with pytest.raises(ValueError, match="NEXA_PRICE_BOOK"):
+            next(build_gateway(f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "x", price_book=setting))
+
+
+def test_money_is_never_a_float_and_rates_pick_the_most_specific() -> None:
+    from nexa.contracts.billing import to_cents
+    from nexa_gateway.services.pricebooks import SPEC
+
+    version = SPEC.version_at(datetime.now(UTC))
+    assert version is not None
+    a100, other = version.rate_for("gpu_hours", "train", "a100"), version.rate_for("gpu_hours", "train", "L4")
+    assert a100 is not None and a100.label == "A100-hours" and other is not None and other.gpu_types is None
+    assert version.rate_for("rows", "distill", None) is None  # rows are priced for audits only
+    assert version.rate_for("prompt_tokens", "generate", None) is not None
+    assert SPEC.version_at(datetime(2020, 1, 1, tzinfo=UTC)) is None
+    tokens = version.rate_for("completion_tokens", "distill", None)
+    assert tokens is not None and Decimal(123_456) / tokens.per * tokens.price == Decimal("0.0370368")
+    assert [to_cents(Decimal(x)) for x in ("0.005", "0.0049", "2.675", "0")] == [1, 0, 268, 0]
