@@ -184,6 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(StatusFastPath, state=state)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(billing.estimate_router, responses=ERROR_RESPONSES)  # before /v1/{type} routes match
     for module in (submit, jobs):
         app.include_router(module.router, responses=ERROR_RESPONSES)
         app.include_router(module.spec_router, responses=ERROR_RESPONSES)

@@ -39,7 +39,7 @@ from nexa.contracts.artifacts import (
     DatasetList,
     UploadedModel,
 )
-from nexa.contracts.billing import BillingSummary, PriceBook
+from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType, spec_for
 from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody, Role
@@ -431,6 +431,16 @@ class ClientCore:
             _model_parser(Dataset),
             files={"file": (filename, file, "application/octet-stream")},
             data={"name": name} if name else None,
+        )
+
+    def estimate(self, job_type: JobType | str, spec: JobOptions | Mapping[str, Any]) -> Call[CostEstimate]:
+        kind = JobType(_enum_value(job_type))
+        body = _jsonable(spec)
+        if not isinstance(body, dict):
+            raise TypeError(f"spec must be a JobOptions model or a dict, not {type(spec).__name__}")
+        # Nothing is created: an estimate is safe to repeat.
+        return Call(
+            "POST", f"/v1/{kind.value}/estimate", _model_parser(CostEstimate), json=body, retryable=True
         )
 
     def billing_summary(self, start: datetime | None, end: datetime | None) -> Call[BillingSummary]:

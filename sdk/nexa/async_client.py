@@ -29,7 +29,7 @@ from nexa._core import (
     with_uploaded,
 )
 from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset, Deployment, UploadedModel
-from nexa.contracts.billing import BillingSummary, PriceBook
+from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
@@ -322,6 +322,10 @@ class AsyncNexaClient:
     ) -> BillingSummary:
         """Your spend for a period (this month by default): total, by job type, by day, by job."""
         return await self._call(self._core.billing_summary(start, end))
+
+    async def estimate(self, job_type: JobType | str, spec: JobOptions | Mapping[str, Any]) -> CostEstimate:
+        """What the job would cost before it runs, unit by unit, with the basis of each (nothing is submitted)."""
+        return await self._call(self._core.estimate(job_type, spec))
 
     async def price_book(self) -> PriceBook:
         """The prices usage is charged at, with every dated version."""

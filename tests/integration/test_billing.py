@@ -156,3 +156,47 @@ def test_money_is_never_a_float_and_rates_pick_the_most_specific() -> None:
     tokens = version.rate_for("completion_tokens", "distill", None)
     assert tokens is not None and Decimal(123_456) / tokens.per * tokens.price == Decimal("0.0370368")
     assert [to_cents(Decimal(x)) for x in ("0.005", "0.0049", "2.675", "0")] == [1, 0, 268, 0]
+
+
+def _upload(gw: Gateway, rows: int, key: str | None = None) -> dict[str, Any]:
+    data = "".join(f'{{"prompt": "question {i}", "text": "row {i}"}}\n' for i in range(rows))
+    r = gw.client.post("/v1/datasets", files={"file": ("d.jsonl", data.encode())}, headers=gw.auth(key))
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _estimate(gw: Gateway, job_type: str, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    r = gw.client.post(f"/v1/{job_type}/estimate", json=body, headers=gw.auth(key))
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_estimates_price_what_is_known_before_the_run_and_submit_nothing(sqlite_gateway: Gateway) -> None:
+    gw = sqlite_gateway
+    dataset = _upload(gw, 2500)
+    audit = _estimate(gw, "audit", {"dataset_uri": dataset["dataset_id"]})
+    # 2,500 rows at $0.20 per 1,000: the dataset's own row count, exactly.
+    assert audit["complete"] and audit["total"] == "0.50" and audit["total_cents"] == 50
+    assert audit["lines"][0]["quantity"] == "2500" and dataset["dataset_id"] in audit["lines"][0]["basis"]
+    distill = _estimate(
+        gw, "distill", {"dataset_id": dataset["dataset_id"], "teacher": "Mistral-7B", "max_tokens": 100}
+    )
+    by_kind = {line["kind"]: line for line in distill["lines"]}
+    assert by_kind["completion_tokens"]["quantity"] == "250000"  # an upper bound: rows × max_tokens
+    assert int(by_kind["prompt_tokens"]["quantity"]) == dataset["size_bytes"] // 4
+    generate = _estimate(gw, "generate", {"domain": "medical", "num_samples": 1000, "teacher": "Mistral-7B"})
+    assert not generate["complete"]  # its prompts are written during the run
+    train = _estimate(
+        gw, "train", {"dataset_id": dataset["dataset_id"], "resources": {"gpus": 1, "gpu_type": "A100"}}
+    )
+    assert not train["complete"] and train["total"] == "0.00" and train["lines"][0]["quantity"] is None
+    deploy = _estimate(gw, "deploy", {"checkpoint_id": "ckpt_" + "a" * 26})
+    assert deploy["total"] == "2.00"  # the SPEC's $2 per month of serving
+    # Another tenant's dataset is unknown to this tenant's estimate: nothing about it leaks.
+    other = gw.new_tenant_key("other-tenant")
+    foreign = _estimate(gw, "audit", {"dataset_uri": dataset["dataset_id"]}, key=other)
+    assert not foreign["complete"] and "2500" not in json.dumps(foreign)
+    # Nothing was submitted, and bad input is the same 422 as a submission's.
+    assert gw.client.get("/v1/jobs", headers=gw.auth()).json()["items"] == []
+    bad = gw.client.post("/v1/audit/estimate", json={}, headers=gw.auth())
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "dataset_uri"

@@ -334,6 +334,9 @@ def test_billing_summary_and_prices_through_both_clients(live: LiveGateway) -> N
         assert bill.total == 0 and bill.total_cents == 0 and bill.price_book == "spec"
         assert bill.start.day == 1 and bill.start < bill.end  # this month so far
         assert sdk.price_book().name == "spec"
+        dataset = sdk.upload_dataset(live.dataset("estimate.jsonl", rows=2000))
+        guess = sdk.estimate("audit", {"dataset_uri": dataset.dataset_id})
+        assert guess.complete and guess.total_cents == 40 and guess.lines[0].quantity == 2000
 
     async def go() -> None:
         async with AsyncNexaClient(key, live.url, max_retries=0) as client:

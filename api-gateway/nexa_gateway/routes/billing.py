@@ -1,18 +1,23 @@
-"""The caller's spend and the prices it is charged at."""
+"""The caller's spend, the prices it is charged at, and what a job would cost before it runs."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the estimate handlers are built in a loop and FastAPI
+# must see each one's real body class.
 
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from nexa.contracts.billing import BillingSummary, PriceBook
+from nexa.contracts import JOB_SPECS, JobOptions, JobType
+from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook
 from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services import billing as svc
+from nexa_gateway.services.defaults import with_platform_defaults
+from nexa_gateway.services.estimates import estimate
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
+estimate_router = APIRouter(tags=["billing"])
 
 
 def _utc(value: datetime | None, field: str) -> datetime | None:
@@ -51,3 +56,33 @@ def billing_summary(
 def price_book(principal: CurrentPrincipal, state: StateDep) -> PriceBook:
     """The price book usage is charged at, with every dated version."""
     return state.settings.prices()
+
+
+def _estimate_route(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignore[no-untyped-def]
+    def handler(
+        body: spec_cls,  # type: ignore[valid-type]
+        principal: CurrentPrincipal,
+        session: SessionDep,
+        state: StateDep,
+    ) -> CostEstimate:
+        spec = with_platform_defaults(body, state.settings)
+        result = estimate(session, state.store, state.settings.prices(), principal.tenant_id, job_type, spec)
+        session.commit()
+        return result
+
+    handler.__doc__ = (
+        f"What a {job_type.value} job would cost, unit by unit, before it runs: nothing is submitted "
+        "(`POST /v1/{type}` submits it)."
+    )
+    return handler
+
+
+for _type, _cls in JOB_SPECS.items():
+    estimate_router.add_api_route(
+        f"/v1/{_type.value}/estimate",
+        _estimate_route(_type, _cls),
+        methods=["POST"],
+        response_model=CostEstimate,
+        name=f"estimate_{_type.value}",
+        summary=f"Estimate a {_type.value} job's cost",
+    )

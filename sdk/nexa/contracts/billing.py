@@ -164,3 +164,29 @@ class BillingSummary(BaseModel):
     unpriced: dict[str, Decimal] = Field(
         default_factory=dict, description="Usage no rate of the price book covers (free)."
     )
+
+
+class EstimateLine(BaseModel):
+    """One unit a job will use: how much (when it can be known before the run), what it costs, and why."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: str
+    quantity: Decimal | None = None
+    amount: Decimal | None = None
+    basis: str
+
+
+class CostEstimate(BaseModel):
+    """What a job is expected to cost before it runs, unit by unit; ``complete`` is false when some unit
+    (machine time, a benchmark's size) can only be known by running it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_type: str
+    price_book: str
+    currency: str = "usd"
+    total: Decimal
+    total_cents: int
+    complete: bool
+    lines: list[EstimateLine] = Field(default_factory=list)
