@@ -38,7 +38,7 @@ from nexa_gateway.routes import (
     worker_store,
     workers,
 )
-from nexa_gateway.services import endpointkeys, grants, jobsignals, logarchive, queue, signing
+from nexa_gateway.services import deploymeter, endpointkeys, grants, jobsignals, logarchive, queue, signing
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
 from nexa_gateway.services.keys import KeyResolver, ensure_tenant, set_role, store_api_key
@@ -118,6 +118,21 @@ async def _log_archiver(state: AppState) -> None:
             await asyncio.sleep(state.settings.log_archive_interval_seconds)
 
 
+def _meter_deployments_once(state: AppState) -> None:
+    with state.db.session() as session:
+        metered = deploymeter.meter_stopped(session, state.store)
+    state.jobs.invalidate(metered)
+
+
+async def _deployment_meter(state: AppState) -> None:
+    while True:
+        try:
+            await run_in_threadpool(_meter_deployments_once, state)
+        except Exception:  # the store or the database may be down for a while; the next tick retries
+            log.exception("deployment meter tick failed")
+        await asyncio.sleep(state.settings.deployment_meter_interval_seconds)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build a gateway app; nothing touches the database until startup."""
     settings = settings or Settings()
@@ -157,6 +172,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks = [asyncio.create_task(_reaper(state))]
         if settings.backend == "sql" and settings.log_archive_interval_seconds > 0:
             tasks.append(asyncio.create_task(_log_archiver(state)))
+        if settings.backend == "sql" and settings.deployment_meter_interval_seconds > 0:
+            tasks.append(asyncio.create_task(_deployment_meter(state)))
         if db.is_postgres and settings.backend == "sql":
             # Log streams on this replica hear of lines and ends that reach another one.
             tasks.append(asyncio.create_task(jobsignals.listen(settings.database_url, state.signals)))

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         description="How often finished jobs' logs are written to the artifact store as files "
         "(logs_uri); 0 turns the archive off.",
     )
+    deployment_meter_interval_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How often stopped deployments' running time is metered (deployment_hours, by the second); "
+        "0 turns deployment metering off.",
+    )
     rate_limit_per_minute: int = Field(600, ge=1)
     max_upload_bytes: int = Field(1 << 30, ge=1)
     max_request_bytes: int = Field(

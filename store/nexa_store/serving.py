@@ -84,3 +84,15 @@ def deployment_status(store: ArtifactStore, deployment_id: str) -> str:
     if stop_requested(store, deployment_id):
         return "stopping"
     return "running"
+
+
+def stopped_at(store: ArtifactStore, deployment_id: str) -> datetime | None:
+    """When the serving process of ``deployment_id`` recorded its exit; None while it has not."""
+    marker = derived_id(deployment_id, "stopped")
+    if not store.exists(marker):
+        return None
+    try:
+        when = json.loads(store.read_file(marker, DEPLOYMENT_FILE)).get("stopped_at")
+        return datetime.fromisoformat(str(when))
+    except (ArtifactError, ValueError, AttributeError):
+        return None

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from nexa.contracts.billing import BillingSummary
 from tests.integration.gateway_app import Gateway, build_gateway
@@ -200,3 +201,57 @@ def test_estimates_price_what_is_known_before_the_run_and_submit_nothing(sqlite_
     assert gw.client.get("/v1/jobs", headers=gw.auth()).json()["items"] == []
     bad = gw.client.post("/v1/audit/estimate", json={}, headers=gw.auth())
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "dataset_uri"
+
+
+def test_deployment_time_is_metered_by_the_second_once_it_stops(gateway: Gateway) -> None:
+    """The serving process's run, from the start its record names to the exit it recorded, once."""
+    from nexa.ids import new_id
+    from nexa_gateway.db import Artifact, Job, Usage, utcnow
+    from nexa_gateway.services.deploymeter import meter_stopped
+    from nexa_store.serving import DEPLOYMENT_FILE, derived_id, mark_stopped
+
+    state = gateway.client.app.state.nexa  # type: ignore[attr-defined]
+    tenant = _summary(gateway).tenant_id
+    job_id, deployment_id = new_id("job"), new_id("dp")
+    started = datetime.now(UTC) - timedelta(hours=73)  # 73 hours of serving: a tenth of a month
+    with state.store.begin("deployment", deployment_id) as writer:
+        (writer.path / DEPLOYMENT_FILE).write_text(json.dumps({"started_at": started.isoformat()}))
+        writer.commit(tenant_id=tenant, job_id=job_id, attempt=1)
+    with state.db.session() as session:
+        session.add(
+            Job(
+                id=job_id,
+                tenant_id=tenant,
+                job_type="deploy",
+                status="completed",
+                spec={},
+                spec_hash="x",
+                attempt=1,
+            )
+        )
+        session.add(
+            Artifact(
+                id=deployment_id,
+                tenant_id=tenant,
+                kind="deployment",
+                uri="u",
+                job_id=job_id,
+                created_at=utcnow(),
+            )
+        )
+        session.commit()
+        assert meter_stopped(session, state.store) == []  # still serving: nothing charged yet
+    mark_stopped(state.store, deployment_id, reason="undeployed")
+    stop = json.loads(state.store.read_file(derived_id(deployment_id, "stopped"), DEPLOYMENT_FILE))[
+        "stopped_at"
+    ]
+    expected = round((datetime.fromisoformat(stop) - started).total_seconds() / 3600, 6)
+    with state.db.session() as session:
+        assert meter_stopped(session, state.store) == [job_id]
+        assert meter_stopped(session, state.store) == []  # once, however many ticks see the stop
+        hours = session.scalars(select(Usage.amount).where(Usage.job_id == job_id)).all()
+    assert hours == [pytest.approx(expected)] and 73 <= expected < 73.1
+    line = _summary(gateway).by_job[0].lines[0]
+    assert line.kind == "deployment_hours" and line.label.startswith("deployment")
+    # $2 per 730-hour month, prorated: 73 hours and a few seconds is $0.20 and a little.
+    assert Decimal("0.20") <= line.amount < Decimal("0.2003")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,6 +58,7 @@ def test_generate_audit_distill_train_evaluate_deploy_undeploy(
         assert run.base_exact_match == 0.0
         assert run.student_exact_match is not None and run.student_exact_match >= 0.5
         assert run.answer  # the deployed student answered through the openai package
+        _check_bill(run)
         listed = {d.deployment_id: d for d in client.list_deployments()}
         assert set(run.deployments) <= set(listed)
         for deployment_id in run.deployments:
@@ -65,3 +68,35 @@ def test_generate_audit_distill_train_evaluate_deploy_undeploy(
             while _alive(int(record["pid"])) and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert not _alive(int(record["pid"])), f"serving process {record['pid']} still runs"
+
+
+def _check_bill(run: Any) -> None:
+    """The demo's bill: every job priced by the SPEC's book, and estimated before it ran. Units that do
+    not depend on machine speed match their estimate exactly or stay within its bound; machine time is
+    reported, never asserted."""
+    from nexa.cli.demo import bill_rows
+
+    assert run.bill is not None and run.bill.price_book == "spec"
+    jobs = {s.job_id: s.name for s in run.steps if s.job_id.startswith("job_")}
+    assert set(run.estimates) == set(jobs)  # an estimate for every job, asked at submission
+    charged = {j.job_id: j for j in run.bill.by_job}
+    by_step = {name: job_id for job_id, name in jobs.items()}
+
+    def used(step: str, kind: str) -> Decimal:
+        job = charged[by_step[step]]
+        return sum((line.quantity for line in job.lines if line.kind == kind), Decimal(0))
+
+    def guessed(step: str, kind: str) -> Decimal | None:
+        return next(line.quantity for line in run.estimates[by_step[step]].lines if line.kind == kind)
+
+    assert used("audit", "rows") == guessed("audit", "rows") == 24  # the generated set's rows, exactly
+    assert used("evaluate", "samples") == guessed("evaluate", "samples") > 0  # the held-out rows, exactly
+    for step in ("generate", "distill"):
+        bound = guessed(step, "completion_tokens")
+        assert bound is not None and 0 < used(step, "completion_tokens") <= bound
+    assert run.estimates[by_step["train student"]].complete is False  # machine time is not guessed
+    # The money adds up: each job's cents are the sum of its lines', the audit at $0.20 per 1,000 rows.
+    for job in charged.values():
+        assert job.amount_cents == sum(line.amount_cents for line in job.lines)
+    assert charged[by_step["audit"]].amount == Decimal("0.0048")
+    assert [row[0] for row in bill_rows(run)] == [s.name for s in run.steps if s.job_id.startswith("job_")]

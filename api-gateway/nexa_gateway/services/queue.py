@@ -221,7 +221,7 @@ def append_logs(session: Session, worker_id: str, job_id: str, attempt: int, lin
     )
 
 
-def _record_usage(
+def record_usage(
     session: Session, tenant_id: str, job_id: str, attempt: int, usage: list[UsageRecord]
 ) -> list[UsageRecord]:
     """Insert usage once per (job, attempt, kind); returns what was newly recorded."""
@@ -280,7 +280,7 @@ def complete_job(
     artifacts_uri = promote(row, body.artifacts)
     if artifacts_uri:
         row.artifacts_uri = artifacts_uri
-    recorded = _record_usage(session, row.tenant_id, job_id, body.attempt, body.usage)
+    recorded = record_usage(session, row.tenant_id, job_id, body.attempt, body.usage)
     add_event(session, job_id, "completed", "job completed", body.attempt)
     session.flush()
     return Finished(row.job_type, "completed", recorded, job=finished_job(session, row))
@@ -296,7 +296,7 @@ def fail_job(session: Session, worker_id: str, job_id: str, body: FailReport) ->
             if done is not None:
                 return Finished(done.job_type, "cancelled", [], changed=False)
         raise stale(job_id, body.attempt)
-    recorded = _record_usage(session, row.tenant_id, job_id, body.attempt, body.usage)
+    recorded = record_usage(session, row.tenant_id, job_id, body.attempt, body.usage)
     _end_attempt(session, row, code=body.code, message=body.message, retryable=body.retryable)
     ended = finished_job(session, row) if row.status in TERMINAL_STATES else None
     return Finished(row.job_type, row.status, recorded, job=ended)

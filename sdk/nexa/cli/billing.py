@@ -31,14 +31,14 @@ def summary_tables(bill: BillingSummary) -> list[Table]:
     for column in ("JOB ID", "TYPE", "USAGE", "SPEND"):
         jobs.add_column(column, no_wrap=column == "JOB ID", justify="right" if column == "SPEND" else "left")
     for job in bill.by_job[:20]:
-        used = ", ".join(f"{line.quantity.normalize():,} {line.kind}" for line in job.lines)
+        used = ", ".join(f"{line.quantity:,} {line.kind}" for line in job.lines)
         jobs.add_row(job.job_id, job.job_type, used, money(job.amount))
     usage = Table(title="usage", show_edge=False, header_style="bold")
     usage.add_column("KIND")
     usage.add_column("AMOUNT", justify="right")
     usage.add_column("", style="dim")
     for kind, amount in sorted(bill.usage.items()):
-        usage.add_row(kind, f"{amount.normalize():,}", "not priced" if kind in bill.unpriced else "")
+        usage.add_row(kind, f"{amount:,}", "not priced" if kind in bill.unpriced else "")
     return [by_type, jobs, usage]
 
 

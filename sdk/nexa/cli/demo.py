@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +33,7 @@ from nexa.cli.context import EXIT_FAILURE, OPTIONS, CliError, handle_errors
 from nexa.cli.render import console, err_console, follow_job, print_outcome
 from nexa.client import NexaClient
 from nexa.contracts import JobState
+from nexa.contracts.billing import BillingSummary, CostEstimate
 from nexa.errors import APIConnectionError, AuthenticationError, ConfigError, NexaError
 from nexa.handles import JobHandle
 
@@ -171,6 +174,10 @@ class Lifecycle:
     base_exact_match: float | None = None
     answer: str | None = None
     deployments: list[str] = field(default_factory=list)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Each job's estimate, asked right after submission from the spec it was stored with.
+    estimates: dict[str, CostEstimate] = field(default_factory=dict)
+    bill: BillingSummary | None = None
 
 
 class LifecycleError(RuntimeError):
@@ -186,6 +193,10 @@ def _finish(
     figure: Callable[[dict[str, Any]], str],
     wait: Callable[[NexaClient, str], JobHandle],
 ) -> dict[str, Any]:
+    try:
+        run.estimates[job.job_id] = client.estimate(job.job_type, job.spec)
+    except NexaError:
+        pass  # an older gateway without estimates: the bill still shows what was charged
     final = wait(client, job.job_id)
     result = final.result or {}
     status = final.status.value
@@ -380,7 +391,69 @@ def run_lifecycle(
                 time.monotonic() - started,
             )
         )
+        try:
+            run.bill = client.billing_summary(start=run.started_at)
+        except NexaError:
+            run.bill = None
     return run
+
+
+def _money(amount: Decimal | None) -> str:
+    if amount is None:
+        return "-"
+    return (
+        f"${amount:,.2f}"
+        if amount == amount.quantize(Decimal("0.01")) or amount >= 1
+        else f"${amount:.6f}".rstrip("0")
+    )
+
+
+def bill_rows(run: Lifecycle) -> list[tuple[str, str, str, str, str]]:
+    """(step, job, usage, charge, estimate) for every lifecycle job, from the bill and the estimates."""
+    charged = {j.job_id: j for j in (run.bill.by_job if run.bill else [])}
+    rows = []
+    for step in run.steps:
+        if not step.job_id.startswith("job_"):
+            continue
+        job = charged.get(step.job_id)
+        usage = ", ".join(f"{line.quantity:,} {line.kind}" for line in job.lines) if job else ""
+        estimate = run.estimates.get(step.job_id)
+        guess = "-"
+        if estimate is not None:
+            guess = _money(estimate.total) + ("" if estimate.complete else " + machine time")
+        if step.name.startswith("deploy") and not any(
+            line.kind == "deployment_hours" for line in (job.lines if job else [])
+        ):
+            usage = usage or "serving time: charged once it stops"
+        rows.append((step.name, step.job_id, usage or "-", _money(job.amount if job else Decimal(0)), guess))
+    return rows
+
+
+def bill_table(run: Lifecycle) -> Table:
+    """The lifecycle's bill: per step, what was used, what it cost, and what was estimated before."""
+    total = sum(
+        (
+            j.amount
+            for j in (run.bill.by_job if run.bill else [])
+            if any(j.job_id == s.job_id for s in run.steps)
+        ),
+        Decimal(0),
+    )
+    book = run.bill.price_book if run.bill else "-"
+    table = Table(
+        title=f"bill (price book {book}): {_money(total)}",
+        title_justify="left",
+        show_edge=False,
+        header_style="bold",
+    )
+    table.add_column("STEP", ratio=1)
+    table.add_column("JOB", no_wrap=True, min_width=30)
+    table.add_column("USAGE", ratio=2)
+    table.add_column("CHARGE", justify="right", no_wrap=True)
+    table.add_column("ESTIMATE", justify="right", ratio=1)
+    for row in bill_rows(run):
+        table.add_row(*(escape(cell) for cell in row))
+    return table
 
 
 def _wait_stopped(client: NexaClient, deployment_ids: list[str], *, timeout: float) -> bool:
@@ -465,6 +538,8 @@ def demo(
             err_console.print(f"[red]{escape(str(exc))}[/]")
             raise typer.Exit(EXIT_FAILURE) from exc
         console.print(lifecycle_table(run))
+        if run.bill is not None:
+            console.print(bill_table(run))
         if run.student_exact_match is not None:
             console.print(
                 f"held-out exact match: student {run.student_exact_match:.0%}, untrained base {run.base_exact_match:.0%}; "
