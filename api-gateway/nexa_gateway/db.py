@@ -63,6 +63,16 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Budget(Base):
+    """A tenant's monthly spending limit (its own table: adding it changes no existing one)."""
+
+    __tablename__ = "budgets"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    monthly_limit_cents: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class PlatformMeta(Base):
     """Facts about this installation: when manifest signing began, which keys have signed."""
 

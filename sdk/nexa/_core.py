@@ -39,7 +39,7 @@ from nexa.contracts.artifacts import (
     DatasetList,
     UploadedModel,
 )
-from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook
+from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook, TenantBudget
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType, spec_for
 from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody, Role
@@ -448,6 +448,9 @@ class ClientCore:
         return Call(
             "GET", "/v1/billing/summary", _model_parser(BillingSummary), params=params, retryable=True
         )
+
+    def budget(self) -> Call[TenantBudget]:
+        return Call("GET", "/v1/billing/budget", _model_parser(TenantBudget), retryable=True)
 
     def price_book(self) -> Call[PriceBook]:
         return Call("GET", "/v1/billing/prices", _model_parser(PriceBook), retryable=True)

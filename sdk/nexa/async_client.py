@@ -29,7 +29,7 @@ from nexa._core import (
     with_uploaded,
 )
 from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset, Deployment, UploadedModel
-from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook
+from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook, TenantBudget
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
@@ -326,6 +326,10 @@ class AsyncNexaClient:
     async def estimate(self, job_type: JobType | str, spec: JobOptions | Mapping[str, Any]) -> CostEstimate:
         """What the job would cost before it runs, unit by unit, with the basis of each (nothing is submitted)."""
         return await self._call(self._core.estimate(job_type, spec))
+
+    async def budget(self) -> TenantBudget:
+        """Your tenant's monthly budget (set by a platform admin), this month's spend and what is left."""
+        return await self._call(self._core.budget())
 
     async def price_book(self) -> PriceBook:
         """The prices usage is charged at, with every dated version."""

@@ -9,6 +9,7 @@
     ├── APIStatusError                the gateway answered 4xx/5xx (after retries)
     │   ├── BadRequestError           400 (malformed JSON, bad cursor, unreadable upload)
     │   ├── AuthenticationError       401 (unknown, revoked or expired key)
+    │   ├── PaymentRequiredError      402 (the job would pass a budget: ``.message`` names the numbers)
     │   ├── PermissionDeniedError     403
     │   ├── NotFoundError             404 (also another tenant's ids)
     │   ├── ConflictError             409 (idempotency key reused with another body, ...)
@@ -46,6 +47,7 @@ __all__ = [
     "JobFailedError",
     "NexaError",
     "NotFoundError",
+    "PaymentRequiredError",
     "PermissionDeniedError",
     "RateLimitError",
     "UnprocessableEntityError",
@@ -115,6 +117,10 @@ class PermissionDeniedError(APIStatusError):
     """403: the credential is valid but may not do this."""
 
 
+class PaymentRequiredError(APIStatusError):
+    """402: the job's estimate passes its ``max_cost_cents`` or the tenant's remaining monthly budget."""
+
+
 class NotFoundError(APIStatusError):
     """404: no such object for this tenant."""
 
@@ -169,6 +175,7 @@ class WaitTimeoutError(NexaError):
 STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
+    402: PaymentRequiredError,
     403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,

@@ -255,3 +255,61 @@ def test_deployment_time_is_metered_by_the_second_once_it_stops(gateway: Gateway
     assert line.kind == "deployment_hours" and line.label.startswith("deployment")
     # $2 per 730-hour month, prorated: 73 hours and a few seconds is $0.20 and a little.
     assert Decimal("0.20") <= line.amount < Decimal("0.2003")
+
+
+def test_budgets_refuse_what_would_pass_them_with_402_naming_the_numbers(sqlite_gateway: Gateway) -> None:
+    gw = sqlite_gateway
+    worker = gw.register_worker()
+    set_budget = gw.client.put(
+        "/v1/admin/tenants/default/budget", json={"monthly_limit_cents": 100}, headers=gw.auth()
+    )
+    assert set_budget.status_code == 200 and set_budget.json()["remaining_cents"] == 100
+    dataset = _upload(gw, 2500)["dataset_id"]  # estimated at $0.50 an audit
+
+    def audit(**extra: Any) -> Any:
+        return gw.client.post("/v1/audit", json={"dataset_uri": dataset, **extra}, headers=gw.auth())
+
+    first = audit(idempotency_key="first")
+    assert first.status_code == 201
+    _finish(gw, first.json(), worker, {"rows": 2500})
+    second = audit()
+    assert second.status_code == 201  # $0.50 spent + $0.50 estimated fits $1.00 exactly
+    _finish(gw, second.json(), worker, {"rows": 2500})
+    refused = audit()
+    assert refused.status_code == 402 and refused.json()["error"]["type"] == "budget_exceeded"
+    message = refused.json()["error"]["message"]
+    assert "$1.00" in message and "$0.50" in message and "leaves $0.00" in message
+    # A repeat of an accepted submission returns its job: the budget never refuses what exists.
+    again = audit(idempotency_key="first")
+    assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]
+    own = gw.client.get("/v1/billing/budget", headers=gw.auth()).json()
+    assert own == {
+        "tenant_id": own["tenant_id"],
+        "monthly_limit_cents": 100,
+        "spent_this_month_cents": 100,
+        "remaining_cents": 0,
+    }
+    # A job's own cap, for a tenant without a budget; members cannot set budgets.
+    member = gw.new_tenant_key("capped")
+    other = _upload(gw, 2500, key=member)["dataset_id"]
+    capped = gw.client.post(
+        "/v1/audit", json={"dataset_uri": other, "max_cost_cents": 10}, headers=gw.auth(member)
+    )
+    assert capped.status_code == 402 and capped.json()["error"]["field"] == "max_cost_cents"
+    assert "$0.50" in capped.json()["error"]["message"]
+    fits = gw.client.post(
+        "/v1/audit", json={"dataset_uri": other, "max_cost_cents": 50}, headers=gw.auth(member)
+    )
+    assert fits.status_code == 201
+    denied = gw.client.put(
+        "/v1/admin/tenants/capped/budget", json={"monthly_limit_cents": 10**6}, headers=gw.auth(member)
+    )
+    assert denied.status_code == 403
+    # Removing the budget lets the tenant submit again.
+    assert (
+        gw.client.put(
+            "/v1/admin/tenants/default/budget", json={"monthly_limit_cents": None}, headers=gw.auth()
+        ).status_code
+        == 200
+    )
+    assert audit().status_code == 201

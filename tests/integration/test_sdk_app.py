@@ -27,6 +27,7 @@ from nexa import (
     NexaClient,
     NexaError,
     NotFoundError,
+    PaymentRequiredError,
     ValidationError,
 )
 from nexa_gateway.main import create_app
@@ -337,6 +338,10 @@ def test_billing_summary_and_prices_through_both_clients(live: LiveGateway) -> N
         dataset = sdk.upload_dataset(live.dataset("estimate.jsonl", rows=2000))
         guess = sdk.estimate("audit", {"dataset_uri": dataset.dataset_id})
         assert guess.complete and guess.total_cents == 40 and guess.lines[0].quantity == 2000
+        assert sdk.budget().monthly_limit_cents is None  # no budget set: nothing refused for cost
+        with pytest.raises(PaymentRequiredError) as capped:
+            sdk.audit(dataset.dataset_id, max_cost_cents=1)
+        assert capped.value.status_code == 402 and capped.value.error_type == "budget_exceeded"
 
     async def go() -> None:
         async with AsyncNexaClient(key, live.url, max_retries=0) as client:

@@ -12,11 +12,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from sqlalchemy import select
 
+from nexa.contracts.billing import BudgetChange, TenantBudget
 from nexa.contracts.keys import GrantChange, TenantGrants
 from nexa_gateway.db import Tenant
 from nexa_gateway.deps import PlatformAdmin, SessionDep, StateDep
 from nexa_gateway.errors import not_found
-from nexa_gateway.services import grants
+from nexa_gateway.services import budgets, grants
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -61,3 +62,22 @@ def revoke_grant(
     grants.revoke(session, tenant_id, body.kind, body.value)
     session.commit()
     return _view(session, tenant, tenant_id)
+
+
+@router.get("/tenants/{tenant}/budget", response_model=TenantBudget)
+def get_budget(
+    tenant: TenantName, _admin: PlatformAdmin, session: SessionDep, state: StateDep
+) -> TenantBudget:
+    """The tenant's monthly budget and its spend this month."""
+    return budgets.view(session, state.settings.prices(), _tenant_id(session, tenant))
+
+
+@router.put("/tenants/{tenant}/budget", response_model=TenantBudget)
+def put_budget(
+    tenant: TenantName, body: BudgetChange, _admin: PlatformAdmin, session: SessionDep, state: StateDep
+) -> TenantBudget:
+    """Set (or, with null, remove) the tenant's monthly budget: later submissions are checked against it."""
+    tenant_id = _tenant_id(session, tenant)
+    budgets.set_limit(session, tenant_id, body.monthly_limit_cents)
+    session.commit()
+    return budgets.view(session, state.settings.prices(), tenant_id)

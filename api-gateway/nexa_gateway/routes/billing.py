@@ -9,10 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from nexa.contracts import JOB_SPECS, JobOptions, JobType
-from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook
+from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook, TenantBudget
 from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services import billing as svc
+from nexa_gateway.services import budgets
 from nexa_gateway.services.defaults import with_platform_defaults
 from nexa_gateway.services.estimates import estimate
 
@@ -48,6 +49,14 @@ def billing_summary(
     if period_start >= period_end:
         raise ApiError(422, "validation_error", "start must be before end", field="start")
     result = svc.summary(session, state.settings.prices(), principal.tenant_id, period_start, period_end)
+    session.commit()
+    return result
+
+
+@router.get("/budget", response_model=TenantBudget)
+def own_budget(principal: CurrentPrincipal, session: SessionDep, state: StateDep) -> TenantBudget:
+    """The caller's tenant's monthly budget (set by a platform admin) and what is left of it."""
+    result = budgets.view(session, state.settings.prices(), principal.tenant_id)
     session.commit()
     return result
 

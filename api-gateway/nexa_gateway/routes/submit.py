@@ -6,10 +6,13 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
+from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import JOB_SPECS, Job, JobOptions, JobType
 from nexa_gateway.deps import CurrentPrincipal, StateDep
+from nexa_gateway.services import budgets
 from nexa_gateway.services.defaults import with_platform_defaults
+from nexa_gateway.state import AppState
 
 router = APIRouter(tags=["jobs"])
 spec_router = APIRouter(tags=["spec"])
@@ -25,6 +28,15 @@ IdempotencyHeader = Annotated[
 ]
 
 
+def _check_budget(
+    state: AppState, tenant_id: str, job_type: JobType, spec: JobOptions, idempotency_key: str | None
+) -> None:
+    with state.db.session() as session:
+        budgets.check(
+            session, state.store, state.settings.prices(), tenant_id, job_type, spec, idempotency_key
+        )
+
+
 def _make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignore[no-untyped-def]
     async def handler(
         body: spec_cls,  # type: ignore[valid-type]
@@ -33,6 +45,7 @@ def _make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignor
         idempotency_key: IdempotencyHeader = None,
     ) -> Response:
         spec = with_platform_defaults(body, state.settings)
+        await run_in_threadpool(_check_budget, state, principal.tenant_id, job_type, spec, idempotency_key)
         job, created = await state.backend.submit(principal.tenant_id, job_type, spec, idempotency_key)
         # Serialized once here; the declared response_model documents the same shape.
         return Response(

@@ -190,3 +190,20 @@ class CostEstimate(BaseModel):
     total_cents: int
     complete: bool
     lines: list[EstimateLine] = Field(default_factory=list)
+
+
+class BudgetChange(StrictModel):
+    """Set a tenant's monthly budget in US cents; null removes it."""
+
+    monthly_limit_cents: int | None = Field(None, ge=0, le=10**12)
+
+
+class TenantBudget(BaseModel):
+    """A tenant's monthly budget and what it has spent of it this month."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tenant_id: str
+    monthly_limit_cents: int | None = None
+    spent_this_month_cents: int = 0
+    remaining_cents: int | None = None

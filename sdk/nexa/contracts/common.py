@@ -66,6 +66,12 @@ class JobOptions(StrictModel):
         max_length=200,
         description="A repeat submission with the same key returns the first job instead of a new one.",
     )
+    max_cost_cents: int | None = Field(
+        None,
+        ge=0,
+        le=10**12,
+        description="Refuse the job (402 budget_exceeded) when its estimated charge is above this, in US cents.",
+    )
 
     @field_validator("labels")
     @classmethod

@@ -93,6 +93,7 @@ class ErrorCode(StrEnum):
     job_finished = "job_finished"  # 409: cancelling a job that already completed or failed
     idempotency_conflict = "idempotency_conflict"  # 409: an idempotency key reused with another body
     stale_attempt = "stale_attempt"  # 409: a report for an attempt that is no longer current
+    budget_exceeded = "budget_exceeded"  # 402: the estimate passes max_cost_cents or the tenant's budget
 
 
 class JudgeConfig(StrictModel):

@@ -1,0 +1,97 @@
+"""Budgets: a job's own cap (``max_cost_cents``) and its tenant's monthly limit, checked at submission.
+
+A submission is refused with 402 ``budget_exceeded`` when its estimate is above its
+own cap, or when the tenant's spend this month plus the estimate would pass the
+monthly limit (or the limit is already reached). The estimate counts only what is
+known before the run (``services.estimates``): machine time is not guessed, so a
+training job is refused on the tenant budget only once the month's spend has reached it.
+A repeat of an accepted submission (same idempotency key) is never refused: it
+returns the job that exists.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nexa.contracts import JobOptions, JobType
+from nexa.contracts.billing import PriceBook, TenantBudget
+from nexa_gateway.db import Budget, Job
+from nexa_gateway.errors import ApiError
+from nexa_gateway.services import billing
+from nexa_gateway.services.estimates import estimate
+from nexa_store.base import ArtifactStore
+
+
+def _dollars(cents: int) -> str:
+    return f"${cents / 100:,.2f}"
+
+
+def spent_this_month(session: Session, book: PriceBook, tenant_id: str) -> int:
+    now = datetime.now(UTC)
+    return billing.summary(session, book, tenant_id, billing.month_start(now), now).total_cents
+
+
+def view(session: Session, book: PriceBook, tenant_id: str) -> TenantBudget:
+    row = session.get(Budget, tenant_id)
+    spent = spent_this_month(session, book, tenant_id)
+    limit = row.monthly_limit_cents if row is not None else None
+    return TenantBudget(
+        tenant_id=tenant_id,
+        monthly_limit_cents=limit,
+        spent_this_month_cents=spent,
+        remaining_cents=None if limit is None else max(0, limit - spent),
+    )
+
+
+def set_limit(session: Session, tenant_id: str, cents: int | None) -> None:
+    row = session.get(Budget, tenant_id)
+    if cents is None:
+        if row is not None:
+            session.delete(row)
+    elif row is None:
+        session.add(Budget(tenant_id=tenant_id, monthly_limit_cents=cents))
+    else:
+        row.monthly_limit_cents, row.updated_at = cents, datetime.now(UTC).replace(tzinfo=None)
+    session.flush()
+
+
+def check(
+    session: Session,
+    store: ArtifactStore,
+    book: PriceBook,
+    tenant_id: str,
+    job_type: JobType,
+    spec: JobOptions,
+    idempotency_key: str | None,
+) -> None:
+    """Raise 402 ``budget_exceeded`` when the job would pass its cap or its tenant's monthly budget."""
+    budget = session.get(Budget, tenant_id)
+    if spec.max_cost_cents is None and budget is None:
+        return
+    key = idempotency_key or spec.idempotency_key
+    if key and session.scalar(select(Job.id).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)):
+        return  # a repeat: the job exists and is returned as it is
+    guess = estimate(session, store, book, tenant_id, job_type, spec)
+    if spec.max_cost_cents is not None and guess.total_cents > spec.max_cost_cents:
+        raise ApiError(
+            402,
+            "budget_exceeded",
+            f"this {job_type.value} job is estimated at {_dollars(guess.total_cents)}, above its max_cost_cents "
+            f"{spec.max_cost_cents} ({_dollars(spec.max_cost_cents)}); see POST /v1/{job_type.value}/estimate",
+            field="max_cost_cents",
+        )
+    if budget is None:
+        return
+    spent = spent_this_month(session, book, tenant_id)
+    limit = budget.monthly_limit_cents
+    if spent >= limit or spent + guess.total_cents > limit:
+        raise ApiError(
+            402,
+            "budget_exceeded",
+            f"the monthly budget is {_dollars(limit)}; {_dollars(spent)} is spent this month and this "
+            f"{job_type.value} job is estimated at {_dollars(guess.total_cents)}, which leaves "
+            f"{_dollars(max(0, limit - spent))}: ask an admin to raise the budget",
+        )
