@@ -775,15 +775,25 @@ def _is_local_model_reference(value: str) -> bool:
     return (Path(value).expanduser() / "config.json").is_file()
 
 
-def local_model_dirs(job_type: JobType | str, spec: JobOptions | Mapping[str, Any]) -> dict[str, Path]:
-    """The request's model and teacher fields that name a model directory on this machine, by body key."""
+def _typed_request(
+    job_type: JobType | str, spec: JobOptions | Mapping[str, Any]
+) -> tuple[dict[str, Any], JobOptions] | None:
+    """The request body and its typed spec; None when it does not validate (the server says why)."""
     body = _jsonable(spec)
     if not isinstance(body, dict):
-        return {}
+        return None
     try:
-        typed = spec_for(JobType(_enum_value(job_type)), body)
+        return body, spec_for(JobType(_enum_value(job_type)), body)
     except (ValueError, PydanticValidationError):
+        return None
+
+
+def local_model_dirs(job_type: JobType | str, spec: JobOptions | Mapping[str, Any]) -> dict[str, Path]:
+    """The request's model and teacher fields that name a model directory on this machine, by body key."""
+    parsed = _typed_request(job_type, spec)
+    if parsed is None:
         return {}
+    body, typed = parsed
     return {
         ref.field: Path(ref.value).expanduser()
         for ref in job_references(typed)
@@ -816,13 +826,10 @@ def model_archive(directory: Path, out: IO[bytes]) -> list[str]:
 
 def local_dataset_files(job_type: JobType | str, spec: JobOptions | Mapping[str, Any]) -> dict[str, Path]:
     """The request's dataset fields that name a file on this machine, by body key: these get uploaded."""
-    body = _jsonable(spec)
-    if not isinstance(body, dict):
+    parsed = _typed_request(job_type, spec)
+    if parsed is None:
         return {}
-    try:
-        typed = spec_for(JobType(_enum_value(job_type)), body)
-    except (ValueError, PydanticValidationError):
-        return {}  # the server says what is wrong with it
+    body, typed = parsed
     found: dict[str, Path] = {}
     for ref in job_references(typed):
         if ref.kind != "dataset" or "." in ref.field or not _is_local_file_reference(ref.value):
