@@ -421,6 +421,8 @@ def bill_rows(run: Lifecycle) -> list[tuple[str, str, str, str, str]]:
         guess = "-"
         if estimate is not None:
             guess = _money(estimate.total) + ("" if estimate.complete else " + machine time")
+            if any(line.kind == "deployment_hours" for line in estimate.lines):
+                guess = f"{_money(estimate.total)} per month of serving"
         if step.name.startswith("deploy") and not any(
             line.kind == "deployment_hours" for line in (job.lines if job else [])
         ):
