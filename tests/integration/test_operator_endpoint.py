@@ -157,7 +157,7 @@ def endpoint_status(api: Any, namespace: str, name: str) -> dict[str, Any]:
 
 
 def ready_endpoint(
-    api: Any, namespace: str, name: str, replicas: int, timeout: float = 60.0
+    api: Any, namespace: str, name: str, replicas: int, timeout: float = 180.0
 ) -> dict[str, Any]:
     """The NexaEndpoint once it is Ready with ``replicas`` ready replicas."""
 

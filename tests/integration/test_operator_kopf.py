@@ -200,7 +200,15 @@ def test_progress_of_a_running_attempt_reaches_the_status(
         for line in crds_installed.kubectl("get", "nexajobs", "-n", namespace).stdout.splitlines()
         if line.startswith(name)
     )
-    assert row.split()[2:4] == ["Running", "0.42"]
+    assert row.split()[2:4] == ["Running", "42%"]  # PROGRESS is the percentage (status.progressPercent)
+    wide = next(
+        line
+        for line in crds_installed.kubectl(
+            "get", "nexajobs", "-n", namespace, "-o", "wide"
+        ).stdout.splitlines()
+        if line.startswith(name)
+    )
+    assert "scored 4200 of 10000 rows" in wide  # -o wide adds the progress message
     client.CustomObjectsApi(api).patch_namespaced_custom_object(
         GROUP, VERSION, namespace, NEXAJOB_PLURAL, name, {"spec": {"cancel": True}}
     )
