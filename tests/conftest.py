@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.gateway_proc",
     "tests.fixtures.s3_server",
     "tests.fixtures.k8s",
+    "tests.fixtures.stripe_mock",
 ]
 
 TESTS_DIR = Path(__file__).resolve().parent

@@ -73,6 +73,48 @@ class Budget(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class StripeCustomer(Base):
+    """The Stripe customer a tenant is billed as (made by the meter-event sync on first use)."""
+
+    __tablename__ = "stripe_customers"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StripeCursor(Base):
+    """How far the meter-event sync has got through the usage table (the last usage id sent)."""
+
+    __tablename__ = "stripe_sync"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_usage_id: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StripeEvent(Base):
+    """A Stripe webhook event applied once: a replay finds its id here and changes nothing."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    created: Mapped[int] = mapped_column(BigInteger)  # Stripe's own time of the event
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TenantPayment(Base):
+    """Whether a tenant's last invoice was paid, as the newest Stripe event about it says."""
+
+    __tablename__ = "tenant_payment"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))  # "active" or "payment_failed"
+    reason: Mapped[str] = mapped_column(Text, default="")
+    as_of: Mapped[int] = mapped_column(BigInteger)  # the created time of the event that set it
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class PlatformMeta(Base):
     """Facts about this installation: when manifest signing began, which keys have signed."""
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -38,7 +39,16 @@ from nexa_gateway.routes import (
     worker_store,
     workers,
 )
-from nexa_gateway.services import deploymeter, endpointkeys, grants, jobsignals, logarchive, queue, signing
+from nexa_gateway.services import (
+    deploymeter,
+    endpointkeys,
+    grants,
+    jobsignals,
+    logarchive,
+    queue,
+    signing,
+    stripesync,
+)
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
 from nexa_gateway.services.keys import KeyResolver, ensure_tenant, set_role, store_api_key
@@ -133,6 +143,22 @@ async def _deployment_meter(state: AppState) -> None:
         await asyncio.sleep(state.settings.deployment_meter_interval_seconds)
 
 
+def _sync_stripe_once(state: AppState, client: Any) -> int:
+    with state.db.session() as session:
+        return stripesync.sync_meter_events(session, client)
+
+
+async def _stripe_sync(state: AppState, client: Any) -> None:
+    while True:
+        try:
+            moved = await run_in_threadpool(_sync_stripe_once, state, client)
+        except Exception:  # Stripe or the database may be down for a while; the cursor keeps the place
+            log.exception("Stripe meter-event sync tick failed")
+            moved = 0
+        if moved < stripesync.BATCH:
+            await asyncio.sleep(state.settings.stripe_sync_interval_seconds)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build a gateway app; nothing touches the database until startup."""
     settings = settings or Settings()
@@ -174,6 +200,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks.append(asyncio.create_task(_log_archiver(state)))
         if settings.backend == "sql" and settings.deployment_meter_interval_seconds > 0:
             tasks.append(asyncio.create_task(_deployment_meter(state)))
+        stripe_client = stripesync.make_client(settings)
+        if stripe_client is not None and settings.stripe_sync_interval_seconds > 0:
+            tasks.append(asyncio.create_task(_stripe_sync(state, stripe_client)))
         if db.is_postgres and settings.backend == "sql":
             # Log streams on this replica hear of lines and ends that reach another one.
             tasks.append(asyncio.create_task(jobsignals.listen(settings.database_url, state.signals)))

@@ -89,6 +89,23 @@ class Settings(BaseSettings):
         description="What usage is charged at: 'spec' (the SPEC's per-job prices), 'forge' (Forge's resource "
         "rates), or the path of a JSON price book (nexa.contracts.billing.PriceBook) with dated versions.",
     )
+    stripe_api_key: str | None = Field(
+        None,
+        description="Stripe secret key: usage is sent to Stripe as meter events (the local ledger stays the "
+        "source of truth); unset: no Stripe at all.",
+    )
+    stripe_api_base: str | None = Field(
+        None, description="Stripe's API root, for stripe-mock or a proxy; Stripe's own when unset."
+    )
+    stripe_webhook_secret: str | None = Field(
+        None, description="The webhook endpoint's signing secret (whsec_…); unset: the webhook answers 404."
+    )
+    stripe_webhook_tolerance_seconds: int = Field(
+        300, ge=1, le=86400, description="Webhook signatures older than this are refused (replay protection)."
+    )
+    stripe_sync_interval_seconds: float = Field(
+        30.0, ge=0, description="How often new usage is sent to Stripe; 0 turns the background sync off."
+    )
     default_model: str = Field(
         "Mistral-7B",
         min_length=1,

@@ -6,14 +6,15 @@
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import JOB_SPECS, JobOptions, JobType
 from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook, TenantBudget
 from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services import billing as svc
-from nexa_gateway.services import budgets
+from nexa_gateway.services import budgets, stripesync
 from nexa_gateway.services.defaults import with_platform_defaults
 from nexa_gateway.services.estimates import estimate
 
@@ -59,6 +60,41 @@ def own_budget(principal: CurrentPrincipal, session: SessionDep, state: StateDep
     result = budgets.view(session, state.settings.prices(), principal.tenant_id)
     session.commit()
     return result
+
+
+@router.post(
+    "/stripe/webhook", status_code=200, responses={400: {"description": "A bad or stale signature."}}
+)
+async def stripe_webhook(request: Request, state: StateDep) -> dict[str, bool]:
+    """Stripe's webhook: the signature is checked on the raw body; each event is applied once.
+
+    Authenticated by ``Stripe-Signature`` (``NEXA_STRIPE_WEBHOOK_SECRET``), not by an API key.
+    """
+    secret = state.settings.stripe_webhook_secret
+    if not secret:
+        raise ApiError(404, "not_found", "Stripe webhooks are not enabled here (NEXA_STRIPE_WEBHOOK_SECRET)")
+    import stripe
+
+    body = await request.body()
+    try:
+        event = stripe.Webhook.construct_event(
+            body,
+            request.headers.get("stripe-signature"),
+            secret,
+            tolerance=state.settings.stripe_webhook_tolerance_seconds,
+        )
+    except stripe.SignatureVerificationError as exc:
+        raise ApiError(
+            400, "invalid_signature", f"Stripe-Signature does not verify: {exc.user_message or exc}"
+        ) from exc
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", "the webhook body is not a Stripe event") from exc
+
+    def apply() -> bool:
+        with state.db.session() as session:
+            return stripesync.apply_event(session, event.to_dict())
+
+    return {"applied": await run_in_threadpool(apply)}
 
 
 @router.get("/prices", response_model=PriceBook)

@@ -20,7 +20,7 @@ from nexa.contracts import JobOptions, JobType
 from nexa.contracts.billing import PriceBook, TenantBudget
 from nexa_gateway.db import Budget, Job
 from nexa_gateway.errors import ApiError
-from nexa_gateway.services import billing
+from nexa_gateway.services import billing, stripesync
 from nexa_gateway.services.estimates import estimate
 from nexa_store.base import ArtifactStore
 
@@ -67,7 +67,13 @@ def check(
     spec: JobOptions,
     idempotency_key: str | None,
 ) -> None:
-    """Raise 402 ``budget_exceeded`` when the job would pass its cap or its tenant's monthly budget."""
+    """Raise 402 ``budget_exceeded`` when the job would pass its cap or its tenant's monthly budget,
+    and 402 ``payment_failed`` while the tenant's last invoice is unpaid (Stripe said so)."""
+    unpaid = stripesync.payment_failure(session, tenant_id)
+    if unpaid is not None:
+        raise ApiError(
+            402, "payment_failed", f"new jobs are refused until the tenant's payment goes through: {unpaid}"
+        )
     budget = session.get(Budget, tenant_id)
     if spec.max_cost_cents is None and budget is None:
         return
