@@ -83,6 +83,12 @@ class GatewayMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.spend = Counter(
+            "nexa_spend_dollars_total",
+            "What recorded usage costs under the price book in force when it was recorded, by job type.",
+            ["type"],
+            registry=self.registry,
+        )
         self.worker_registrations = Counter(
             "nexa_worker_registrations_total", "Worker registrations accepted.", registry=self.registry
         )

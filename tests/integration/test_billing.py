@@ -79,6 +79,10 @@ def test_the_spec_prices_usage_exactly_per_job_type_and_tenant(gateway: Gateway)
         "/v1/billing/summary", params={"start": "2025-02-01", "end": "2025-01-01"}, headers=gateway.auth()
     )
     assert backwards.status_code == 422 and backwards.json()["error"]["field"] == "start"
+    # Operators see the same money on /metrics (Grafana's "Spend by job type"), by job type.
+    metrics = gateway.client.get("/metrics").text
+    assert 'nexa_spend_dollars_total{type="audit"} 0.3' in metrics
+    assert 'nexa_spend_dollars_total{type="train"} 2.5' in metrics
     prices = gateway.client.get("/v1/billing/prices", headers=gateway.auth()).json()
     assert prices["name"] == "spec" and any(
         r["label"] == "A100-hours" for r in prices["versions"][0]["rates"]

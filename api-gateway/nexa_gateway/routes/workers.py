@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
@@ -27,7 +28,7 @@ from nexa.contracts import (
 from nexa.contracts.refs import referenced_artifacts
 from nexa_gateway.db import Worker
 from nexa_gateway.deps import CurrentWorker, SessionDep, StateDep, WorkerSecret
-from nexa_gateway.services import deployments, endpointkeys, grants, nodes, queue
+from nexa_gateway.services import billing, deployments, endpointkeys, grants, nodes, queue
 from nexa_gateway.services.artifacts import promote_artifacts
 from nexa_gateway.state import AppState
 
@@ -205,9 +206,18 @@ def complete(
     state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
     if done.job is not None:
         state.metrics.observe_job_finished(done.job)
+    _count_usage(state, done)
+    return Response(status_code=204)
+
+
+def _count_usage(state: AppState, done: queue.Finished) -> None:
+    """The metered usage and its price (at the book in force now, when it was recorded) as metrics."""
+    book, now = state.settings.prices(), datetime.now(UTC)
+    gpu_type = done.job.gpu_type if done.job is not None else None
     for item in done.usage:
         state.metrics.usage.labels(item.kind).inc(item.amount)
-    return Response(status_code=204)
+        cost = billing.charge(book, done.job_type, gpu_type, item.kind, item.amount, now)
+        state.metrics.spend.labels(done.job_type).inc(float(cost))
 
 
 @router.post("/jobs/{job_id}/fail", status_code=204, response_class=Response)
@@ -226,6 +236,5 @@ def fail(
         state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
     if done.job is not None:
         state.metrics.observe_job_finished(done.job)
-    for item in done.usage:
-        state.metrics.usage.labels(item.kind).inc(item.amount)
+    _count_usage(state, done)
     return Response(status_code=204)

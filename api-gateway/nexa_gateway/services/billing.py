@@ -15,6 +15,15 @@ from nexa_gateway.db import Job, Usage
 TOP_JOBS = 100  # the by-job list names the most expensive jobs of the period
 
 
+def charge(
+    book: PriceBook, job_type: str, gpu_type: str | None, kind: str, amount: float, at: datetime
+) -> Decimal:
+    """What ``amount`` of ``kind`` costs under the version of ``book`` in force at ``at`` (0 when unpriced)."""
+    version = book.version_at(_aware(at))
+    rate = version.rate_for(kind, job_type, gpu_type) if version is not None else None
+    return Decimal(0) if rate is None else Decimal(str(amount)) / rate.per * rate.price
+
+
 def plain(quantity: Decimal) -> Decimal:
     """A usage quantity without trailing zeros or an exponent (``1500``, ``0.5``)."""
     return Decimal(format(quantity.normalize(), "f"))
