@@ -73,6 +73,25 @@ class Budget(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LedgerEntry(Base):
+    """One entry of an append-only, hash-chained stream (``services.ledger``): usage today, the mesh's
+    credits and the audit log of actions next. Each entry's hash covers its content and the previous
+    entry's hash, so changing or removing any entry breaks the chain from there on."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (UniqueConstraint("stream", "seq", name="uq_ledger_stream_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream: Mapped[str] = mapped_column(String(100))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(100), default="")
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class StripeCustomer(Base):
     """The Stripe customer a tenant is billed as (made by the meter-event sync on first use)."""
 

@@ -317,3 +317,45 @@ def test_budgets_refuse_what_would_pass_them_with_402_naming_the_numbers(sqlite_
         == 200
     )
     assert audit().status_code == 201
+
+
+def test_usage_is_hash_chained_as_it_is_recorded_and_tampering_is_found(gateway: Gateway) -> None:
+    from sqlalchemy import update
+
+    from nexa_gateway.db import LedgerEntry, Usage
+    from nexa_gateway.services import ledger
+
+    worker = gateway.register_worker()
+    for rows in (100, 200, 300):
+        _finish(gateway, gateway.submit_audit(), worker, {"rows": rows})
+    tenant = _summary(gateway).tenant_id
+
+    def verify() -> dict[str, Any]:
+        r = gateway.client.get("/v1/admin/tenants/default/ledger/verify", headers=gateway.auth())
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    assert verify() == {"stream": f"usage:{tenant}", "entries": 3, "ok": True, "problem": None}
+    state = gateway.client.app.state.nexa  # type: ignore[attr-defined]
+    with state.db.session() as session:
+        entries = session.scalars(select(LedgerEntry).order_by(LedgerEntry.seq)).all()
+        assert [e.seq for e in entries] == [1, 2, 3] and entries[0].prev_hash == ledger.GENESIS
+        assert [e.prev_hash for e in entries[1:]] == [e.hash for e in entries[:-1]]
+        # Someone edits a bill in the database: the chain says which row.
+        first = session.scalars(select(Usage.id).order_by(Usage.id)).first()
+        session.execute(update(Usage).where(Usage.id == first).values(amount=1))
+        session.commit()
+    assert verify()["ok"] is False and f"usage row {first} differs" in str(verify()["problem"])
+    with state.db.session() as session:
+        session.execute(update(Usage).where(Usage.id == first).values(amount=100))
+        session.execute(update(LedgerEntry).where(LedgerEntry.seq == 2).values(payload={"usage_id": 0}))
+        session.commit()
+    assert verify()["problem"] == "entry 2 does not match its hash"
+    # Members cannot read another tenant's ledger, or their own through the admin route.
+    member = gateway.new_tenant_key("ledger-member")
+    assert (
+        gateway.client.get(
+            "/v1/admin/tenants/default/ledger/verify", headers=gateway.auth(member)
+        ).status_code
+        == 403
+    )

@@ -12,12 +12,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from sqlalchemy import select
 
-from nexa.contracts.billing import BudgetChange, TenantBudget
+from nexa.contracts.billing import BudgetChange, LedgerVerification, TenantBudget
 from nexa.contracts.keys import GrantChange, TenantGrants
 from nexa_gateway.db import Tenant
 from nexa_gateway.deps import PlatformAdmin, SessionDep, StateDep
 from nexa_gateway.errors import not_found
-from nexa_gateway.services import budgets, grants
+from nexa_gateway.services import budgets, grants, ledger
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -81,3 +81,12 @@ def put_budget(
     budgets.set_limit(session, tenant_id, body.monthly_limit_cents)
     session.commit()
     return budgets.view(session, state.settings.prices(), tenant_id)
+
+
+@router.get("/tenants/{tenant}/ledger/verify", response_model=LedgerVerification)
+def verify_ledger(tenant: TenantName, _admin: PlatformAdmin, session: SessionDep) -> LedgerVerification:
+    """Walk the tenant's usage ledger: every entry's hash chain, and every usage row against its entry."""
+    result = ledger.verify(session, ledger.usage_stream(_tenant_id(session, tenant)))
+    return LedgerVerification(
+        stream=result.stream, entries=result.entries, ok=result.ok, problem=result.problem
+    )

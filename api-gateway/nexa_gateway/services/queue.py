@@ -33,6 +33,7 @@ from nexa.ids import new_id
 from nexa_gateway.db import Job, JobLog, NodeToken, Usage, Worker, WorkerOwner, utcnow
 from nexa_gateway.errors import ApiError
 from nexa_gateway.metrics import FinishedJob
+from nexa_gateway.services import ledger
 from nexa_gateway.services.jobs import add_event, finished_job
 from nexa_gateway.services.keys import generate_worker_token, hash_key, well_formed
 
@@ -232,10 +233,10 @@ def record_usage(
     for kind, amount in totals.items():
         try:
             with session.begin_nested():
-                session.add(
-                    Usage(tenant_id=tenant_id, job_id=job_id, attempt=attempt, kind=kind, amount=amount)
-                )
+                row = Usage(tenant_id=tenant_id, job_id=job_id, attempt=attempt, kind=kind, amount=amount)
+                session.add(row)
                 session.flush()
+                ledger.chain_usage(session, row)  # the same transaction: chained exactly when recorded
             recorded.append(UsageRecord(kind=kind, amount=amount))
         except IntegrityError:
             continue

@@ -207,3 +207,14 @@ class TenantBudget(BaseModel):
     monthly_limit_cents: int | None = None
     spent_this_month_cents: int = 0
     remaining_cents: int | None = None
+
+
+class LedgerVerification(BaseModel):
+    """The result of walking a hash-chained ledger stream."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    stream: str
+    entries: int
+    ok: bool
+    problem: str | None = None
