@@ -44,6 +44,7 @@ from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType, spec_for
 from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody, Role
 from nexa.contracts.refs import job_references
+from nexa.contracts.workers import WorkerInfo, WorkerList
 from nexa.errors import (
     APIConnectionError,
     APIStatusError,
@@ -448,6 +449,12 @@ class ClientCore:
         return Call(
             "GET", "/v1/billing/summary", _model_parser(BillingSummary), params=params, retryable=True
         )
+
+    def list_workers(self) -> Call[WorkerList]:
+        return Call("GET", "/v1/workers", _model_parser(WorkerList), retryable=True)
+
+    def get_worker(self, worker_id: str) -> Call[WorkerInfo]:
+        return Call("GET", f"/v1/workers/{_segment(worker_id)}", _model_parser(WorkerInfo), retryable=True)
 
     def budget(self) -> Call[TenantBudget]:
         return Call("GET", "/v1/billing/budget", _model_parser(TenantBudget), retryable=True)

@@ -33,6 +33,7 @@ from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook, Tena
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
+from nexa.contracts.workers import WorkerInfo
 from nexa.handles import AsyncJobHandle, LogLine
 
 __all__ = ["AsyncNexaClient"]
@@ -314,6 +315,16 @@ class AsyncNexaClient:
         file_path = Path(path).expanduser()
         with file_path.open("rb") as handle:
             return await self._call(self._core.upload_dataset(handle, file_path.name, name))
+
+    # ---- the node registry
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """The nodes you may see: your tenant's own (all of them with a platform admin key), with state."""
+        return (await self._call(self._core.list_workers())).items
+
+    async def get_worker(self, worker_id: str) -> WorkerInfo:
+        """One node by id."""
+        return await self._call(self._core.get_worker(worker_id))
 
     # ---- billing
 

@@ -32,6 +32,7 @@ from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook, Tena
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
+from nexa.contracts.workers import WorkerInfo
 from nexa.handles import JobHandle, LogLine
 
 __all__ = ["NexaClient"]
@@ -311,6 +312,16 @@ class NexaClient:
         file_path = Path(path).expanduser()
         with file_path.open("rb") as handle:
             return self._call(self._core.upload_dataset(handle, file_path.name, name))
+
+    # ---- the node registry
+
+    def list_workers(self) -> list[WorkerInfo]:
+        """The nodes you may see: your tenant's own (all of them with a platform admin key), with state."""
+        return (self._call(self._core.list_workers())).items
+
+    def get_worker(self, worker_id: str) -> WorkerInfo:
+        """One node by id."""
+        return self._call(self._core.get_worker(worker_id))
 
     # ---- billing
 

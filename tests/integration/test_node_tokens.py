@@ -74,3 +74,48 @@ def test_members_cannot_make_node_tokens_and_revoking_cuts_nodes_off(gw: Gateway
     assert gw.client.post("/v1/workers/claim", json={}, headers=node_auth).status_code == 401
     assert _register(gw, "nexan_made-up").status_code == 401
     assert _register(gw, gw.key).status_code == 401  # a user key is no node credential
+
+
+def test_the_registry_shows_each_tenant_its_own_nodes_and_the_admin_the_fleet(gw: Gateway) -> None:
+    acme, other = gw.new_tenant_key("acme"), gw.new_tenant_key("other")
+    token = gw.client.post("/v1/nodes/tokens", json={"name": "acme-box"}, headers=gw.auth(acme)).json()[
+        "token"
+    ]
+    node = _register(gw, token).json()
+    node_auth = {"Authorization": f"Bearer {node['token']}"}
+    platform = gw.register_worker(cpu_count=8, memory_gb=32, tier="cpu")
+    job = _upload_and_audit(gw, acme)
+    assert (gw.claim(node_auth) or {}).get("job_id") == job
+
+    mine = gw.client.get("/v1/workers", headers=gw.auth(acme)).json()["items"]
+    assert [(w["worker_id"], w["state"], w["running_jobs"]) for w in mine] == [
+        (node["worker_id"], "busy", [job])
+    ]
+    assert mine[0]["owner_tenant_id"] and mine[0]["tier"] == "cpu"
+    assert gw.client.get("/v1/workers", headers=gw.auth(other)).json()["items"] == []
+    # Another tenant's node reads as not found; Forge's path lists the same.
+    assert gw.client.get(f"/v1/workers/{node['worker_id']}", headers=gw.auth(other)).status_code == 404
+    assert gw.client.get("/api/workers/", headers=gw.auth(acme)).json()["items"] == mine
+    fleet = gw.client.get("/v1/workers", headers=gw.auth()).json()["items"]  # the platform admin
+    assert {w["worker_id"]: w["state"] for w in fleet} == {
+        node["worker_id"]: "busy",
+        fleet[1]["worker_id"]: "idle",
+    }
+    assert fleet[1]["hardware"]["memory_gb"] == 32 and fleet[1]["owner_tenant_id"] is None
+    # A node silent for three leases is lost.
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from nexa_gateway.db import Worker, utcnow
+
+    state = gw.client.app.state.nexa  # type: ignore[attr-defined]
+    with state.db.session() as session:
+        session.execute(
+            update(Worker)
+            .where(Worker.id == fleet[1]["worker_id"])
+            .values(last_seen_at=utcnow() - timedelta(hours=1))
+        )
+        session.commit()
+    assert gw.client.get(f"/v1/workers/{fleet[1]['worker_id']}", headers=gw.auth()).json()["state"] == "lost"
+    assert platform  # registered with the shared secret: the platform's own

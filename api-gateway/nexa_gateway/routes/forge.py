@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
 from nexa.contracts import JOB_SPECS
-from nexa_gateway.routes import billing, jobs, keys, submit, workers
+from nexa_gateway.routes import billing, jobs, keys, registry, submit, workers
 
 router = APIRouter(prefix="/api", tags=["forge"])
 
@@ -29,11 +29,12 @@ ALIASES: list[tuple[str, str, str]] = [
     ("/workers/heartbeat", "POST", "/v1/workers/heartbeat"),
     ("/workers/next_job", "POST", "/v1/workers/claim"),
     ("/billing/summary", "GET", "/v1/billing/summary"),
+    ("/workers/", "GET", "/v1/workers"),
 ]
 
 
 def _v1_route(path: str, method: str) -> APIRoute:
-    for source in (keys.router, submit.router, jobs.router, workers.router, billing.router):
+    for source in (keys.router, submit.router, jobs.router, workers.router, billing.router, registry.router):
         for route in source.routes:
             if isinstance(route, APIRoute) and route.path == path and method in (route.methods or ()):
                 return route

@@ -19,6 +19,7 @@ from nexa.cli import (
     store,
     submit,
     worker,
+    workers,
 )
 from nexa.cli.context import OPTIONS
 
@@ -55,6 +56,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(models.app, name="models")
 app.command("billing")(billing.billing)
+app.add_typer(workers.app, name="workers")
 app.add_typer(deployments.app, name="deployments")
 app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")

@@ -155,3 +155,31 @@ class FailReport(StrictModel):
     message: str = Field(max_length=20_000)
     retryable: bool = Field(False, description="True when another attempt may succeed.")
     usage: list[UsageRecord] = Field(default_factory=list, max_length=64)
+
+
+class WorkerInfo(BaseModel):
+    """A node of the fleet as the registry shows it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    worker_id: str
+    name: str
+    state: str = Field(
+        description="`busy` (running an attempt), `idle`, or `lost` (no heartbeat for 3 leases)."
+    )
+    tier: str | None = None
+    hardware: dict[str, Any] = Field(default_factory=dict)
+    job_types: list[str] = Field(default_factory=list)
+    version: str | None = None
+    owner_tenant_id: str | None = Field(
+        None, description="The tenant whose node this is; none for the platform's."
+    )
+    running_jobs: list[str] = Field(default_factory=list)
+    registered_at: datetime
+    last_heartbeat_at: datetime
+
+
+class WorkerList(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    items: list[WorkerInfo]

@@ -1,0 +1,71 @@
+"""The node registry: every worker with its state, profile and owner, as a caller may see them.
+
+A platform admin sees the whole fleet; any other key sees the nodes its own tenant
+registered (with node tokens), never the platform's machines or another tenant's.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nexa.contracts.keys import Role
+from nexa.contracts.workers import WorkerInfo
+from nexa_gateway.db import Job, Worker, WorkerOwner, utcnow
+from nexa_gateway.errors import not_found
+
+LOST_AFTER_LEASES = 3
+
+
+def _visible(session: Session, tenant_id: str, role: Role) -> list[tuple[Worker, str | None]]:
+    query = select(Worker, WorkerOwner.tenant_id).outerjoin(WorkerOwner, WorkerOwner.worker_id == Worker.id)
+    if not role.at_least(Role.platform_admin):
+        query = query.where(WorkerOwner.tenant_id == tenant_id)
+    return [(w, owner) for w, owner in session.execute(query.order_by(Worker.registered_at, Worker.id)).all()]
+
+
+def list_workers(
+    session: Session, tenant_id: str, role: Role, lease_seconds: int, worker_id: str | None = None
+) -> list[WorkerInfo]:
+    rows = _visible(session, tenant_id, role)
+    if worker_id is not None:
+        rows = [(w, o) for w, o in rows if w.id == worker_id]
+    running: dict[str, list[str]] = defaultdict(list)
+    ids = [w.id for w, _ in rows]
+    if ids:
+        for job_id, holder in session.execute(
+            select(Job.id, Job.worker_id).where(Job.status == "running", Job.worker_id.in_(ids))
+        ):
+            running[str(holder)].append(str(job_id))
+    lost_before = utcnow() - timedelta(seconds=LOST_AFTER_LEASES * lease_seconds)
+    out = []
+    for worker, owner in rows:
+        state = "busy" if running.get(worker.id) else "lost" if worker.last_seen_at < lost_before else "idle"
+        out.append(
+            WorkerInfo(
+                worker_id=worker.id,
+                name=worker.name,
+                state=state,
+                tier=(worker.hardware or {}).get("tier"),
+                hardware=dict(worker.hardware or {}),
+                job_types=[str(t) for t in worker.job_types or []],
+                version=worker.version,
+                owner_tenant_id=owner,
+                running_jobs=sorted(running.get(worker.id, [])),
+                registered_at=worker.registered_at,
+                last_heartbeat_at=worker.last_seen_at,
+            )
+        )
+    return out
+
+
+def get_worker(
+    session: Session, tenant_id: str, role: Role, lease_seconds: int, worker_id: str
+) -> WorkerInfo:
+    found = list_workers(session, tenant_id, role, lease_seconds, worker_id)
+    if not found:
+        raise not_found("worker", worker_id)
+    return found[0]
