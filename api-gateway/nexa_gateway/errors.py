@@ -19,6 +19,11 @@ log = logging.getLogger("nexa.gateway")
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Malformed request (bad JSON, bad cursor, unreadable upload)."},
     401: {"model": ErrorBody, "description": "Missing, unknown, revoked or expired credentials."},
+    402: {
+        "model": ErrorBody,
+        "description": "`budget_exceeded` (the job's estimate passes its cap or the monthly budget) or "
+        "`payment_failed` (the tenant's last invoice is unpaid).",
+    },
     403: {"model": ErrorBody, "description": "The key's role does not allow this (`forbidden`)."},
     404: {"model": ErrorBody, "description": "No such object for this tenant."},
     409: {
