@@ -63,6 +63,25 @@ class Gateway:
         return dict(r.json())
 
 
+def finish_with_usage(
+    gw: Gateway, job: dict[str, Any], worker: dict[str, str], usage: dict[str, float], repeats: int = 1
+) -> None:
+    """Claim ``job`` with ``worker`` and complete it reporting ``usage``, the report sent ``repeats`` times
+    (every repeat is refused: usage is recorded once)."""
+    claimed = gw.claim(worker)
+    assert claimed is not None and claimed["job_id"] == job["job_id"]
+    body = {
+        "attempt": claimed["attempt"],
+        "result": {},
+        "usage": [{"kind": k, "amount": v} for k, v in usage.items()],
+    }
+    codes = [
+        gw.client.post(f"/v1/workers/jobs/{job['job_id']}/complete", json=body, headers=worker).status_code
+        for _ in range(repeats)
+    ]
+    assert codes == [204] + [409] * (repeats - 1), codes
+
+
 def build_gateway(db_url: str, root: Path, **settings: Any) -> Iterator[Gateway]:
     key = generate_api_key()
     root.mkdir(parents=True, exist_ok=True)

@@ -14,21 +14,13 @@ import pytest
 from sqlalchemy import select
 
 from nexa.contracts.billing import BillingSummary
-from tests.integration.gateway_app import Gateway, build_gateway
+from tests.integration.gateway_app import Gateway, build_gateway, finish_with_usage
 
 pytestmark = pytest.mark.integration
 
 
 def _finish(gw: Gateway, job: dict[str, Any], worker: dict[str, str], usage: dict[str, float]) -> None:
-    claimed = gw.claim(worker)
-    assert claimed is not None and claimed["job_id"] == job["job_id"]
-    body = {
-        "attempt": claimed["attempt"],
-        "result": {},
-        "usage": [{"kind": k, "amount": v} for k, v in usage.items()],
-    }
-    done = gw.client.post(f"/v1/workers/jobs/{job['job_id']}/complete", json=body, headers=worker)
-    assert done.status_code == 204, done.text
+    finish_with_usage(gw, job, worker, usage)
 
 
 def _train(gw: Gateway, gpu_type: str) -> dict[str, Any]:

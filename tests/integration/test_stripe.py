@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from nexa_gateway.db import Usage
 from nexa_gateway.services import stripesync
 from tests.fixtures.stripe_mock import StripeMock
-from tests.integration.gateway_app import Gateway, build_gateway
+from tests.integration.gateway_app import Gateway, build_gateway, finish_with_usage
 
 pytestmark = pytest.mark.integration
 
@@ -48,18 +48,7 @@ def _complete(
     gw: Gateway, worker: dict[str, str], usage: dict[str, float], repeats: int = 1
 ) -> dict[str, Any]:
     job = gw.submit_audit()
-    claimed = gw.claim(worker)
-    assert claimed is not None and claimed["job_id"] == job["job_id"]
-    body = {
-        "attempt": claimed["attempt"],
-        "result": {},
-        "usage": [{"kind": k, "amount": v} for k, v in usage.items()],
-    }
-    codes = [
-        gw.client.post(f"/v1/workers/jobs/{job['job_id']}/complete", json=body, headers=worker).status_code
-        for _ in range(repeats)
-    ]
-    assert codes == [204] + [409] * (repeats - 1)  # the repeats are refused; the usage is recorded once
+    finish_with_usage(gw, job, worker, usage, repeats)  # repeats are refused: usage is recorded once
     return job
 
 
