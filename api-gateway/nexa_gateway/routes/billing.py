@@ -22,14 +22,29 @@ router = APIRouter(prefix="/v1/billing", tags=["billing"])
 estimate_router = APIRouter(tags=["billing"])
 
 
-def _utc(value: datetime | None, field: str) -> datetime | None:
+PeriodBound = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        description="ISO 8601 date or time (UTC when it has no offset), e.g. 2026-12-01 or 2026-12-01T00:00:00Z.",
+    ),
+]
+
+
+def _utc(value: str | None, field: str) -> datetime | None:
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    if value.year < 2000 or value.year > 9000:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError as exc:
+        raise ApiError(
+            422, "validation_error", f"{field}: not an ISO 8601 date or time", field=field
+        ) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    if parsed.year < 2000 or parsed.year > 9000:
         raise ApiError(422, "validation_error", f"{field} is out of range", field=field)
-    return value.astimezone(UTC)
+    return parsed.astimezone(UTC)
 
 
 @router.get("/summary", response_model=BillingSummary)
@@ -37,11 +52,8 @@ def billing_summary(
     principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
-    start: Annotated[
-        datetime | None,
-        Query(description="Period start (ISO 8601, UTC when no offset); this month's first day."),
-    ] = None,
-    end: Annotated[datetime | None, Query(description="Period end, exclusive; now when unset.")] = None,
+    start: PeriodBound = None,
+    end: PeriodBound = None,
 ) -> BillingSummary:
     """The caller's tenant's spend in the period: total, by job type, by day, by job, and the usage behind it."""
     now = datetime.now(UTC)
