@@ -420,7 +420,7 @@ def bill_rows(run: Lifecycle) -> list[tuple[str, str, str, str, str]]:
         estimate = run.estimates.get(step.job_id)
         guess = "-"
         if estimate is not None:
-            guess = _money(estimate.total) + ("" if estimate.complete else " + machine time")
+            guess = _money(estimate.total) + ("" if estimate.complete else " + what it cannot know")
             if any(line.kind == "deployment_hours" for line in estimate.lines):
                 guess = f"{_money(estimate.total)} per month of serving"
         if step.name.startswith("deploy") and not any(
