@@ -8,8 +8,9 @@ from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 
 from nexa.contracts import Dataset, DatasetList
 from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
-from nexa_gateway.errors import ApiError
 from nexa_gateway.services import artifacts as svc
+from nexa_gateway.services import uploads
+from nexa_gateway.services.uploads import MULTIPART_SLACK
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -24,11 +25,9 @@ def upload_dataset(
     name: Annotated[str | None, Form(max_length=200)] = None,
 ) -> Dataset:
     """Upload a dataset file; it gets a `ds_…` id usable in every job."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > state.settings.max_upload_bytes + 64 * 1024:
-        raise ApiError(
-            413, "payload_too_large", f"upload exceeds the {state.settings.max_upload_bytes}-byte limit"
-        )
+    uploads.refuse_declared_over(
+        request.headers.get("content-length"), state.settings.max_upload_bytes, slack=MULTIPART_SLACK
+    )
     dataset = svc.upload_dataset(
         session,
         state.store,

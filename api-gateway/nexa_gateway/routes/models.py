@@ -8,9 +8,9 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from nexa.contracts import UploadedModel
 from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
-from nexa_gateway.errors import ApiError
 from nexa_gateway.services.artifacts import spool_dir
 from nexa_gateway.services.modelupload import upload_model as store_model
+from nexa_gateway.services.uploads import MULTIPART_SLACK, refuse_declared_over
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -32,9 +32,7 @@ def upload_model(
     Only files that load without running code are accepted (safetensors, JSON, tokenizer files).
     """
     limit = state.settings.worker_upload_max_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise ApiError(413, "payload_too_large", f"upload exceeds the {limit}-byte limit")
+    refuse_declared_over(request.headers.get("content-length"), limit, slack=MULTIPART_SLACK)
     model = store_model(
         session,
         state.store,

@@ -29,6 +29,7 @@ from nexa_gateway.deps import StateDep, StoreCaller
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services import worker_store as svc
 from nexa_gateway.services.artifacts import promote_artifacts, spool_dir
+from nexa_gateway.services.uploads import refuse_declared_over
 from nexa_gateway.state import AppState
 from nexa_store.base import ArtifactError, ArtifactNotFound, IntegrityError
 
@@ -156,9 +157,7 @@ async def write_store_artifact(
     """Commit a new artifact of the attempt from a tar stream (``application/x-tar``)."""
     job = await run_in_threadpool(_job, state, worker, job_id, attempt)
     limit = state.settings.worker_upload_max_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "payload_too_large", f"artifact upload exceeds the {limit}-byte limit")
+    refuse_declared_over(request.headers.get("content-length"), limit, what="artifact upload")
     handle, name = tempfile.mkstemp(prefix="artifact-", suffix=".tar", dir=spool_dir())
     archive = FsPath(name)
     try:

@@ -19,6 +19,8 @@ from nexa_gateway.errors import ApiError
 from nexa_store.datasets import MAX_DATASET_COLUMNS
 
 CHUNK = 1 << 20
+# A multipart body is the file plus its envelope (boundaries, part headers, form fields).
+MULTIPART_SLACK = 64 * 1024
 # A row (one JSONL line, one CSV record) larger than this is refused: it is no training example.
 MAX_ROW_BYTES = 16 << 20
 MAX_COLUMNS = MAX_DATASET_COLUMNS
@@ -30,6 +32,13 @@ _CSV_BLOCK = 1 << 20
 
 def _too_large(limit: int, what: str = "upload") -> ApiError:
     return ApiError(413, "payload_too_large", f"{what} exceeds the {limit}-byte limit", field="file")
+
+
+def refuse_declared_over(declared: str | None, limit: int, *, slack: int = 0, what: str = "upload") -> None:
+    """413 before reading a body whose declared Content-Length already passes ``limit`` (+ ``slack`` for the
+    multipart envelope); the streamed copy still counts what really arrives."""
+    if declared and declared.isdigit() and int(declared) > limit + slack:
+        raise ApiError(413, "payload_too_large", f"{what} exceeds the {limit}-byte limit")
 
 
 def copy_upload(stream: IO[bytes], target: Path, *, max_bytes: int, gzipped: bool) -> int:
