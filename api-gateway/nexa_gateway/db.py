@@ -339,6 +339,19 @@ class Usage(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class UsageSubject(Base):
+    """What a usage row's ``job_id`` names when no standalone job row does: a NexaJob the cluster
+    ran, or a tenant's stored artifacts for a month. The bill prices usage by its subject's type."""
+
+    __tablename__ = "usage_subjects"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    job_type: Mapped[str] = mapped_column(String(20))  # a job type, or "storage"
+    gpu_type: Mapped[str | None] = mapped_column(String(40), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 READ_ONLY = "nexa_read_only"
 
 

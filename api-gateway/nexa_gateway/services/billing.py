@@ -6,11 +6,11 @@ from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from nexa.contracts.billing import BillingSummary, ChargeLine, DaySpend, JobCharge, PriceBook, shown, to_cents
-from nexa_gateway.db import Job, Usage
+from nexa_gateway.db import Job, Usage, UsageSubject
 
 TOP_JOBS = 100  # the by-job list names the most expensive jobs of the period
 
@@ -41,10 +41,15 @@ def summary(
     session: Session, book: PriceBook, tenant_id: str, start: datetime, end: datetime
 ) -> BillingSummary:
     """The tenant's usage recorded in ``[start, end)``, priced line by line (one line per job and kind)."""
+    type_col = func.coalesce(Job.job_type, UsageSubject.job_type)
+    gpu_col = func.coalesce(Job.gpu_type, UsageSubject.gpu_type)
     rows = session.execute(
-        select(Usage.job_id, Usage.kind, Usage.amount, Usage.created_at, Job.job_type, Job.gpu_type)
-        .join(Job, Job.id == Usage.job_id)
-        .where(Usage.tenant_id == tenant_id, Job.tenant_id == tenant_id)
+        select(Usage.job_id, Usage.kind, Usage.amount, Usage.created_at, type_col, gpu_col)
+        .outerjoin(Job, Job.id == Usage.job_id)
+        .outerjoin(UsageSubject, UsageSubject.id == Usage.job_id)
+        .where(Usage.tenant_id == tenant_id)
+        # A standalone job or a subject (a cluster NexaJob, a month of storage) of this same tenant.
+        .where(or_(Job.tenant_id == tenant_id, UsageSubject.tenant_id == tenant_id))
         .where(Usage.created_at >= start.replace(tzinfo=None), Usage.created_at < end.replace(tzinfo=None))
         .order_by(Usage.created_at, Usage.id)
     ).all()
