@@ -21,7 +21,14 @@ import httpx
 import pytest
 
 from nexa.attempttokens import ATTEMPT_TOKEN_ENV, mint
-from nexa.contracts.nexajob import GROUP, NEXAJOB_PLURAL, VERSION, resource_name, tenant_namespace
+from nexa.contracts.nexajob import (
+    GROUP,
+    NEXAJOB_PLURAL,
+    VERSION,
+    resource_name,
+    run_result_key,
+    tenant_namespace,
+)
 from nexa_operator import builders
 from nexa_operator.config import OperatorConfig
 from nexa_operator.results import ResultReader
@@ -177,6 +184,24 @@ def test_an_engine_pod_reaches_its_tenants_artifacts_through_the_gateway_only(
     gw.state.trust.check(manifest)
     assert httpx.get(f"{gw.url}/v1/artifacts/{scored}", headers=gw.auth()).status_code == 200
     assert httpx.get(f"{gw.url}/v1/artifacts/{scored}", headers=gw.auth(other_key)).status_code == 404
+
+    # Cluster mode meters as standalone does: the pod's record carried its usage, which the
+    # gateway recorded with the artifacts, once per attempt and kind, priced like a worker's.
+    def billed() -> dict[str, Any]:
+        response = httpx.get(f"{gw.url}/v1/billing/summary", headers=gw.auth())
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    bill = billed()
+    assert bill["usage"] == {"rows": "40"}, bill
+    assert [(j["job_id"], j["job_type"]) for j in bill["by_job"]] == [(job_id, "audit")]
+    assert bill["total"] == "0.008"  # 40 rows at the SPEC's $0.20 per 1,000
+    record = (gw.artifacts / run_result_key(job_id, 1)).read_bytes()
+    again = httpx.put(f"{store}/runs/result.json", params={"attempt": 1}, content=record, headers=bearer)
+    assert again.status_code == 204, again.text
+    assert billed()["total"] == "0.008"  # the same record again: no second charge
+    other_bill = httpx.get(f"{gw.url}/v1/billing/summary", headers=gw.auth(other_key)).json()
+    assert other_bill["usage"] == {} and other_bill["total"] == "0.00"
 
     # Something written into the store behind the platform's back, in the tenant's name, is no input,
     # and a result record cannot make the gateway accept it.

@@ -27,8 +27,10 @@ from nexa.contracts.nexajob import run_progress_key, run_result_key
 from nexa_gateway.db import Artifact, Worker
 from nexa_gateway.deps import StateDep, StoreCaller
 from nexa_gateway.errors import ApiError, not_found
+from nexa_gateway.routes.workers import count_usage
 from nexa_gateway.services import worker_store as svc
 from nexa_gateway.services.artifacts import promote_artifacts, spool_dir
+from nexa_gateway.services.attemptusage import record_attempt_usage, usage_of_record
 from nexa_gateway.services.uploads import refuse_declared_over
 from nexa_gateway.state import AppState
 from nexa_store.base import ArtifactError, ArtifactNotFound, IntegrityError
@@ -225,7 +227,23 @@ def _accept_result(state: AppState, scope: svc.AttemptScope, body: bytes) -> Non
             or not all(isinstance(a, str) for a in artifacts)
         ):
             raise ValueError("not this attempt's result record")
+        usage = usage_of_record(record.get("usage"))
     except (ValueError, KeyError, TypeError) as exc:
         raise ApiError(422, "invalid_result", f"the result record cannot be read: {exc}") from exc
+    # Read afresh, not from the token cache: the bill needs the job's type and GPU type.
+    job = state.backend.get(scope.tenant_id, scope.id)
+    resources = job.spec.get("resources") if isinstance(job.spec, dict) else None
+    gpu_type = resources.get("gpu_type") if isinstance(resources, dict) else None
     with state.db.session() as session:
         promote_artifacts(session, state.store, scope, artifacts[:1000], state.platform_key)
+        # The same transaction: the artifacts are accepted exactly when the usage is recorded.
+        recorded = record_attempt_usage(
+            session,
+            tenant_id=scope.tenant_id,
+            job_id=scope.id,
+            attempt=scope.attempt,
+            job_type=job.job_type.value,
+            gpu_type=str(gpu_type) if gpu_type else None,
+            usage=usage,
+        )
+    count_usage(state, job.job_type.value, str(gpu_type) if gpu_type else None, recorded)

@@ -26,6 +26,7 @@ from nexa.contracts import (
     spec_for,
 )
 from nexa.contracts.refs import referenced_artifacts
+from nexa.contracts.workers import UsageRecord
 from nexa_gateway.db import Worker
 from nexa_gateway.deps import CurrentWorker, SessionDep, StateDep, WorkerSecret
 from nexa_gateway.services import billing, deployments, endpointkeys, grants, nodes, queue
@@ -211,13 +212,16 @@ def complete(
 
 
 def _count_usage(state: AppState, done: queue.Finished) -> None:
-    """The metered usage and its price (at the book in force now, when it was recorded) as metrics."""
+    count_usage(state, done.job_type, done.job.gpu_type if done.job is not None else None, done.usage)
+
+
+def count_usage(state: AppState, job_type: str, gpu_type: str | None, usage: list[UsageRecord]) -> None:
+    """Newly recorded usage and its price (at the book in force now, when it was recorded) as metrics."""
     book, now = state.settings.prices(), datetime.now(UTC)
-    gpu_type = done.job.gpu_type if done.job is not None else None
-    for item in done.usage:
+    for item in usage:
         state.metrics.usage.labels(item.kind).inc(item.amount)
-        cost = billing.charge(book, done.job_type, gpu_type, item.kind, item.amount, now)
-        state.metrics.spend.labels(done.job_type).inc(float(cost))
+        cost = billing.charge(book, job_type, gpu_type, item.kind, item.amount, now)
+        state.metrics.spend.labels(job_type).inc(float(cost))
 
 
 @router.post("/jobs/{job_id}/fail", status_code=204, response_class=Response)
