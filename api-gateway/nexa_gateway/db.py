@@ -92,6 +92,23 @@ class LedgerEntry(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class JobStop(Base):
+    """An attempt the platform stopped because its charge reached a budget (``services.runningcaps``).
+
+    Its own table, not a column on ``jobs``: the worker learns of it at its next heartbeat, the
+    attempt ends ``budget_exceeded`` whatever the worker reports, and it is billed at most
+    ``allowed_cents``."""
+
+    __tablename__ = "job_stops"
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(40))
+    message: Mapped[str] = mapped_column(Text)
+    allowed_cents: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class StripeCustomer(Base):
     """The Stripe customer a tenant is billed as (made by the meter-event sync on first use)."""
 
@@ -350,6 +367,19 @@ class UsageSubject(Base):
     job_type: Mapped[str] = mapped_column(String(20))  # a job type, or "storage"
     gpu_type: Mapped[str | None] = mapped_column(String(40), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ArtifactInput(Base):
+    """One artifact a registered artifact was made from (its manifest's ``inputs``), indexed when it is
+    registered, so what a deletion would break is one indexed query instead of a manifest read per
+    artifact. No foreign key: a forced deletion leaves its dependents' rows naming a gone input."""
+
+    __tablename__ = "artifact_inputs"
+    __table_args__ = (Index("ix_artifact_inputs_input", "tenant_id", "input_id"),)
+
+    artifact_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    input_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
 
 
 READ_ONLY = "nexa_read_only"

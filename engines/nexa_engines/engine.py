@@ -71,6 +71,9 @@ class EngineContext:
     # Inputs named by id must carry the platform's signature (None: signing is off here).
     trust: PlatformTrust | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    # Why the platform stops the attempt (``budget_exceeded``), or None: a user's cancel, or running.
+    # An engine keeps what it can of a platform stop (train commits a resumable checkpoint).
+    stop_reason: Callable[[], str | None] = lambda: None
     produced_artifacts: list[str] = field(default_factory=list)
 
     @property

@@ -47,6 +47,9 @@ class AttemptState:
     lost: bool = False
     user_cancelled: bool = False
     shutting_down: bool = False
+    # Set when the platform stops the attempt (budget_exceeded): the attempt ends with this code.
+    stop_code: str | None = None
+    stop_message: str = ""
     _reported: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,6 +69,12 @@ class AttemptState:
         """The user cancelled the job."""
         with self._lock:
             self.user_cancelled = True
+        self.cancel_event.set()
+
+    def request_stop(self, code: str, message: str) -> None:
+        """The platform stops the attempt (its budget is reached): the engine stops at its next check."""
+        with self._lock:
+            self.stop_code, self.stop_message = code, message
         self.cancel_event.set()
 
     def request_shutdown(self) -> None:
@@ -89,7 +98,14 @@ class JobReportSink(Protocol):
     def logs(self, job_id: str, attempt: int, lines: list[str], *, retry_for: float = ...) -> None: ...
 
     def progress(
-        self, job_id: str, attempt: int, fraction: float, message: str | None, *, retry_for: float = ...
+        self,
+        job_id: str,
+        attempt: int,
+        fraction: float,
+        message: str | None,
+        *,
+        retry_for: float = ...,
+        usage: list[UsageRecord] | None = ...,
     ) -> None: ...
 
 
@@ -266,7 +282,15 @@ class JobReporter:
                 return
             self._last_progress = now
         try:
-            self._sink.progress(self.job_id, self.attempt, pending[0], pending[1], retry_for=retry_for)
+            # The usage so far rides along: the gateway stops an attempt that reaches its budget.
+            self._sink.progress(
+                self.job_id,
+                self.attempt,
+                pending[0],
+                pending[1],
+                retry_for=retry_for,
+                usage=self.usage_records(),
+            )
         except StaleAttempt:
             self._state.mark_lost()
             self._discard()
@@ -297,7 +321,10 @@ def heartbeat_once(sink: LeaseSink, state: AttemptState, retry_for: float) -> No
         # gateway requeues the job and our next report gets 409.
         log.warning("job %s: heartbeat failed (%s)", state.claimed.job_id, exc)
         return
-    if ack.cancel_requested and not state.user_cancelled:
+    if ack.cancel_requested and ack.stop_code and state.stop_code is None:
+        log.info("job %s: stopped by the platform: %s", state.claimed.job_id, ack.stop_message)
+        state.request_stop(ack.stop_code, ack.stop_message or ack.stop_code)
+    elif ack.cancel_requested and not ack.stop_code and not state.user_cancelled:
         log.info("job %s: cancelled by the user", state.claimed.job_id)
         state.request_cancel()
 

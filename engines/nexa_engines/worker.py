@@ -53,7 +53,7 @@ from nexa.contracts import (
     WorkerRegistered,
     spec_for,
 )
-from nexa_engines.attempt import failure_of, run_engine, summary
+from nexa_engines.attempt import MAX_FAIL_MESSAGE, Failure, failure_of, run_engine, summary
 from nexa_engines.engine import EngineContext, EngineError, EngineFn, JobCancelled
 from nexa_engines.hardware import detect_hardware
 from nexa_engines.host_resources import prefer_passive_waits, release_unused_memory
@@ -92,6 +92,9 @@ def final_report_for(
         assert result is not None
         return ResultReport(attempt=attempt, result=result, artifacts=[], usage=usage)
     failure = failure_of(error, stopped=state.shutting_down and not state.user_cancelled)
+    if state.stop_code is not None and isinstance(error, JobCancelled):
+        # The platform stopped it (its budget is reached): that is how it ended, not a cancel.
+        failure = Failure(state.stop_code, state.stop_message[:MAX_FAIL_MESSAGE], False)
     return FailReport(
         attempt=attempt,
         code=failure.code,
@@ -203,6 +206,7 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
                 if runtime.registered.trusted_keys
                 else None,
                 cancel_event=state.cancel_event,
+                stop_reason=lambda: state.stop_code,
             )
             # The worker checks every reference again: a claim is not proof of access.
             result = run_engine(engine, ctx, spec, claimed.job_type)
@@ -214,8 +218,9 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
                     reporter.log(block.rstrip("\n"))
                 log.error("job %s crashed", claimed.job_id, exc_info=exc)
         report = final_report_for(state, reporter, result=result, error=error)
-        if isinstance(report, ResultReport) and ctx is not None:
-            report.artifacts = list(dict.fromkeys(ctx.produced_artifacts))
+        if report is not None and ctx is not None:
+            # A failed attempt names what it committed too: the gateway keeps it when it stopped the job.
+            report.artifacts = list(dict.fromkeys(ctx.produced_artifacts))[:1000]
         if isinstance(report, FailReport):
             reporter.log(f"[nexa worker] attempt {claimed.attempt} failed: {report.code}: {report.message}")
         reporter.pump(force=True, retry_for=FINAL_REPORT_RETRY_SECONDS)

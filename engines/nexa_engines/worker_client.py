@@ -33,6 +33,7 @@ from nexa.contracts import (
     LogLines,
     ProgressReport,
     ResultReport,
+    UsageRecord,
     WorkerRegister,
     WorkerRegistered,
 )
@@ -211,11 +212,14 @@ class WorkerClient:
         message: str | None,
         *,
         retry_for: float = REPORT_RETRY_SECONDS,
+        usage: list[UsageRecord] | None = None,
     ) -> None:
-        """Report the job's progress (0..1) and an optional message."""
+        """Report the job's progress (0..1), an optional message and the attempt's usage so far."""
         if message is not None and len(message) > 2000:
             message = message[:1997] + "..."
-        body = ProgressReport(attempt=attempt, progress=min(1.0, max(0.0, fraction)), message=message)
+        body = ProgressReport(
+            attempt=attempt, progress=min(1.0, max(0.0, fraction)), message=message, usage=list(usage or [])
+        )
         self._call("POST", f"/v1/workers/jobs/{job_id}/progress", body, retry_for=retry_for, fenced=True)
 
     def logs(

@@ -4,6 +4,7 @@ exactly by the price book in force when it was recorded, summarised for its tena
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -351,3 +352,90 @@ def test_usage_is_hash_chained_as_it_is_recorded_and_tampering_is_found(gateway:
         ).status_code
         == 403
     )
+
+
+def test_a_running_job_reaching_the_monthly_budget_is_stopped_and_charged_what_was_left(
+    gateway: Gateway,
+) -> None:
+    """The worker protocol: usage so far rides on progress reports; the heartbeat answers with the
+    platform's stop; whatever the worker then reports, the job ends budget_exceeded, billed within it."""
+    gw = gateway
+    gpu_worker = gw.register_worker(cpu_count=8, memory_gb=64, gpus=1, gpu_type="A100")
+    # $1.00 a month; $0.50 of it spent by an audit (2,500 rows).
+    assert gw.client.put(
+        "/v1/admin/tenants/default/budget", json={"monthly_limit_cents": 100}, headers=gw.auth()
+    ).is_success
+    _finish(gw, gw.submit_audit(), gw.register_worker(), {"rows": 2500})
+    train = _train(gw, "A100")  # machine time is not estimated: accepted with $0.50 left
+    claimed = gw.claim(gpu_worker)
+    assert claimed is not None and claimed["job_id"] == train["job_id"]
+    job_url, attempt = f"/v1/workers/jobs/{train['job_id']}", claimed["attempt"]
+
+    def progress(gpu_hours: float) -> None:
+        body = {"attempt": attempt, "progress": 0.5, "usage": [{"kind": "gpu_hours", "amount": gpu_hours}]}
+        assert gw.client.post(f"{job_url}/progress", json=body, headers=gpu_worker).status_code == 204
+
+    def heartbeat() -> dict[str, Any]:
+        r = gw.client.post(f"{job_url}/heartbeat", json={"attempt": attempt}, headers=gpu_worker)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    progress(0.2)  # $0.25 of $0.50 left: runs on
+    assert heartbeat()["cancel_requested"] is False
+    progress(0.4)  # $0.50: the budget is reached
+    ack = heartbeat()
+    assert ack["cancel_requested"] is True and ack["stop_code"] == "budget_exceeded"
+    assert "monthly budget of $1.00" in ack["stop_message"] and "$0.50 was spent" in ack["stop_message"]
+    # The worker took a while to stop and reports it as a cancel with 0.6 A100-hours ($0.75).
+    fail = {
+        "attempt": attempt,
+        "code": "cancelled",
+        "message": "cancelled by the user",
+        "retryable": True,
+        "usage": [{"kind": "gpu_hours", "amount": 0.6}],
+    }
+    assert gw.client.post(f"{job_url}/fail", json=fail, headers=gpu_worker).status_code == 204
+    job = gw.client.get(f"/v1/jobs/{train['job_id']}", headers=gw.auth()).json()
+    assert job["status"] == "failed" and job["error"]["code"] == "budget_exceeded"
+    assert not job["error"]["retryable"] and job["attempts"] == 1
+    bill = _summary(gw)
+    assert bill.total_cents == 100 and bill.by_job_type["train"] == Decimal("0.50"), bill
+    assert bill.usage["gpu_hours"] == Decimal("0.4")  # scaled to what the budget left
+    verify = gw.client.get("/v1/admin/tenants/default/ledger/verify", headers=gw.auth())
+    assert verify.status_code == 200 and verify.json()["ok"] is True, verify.text
+
+
+def test_a_worker_that_ignores_a_budget_stop_is_ended_by_the_reaper(
+    sqlite_gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nexa_gateway.services import runningcaps
+
+    monkeypatch.setattr(runningcaps, "STOP_GRACE_SECONDS", 0)
+    gw = sqlite_gateway
+    worker = gw.register_worker(cpu_count=8, memory_gb=64, gpus=1, gpu_type="A100")
+    train = gw.client.post(
+        "/v1/train",
+        json={
+            "dataset_id": str(gw.dataset_file("sft.jsonl")),
+            "model": "Mistral-7B",
+            "resources": {"gpus": 1, "gpu_type": "A100"},
+            "max_cost_cents": 125,
+        },
+        headers=gw.auth(),
+    ).json()
+    claimed = gw.claim(worker)
+    assert claimed is not None
+    job_url = f"/v1/workers/jobs/{train['job_id']}"
+    body = {"attempt": claimed["attempt"], "progress": 0.1, "usage": [{"kind": "gpu_hours", "amount": 1.0}]}
+    assert gw.client.post(f"{job_url}/progress", json=body, headers=worker).status_code == 204
+    deadline = time.monotonic() + 60
+    job = gw.client.get(f"/v1/jobs/{train['job_id']}", headers=gw.auth()).json()
+    while job["status"] == "running":
+        # The worker keeps its lease alive and never stops: the reaper ends the attempt.
+        gw.client.post(f"{job_url}/heartbeat", json={"attempt": claimed["attempt"]}, headers=worker)
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+        job = gw.client.get(f"/v1/jobs/{train['job_id']}", headers=gw.auth()).json()
+    assert job["status"] == "failed" and job["error"]["code"] == "budget_exceeded"
+    assert "max_cost_cents 125" in job["error"]["message"]
+    assert "the worker did not stop it" in job["error"]["message"]

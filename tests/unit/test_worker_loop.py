@@ -45,6 +45,7 @@ class FakeGateway:
     def __init__(self) -> None:
         self.log_batches: list[list[str]] = []
         self.progress_reports: list[tuple[float, str | None]] = []
+        self.progress_usage: list[list[Any]] = []
         self.completed: list[ResultReport] = []
         self.failed: list[FailReport] = []
         self.heartbeats = 0
@@ -61,10 +62,18 @@ class FakeGateway:
         self.log_batches.append(list(lines))
 
     def progress(
-        self, job_id: str, attempt: int, fraction: float, message: str | None, *, retry_for: float = 0
+        self,
+        job_id: str,
+        attempt: int,
+        fraction: float,
+        message: str | None,
+        *,
+        retry_for: float = 0,
+        usage: list[Any] | None = None,
     ) -> None:
         self._maybe_raise("progress")
         self.progress_reports.append((fraction, message))
+        self.progress_usage.append(list(usage or []))
 
     def heartbeat(self, job_id: str, attempt: int, *, retry_for: float = 0) -> HeartbeatAck:
         self._maybe_raise("heartbeat")

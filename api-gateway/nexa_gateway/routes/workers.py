@@ -29,7 +29,7 @@ from nexa.contracts.refs import referenced_artifacts
 from nexa.contracts.workers import UsageRecord
 from nexa_gateway.db import Worker
 from nexa_gateway.deps import CurrentWorker, SessionDep, StateDep, WorkerSecret
-from nexa_gateway.services import billing, deployments, endpointkeys, grants, nodes, queue
+from nexa_gateway.services import billing, deployments, endpointkeys, grants, nodes, queue, runningcaps
 from nexa_gateway.services.artifacts import promote_artifacts
 from nexa_gateway.state import AppState
 
@@ -137,16 +137,21 @@ async def claim(
 def job_heartbeat(
     job_id: JobIdPath, body: Heartbeat, worker: CurrentWorker, session: SessionDep, state: StateDep
 ) -> HeartbeatAck:
-    """Extend the lease on an attempt; the answer says whether the user cancelled it."""
+    """Extend the lease on an attempt; the answer says whether it is to stop, and why."""
     try:
-        expires, cancel = queue.heartbeat(
+        expires, cancel, stop = queue.heartbeat(
             session, worker.id, job_id, body.attempt, state.settings.lease_seconds
         )
     except Exception as exc:
         _refused(state, exc)
         raise
     session.commit()
-    return HeartbeatAck(lease_expires_at=expires, cancel_requested=cancel)
+    return HeartbeatAck(
+        lease_expires_at=expires,
+        cancel_requested=cancel,
+        stop_code=stop.code if stop else None,
+        stop_message=stop.message if stop else None,
+    )
 
 
 def _refused(state: AppState, exc: Exception) -> None:
@@ -158,9 +163,11 @@ def _refused(state: AppState, exc: Exception) -> None:
 def progress(
     job_id: JobIdPath, body: ProgressReport, worker: CurrentWorker, session: SessionDep, state: StateDep
 ) -> Response:
-    """Report how far the attempt has got."""
+    """Report how far the attempt has got, and what it has used so far (checked against its budgets)."""
     try:
         queue.report_progress(session, worker.id, job_id, body.attempt, body.progress, body.message)
+        if body.usage:
+            runningcaps.check_running(session, state.settings.prices(), job_id, body.attempt, body.usage)
     except Exception as exc:
         _refused(state, exc)
         raise
@@ -198,6 +205,7 @@ def complete(
             job_id,
             body,
             lambda job, ids: promote_artifacts(session, state.store, job, ids, state.platform_key),
+            book=state.settings.prices(),
         )
     except Exception as exc:
         _refused(state, exc)
@@ -230,7 +238,14 @@ def fail(
 ) -> Response:
     """Finish the attempt with an error; retryable errors requeue while attempts remain."""
     try:
-        done = queue.fail_job(session, worker.id, job_id, body)
+        done = queue.fail_job(
+            session,
+            worker.id,
+            job_id,
+            body,
+            book=state.settings.prices(),
+            promote=lambda job, ids: promote_artifacts(session, state.store, job, ids, state.platform_key),
+        )
     except Exception as exc:
         _refused(state, exc)
         raise

@@ -29,11 +29,12 @@ from nexa.contracts import (
     UsageRecord,
     WorkerRegister,
 )
+from nexa.contracts.billing import PriceBook
 from nexa.ids import new_id
 from nexa_gateway.db import Job, JobLog, NodeToken, Usage, Worker, WorkerOwner, utcnow
 from nexa_gateway.errors import ApiError
 from nexa_gateway.metrics import FinishedJob
-from nexa_gateway.services import ledger
+from nexa_gateway.services import ledger, runningcaps
 from nexa_gateway.services.jobs import add_event, finished_job
 from nexa_gateway.services.keys import generate_worker_token, hash_key, well_formed
 
@@ -163,8 +164,8 @@ def _fenced(job_id: str, attempt: int, worker_id: str) -> Any:
 
 def heartbeat(
     session: Session, worker_id: str, job_id: str, attempt: int, lease_seconds: int
-) -> tuple[Any, bool]:
-    """Extend the lease; returns (new expiry, cancel_requested)."""
+) -> tuple[Any, bool, runningcaps.Stop | None]:
+    """Extend the lease; returns (new expiry, cancel_requested, the platform's stop if it stopped it)."""
     now = utcnow()
     expiry = now + timedelta(seconds=lease_seconds)
     row = session.execute(
@@ -174,7 +175,8 @@ def heartbeat(
         .returning(Job.cancel_requested)
     ).first()
     if row is not None:
-        return expiry, bool(row[0])
+        stop = runningcaps.stop_of(session, job_id, attempt) if row[0] else None
+        return expiry, bool(row[0]), stop
     # A job the user cancelled while this attempt ran: tell the worker to stop, politely.
     cancelled = session.scalar(
         select(Job.id).where(
@@ -182,7 +184,7 @@ def heartbeat(
         )
     )
     if cancelled is not None:
-        return now, True
+        return now, True, None
     raise stale(job_id, attempt)
 
 
@@ -258,6 +260,7 @@ def complete_job(
     job_id: str,
     body: ResultReport,
     promote: Callable[[Job, list[str]], str | None],
+    book: PriceBook | None = None,
 ) -> Finished:
     """Accept a result: promote the attempt's artifacts, record usage, mark completed."""
     now = utcnow()
@@ -281,14 +284,30 @@ def complete_job(
     artifacts_uri = promote(row, body.artifacts)
     if artifacts_uri:
         row.artifacts_uri = artifacts_uri
-    recorded = record_usage(session, row.tenant_id, job_id, body.attempt, body.usage)
+    usage = (
+        body.usage
+        if book is None
+        else runningcaps.within_budget(session, book, row, body.attempt, body.usage)
+    )
+    recorded = record_usage(session, row.tenant_id, job_id, body.attempt, usage)
     add_event(session, job_id, "completed", "job completed", body.attempt)
     session.flush()
     return Finished(row.job_type, "completed", recorded, job=finished_job(session, row))
 
 
-def fail_job(session: Session, worker_id: str, job_id: str, body: FailReport) -> Finished:
-    """Record a failed attempt: requeue when retryable with attempts left, else fail (or cancel)."""
+def fail_job(
+    session: Session,
+    worker_id: str,
+    job_id: str,
+    body: FailReport,
+    book: PriceBook | None = None,
+    promote: Callable[[Job, list[str]], str | None] | None = None,
+) -> Finished:
+    """Record a failed attempt: requeue when retryable with attempts left, else fail (or cancel).
+
+    An attempt the platform stopped at a budget ends ``budget_exceeded`` whatever the worker says,
+    keeps what it committed (a train job's checkpoint: ``promote``) and is charged within the budget.
+    """
     row = session.scalar(select(Job).where(_fenced(job_id, body.attempt, worker_id)))
     if row is None:
         # The user cancelled during this attempt: the worker's 'cancelled' report is welcome but changes nothing.
@@ -297,8 +316,22 @@ def fail_job(session: Session, worker_id: str, job_id: str, body: FailReport) ->
             if done is not None:
                 return Finished(done.job_type, "cancelled", [], changed=False)
         raise stale(job_id, body.attempt)
-    recorded = record_usage(session, row.tenant_id, job_id, body.attempt, body.usage)
-    _end_attempt(session, row, code=body.code, message=body.message, retryable=body.retryable)
+    code, message, retryable = body.code, body.message, body.retryable
+    stop = runningcaps.stop_of(session, job_id, body.attempt)
+    if stop is not None:
+        code, message, retryable = stop.code, stop.message, False
+        if promote is not None and body.artifacts:
+            kept = promote(row, body.artifacts)
+            if kept:
+                row.artifacts_uri = kept
+                message += f"; what the attempt committed is kept ({', '.join(body.artifacts[:5])})"
+    usage = (
+        body.usage
+        if book is None
+        else runningcaps.within_budget(session, book, row, body.attempt, body.usage)
+    )
+    recorded = record_usage(session, row.tenant_id, job_id, body.attempt, usage)
+    _end_attempt(session, row, code=code, message=message, retryable=retryable)
     ended = finished_job(session, row) if row.status in TERMINAL_STATES else None
     return Finished(row.job_type, row.status, recorded, job=ended)
 
@@ -377,6 +410,22 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> R
         if row.status in TERMINAL_STATES:
             on_finished(row.job_type, row.status)
             finished.append(finished_job(session, row))
+    for row in runningcaps.unheeded(session, now):
+        stop = runningcaps.stop_of(session, row.id, row.attempt)
+        try:
+            with session.begin_nested():
+                _end_attempt(
+                    session,
+                    row,
+                    code=ErrorCode.budget_exceeded,
+                    message=f"{stop.message if stop else 'stopped at its budget'}; the worker did not stop it",
+                    retryable=False,
+                )
+        except ApiError:
+            continue
+        changed.append(row.id)
+        on_finished(row.job_type, row.status)
+        finished.append(finished_job(session, row))
     timed_out = list(
         session.scalars(
             select(Job).where(Job.status == "running", Job.attempt_started_at.is_not(None)).limit(500)

@@ -22,7 +22,7 @@ import torch
 from nexa.contracts import InputSource, TrainSpec
 from nexa.contracts.refs import artifact_ref_uri
 from nexa.ids import new_id
-from nexa_engines.engine import EngineContext, EngineError
+from nexa_engines.engine import EngineContext, EngineError, JobCancelled
 from nexa_engines.models.loading import ResolvedModel, load_model, load_tokenizer, resolve_model
 from nexa_engines.models.runtime import configure_threads, pick_device, seed_everything
 from nexa_engines.train import deepspeed_support
@@ -235,8 +235,20 @@ def run(ctx: EngineContext, spec: TrainSpec) -> dict[str, Any]:
         metrics_path.write_text("".join(json.dumps(h) + "\n" for h in trainer.state.history))
     first_step = trainer.state.step
     started = time.monotonic()
+    # Machine time is metered as it is spent (wall time x devices), so the usage reported with each
+    # progress report is the attempt's so far and the gateway can stop it at its budget.
+    machine_kind = "gpu_hours" if device.is_cuda else "cpu_hours"
+    devices = torch.cuda.device_count() if device.is_cuda else threads
+    metered = {"until": started, "hours": 0.0}
+
+    def meter() -> None:
+        now = time.monotonic()
+        hours = (now - metered["until"]) / 3600 * devices
+        metered["until"], metered["hours"] = now, metered["hours"] + hours
+        ctx.usage(machine_kind, hours)
 
     def on_metrics(line: dict[str, Any]) -> None:
+        meter()
         with metrics_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")
         done = line["step"]
@@ -266,16 +278,25 @@ def run(ctx: EngineContext, spec: TrainSpec) -> dict[str, Any]:
         )
         ctx.log(f"checkpoint {checkpoint_id} at step {step}")
 
-    summary = trainer.run(
-        on_metrics=on_metrics, on_checkpoint=on_checkpoint, check_cancelled=ctx.check_cancelled
-    )
-    wall_hours = (time.monotonic() - started) / 3600
-    gpu_hours = wall_hours * (torch.cuda.device_count() if device.is_cuda else 0)
-    cpu_hours = 0.0 if device.is_cuda else wall_hours * threads
-    if gpu_hours:
-        ctx.usage("gpu_hours", gpu_hours)
-    else:
-        ctx.usage("cpu_hours", cpu_hours)
+    try:
+        summary = trainer.run(
+            on_metrics=on_metrics, on_checkpoint=on_checkpoint, check_cancelled=ctx.check_cancelled
+        )
+    except JobCancelled:
+        meter()
+        reason = ctx.stop_reason()
+        if reason is not None and trainer.state.step > first_step:
+            # The platform stopped it (a budget): keep the work paid for as a resumable checkpoint.
+            last = trainer.state.history[-1] if trainer.state.history else {"loss": None}
+            on_checkpoint(trainer.state.step, last)
+            ctx.log(
+                f"{reason}: stopped at step {trainer.state.step}/{trainer.total_steps}; the checkpoint is kept: "
+                "name it as warm_start_checkpoint_id to go on"
+            )
+        raise
+    meter()
+    gpu_hours = metered["hours"] if device.is_cuda else 0.0
+    cpu_hours = 0.0 if device.is_cuda else metered["hours"]
 
     ctx.progress(0.97, "saving the final checkpoint")
     history = trainer.state.history

@@ -117,18 +117,11 @@ class HeartbeatAck(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     lease_expires_at: datetime
-    cancel_requested: bool = Field(False, description="The user cancelled the job; stop and report.")
-
-
-class ProgressReport(StrictModel):
-    attempt: int = Field(ge=1, le=100_000)
-    progress: float = Field(ge=0.0, le=1.0)
-    message: str | None = Field(None, max_length=2000)
-
-
-class LogLines(StrictModel):
-    attempt: int = Field(ge=1, le=100_000)
-    lines: list[Annotated[str, StringConstraints(max_length=16_384)]] = Field(max_length=10_000)
+    cancel_requested: bool = Field(False, description="The job is to stop; report how it ended.")
+    stop_code: str | None = Field(
+        None, description="Why the platform stops it (budget_exceeded); unset for the user's cancel."
+    )
+    stop_message: str | None = None
 
 
 class UsageRecord(StrictModel):
@@ -136,6 +129,22 @@ class UsageRecord(StrictModel):
         max_length=32, pattern=r"^[a-z_]{1,32}$", description="rows, tokens, prompt_tokens, gpu_seconds, …"
     )
     amount: float = Field(ge=0, le=1e15)
+
+
+class ProgressReport(StrictModel):
+    attempt: int = Field(ge=1, le=100_000)
+    progress: float = Field(ge=0.0, le=1.0)
+    message: str | None = Field(None, max_length=2000)
+    usage: list[UsageRecord] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The attempt's usage so far (totals): the gateway stops a job that reaches its budget.",
+    )
+
+
+class LogLines(StrictModel):
+    attempt: int = Field(ge=1, le=100_000)
+    lines: list[Annotated[str, StringConstraints(max_length=16_384)]] = Field(max_length=10_000)
 
 
 class ResultReport(StrictModel):
@@ -155,6 +164,11 @@ class FailReport(StrictModel):
     message: str = Field(max_length=20_000)
     retryable: bool = Field(False, description="True when another attempt may succeed.")
     usage: list[UsageRecord] = Field(default_factory=list, max_length=64)
+    artifacts: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="What the attempt committed before it ended; kept when the platform stopped it.",
+    )
 
 
 class WorkerInfo(BaseModel):
