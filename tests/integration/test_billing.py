@@ -184,18 +184,43 @@ def test_estimates_price_what_is_known_before_the_run_and_submit_nothing(sqlite_
     assert int(by_kind["prompt_tokens"]["quantity"]) == dataset["size_bytes"] // 4
     generate = _estimate(gw, "generate", {"domain": "medical", "num_samples": 1000, "teacher": "Mistral-7B"})
     assert not generate["complete"]  # its prompts are written during the run
-    train = _estimate(
-        gw, "train", {"dataset_id": dataset["dataset_id"], "resources": {"gpus": 1, "gpu_type": "A100"}}
-    )
-    assert not train["complete"] and train["total"] == "0.00" and train["lines"][0]["quantity"] is None
+    train_body = {
+        "dataset_id": dataset["dataset_id"],
+        "model": "Mistral-7B",
+        "holdout_fraction": 0.0,
+        "resources": {"gpus": 1, "gpu_type": "A100"},
+    }
+    train = _estimate(gw, "train", train_body)
+    # 6 FLOPs x 7e9 parameters (its name says) x the dataset's bytes / 4 x 3 epochs, at 35% of an A100.
+    tokens = dataset["size_bytes"] // 4 * 3
+    hours = Decimal(f"{6 * 7e9 * tokens / (312e12 * 0.35) / 3600:.6f}")
+    line = train["lines"][0]
+    assert train["complete"] and line["kind"] == "gpu_hours" and Decimal(line["quantity"]) == hours
+    assert "7,000,000,000 parameters" in line["basis"] and "A100" in line["basis"]
+    assert Decimal(train["total"]) == hours * Decimal("1.25")
+    # Once a run of the same model on the same machine finished, its measured rate is used instead.
+    submitted = gw.client.post("/v1/train", json=train_body, headers=gw.auth())
+    assert submitted.status_code == 201, submitted.text
+    gpu_worker = gw.register_worker(cpu_count=8, memory_gb=64, gpus=1, gpu_type="A100")
+    claimed = gw.claim(gpu_worker)
+    assert claimed is not None
+    done = {"attempt": claimed["attempt"], "result": {"gpu_hours": 0.25}, "usage": []}
+    job_url = f"/v1/workers/jobs/{claimed['job_id']}/complete"
+    assert gw.client.post(job_url, json=done, headers=gpu_worker).status_code == 204
+    again = _estimate(gw, "train", {**train_body, "epochs": 6})  # twice the tokens: twice the time
+    assert Decimal(again["lines"][0]["quantity"]) == Decimal("0.5")
+    assert claimed["job_id"] in again["lines"][0]["basis"]
+    unknown = _estimate(gw, "train", {**train_body, "model": "my-model-v1"})
+    assert not unknown["complete"] and unknown["lines"][0]["quantity"] is None
+    assert "size of my-model-v1 is unknown" in unknown["lines"][0]["basis"]
     deploy = _estimate(gw, "deploy", {"checkpoint_id": "ckpt_" + "a" * 26})
     assert deploy["total"] == "2.00"  # the SPEC's $2 per month of serving
     # Another tenant's dataset is unknown to this tenant's estimate: nothing about it leaks.
     other = gw.new_tenant_key("other-tenant")
     foreign = _estimate(gw, "audit", {"dataset_uri": dataset["dataset_id"]}, key=other)
     assert not foreign["complete"] and "2500" not in json.dumps(foreign)
-    # Nothing was submitted, and bad input is the same 422 as a submission's.
-    assert gw.client.get("/v1/jobs", headers=gw.auth()).json()["items"] == []
+    # Nothing was submitted (but the one training job), and bad input is the same 422 as a submission's.
+    assert [j["job_type"] for j in gw.client.get("/v1/jobs", headers=gw.auth()).json()["items"]] == ["train"]
     bad = gw.client.post("/v1/audit/estimate", json={}, headers=gw.auth())
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "dataset_uri"
 

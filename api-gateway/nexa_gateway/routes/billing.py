@@ -123,7 +123,15 @@ def _estimate_route(job_type: JobType, spec_cls: type[JobOptions]):  # type: ign
         state: StateDep,
     ) -> CostEstimate:
         spec = with_platform_defaults(body, state.settings)
-        result = estimate(session, state.store, state.settings.prices(), principal.tenant_id, job_type, spec)
+        result = estimate(
+            session,
+            state.store,
+            state.settings.prices(),
+            principal.tenant_id,
+            job_type,
+            spec,
+            state.settings.catalog(),
+        )
         session.commit()
         return result
 

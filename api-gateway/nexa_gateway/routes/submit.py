@@ -33,7 +33,14 @@ def _check_budget(
 ) -> None:
     with state.db.session() as session:
         budgets.check(
-            session, state.store, state.settings.prices(), tenant_id, job_type, spec, idempotency_key
+            session,
+            state.store,
+            state.settings.prices(),
+            tenant_id,
+            job_type,
+            spec,
+            idempotency_key,
+            state.settings.catalog(),
         )
 
 

@@ -3,14 +3,15 @@
 A submission is refused with 402 ``budget_exceeded`` when its estimate is above its
 own cap, or when the tenant's spend this month plus the estimate would pass the
 monthly limit (or the limit is already reached). The estimate counts only what is
-known before the run (``services.estimates``): machine time is not guessed, so a
-training job is refused on the tenant budget only once the month's spend has reached it.
+known before the run (``services.estimates``); a unit it cannot know counts as nothing
+here, and is caught while the job runs (``services.runningcaps``).
 A repeat of an accepted submission (same idempotency key) is never refused: it
 returns the job that exists.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from nexa.contracts import JobOptions, JobType
 from nexa.contracts.billing import PriceBook, TenantBudget
+from nexa.contracts.catalog import CatalogEntry
 from nexa_gateway.db import Budget, Job
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services import billing, stripesync
@@ -66,6 +68,7 @@ def check(
     job_type: JobType,
     spec: JobOptions,
     idempotency_key: str | None,
+    catalog: Mapping[str, CatalogEntry] | None = None,
 ) -> None:
     """Raise 402 ``budget_exceeded`` when the job would pass its cap or its tenant's monthly budget,
     and 402 ``payment_failed`` while the tenant's last invoice is unpaid (Stripe said so)."""
@@ -80,7 +83,7 @@ def check(
     key = idempotency_key or spec.idempotency_key
     if key and session.scalar(select(Job.id).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)):
         return  # a repeat: the job exists and is returned as it is
-    guess = estimate(session, store, book, tenant_id, job_type, spec)
+    guess = estimate(session, store, book, tenant_id, job_type, spec, catalog)
     if spec.max_cost_cents is not None and guess.total_cents > spec.max_cost_cents:
         raise ApiError(
             402,

@@ -2,9 +2,10 @@
 
 Only units that follow from the request and the inputs' metadata are estimated:
 rows (the dataset's row count), samples, token upper bounds (rows × ``max_tokens``),
-prompt tokens from the dataset's size (about four bytes a token). Machine time
-(GPU- and CPU-hours) depends on the worker that runs the job and is not guessed:
-such a line has no quantity and the estimate says it is incomplete.
+prompt tokens from the dataset's size (about four bytes a token), and a training
+job's machine time (``services.machinetime``: from a measured earlier run of the same
+model, else from its parameters, tokens and the device's throughput). A unit that
+cannot be known has no quantity, and the estimate says it is incomplete.
 
 Inputs are looked up among the caller's own artifacts only: an id of another
 tenant's reads as unknown, so an estimate reveals nothing a submission would not.
@@ -12,17 +13,23 @@ tenant's reads as unknown, so an estimate reveals nothing a submission would not
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexa.contracts import DeploySpec, DistillSpec, EvaluateSpec, GenerateSpec, JobOptions, JobType, TrainSpec
 from nexa.contracts.billing import CostEstimate, EstimateLine, PriceBook, shown, to_cents
+from nexa.contracts.catalog import CatalogEntry
 from nexa.contracts.jobs import AuditSpec
 from nexa.ids import is_id
-from nexa_gateway.db import Artifact
+from nexa_gateway.db import Artifact, Job
+from nexa_gateway.services import machinetime
 from nexa_gateway.services.pricebooks import HOURS_PER_MONTH
 from nexa_store.base import ArtifactError, ArtifactStore
 
@@ -68,8 +75,129 @@ def _holdout(session: Session, store: ArtifactStore, tenant_id: str, checkpoint:
     return str(holdout) if holdout else None
 
 
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+MEASURED_LOOKBACK = 50  # completed training jobs searched for a measured rate
+
+
+def _weights_params(directory: Path) -> int | None:
+    """Parameters of a model directory, from its safetensors bytes and its config's dtype."""
+    try:
+        size = sum(f.stat().st_size for f in directory.glob("*.safetensors"))
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    dtype = config.get("torch_dtype") if isinstance(config, dict) else None
+    return size // DTYPE_BYTES.get(str(dtype), 4) if size else None
+
+
+def _model_params(
+    session: Session, tenant_id: str, model: str | None, catalog: Mapping[str, CatalogEntry]
+) -> tuple[int | None, str]:
+    """(parameters, how they are known) of a training job's base model."""
+    if not model:
+        return None, "no base model is named"
+    checkpoint = _own(session, tenant_id, model, "checkpoint")
+    if checkpoint is not None:
+        # Training saves float32 weights; tokenizer files are a rounding error beside them.
+        return (
+            checkpoint.size_bytes // 4,
+            f"{checkpoint.id}: {checkpoint.size_bytes:,} bytes of float32 weights",
+        )
+    entry = catalog.get(model)
+    name = model
+    if entry is not None and entry.source:
+        if Path(entry.source).is_absolute():
+            counted = _weights_params(Path(entry.source))
+            if counted:
+                return counted, f"{model}: the catalog's model directory holds {counted:,}"
+        name = entry.source
+    params = machinetime.params_from_name(name)
+    if params is None:
+        return None, f"the size of {model} is unknown before the run"
+    return params, f"as its name {name} says"
+
+
+def _planned(session: Session, tenant_id: str, spec: TrainSpec) -> tuple[int | None, str]:
+    _, size, basis = _rows_of(session, tenant_id, spec.dataset_id)
+    if size is None:
+        return None, basis
+    hp = spec.hyperparameters
+    tokens = machinetime.planned_tokens(
+        size,
+        epochs=spec.epochs,
+        holdout_fraction=spec.holdout_fraction,
+        max_steps=spec.max_steps,
+        batch_size=hp.batch_size,
+        grad_accum=hp.gradient_accumulation_steps,
+        max_seq_len=hp.max_seq_len,
+    )
+    return tokens, f"about 1 token per {machinetime.BYTES_PER_TOKEN} bytes of {basis}, {spec.epochs} epochs"
+
+
+def _same_machine(spec: TrainSpec, past: dict[str, Any]) -> bool:
+    resources = past.get("resources") or {}
+    return (
+        past.get("model") == spec.model
+        and bool(past.get("lora")) == (spec.lora is not None)
+        and bool(resources.get("gpus")) == bool(spec.resources.gpus)
+        and str(resources.get("gpu_type") or "").upper() == str(spec.resources.gpu_type or "").upper()
+    )
+
+
+def _measured(session: Session, tenant_id: str, spec: TrainSpec, kind: str) -> machinetime.Measured | None:
+    """The tenant's newest finished run of the same model on the same kind of machine, as a rate of
+    machine-hours per planned token (planned the same way, so the bytes-per-token guess cancels)."""
+    done = session.execute(
+        select(Job.id, Job.spec, Job.result)
+        .where(Job.tenant_id == tenant_id, Job.job_type == "train", Job.status == "completed")
+        .order_by(Job.finished_at.desc())
+        .limit(MEASURED_LOOKBACK)
+    ).all()
+    for job_id, past, result in done:
+        if not isinstance(past, dict) or not isinstance(result, dict) or not _same_machine(spec, past):
+            continue
+        hours = result.get(kind)
+        try:
+            earlier = TrainSpec.model_validate(past)
+        except ValueError:
+            continue
+        tokens, _ = _planned(session, tenant_id, earlier)
+        if isinstance(hours, int | float) and hours > 0 and tokens:
+            return machinetime.Measured(job_id, tokens, float(hours))
+    return None
+
+
+def _train_time(
+    session: Session, tenant_id: str, spec: TrainSpec, catalog: Mapping[str, CatalogEntry]
+) -> tuple[str, Decimal | None, str]:
+    kind = "gpu_hours" if spec.resources.gpus else "cpu_hours"
+    tokens, token_basis = _planned(session, tenant_id, spec)
+    if tokens is None:
+        return kind, None, f"machine time follows from the dataset's size: {token_basis}"
+    params, params_basis = _model_params(
+        session, tenant_id, spec.warm_start_checkpoint_id or spec.model, catalog
+    )
+    found = machinetime.estimate_hours(
+        tokens=tokens,
+        token_basis=token_basis,
+        params=params,
+        params_basis=params_basis,
+        lora=spec.lora is not None,
+        gpus=spec.resources.gpus,
+        gpu_type=spec.resources.gpu_type,
+        measured=_measured(session, tenant_id, spec, kind),
+    )
+    if found is None:
+        return kind, None, f"machine time follows from the model's size: {params_basis}"
+    return kind, found.hours, found.basis
+
+
 def units(
-    session: Session, store: ArtifactStore, tenant_id: str, spec: JobOptions
+    session: Session,
+    store: ArtifactStore,
+    tenant_id: str,
+    spec: JobOptions,
+    catalog: Mapping[str, CatalogEntry] | None = None,
 ) -> list[tuple[str, Decimal | None, str]]:
     """(kind, quantity or None, basis) for each unit the job meters."""
     if isinstance(spec, AuditSpec):
@@ -115,13 +243,7 @@ def units(
     if isinstance(spec, DeploySpec):
         return [("deployment_hours", HOURS_PER_MONTH, "one month of serving (charged by the second it runs)")]
     if isinstance(spec, TrainSpec):
-        return [
-            (
-                "gpu_hours" if spec.resources.gpus else "cpu_hours",
-                None,
-                "machine time depends on the worker that runs it",
-            ),
-        ]
+        return [_train_time(session, tenant_id, spec, catalog or {})]
     return []
 
 
@@ -132,12 +254,13 @@ def estimate(
     tenant_id: str,
     job_type: JobType,
     spec: JobOptions,
+    catalog: Mapping[str, CatalogEntry] | None = None,
 ) -> CostEstimate:
     """The expected charge of ``spec``, priced by the version of ``book`` in force now."""
     version = book.version_at(datetime.now(UTC))
     gpu_type = spec.resources.gpu_type
     lines, total, cents, complete = [], Decimal(0), 0, True
-    for kind, quantity, basis in units(session, store, tenant_id, spec):
+    for kind, quantity, basis in units(session, store, tenant_id, spec, catalog):
         rate = version.rate_for(kind, job_type.value, gpu_type) if version is not None else None
         if rate is None:
             lines.append(

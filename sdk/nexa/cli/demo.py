@@ -423,6 +423,10 @@ def bill_rows(run: Lifecycle) -> list[tuple[str, str, str, str, str]]:
             guess = _money(estimate.total) + ("" if estimate.complete else " + what it cannot know")
             if any(line.kind == "deployment_hours" for line in estimate.lines):
                 guess = f"{_money(estimate.total)} per month of serving"
+            # Machine time is shown as time too: the SPEC does not price CPU-hours.
+            for line in estimate.lines:
+                if line.kind in ("gpu_hours", "cpu_hours") and line.quantity is not None:
+                    guess += f" ({line.quantity:,} {line.kind})"
         if step.name.startswith("deploy") and not any(
             line.kind == "deployment_hours" for line in (job.lines if job else [])
         ):
