@@ -162,6 +162,29 @@ def test_usage_is_recorded_once_per_attempt(gateway: Gateway) -> None:
     assert [(k, float(total), n) for k, total, n in rows] == [("rows", 15.0, 1)]
 
 
+def test_an_attempt_lost_to_the_platform_is_not_charged_and_its_retry_is(gateway: Gateway) -> None:
+    job = gateway.submit_audit(max_retries=2)
+    w = gateway.register_worker()
+    job_url = f"/v1/workers/jobs/{job['job_id']}"
+    assert gateway.claim(w) is not None
+    lost = {
+        "attempt": 1,
+        "code": "worker_shutdown",
+        "message": "the worker was shut down while running this attempt",
+        "retryable": True,
+        "usage": [{"kind": "rows", "amount": 7}],
+    }
+    assert gateway.client.post(f"{job_url}/fail", json=lost, headers=w).status_code == 204
+    claimed = gateway.claim(w)
+    assert claimed is not None and claimed["attempt"] == 2
+    done = {"attempt": 2, "result": {}, "usage": [{"kind": "rows", "amount": 10}]}
+    assert gateway.client.post(f"{job_url}/complete", json=done, headers=w).status_code == 204
+    state = gateway.client.app.state.nexa  # type: ignore[attr-defined]
+    with state.db.session() as s:
+        rows = s.execute(select(Usage.attempt, Usage.kind, Usage.amount)).all()
+    assert [(a, k, float(v)) for a, k, v in rows] == [(2, "rows", 10.0)]
+
+
 def test_claims_respect_hardware_priority_and_type(gateway: Gateway) -> None:
     cpu_job = gateway.submit_audit()
     gpu_job = gateway.submit_audit(resources={"gpus": 2, "gpu_type": "H100"})

@@ -40,6 +40,12 @@ from nexa_gateway.services.keys import generate_worker_token, hash_key, well_for
 
 log = logging.getLogger("nexa.gateway.queue")
 
+# Attempts that end with these were lost to the platform, not to the job: their usage is not charged.
+# (An attempt whose lease ran out reports nothing, so it is never charged either.)
+PLATFORM_LOSSES = frozenset(
+    {ErrorCode.worker_shutdown, ErrorCode.store_unavailable, ErrorCode.result_unwritable}
+)
+
 
 def stale(job_id: str, attempt: int) -> ApiError:
     return ApiError(
@@ -330,6 +336,8 @@ def fail_job(
         if book is None
         else runningcaps.within_budget(session, book, row, body.attempt, body.usage)
     )
+    if code in PLATFORM_LOSSES:
+        usage = []  # the platform lost the attempt (its node stopped, its store failed): not the tenant's bill
     recorded = record_usage(session, row.tenant_id, job_id, body.attempt, usage)
     _end_attempt(session, row, code=code, message=message, retryable=retryable)
     ended = finished_job(session, row) if row.status in TERMINAL_STATES else None
