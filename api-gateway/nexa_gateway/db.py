@@ -109,6 +109,19 @@ class JobStop(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class JobEstimate(Base):
+    """What a job was expected to cost when it was submitted (a ``CostEstimate``), kept to set
+    beside what it was charged (``GET /v1/jobs/{id}/cost``): estimating later would use what the
+    run itself taught (a measured rate), and so flatter the estimate."""
+
+    __tablename__ = "job_estimates"
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    estimate: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class StripeCustomer(Base):
     """The Stripe customer a tenant is billed as (made by the meter-event sync on first use)."""
 

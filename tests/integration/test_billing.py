@@ -204,9 +204,23 @@ def test_estimates_price_what_is_known_before_the_run_and_submit_nothing(sqlite_
     gpu_worker = gw.register_worker(cpu_count=8, memory_gb=64, gpus=1, gpu_type="A100")
     claimed = gw.claim(gpu_worker)
     assert claimed is not None
-    done = {"attempt": claimed["attempt"], "result": {"gpu_hours": 0.25}, "usage": []}
+    done = {
+        "attempt": claimed["attempt"],
+        "result": {"gpu_hours": 0.25},
+        "usage": [{"kind": "gpu_hours", "amount": 0.25}],
+    }
     job_url = f"/v1/workers/jobs/{claimed['job_id']}/complete"
     assert gw.client.post(job_url, json=done, headers=gpu_worker).status_code == 204
+    # The job shows the estimate it was submitted with beside what it was charged.
+    cost = gw.client.get(f"/v1/jobs/{claimed['job_id']}/cost", headers=gw.auth())
+    assert cost.status_code == 200, cost.text
+    compared = cost.json()["lines"]
+    assert [(c["kind"], Decimal(c["estimated_quantity"]), c["quantity"]) for c in compared] == [
+        ("gpu_hours", hours, "0.25")
+    ]
+    assert cost.json()["charged"] == "0.3125" and cost.json()["estimate"]["complete"]
+    other_key = gw.new_tenant_key("nosy")
+    assert gw.client.get(f"/v1/jobs/{claimed['job_id']}/cost", headers=gw.auth(other_key)).status_code == 404
     again = _estimate(gw, "train", {**train_body, "epochs": 6})  # twice the tokens: twice the time
     assert Decimal(again["lines"][0]["quantity"]) == Decimal("0.5")
     assert claimed["job_id"] in again["lines"][0]["basis"]
@@ -216,8 +230,7 @@ def test_estimates_price_what_is_known_before_the_run_and_submit_nothing(sqlite_
     deploy = _estimate(gw, "deploy", {"checkpoint_id": "ckpt_" + "a" * 26})
     assert deploy["total"] == "2.00"  # the SPEC's $2 per month of serving
     # Another tenant's dataset is unknown to this tenant's estimate: nothing about it leaks.
-    other = gw.new_tenant_key("other-tenant")
-    foreign = _estimate(gw, "audit", {"dataset_uri": dataset["dataset_id"]}, key=other)
+    foreign = _estimate(gw, "audit", {"dataset_uri": dataset["dataset_id"]}, key=other_key)
     assert not foreign["complete"] and "2500" not in json.dumps(foreign)
     # Nothing was submitted (but the one training job), and bad input is the same 422 as a submission's.
     assert [j["job_type"] for j in gw.client.get("/v1/jobs", headers=gw.auth()).json()["items"]] == ["train"]

@@ -8,13 +8,20 @@ from typing import Protocol
 from fastapi import Request
 
 from nexa.contracts import Job, JobEvent, JobOptions, JobState, JobType
+from nexa.contracts.billing import CostEstimate
 
 
 class JobBackend(Protocol):
     async def submit(
-        self, tenant_id: str, job_type: JobType, spec: JobOptions, idempotency_key: str | None
+        self,
+        tenant_id: str,
+        job_type: JobType,
+        spec: JobOptions,
+        idempotency_key: str | None,
+        estimate: CostEstimate | None = None,
     ) -> tuple[Job, bool]:
-        """Create a job (True) or return the one this idempotency key already made (False)."""
+        """Create a job (True) or return the one this idempotency key already made (False);
+        a created job keeps ``estimate``, what it was expected to cost."""
         ...
 
     def get(self, tenant_id: str, job_id: str) -> Job:

@@ -29,6 +29,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import TERMINAL_STATES, ErrorCode, Job, JobError, JobEvent, JobOptions, JobState, JobType
+from nexa.contracts.billing import CostEstimate
 from nexa.contracts.nexajob import (
     GROUP,
     LABEL_ATTEMPT,
@@ -47,6 +48,7 @@ from nexa.contracts.nexajob import (
     tenant_namespace,
 )
 from nexa.ids import derived_id, is_id, new_id
+from nexa_gateway.db import JobEstimate
 from nexa_gateway.errors import ApiError, conflict, not_found
 from nexa_gateway.services.artifacts import check_job_inputs
 from nexa_gateway.services.grants import tenant_access
@@ -290,10 +292,24 @@ class KubernetesJobBackend:
         await run_in_threadpool(self._api_client.close)
 
     async def submit(
-        self, tenant_id: str, job_type: JobType, spec: JobOptions, idempotency_key: str | None
+        self,
+        tenant_id: str,
+        job_type: JobType,
+        spec: JobOptions,
+        idempotency_key: str | None,
+        estimate: CostEstimate | None = None,
     ) -> tuple[Job, bool]:
         """Create a NexaJob (True) or return the one this idempotency key already made (False)."""
-        return await run_in_threadpool(self._submit, tenant_id, job_type, spec, idempotency_key)
+        job, created = await run_in_threadpool(self._submit, tenant_id, job_type, spec, idempotency_key)
+        if created and estimate is not None:
+            await run_in_threadpool(self._keep_estimate, tenant_id, job.job_id, estimate)
+        return job, created
+
+    def _keep_estimate(self, tenant_id: str, job_id: str, estimate: CostEstimate) -> None:
+        with self.state.db.session() as session:
+            session.merge(
+                JobEstimate(job_id=job_id, tenant_id=tenant_id, estimate=estimate.model_dump(mode="json"))
+            )
 
     async def get_json(self, tenant_id: str, job_id: str) -> bytes:
         """``get`` as JSON bytes."""

@@ -8,6 +8,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import Job, JobEvent, JobOptions, JobState, JobType
+from nexa.contracts.billing import CostEstimate
 from nexa_gateway.services import jobs as svc
 from nexa_gateway.services.endpointkeys import reveal
 from nexa_gateway.services.logstream import log_event_stream
@@ -24,9 +25,15 @@ class SqlJobBackend:
         await self.batcher.close()
 
     async def submit(
-        self, tenant_id: str, job_type: JobType, spec: JobOptions, idempotency_key: str | None
+        self,
+        tenant_id: str,
+        job_type: JobType,
+        spec: JobOptions,
+        idempotency_key: str | None,
+        estimate: CostEstimate | None = None,
     ) -> tuple[Job, bool]:
-        return await self.batcher.submit(tenant_id, job_type, spec, idempotency_key)
+        kept = estimate.model_dump(mode="json") if estimate is not None else None
+        return await self.batcher.submit(tenant_id, job_type, spec, idempotency_key, kept)
 
     def get(self, tenant_id: str, job_id: str) -> Job:
         with self.state.db.read() as session:

@@ -6,17 +6,18 @@
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import JOB_SPECS, JobOptions, JobType
-from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook, TenantBudget
+from nexa.contracts.billing import BillingSummary, CostEstimate, JobCost, PriceBook, TenantBudget
 from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services import billing as svc
 from nexa_gateway.services import budgets, stripesync
 from nexa_gateway.services.defaults import with_platform_defaults
 from nexa_gateway.services.estimates import estimate
+from nexa_gateway.state import AppState
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
 estimate_router = APIRouter(tags=["billing"])
@@ -151,3 +152,21 @@ for _type, _cls in JOB_SPECS.items():
         name=f"estimate_{_type.value}",
         summary=f"Estimate a {_type.value} job's cost",
     )
+
+
+def _job_cost(state: AppState, tenant_id: str, job_id: str) -> JobCost:
+    job = state.backend.get(tenant_id, job_id)  # another tenant's job is 404, as everywhere
+    resources = job.spec.get("resources") if isinstance(job.spec, dict) else None
+    gpu_type = resources.get("gpu_type") if isinstance(resources, dict) else None
+    with state.db.read() as session:
+        return svc.job_cost(
+            session, state.settings.prices(), tenant_id, job.job_id, job.job_type.value, gpu_type
+        )
+
+
+@estimate_router.get("/v1/jobs/{job_id}/cost", response_model=JobCost)
+async def job_cost(
+    job_id: Annotated[str, Path(min_length=1, max_length=64)], principal: CurrentPrincipal, state: StateDep
+) -> JobCost:
+    """A job's estimate at submission beside what it has been charged, unit by unit."""
+    return await run_in_threadpool(_job_cost, state, principal.tenant_id, job_id)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Response
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import JOB_SPECS, Job, JobOptions, JobType
+from nexa.contracts.billing import CostEstimate
 from nexa_gateway.deps import CurrentPrincipal, StateDep
 from nexa_gateway.services import budgets
 from nexa_gateway.services.defaults import with_platform_defaults
@@ -30,9 +31,10 @@ IdempotencyHeader = Annotated[
 
 def _check_budget(
     state: AppState, tenant_id: str, job_type: JobType, spec: JobOptions, idempotency_key: str | None
-) -> None:
-    with state.db.session() as session:
-        budgets.check(
+) -> CostEstimate:
+    # Reads only: on SQLite a read session takes no write lock, so submissions never queue here.
+    with state.db.read() as session:
+        return budgets.check(
             session,
             state.store,
             state.settings.prices(),
@@ -52,8 +54,12 @@ def _make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignor
         idempotency_key: IdempotencyHeader = None,
     ) -> Response:
         spec = with_platform_defaults(body, state.settings)
-        await run_in_threadpool(_check_budget, state, principal.tenant_id, job_type, spec, idempotency_key)
-        job, created = await state.backend.submit(principal.tenant_id, job_type, spec, idempotency_key)
+        estimate = await run_in_threadpool(
+            _check_budget, state, principal.tenant_id, job_type, spec, idempotency_key
+        )
+        job, created = await state.backend.submit(
+            principal.tenant_id, job_type, spec, idempotency_key, estimate=estimate
+        )
         # Serialized once here; the declared response_model documents the same shape.
         return Response(
             job.model_dump_json().encode(),

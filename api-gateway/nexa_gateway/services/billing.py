@@ -9,8 +9,19 @@ from decimal import Decimal
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from nexa.contracts.billing import BillingSummary, ChargeLine, DaySpend, JobCharge, PriceBook, shown, to_cents
-from nexa_gateway.db import Job, Usage, UsageSubject
+from nexa.contracts.billing import (
+    BillingSummary,
+    ChargeLine,
+    CostComparison,
+    CostEstimate,
+    DaySpend,
+    JobCharge,
+    JobCost,
+    PriceBook,
+    shown,
+    to_cents,
+)
+from nexa_gateway.db import Job, JobEstimate, Usage, UsageSubject
 
 TOP_JOBS = 100  # the by-job list names the most expensive jobs of the period
 
@@ -105,4 +116,51 @@ def summary(
         by_job=ranked,
         usage={k: plain(v) for k, v in usage.items()},
         unpriced={k: plain(v) for k, v in unpriced.items()},
+    )
+
+
+def job_cost(
+    session: Session, book: PriceBook, tenant_id: str, job_id: str, job_type: str, gpu_type: str | None
+) -> JobCost:
+    """The job's estimate at submission beside its usage so far, kind by kind, each usage row priced
+    by the version of the book in force when it was recorded (as the summary does)."""
+    kept = session.scalar(
+        select(JobEstimate.estimate).where(JobEstimate.job_id == job_id, JobEstimate.tenant_id == tenant_id)
+    )
+    estimate = CostEstimate.model_validate(kept) if kept is not None else None
+    lines: dict[str, CostComparison] = {}
+    if estimate is not None:
+        for guess in estimate.lines:
+            lines[guess.kind] = CostComparison(
+                kind=guess.kind,
+                estimated_quantity=guess.quantity,
+                estimated_amount=guess.amount,
+                basis=guess.basis,
+            )
+    rows = session.execute(
+        select(Usage.kind, Usage.amount, Usage.created_at)
+        .where(Usage.job_id == job_id, Usage.tenant_id == tenant_id)
+        .order_by(Usage.id)
+    ).all()
+    for kind, amount, created_at in rows:
+        line = lines.setdefault(kind, CostComparison(kind=kind))
+        quantity = Decimal(str(amount))
+        line.quantity += quantity
+        version = book.version_at(_aware(created_at))
+        rate = version.rate_for(kind, job_type, gpu_type) if version is not None else None
+        if rate is not None:
+            money = quantity / rate.per * rate.price
+            line.amount += money
+            line.amount_cents += to_cents(money)
+    for line in lines.values():
+        line.quantity, line.amount = plain(line.quantity), shown(line.amount)
+    return JobCost(
+        job_id=job_id,
+        job_type=job_type,
+        price_book=book.name,
+        currency=book.currency,
+        estimate=estimate,
+        charged=shown(sum((line.amount for line in lines.values()), Decimal(0))),
+        charged_cents=sum(line.amount_cents for line in lines.values()),
+        lines=list(lines.values()),
     )

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexa.contracts import JobOptions, JobType
-from nexa.contracts.billing import PriceBook, TenantBudget
+from nexa.contracts.billing import CostEstimate, PriceBook, TenantBudget
 from nexa.contracts.catalog import CatalogEntry
 from nexa_gateway.db import Budget, Job
 from nexa_gateway.errors import ApiError
@@ -69,21 +69,22 @@ def check(
     spec: JobOptions,
     idempotency_key: str | None,
     catalog: Mapping[str, CatalogEntry] | None = None,
-) -> None:
-    """Raise 402 ``budget_exceeded`` when the job would pass its cap or its tenant's monthly budget,
-    and 402 ``payment_failed`` while the tenant's last invoice is unpaid (Stripe said so)."""
+) -> CostEstimate:
+    """The job's estimate, kept with the job; raises 402 ``budget_exceeded`` when the job would pass its
+    cap or its tenant's monthly budget, and 402 ``payment_failed`` while the tenant's last invoice is
+    unpaid (Stripe said so). Reads only."""
     unpaid = stripesync.payment_failure(session, tenant_id)
     if unpaid is not None:
         raise ApiError(
             402, "payment_failed", f"new jobs are refused until the tenant's payment goes through: {unpaid}"
         )
+    guess = estimate(session, store, book, tenant_id, job_type, spec, catalog)
     budget = session.get(Budget, tenant_id)
     if spec.max_cost_cents is None and budget is None:
-        return
+        return guess
     key = idempotency_key or spec.idempotency_key
     if key and session.scalar(select(Job.id).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)):
-        return  # a repeat: the job exists and is returned as it is
-    guess = estimate(session, store, book, tenant_id, job_type, spec, catalog)
+        return guess  # a repeat: the job exists and is returned as it is
     if spec.max_cost_cents is not None and guess.total_cents > spec.max_cost_cents:
         raise ApiError(
             402,
@@ -93,7 +94,7 @@ def check(
             field="max_cost_cents",
         )
     if budget is None:
-        return
+        return guess
     spent = spent_this_month(session, book, tenant_id)
     limit = budget.monthly_limit_cents
     if spent >= limit or spent + guess.total_cents > limit:
@@ -104,3 +105,4 @@ def check(
             f"{job_type.value} job is estimated at {_dollars(guess.total_cents)}, which leaves "
             f"{_dollars(max(0, limit - spent))}: ask an admin to raise the budget",
         )
+    return guess

@@ -94,6 +94,7 @@ class NewJob:
     job_type: JobType
     spec: JobOptions
     idempotency_key: str | None
+    estimate: dict[str, Any] | None = None  # the CostEstimate at submission, kept with a created job
 
 
 def _rows(new: NewJob) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
@@ -204,6 +205,18 @@ def submit_jobs(session: Session, batch: list[NewJob]) -> list[Submitted | ApiEr
             # Another gateway inserted one of these keys since we looked: go one by one.
             for i in fresh:
                 outcomes[i] = _submit_one(session, batch[i], rows[i])
+    estimates = [
+        {
+            "job_id": outcome.job.job_id,
+            "tenant_id": new.tenant_id,
+            "estimate": new.estimate,
+            "created_at": utcnow(),
+        }
+        for new, outcome in zip(batch, outcomes, strict=True)
+        if new.estimate is not None and isinstance(outcome, Submitted) and outcome.created
+    ]
+    if estimates:
+        session.connection().execute(insert(Job.metadata.tables["job_estimates"]), estimates)
     return [o for o in outcomes if o is not None]
 
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
@@ -39,6 +40,7 @@ class _Request:
     spec: JobOptions
     idempotency_key: str | None
     answer: asyncio.Future[tuple[Job, bool]]
+    estimate: dict[str, Any] | None = None
 
 
 class SubmitBatcher:
@@ -51,7 +53,12 @@ class SubmitBatcher:
         ] = weakref.WeakKeyDictionary()
 
     async def submit(
-        self, tenant_id: str, job_type: JobType, spec: JobOptions, idempotency_key: str | None
+        self,
+        tenant_id: str,
+        job_type: JobType,
+        spec: JobOptions,
+        idempotency_key: str | None,
+        estimate: dict[str, Any] | None = None,
     ) -> tuple[Job, bool]:
         """Queue one submission and wait until the transaction holding it committed."""
         loop = asyncio.get_running_loop()
@@ -61,7 +68,7 @@ class SubmitBatcher:
             drain = (queue, loop.create_task(self._drain(queue), name="nexa-submit-batcher"))
             self._drains[loop] = drain
         answer: asyncio.Future[tuple[Job, bool]] = loop.create_future()
-        await drain[0].put(_Request(tenant_id, job_type, spec, idempotency_key, answer))
+        await drain[0].put(_Request(tenant_id, job_type, spec, idempotency_key, answer, estimate))
         return await answer
 
     async def close(self) -> None:
@@ -124,7 +131,13 @@ class SubmitBatcher:
             results = svc.submit_jobs(
                 session,
                 [
-                    svc.NewJob(batch[i].tenant_id, batch[i].job_type, batch[i].spec, batch[i].idempotency_key)
+                    svc.NewJob(
+                        batch[i].tenant_id,
+                        batch[i].job_type,
+                        batch[i].spec,
+                        batch[i].idempotency_key,
+                        batch[i].estimate,
+                    )
                     for i in accepted
                 ],
             )

@@ -192,6 +192,37 @@ class CostEstimate(BaseModel):
     lines: list[EstimateLine] = Field(default_factory=list)
 
 
+class CostComparison(BaseModel):
+    """One unit of a job: what the estimate at submission expected, and what was used and charged."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: str
+    estimated_quantity: Decimal | None = None
+    estimated_amount: Decimal | None = None
+    quantity: Decimal = Decimal(0)
+    amount: Decimal = Decimal(0)
+    amount_cents: int = 0
+    basis: str = Field("", description="How the estimate knew its quantity.")
+
+
+class JobCost(BaseModel):
+    """A job's estimate at submission beside what its attempts have been charged so far."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    job_type: str
+    price_book: str
+    currency: str = "usd"
+    estimate: CostEstimate | None = Field(
+        None, description="As it was at submission; unset for a job submitted before estimates were kept."
+    )
+    charged: Decimal
+    charged_cents: int
+    lines: list[CostComparison] = Field(default_factory=list)
+
+
 class BudgetChange(StrictModel):
     """Set a tenant's monthly budget in US cents; null removes it."""
 
