@@ -109,6 +109,20 @@ class JobStop(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class JobRequirement(Base):
+    """What a job needs from the node that runs it beyond the ``jobs`` columns (GPUs, GPU type, tier):
+    CPUs, memory, scratch disk and GPU memory, matched in the claim query itself. Its own table so the
+    ``jobs`` table keeps its shape; a job without a row (submitted before it existed) matches any node."""
+
+    __tablename__ = "job_requirements"
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    cpu: Mapped[float] = mapped_column(Float)
+    memory_gb: Mapped[float] = mapped_column(Float)
+    disk_gb: Mapped[float | None] = mapped_column(Float, default=None)
+    gpu_memory_gb: Mapped[float | None] = mapped_column(Float, default=None)
+
+
 class JobEstimate(Base):
     """What a job was expected to cost when it was submitted (a ``CostEstimate``), kept to set
     beside what it was charged (``GET /v1/jobs/{id}/cost``): estimating later would use what the

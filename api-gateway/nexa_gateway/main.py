@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +18,7 @@ from nexa import __version__
 from nexa.contracts.keys import Role
 from nexa_gateway.backends import SqlJobBackend
 from nexa_gateway.bodylimit import BodyLimit
-from nexa_gateway.db import Database
+from nexa_gateway.db import Database, utcnow
 from nexa_gateway.errors import ERROR_RESPONSES, install_error_handlers
 from nexa_gateway.fastpath import StatusFastPath
 from nexa_gateway.metrics import GatewayMetrics, MetricsMiddleware
@@ -41,13 +42,16 @@ from nexa_gateway.routes import (
     workers,
 )
 from nexa_gateway.services import (
+    deletion,
     deploymeter,
     endpointkeys,
     grants,
     jobsignals,
     logarchive,
     queue,
+    schedulability,
     signing,
+    storagemeter,
     stripesync,
 )
 from nexa_gateway.services.jobcache import JobCache
@@ -74,6 +78,8 @@ def _bootstrap(state: AppState) -> None:
         policy = getattr(state.store, "policy", None)
         if policy is not None:
             policy.signing_key = platform_key
+    with state.db.session() as session:
+        deletion.mark_index_start(session)  # from now on every artifact's inputs are indexed
     if state.settings.backend == "sql":
         state.endpoint_secret = endpointkeys.load_or_create_secret(state.settings)
     key = state.settings.bootstrap_api_key
@@ -100,6 +106,12 @@ def _reap_once(state: AppState) -> None:
         state.metrics.observe_job_finished(job)
     if reaped.lease_expired:
         state.metrics.leases_expired.inc(reaped.lease_expired)
+    interval = state.settings.schedulability_interval_seconds
+    if interval > 0 and time.monotonic() >= state.next_schedulability_sweep:
+        state.next_schedulability_sweep = time.monotonic() + interval
+        with state.db.session() as session:
+            marked = schedulability.sweep(session, utcnow(), state.settings.lease_seconds)
+        state.job_changed(marked)
 
 
 async def _reaper(state: AppState) -> None:
@@ -142,6 +154,20 @@ async def _deployment_meter(state: AppState) -> None:
         except Exception:  # the store or the database may be down for a while; the next tick retries
             log.exception("deployment meter tick failed")
         await asyncio.sleep(state.settings.deployment_meter_interval_seconds)
+
+
+def _meter_storage_once(state: AppState) -> None:
+    storagemeter.count_metrics(state, storagemeter.tick(state))
+
+
+async def _storage_meter(state: AppState) -> None:
+    interval = state.settings.storage_meter_interval_seconds
+    while True:
+        try:
+            await run_in_threadpool(_meter_storage_once, state)
+        except Exception:  # the store or the database may be down for a while; the next tick retries
+            log.exception("storage meter tick failed")
+        await asyncio.sleep(storagemeter.seconds_to_next_tick(interval))
 
 
 def _sync_stripe_once(state: AppState, client: Any) -> int:
@@ -201,6 +227,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks.append(asyncio.create_task(_log_archiver(state)))
         if settings.backend == "sql" and settings.deployment_meter_interval_seconds > 0:
             tasks.append(asyncio.create_task(_deployment_meter(state)))
+        if settings.storage_meter_interval_seconds > 0:  # artifacts are SQL rows in both modes
+            tasks.append(asyncio.create_task(_storage_meter(state)))
         stripe_client = stripesync.make_client(settings)
         if stripe_client is not None and settings.stripe_sync_interval_seconds > 0:
             tasks.append(asyncio.create_task(_stripe_sync(state, stripe_client)))
@@ -227,6 +255,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.nexa = state
     install_error_handlers(app)
+    app.add_exception_handler(deletion.InUse, deletion.in_use_response)  # 409 listing the dependents
     # Added first so it runs inside the metrics middleware: shortcut answers are counted too.
     app.add_middleware(StatusFastPath, state=state)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)

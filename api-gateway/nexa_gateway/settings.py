@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(30, ge=1)
     heartbeat_seconds: int = Field(10, ge=1)
     reaper_interval_seconds: float = Field(1.0, gt=0)
+    schedulability_interval_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="How often pending jobs are checked against the live workers; one no worker fits says "
+        "'unschedulable' with the reason. 0 turns the check off.",
+    )
     log_archive_interval_seconds: float = Field(
         5.0,
         ge=0,
@@ -149,6 +155,20 @@ class Settings(BaseSettings):
         ge=0,
         description="How often stopped deployments' running time is metered (deployment_hours, by the second); "
         "0 turns deployment metering off.",
+    )
+    storage_meter_interval_seconds: float = Field(
+        3600.0,
+        ge=0,
+        le=3600,
+        description="How often stored artifacts are metered (storage_gb_months, once per tenant and hour) and "
+        "retention runs; ticks also fall at each hour's start, so no hour is missed; 0 turns both off.",
+    )
+    artifact_retention_days: int = Field(
+        0,
+        ge=0,
+        le=36500,
+        description="Delete artifacts registered more than this many days ago, unless something still needs "
+        "them (an artifact made from them, an unfinished job, a serving deployment); 0 keeps them forever.",
     )
     rate_limit_per_minute: int = Field(600, ge=1)
     max_upload_bytes: int = Field(1 << 30, ge=1)

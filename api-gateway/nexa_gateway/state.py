@@ -43,6 +43,8 @@ class AppState:
     signals: JobSignals = field(default_factory=JobSignals)
     # The model catalog, read once from the settings (checked when they were loaded).
     catalog: dict[str, CatalogEntry] = field(init=False)
+    # When the reaper next checks pending jobs against the live workers (monotonic seconds).
+    next_schedulability_sweep: float = 0.0
 
     def __post_init__(self) -> None:
         self.catalog = self.settings.catalog()

@@ -1,11 +1,14 @@
-"""This machine's hardware profile, as a worker registers it: CPUs, memory, GPUs and tier."""
+"""This machine's hardware profile, as a worker registers it: CPUs, memory, disk, GPUs and its mesh tier."""
 
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
 from nexa.contracts import HardwareProfile
 
@@ -33,14 +36,28 @@ def gpu_model(name: str) -> str:
     return (match.group(1) if match else name.strip())[:64]
 
 
-def detect_gpus() -> list[str]:
-    """Names of the NVIDIA GPUs nvidia-smi reports; empty without nvidia-smi or a driver."""
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_gb: float | None = None
+    driver: str | None = None
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def detect_gpus() -> list[Gpu]:
+    """The NVIDIA GPUs nvidia-smi reports, with memory and driver; empty without nvidia-smi or a driver."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return []
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=name", "--format=csv,noheader"],
+            [exe, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=15,
@@ -48,16 +65,78 @@ def detect_gpus() -> list[str]:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    gpus = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if not parts or not parts[0]:
+            continue
+        mib = _number(parts[1]) if len(parts) > 1 else None
+        gpus.append(
+            Gpu(
+                name=parts[0],
+                memory_gb=round(mib / 1024, 1) if mib else None,
+                driver=parts[2][:64] if len(parts) > 2 and parts[2] else None,
+            )
+        )
+    return gpus
 
 
-def detect_hardware() -> HardwareProfile:
-    """This machine's CPUs, memory and GPUs, as the gateway matches them against job resources."""
+# Data-centre GPU families: a node with one of these is HPC-class whatever its count.
+HPC_GPU_MODELS = frozenset(
+    {"A100", "A800", "H100", "H800", "H200", "GH200", "B100", "B200", "L40S", "MI250", "MI300"}
+)
+HPC_MIN_GPUS = 4
+HPC_MIN_GPU_MEMORY_GB = 40.0
+
+
+def tier_for(gpus: int, gpu_type: str | None, gpu_memory_gb: float | None) -> str:
+    """The mesh tier a profile earns (docs/mesh.md): no GPU is ``cpu``; a data-centre GPU, four or more
+    GPUs, or 40 GiB on each GPU is ``hpc``; any other GPU is ``consumer-gpu``."""
+    if gpus <= 0:
+        return "cpu"
+    if (
+        (gpu_type or "").upper() in HPC_GPU_MODELS
+        or gpus >= HPC_MIN_GPUS
+        or (gpu_memory_gb or 0) >= HPC_MIN_GPU_MEMORY_GB
+    ):
+        return "hpc"
+    return "consumer-gpu"
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()[:200] or None
+    except OSError:
+        pass
+    return platform.processor()[:200] or None
+
+
+def _disk_gb(path: Path | None) -> float | None:
+    try:
+        return round(shutil.disk_usage(path or Path.cwd()).free / 1024**3, 1)
+    except OSError:
+        return None
+
+
+def detect_hardware(workdir: Path | None = None, tier: str | None = None) -> HardwareProfile:
+    """This machine's profile as the gateway matches it against job resources: CPUs, memory, free disk
+    of ``workdir``, GPUs; its tier by the rules above unless the node's owner pinned one."""
     gpus = detect_gpus()
+    gpu_type = gpu_model(gpus[0].name) if gpus else None
+    known = [g.memory_gb for g in gpus if g.memory_gb]
+    gpu_memory = min(known) if known else None
     return HardwareProfile(
         cpu_count=max(1, min(4096, os.cpu_count() or 1)),
         memory_gb=max(0.01, round(_memory_gb(), 2)),
+        disk_gb=_disk_gb(workdir),
         gpus=min(64, len(gpus)),
-        gpu_type=gpu_model(gpus[0]) if gpus else None,
-        tier="gpu" if gpus else "cpu",
+        gpu_type=gpu_type,
+        gpu_memory_gb=gpu_memory,
+        gpu_driver=gpus[0].driver if gpus else None,
+        os=f"{platform.system()} {platform.release()}"[:200],
+        cpu_model=_cpu_model(),
+        tier=tier or tier_for(len(gpus), gpu_type, gpu_memory),
     )

@@ -327,6 +327,7 @@ def run_worker(
     shutdown_grace: float = 10.0,
     handle_signals: bool = True,
     transport: Any = None,
+    tier: str | None = None,
 ) -> None:
     """Register with the gateway and run claimed jobs until ``stop`` is set or a signal arrives."""
     if concurrency < 1:
@@ -351,8 +352,12 @@ def run_worker(
     # Serving processes this worker starts check callers' API keys with the same gateway.
     os.environ.setdefault("NEXA_GATEWAY_URL", gateway_url)
     client = WorkerClient(gateway_url, worker_secret, transport=transport)
+    try:
+        hardware = detect_hardware(root, tier)
+    except ValidationError as exc:
+        raise WorkerSetupError(f"--tier {tier!r} is not a tier name: {summary(exc)}") from exc
     request = WorkerRegister(
-        name=name[:200], hardware=detect_hardware(), job_types=list(job_types), version=_nexa_version()
+        name=name[:200], hardware=hardware, job_types=list(job_types), version=_nexa_version()
     )
     try:
         with _signals_set(stop, abort, handle_signals):
@@ -487,6 +492,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory for jobs")
     parser.add_argument("--poll-wait", type=float, default=5.0, help="seconds one claim long-polls")
+    parser.add_argument(
+        "--tier",
+        default=None,
+        help="pin this node's tier (cpu, consumer-gpu, hpc; default: from its profile)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(_join_secret(parser, sys.argv[1:] if argv is None else list(argv)))
 
@@ -525,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             job_types=job_types,
             workdir=args.workdir,
             poll_wait=args.poll_wait,
+            tier=args.tier,
         )
     except WorkerSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -29,6 +29,7 @@ from nexa_operator.config import OperatorConfig
 MANAGER = "nexa-operator"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"  # set by NVIDIA GPU Feature Discovery, in MiB
 SERVING_PORT = 8080
 RUN_UID = 10001
 # Types whose engines need CUDA even when a job asks for no GPU explicitly.
@@ -92,7 +93,25 @@ def container_resources(options: JobOptions) -> dict[str, Any]:
     if res.gpus > 0:
         requests[GPU_RESOURCE] = str(res.gpus)
         limits[GPU_RESOURCE] = str(res.gpus)
+    if res.disk_gb is not None:
+        # Scratch space: the work and tmp volumes are emptyDirs, which count as ephemeral storage.
+        disk = f"{max(1, round(res.disk_gb * 1024))}Mi"
+        requests["ephemeral-storage"] = disk
+        limits["ephemeral-storage"] = disk
     return {"requests": requests, "limits": limits}
+
+
+def node_affinity(options: JobOptions) -> dict[str, Any] | None:
+    """Required node affinity for what a node selector cannot say: at least this much memory on each
+    GPU, read from GPU Feature Discovery's ``nvidia.com/gpu.memory`` label (MiB)."""
+    res = options.resources
+    if res.gpu_memory_gb is None or res.gpus == 0:
+        return None
+    at_least_mib = max(1, round(res.gpu_memory_gb * 1024))
+    term = {
+        "matchExpressions": [{"key": GPU_MEMORY_LABEL, "operator": "Gt", "values": [str(at_least_mib - 1)]}]
+    }
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
 
 
 def placement(options: JobOptions, config: OperatorConfig) -> tuple[dict[str, str], list[dict[str, Any]]]:
@@ -284,6 +303,9 @@ def build_job(nexajob: dict[str, Any], attempt: int, config: OperatorConfig) -> 
         pod_spec["nodeSelector"] = selector
     if tolerations:
         pod_spec["tolerations"] = tolerations
+    affinity = node_affinity(options)
+    if affinity:
+        pod_spec["affinity"] = affinity
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -437,6 +459,9 @@ def build_deployment(endpoint: dict[str, Any], config: OperatorConfig) -> dict[s
         pod_spec["nodeSelector"] = selector
     if tolerations:
         pod_spec["tolerations"] = tolerations
+    affinity = node_affinity(options)
+    if affinity:
+        pod_spec["affinity"] = affinity
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -33,10 +33,12 @@ from pydantic_core import to_jsonable_python
 from nexa.config import NO_API_KEY_MESSAGE, config_path
 from nexa.contracts.artifacts import (
     MODEL_UPLOAD_REFUSED_SUFFIXES,
+    ArtifactDependents,
     ArtifactInfo,
     ArtifactList,
     Dataset,
     DatasetList,
+    Deletion,
     UploadedModel,
 )
 from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook, TenantBudget
@@ -405,6 +407,9 @@ class ClientCore:
         # Cancelling is idempotent on the gateway (a cancelled job stays cancelled), so it may be retried.
         return Call("POST", f"/v1/jobs/{_segment(job_id)}/cancel", _model_parser(Job), retryable=True)
 
+    def delete_job(self, job_id: str, *, force: bool) -> Call[Deletion]:
+        return _deletion(f"/v1/jobs/{_segment(job_id)}", force)
+
     def job_events(self, job_id: str) -> Call[list[JobEvent]]:
         return Call(
             "GET", f"/v1/jobs/{_segment(job_id)}/events", _adapter_parser(_JOB_EVENTS), retryable=True
@@ -484,6 +489,9 @@ class ClientCore:
     def get_dataset(self, dataset_id: str) -> Call[Dataset]:
         return Call("GET", f"/v1/datasets/{_segment(dataset_id)}", _model_parser(Dataset), retryable=True)
 
+    def delete_dataset(self, dataset_id: str, *, force: bool) -> Call[Deletion]:
+        return _deletion(f"/v1/datasets/{_segment(dataset_id)}", force)
+
     def list_artifacts_page(self, *, kind: str | None, limit: int, cursor: str | None) -> Call[ArtifactList]:
         params = [("limit", str(limit))]
         if kind is not None:
@@ -504,6 +512,17 @@ class ClientCore:
         return Call(
             "GET", f"/v1/artifacts/{_segment(artifact_id)}", _model_parser(ArtifactInfo), retryable=True
         )
+
+    def artifact_dependents(self, artifact_id: str) -> Call[ArtifactDependents]:
+        return Call(
+            "GET",
+            f"/v1/artifacts/{_segment(artifact_id)}/dependents",
+            _model_parser(ArtifactDependents),
+            retryable=True,
+        )
+
+    def delete_artifact(self, artifact_id: str, *, force: bool) -> Call[Deletion]:
+        return _deletion(f"/v1/artifacts/{_segment(artifact_id)}", force)
 
     def read_artifact_file(self, artifact_id: str, path: str) -> Call[bytes]:
         relative = path.lstrip("/")
@@ -533,6 +552,13 @@ class ClientCore:
 
     def health(self) -> Call[dict[str, Any]]:
         return Call("GET", "/readyz", _parse_json_object, retryable=True, auth=False)
+
+
+def _deletion(path: str, force: bool) -> Call[Deletion]:
+    # Retried on 503 (the gateway stored nothing) and lost connections; a retry after an answer that
+    # was lost finds the object gone: 404.
+    params = [("force", "true")] if force else []
+    return Call("DELETE", path, _model_parser(Deletion), params=params, retryable=True)
 
 
 def _fallback_error_type(status: int) -> str:

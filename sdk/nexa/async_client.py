@@ -28,7 +28,15 @@ from nexa._core import (
     model_archive,
     with_uploaded,
 )
-from nexa.contracts.artifacts import ArtifactInfo, ArtifactKind, Dataset, Deployment, UploadedModel
+from nexa.contracts.artifacts import (
+    ArtifactDependents,
+    ArtifactInfo,
+    ArtifactKind,
+    Dataset,
+    Deletion,
+    Deployment,
+    UploadedModel,
+)
 from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook, TenantBudget
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
@@ -248,6 +256,14 @@ class AsyncNexaClient:
         """Cancel a job; cancelling a cancelled job is a no-op, a finished one raises ConflictError."""
         return self._handle(await self._call(self._core.cancel_job(job_id)))
 
+    async def delete_job(self, job_id: str, *, force: bool = False) -> Deletion:
+        """Delete a finished job with its logs, events and output artifacts; its usage stays billed.
+
+        Raises ``ConflictError`` while it is pending or running (``job_not_finished``), or while its
+        outputs are needed (``artifact_in_use``; ``force=True`` deletes past artifacts made from them).
+        """
+        return await self._call(self._core.delete_job(job_id, force=force))
+
     async def events(self, job_id: str) -> list[JobEvent]:
         """The job's timeline: state changes, claims, retries, errors."""
         return await self._call(self._core.job_events(job_id))
@@ -364,6 +380,10 @@ class AsyncNexaClient:
         """One dataset by id."""
         return await self._call(self._core.get_dataset(dataset_id))
 
+    async def delete_dataset(self, dataset_id: str, *, force: bool = False) -> Deletion:
+        """Delete a dataset; the rules of ``delete_artifact``."""
+        return await self._call(self._core.delete_dataset(dataset_id, force=force))
+
     def list_artifacts(
         self, kind: ArtifactKind | None = None, *, limit: int | None = None, page_size: int = 50
     ) -> AsyncIterator[ArtifactInfo]:
@@ -373,6 +393,19 @@ class AsyncNexaClient:
     async def get_artifact(self, artifact_id: str) -> ArtifactInfo:
         """One artifact with its verified manifest."""
         return await self._call(self._core.get_artifact(artifact_id))
+
+    async def artifact_dependents(self, artifact_id: str) -> ArtifactDependents:
+        """What needs the artifact: artifacts made from it, unfinished jobs naming it, deployments serving it."""
+        return await self._call(self._core.artifact_dependents(artifact_id))
+
+    async def delete_artifact(self, artifact_id: str, *, force: bool = False) -> Deletion:
+        """Delete an artifact and its files; its storage is not charged from the next hour on.
+
+        Raises ``ConflictError`` (``artifact_in_use``, ``.errors`` naming each dependent) while anything
+        needs it. ``force=True`` deletes past artifacts made from it, never past an unfinished job or a
+        serving deployment.
+        """
+        return await self._call(self._core.delete_artifact(artifact_id, force=force))
 
     async def read_artifact_file(self, artifact_id: str, path: str) -> bytes:
         """The bytes of one file of an artifact, verified by the gateway against the manifest."""

@@ -168,6 +168,14 @@ class ArtifactStore(ABC):
         """
         raise ArtifactError(f"{type(self).__name__} keeps no run records")
 
+    def delete(self, artifact_id: str) -> bool:
+        """Remove every file of ``artifact_id``, its manifest first, so readers never see a partial
+        artifact; True when anything was there. Idempotent: deleting a missing artifact is no error.
+
+        Not abstract: a store that cannot delete (a worker's view through the gateway) says so.
+        """
+        raise ArtifactError(f"{type(self).__name__} cannot delete artifacts")
+
     @abstractmethod
     def replace_manifest(self, manifest: ArtifactManifest) -> None:
         """Write a committed artifact's manifest anew (same files; a countersignature), atomically."""

@@ -15,6 +15,7 @@ import shutil
 import stat
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -257,6 +258,21 @@ class LocalArtifactStore(ArtifactStore):
         _fsync_path(temporary)
         os.replace(temporary, directory / MANIFEST_NAME)
         _fsync_path(directory)
+
+    def delete(self, artifact_id: str) -> bool:
+        """Move the artifact's directory into staging in one rename (readers see it gone at once), then
+        remove it. A removal cut short leaves only a staging directory, which ``remove_stale_staging``
+        clears later; a missing artifact is no error."""
+        directory = self.artifact_dir(artifact_id)
+        trash = self.root / STAGING_DIR / f"deleted-{artifact_id}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(directory, trash)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise ArtifactError(f"cannot delete {artifact_id} in {self.root_uri}: {exc.strerror}") from exc
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
 
     def remove_stale_staging(self, older_than_s: float = 24 * 3600) -> int:
         """Delete staging directories untouched for ``older_than_s`` (left by killed writers); how many."""

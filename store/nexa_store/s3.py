@@ -13,6 +13,7 @@ import contextlib
 import copy
 import hashlib
 import io
+import itertools
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import urllib3.exceptions
+from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
 from nexa.contracts import ArtifactManifest, FileEntry, InputSource
@@ -52,6 +54,7 @@ from nexa_store.hashing import (
 from nexa_store.signing import SignaturePolicy, SigningKey
 
 _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
+_DELETE_BATCH = 1000  # the most keys one S3 DeleteObjects request takes
 
 
 class S3ArtifactWriter(ArtifactWriter):
@@ -379,6 +382,36 @@ class S3ArtifactStore(ArtifactStore):
         finally:
             shutil.rmtree(partial, ignore_errors=True)
         return dest
+
+    def delete(self, artifact_id: str) -> bool:
+        """Remove the manifest first (the artifact is gone for readers from then on), then every object
+        under the artifact's prefix, listed page by page and removed 1,000 keys a request. A missing
+        artifact is no error; a delete cut short is finished by deleting again."""
+        self._ensure_bucket()
+        base = self.artifact_prefix(artifact_id)
+        manifest_key = self.object_key(artifact_id, MANIFEST_NAME)
+        existed = self.object_exists(manifest_key)
+        with self._errors(f"removing {manifest_key}"):
+            self.client.remove_object(self.bucket, manifest_key)  # S3 answers success for a missing key
+        with self._errors(f"removing the objects under {base}"):
+            listing = self.client.list_objects(self.bucket, prefix=base, recursive=True)
+            while True:
+                batch = [
+                    DeleteObject(obj.object_name)
+                    for obj in itertools.islice(listing, _DELETE_BATCH)
+                    if obj.object_name is not None
+                ]
+                if not batch:
+                    break
+                existed = True
+                # remove_objects is lazy: iterating it sends the request and yields what failed.
+                failed = list(self.client.remove_objects(self.bucket, batch))
+                if failed:
+                    raise StoreUnavailable(
+                        f"S3 store {self.endpoint}/{self.bucket}: removing {len(failed)} objects under "
+                        f"{base} failed: {failed[0].code}: {failed[0].message}"
+                    )
+        return existed
 
     def replace_manifest(self, manifest: ArtifactManifest) -> None:
         """Put ``manifest.json`` again (one PUT: readers see the old or the new object)."""

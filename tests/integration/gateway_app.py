@@ -95,6 +95,9 @@ def build_gateway(db_url: str, root: Path, **settings: Any) -> Iterator[Gateway]
         "worker_secret": WORKER_SECRET,
         "bootstrap_api_key": key,
         "reaper_interval_seconds": 0.2,
+        # Storage is metered by tests that ask for it (test_storage_billing): a tick at an hour's start
+        # would otherwise add a usage row to a test that counts them.
+        "storage_meter_interval_seconds": 0,
         "log_poll_seconds": 0.05,
         **settings,
     }

@@ -351,3 +351,51 @@ def test_a_finished_jobs_log_becomes_a_file_its_tenant_alone_can_download(gatewa
         gateway.client.get(f"/v1/artifacts/{log_id}/files/job.log", headers=gateway.auth(other)).status_code
         == 404
     )
+
+
+def test_claims_match_memory_cpu_and_disk_and_a_job_no_worker_fits_says_why(tmp_path: Path) -> None:
+    for gw in build_gateway(
+        f"sqlite:///{tmp_path / 'nexa.db'}", tmp_path / "gw", schedulability_interval_seconds=0.1
+    ):
+        huge = gw.submit_audit(resources={"memory_gb": 4000})
+        big = gw.submit_audit(resources={"memory_gb": 48, "cpu": 8, "disk_gb": 100})
+        small = gw.register_worker(cpu_count=4, memory_gb=16, disk_gb=500)
+        large = gw.register_worker(cpu_count=16, memory_gb=64, disk_gb=50)
+        # The matching is in the claim query: neither worker is handed what it cannot hold.
+        assert gw.claim(small) is None
+        assert gw.claim(large) is None  # memory and CPUs fit, its 50 GiB of disk does not
+        roomy = gw.register_worker(cpu_count=16, memory_gb=64, disk_gb=1000)
+        claimed = gw.claim(roomy)
+        assert claimed is not None and claimed["job_id"] == big["job_id"]
+
+        def job(job_id: str, gw: Gateway = gw) -> dict[str, Any]:
+            return dict(gw.client.get(f"/v1/jobs/{job_id}", headers=gw.auth()).json())
+
+        deadline = time.monotonic() + 60
+        expected = "unschedulable: no connected worker has 4000 GiB of memory (the most any offers: 64 GiB)"
+        while job(huge["job_id"])["progress_message"] != expected:
+            assert time.monotonic() < deadline, job(huge["job_id"])
+            time.sleep(0.1)
+        seen = job(huge["job_id"])
+        assert seen["status"] == "pending"
+        assert [e["kind"] for e in seen["events"]].count("unschedulable") == 1
+        # A node that fits joins: the job says it waits for it again, and that node gets it.
+        giant = gw.register_worker(cpu_count=64, memory_gb=4096)
+        while job(huge["job_id"])["progress_message"] != "waiting for a worker that fits":
+            assert time.monotonic() < deadline, job(huge["job_id"])
+            time.sleep(0.1)
+        got = gw.claim(giant)
+        assert got is not None and got["job_id"] == huge["job_id"]
+
+
+def test_tiers_accept_nexapods_spellings() -> None:
+    from nexa.contracts import HardwareProfile, Resources
+
+    assert [Resources(tier=t).tier for t in ("CPU", "Consumer GPU", "HPC", 1, "consumer_gpu")] == [
+        "cpu",
+        "consumer-gpu",
+        "hpc",
+        "consumer-gpu",
+        "consumer-gpu",
+    ]
+    assert HardwareProfile(tier="HPC").tier == "hpc"

@@ -79,6 +79,30 @@ def test_job_image_resources_and_placement(
     assert any(t["key"] == "nvidia.com/gpu" for t in tolerations) == gpu_toleration
 
 
+def test_disk_and_gpu_memory_become_ephemeral_storage_and_a_gpu_memory_affinity() -> None:
+    spec = TrainSpec(
+        dataset_id=DS,
+        model="gpt2",
+        resources=Resources(gpus=1, gpu_memory_gb=40, disk_gb=100, tier="HPC"),
+    )
+    job = builders.build_job(nexajob(JobType.train, spec), 1, CONFIG)
+    pod = job["spec"]["template"]["spec"]
+    resources = container(job)["resources"]
+    assert (
+        resources["requests"]["ephemeral-storage"] == resources["limits"]["ephemeral-storage"] == "102400Mi"
+    )
+    assert pod["nodeSelector"] == {"nexa.run/tier": "hpc"}  # NEXAPod's spelling, stored canonical
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [
+        {"matchExpressions": [{"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["40959"]}]}
+    ]
+    plain = builders.build_job(nexajob(JobType.audit, AuditSpec(dataset_uri=DS)), 1, CONFIG)
+    assert "affinity" not in plain["spec"]["template"]["spec"]
+    assert "ephemeral-storage" not in container(plain)["resources"]["requests"]
+
+
 def test_job_runs_run_one_with_the_spec_and_attempt() -> None:
     spec = AuditSpec(dataset_uri=DS, ngram=7, timeout_seconds=600)
     job = builders.build_job(nexajob(JobType.audit, spec), 3, CONFIG)

@@ -1,4 +1,4 @@
-"""Listing artifacts and reading their verified manifests and files."""
+"""Listing artifacts, reading their verified manifests and files, and deleting them."""
 
 from __future__ import annotations
 
@@ -9,13 +9,21 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from nexa.contracts import ArtifactInfo, ArtifactList
+from nexa.contracts import ArtifactDependents, ArtifactInfo, ArtifactList, Deletion
 from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
 from nexa_gateway.services import artifacts as svc
+from nexa_gateway.services import deletion
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
 ArtifactIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+ForceQuery = Annotated[
+    bool,
+    Query(
+        description="Delete even though other artifacts were made from it (they keep an input that is gone). "
+        "Unfinished jobs and serving deployments still refuse it."
+    ),
+]
 
 
 @router.get("", response_model=ArtifactList)
@@ -69,3 +77,30 @@ async def read_artifact_file(
     media = "text/html" if path.endswith(".html") else "application/json" if path.endswith(".json") else None
     cleanup = BackgroundTask(local.unlink, missing_ok=True) if temporary else None
     return FileResponse(local, media_type=media or "application/octet-stream", background=cleanup)
+
+
+@router.get("/{artifact_id}/dependents", response_model=ArtifactDependents)
+def artifact_dependents(
+    artifact_id: ArtifactIdPath, principal: CurrentPrincipal, session: SessionDep, state: StateDep
+) -> ArtifactDependents:
+    """What needs the artifact: artifacts made from it, unfinished jobs naming it, deployments serving it."""
+    found = deletion.dependents_of(session, state, principal.tenant_id, artifact_id)
+    session.commit()
+    return found
+
+
+@router.delete("/{artifact_id}", response_model=Deletion)
+def delete_artifact(
+    artifact_id: ArtifactIdPath,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    state: StateDep,
+    force: ForceQuery = False,
+) -> Deletion:
+    """Delete an artifact and its files; its storage is no longer charged from the next hour.
+
+    409 `artifact_in_use`, naming them, while anything depends on it (`GET …/dependents`).
+    """
+    done = deletion.delete_artifact(session, state, principal.tenant_id, artifact_id, force=force)
+    session.commit()
+    return done

@@ -1,4 +1,4 @@
-"""Uploading and listing datasets."""
+"""Uploading, listing and deleting datasets."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 
-from nexa.contracts import Dataset, DatasetList
+from nexa.contracts import Dataset, DatasetList, Deletion
 from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
+from nexa_gateway.routes.artifacts import ForceQuery
 from nexa_gateway.services import artifacts as svc
-from nexa_gateway.services import uploads
+from nexa_gateway.services import deletion, uploads
 from nexa_gateway.services.uploads import MULTIPART_SLACK
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -56,9 +57,12 @@ def list_datasets(
     return DatasetList(items=[svc.dataset_contract(r) for r in rows], next_cursor=nxt)
 
 
+DatasetIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+
+
 @router.get("/{dataset_id}", response_model=Dataset)
 def get_dataset(
-    dataset_id: Annotated[str, Path(min_length=1, max_length=64)],
+    dataset_id: DatasetIdPath,
     principal: CurrentPrincipal,
     session: SessionDep,
 ) -> Dataset:
@@ -66,3 +70,19 @@ def get_dataset(
     row = svc.get_artifact_row(session, principal.tenant_id, dataset_id, kind="dataset")
     session.commit()
     return svc.dataset_contract(row)
+
+
+@router.delete("/{dataset_id}", response_model=Deletion)
+def delete_dataset(
+    dataset_id: DatasetIdPath,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    state: StateDep,
+    force: ForceQuery = False,
+) -> Deletion:
+    """Delete a dataset and its file; the rules of `DELETE /v1/artifacts/{id}` (409 `artifact_in_use`)."""
+    done = deletion.delete_artifact(
+        session, state, principal.tenant_id, dataset_id, force=force, kind="dataset"
+    )
+    session.commit()
+    return done

@@ -1,4 +1,4 @@
-"""Reading, listing and cancelling jobs; their events and their log stream."""
+"""Reading, listing, cancelling and deleting jobs; their events and their log stream."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import StringConstraints
 
-from nexa.contracts import Job, JobEvent, JobList, JobState, JobType
+from nexa.contracts import Deletion, ErrorBody, Job, JobEvent, JobList, JobState, JobType
 from nexa_gateway.deps import CurrentPrincipal, StateDep
 from nexa_gateway.errors import ApiError
+from nexa_gateway.routes.artifacts import ForceQuery
+from nexa_gateway.services import deletion
 from nexa_gateway.services.jobs import parse_label_filters
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -62,6 +64,24 @@ async def spec_status(job_id: JobIdPath, principal: CurrentPrincipal, state: Sta
 def cancel_job(job_id: JobIdPath, principal: CurrentPrincipal, state: StateDep) -> Job:
     """Cancel a pending or running job; a running worker is told to stop at its next heartbeat."""
     return state.backend.cancel(principal.tenant_id, job_id)
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=Deletion,
+    responses={501: {"model": ErrorBody, "description": "`not_supported`: cluster mode (NexaJobs)."}},
+)
+def delete_job(
+    job_id: JobIdPath, principal: CurrentPrincipal, state: StateDep, force: ForceQuery = False
+) -> Deletion:
+    """Delete a finished job: its output artifacts (as `DELETE /v1/artifacts/{id}` would), logs and events.
+
+    The bill keeps its usage. 409 `job_not_finished` while it is pending or running; standalone only.
+    """
+    with state.db.session() as session:
+        done = deletion.delete_job(session, state, principal.tenant_id, job_id, force=force)
+    state.job_changed([job_id])
+    return done
 
 
 @router.get("/{job_id}/events", response_model=list[JobEvent])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -19,10 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexa.contracts import ArtifactInfo, ArtifactManifest, Dataset, JobOptions
-from nexa.contracts.artifacts import kind_of
+from nexa.contracts.artifacts import PREFIX_KINDS, kind_of
 from nexa.contracts.refs import artifact_ref_uri, job_references
 from nexa.ids import is_id, new_id
-from nexa_gateway.db import Artifact, utcnow
+from nexa_gateway.db import Artifact, ArtifactInput, utcnow
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services import uploads
 from nexa_gateway.services.jobs import decode_cursor, encode_cursor
@@ -234,6 +235,30 @@ def _key_env_fields(body: dict[str, Any], prefix: str = "") -> list[tuple[str, s
     return found
 
 
+# An artifact id anywhere in an input's URI (internal://ds_…, a store path ending in /ckpt_…, …).
+_ARTIFACT_ID_IN = re.compile(rf"(?<![a-z0-9_])(?:{'|'.join(PREFIX_KINDS)})_[a-z2-7]{{26}}(?![a-z2-7])")
+
+
+def input_ids(manifest: ArtifactManifest) -> set[str]:
+    """The stored artifacts ``manifest`` names as inputs: by ``artifact_id``, or by an id in the URI."""
+    found: set[str] = set()
+    for source in manifest.inputs:
+        if source.artifact_id and kind_of(source.artifact_id) is not None:
+            found.add(source.artifact_id)
+        found.update(_ARTIFACT_ID_IN.findall(source.uri))
+    found.discard(manifest.artifact_id)
+    return found
+
+
+def index_inputs(session: Session, tenant_id: str, manifest: ArtifactManifest) -> None:
+    """Record what ``manifest``'s artifact was made from (``services.deletion`` asks this table)."""
+    for input_id in sorted(input_ids(manifest)):
+        if session.get(ArtifactInput, (manifest.artifact_id, input_id)) is None:
+            session.add(
+                ArtifactInput(artifact_id=manifest.artifact_id, input_id=input_id, tenant_id=tenant_id)
+            )
+
+
 class AcceptedAttempt(Protocol):
     """The attempt whose outputs are being accepted (a job row, or a cluster pod's scope)."""
 
@@ -314,6 +339,7 @@ def promote_artifacts(
                 created_at=utcnow(),
             )
         )
+        index_inputs(session, job.tenant_id, manifest)
         first_uri = first_uri or artifact_ref_uri(artifact_id)
     session.flush()
     return first_uri

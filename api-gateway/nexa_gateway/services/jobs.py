@@ -217,6 +217,19 @@ def submit_jobs(session: Session, batch: list[NewJob]) -> list[Submitted | ApiEr
     ]
     if estimates:
         session.connection().execute(insert(Job.metadata.tables["job_estimates"]), estimates)
+    needs = [
+        {
+            "job_id": outcome.job.job_id,
+            "cpu": new.spec.resources.cpu,
+            "memory_gb": new.spec.resources.memory_gb,
+            "disk_gb": new.spec.resources.disk_gb,
+            "gpu_memory_gb": new.spec.resources.gpu_memory_gb,
+        }
+        for new, outcome in zip(batch, outcomes, strict=True)
+        if isinstance(outcome, Submitted) and outcome.created
+    ]
+    if needs:  # matched by the claim query (queue.claim_next_job)
+        session.connection().execute(insert(Job.metadata.tables["job_requirements"]), needs)
     return [o for o in outcomes if o is not None]
 
 

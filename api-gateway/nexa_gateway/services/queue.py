@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,7 +31,7 @@ from nexa.contracts import (
 )
 from nexa.contracts.billing import PriceBook
 from nexa.ids import new_id
-from nexa_gateway.db import Job, JobLog, NodeToken, Usage, Worker, WorkerOwner, utcnow
+from nexa_gateway.db import Job, JobLog, JobRequirement, NodeToken, Usage, Worker, WorkerOwner, utcnow
 from nexa_gateway.errors import ApiError
 from nexa_gateway.metrics import FinishedJob
 from nexa_gateway.services import ledger, runningcaps
@@ -86,6 +86,22 @@ def touch_worker(session: Session, worker_id: str) -> None:
     session.execute(update(Worker).where(Worker.id == worker_id).values(last_seen_at=utcnow()))
 
 
+def requirement_filters(hw: dict[str, Any]) -> list[Any]:
+    """The claim query's conditions on a job's CPUs, memory, disk and GPU memory for a node offering
+    ``hw``: each is met, unless the job states none or the node did not say (then it is not matched on)."""
+    offered = [
+        (JobRequirement.cpu, hw.get("cpu_count")),
+        (JobRequirement.memory_gb, hw.get("memory_gb")),
+        (JobRequirement.disk_gb, hw.get("disk_gb")),
+        (JobRequirement.gpu_memory_gb, hw.get("gpu_memory_gb")),
+    ]
+    return [
+        or_(column.is_(None), column <= float(value))
+        for column, value in offered
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+
+
 def claim_next_job(
     session: Session,
     worker: Worker,
@@ -104,10 +120,12 @@ def claim_next_job(
     hw = worker.hardware
     query = (
         select(Job.id, Job.attempt)
+        .outerjoin(JobRequirement, JobRequirement.job_id == Job.id)
         .where(
             Job.status == "pending",
             Job.job_type.in_(sorted(allowed)),
             Job.gpus <= int(hw.get("gpus", 0)),
+            *requirement_filters(hw),
         )
         .order_by(Job.priority.desc(), Job.created_at, Job.id)
         .limit(8)
@@ -122,7 +140,8 @@ def claim_next_job(
     query = query.where((Job.tier.is_(None)) | (Job.tier == hw.get("tier", "cpu")))
     if use_skip_locked:
         # PostgreSQL: rows another claimer is looking at are skipped, not waited for.
-        query = query.with_for_update(skip_locked=True)
+        # Only the jobs' rows: the requirements are the nullable side of an outer join.
+        query = query.with_for_update(skip_locked=True, of=Job)
     for job_id, attempt in session.execute(query).all():
         now = utcnow()
         won = session.execute(

@@ -1,4 +1,4 @@
-"""``nexa datasets``: upload and list datasets."""
+"""``nexa datasets``: upload, list and delete datasets."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
+from nexa.cli.artifacts import FORCE_HELP, run_deletion
 from nexa.cli.context import EXIT_USAGE, CliError, handle_errors, make_client
 from nexa.cli.render import console, datasets_table, print_json
 
-app = typer.Typer(help="Upload and list datasets.", no_args_is_help=True)
+app = typer.Typer(help="Upload, list and delete datasets.", no_args_is_help=True)
 
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".csv": "csv"}
 
@@ -52,3 +53,14 @@ def list_datasets(
         console.print("no datasets yet: nexa datasets upload FILE")
     else:
         console.print(datasets_table(items))
+
+
+@app.command("delete")
+@handle_errors
+def delete(
+    dataset_id: Annotated[str, typer.Argument(help="Dataset id (ds_…).")],
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Delete a dataset; refused, naming them, while anything depends on it."""
+    run_deletion(lambda client: client.delete_dataset(dataset_id, force=force), as_json=as_json)

@@ -1,4 +1,4 @@
-"""``nexa jobs``: list, get, logs, cancel, wait, events."""
+"""``nexa jobs``: list, get, logs, cancel, wait, events, delete."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from nexa.cli.artifacts import FORCE_HELP, run_deletion
 from nexa.cli.context import EXIT_FAILURE, handle_errors, make_client, parse_pairs
 from nexa.cli.render import (
     console,
@@ -122,3 +123,14 @@ def events(
         print_json([event.model_dump(mode="json") for event in timeline])
     else:
         console.print(events_table(timeline))
+
+
+@app.command("delete")
+@handle_errors
+def delete(
+    job_id: Annotated[str, typer.Argument(help="Job id (job_…) of a finished job.")],
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Delete a finished job with its logs, events and output artifacts; its usage stays on the bill."""
+    run_deletion(lambda client: client.delete_job(job_id, force=force), as_json=as_json)

@@ -8,6 +8,7 @@ import typer
 
 from nexa.cli import (
     admin,
+    artifacts,
     billing,
     datasets,
     demo,
@@ -54,6 +55,7 @@ app.command("status")(local.status)
 submit.register(app)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(models.app, name="models")
 app.command("billing")(billing.billing)
 app.add_typer(workers.app, name="workers")

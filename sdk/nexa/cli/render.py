@@ -23,7 +23,7 @@ from rich.table import Table
 
 from nexa.client import NexaClient
 from nexa.contracts import ApiKeyInfo, Dataset, Job, JobEvent, JobState
-from nexa.contracts.artifacts import Deployment
+from nexa.contracts.artifacts import ArtifactDependent, Deletion, Deployment
 from nexa.handles import JobHandle
 
 # Output that is not a terminal (a pipe, a file, a CI log) has no width to fit: lines are as long as
@@ -195,6 +195,38 @@ def deployments_table(deployments: Iterable[Deployment]) -> Table:
             ago(d.created_at),
         )
     return table
+
+
+def dependents_table(rows: Iterable[ArtifactDependent], of: Mapping[str, str] | None = None) -> Table:
+    """One row per dependent: what it is, why it needs the artifact, and whether force gets past it.
+
+    ``of`` maps a dependent's id to the artifact it needs, when several were asked about (a job's outputs).
+    """
+    table = Table(show_edge=False, header_style="bold")
+    columns = (
+        ("DEPENDENT", "KIND", "NEEDS", "WHY", "FORCE?") if of else ("DEPENDENT", "KIND", "WHY", "FORCE?")
+    )
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("DEPENDENT", "NEEDS"))
+    for d in rows:
+        force = "[red]no: blocks[/]" if d.blocking else "[yellow]deletes past it[/]"
+        cells = [d.id, d.kind, *([of.get(d.id, "-")] if of else []), escape(d.reason), force]
+        table.add_row(*cells)
+    return table
+
+
+def print_deletion(done: Deletion) -> None:
+    """What a delete removed, what it freed, and what it left with an input that is gone."""
+    if done.job_id:
+        console.print(f"deleted job {done.job_id} with its logs and events (its usage stays on the bill)")
+    for a in done.deleted:
+        console.print(f"deleted {a.artifact_id} ({a.kind}, {human_bytes(a.size_bytes)})")
+    if done.deleted:
+        console.print(
+            f"freed {human_bytes(done.bytes_freed)}: no longer charged as storage from the next hour"
+        )
+    for d in done.left_dependents:
+        console.print(f"[yellow]kept {d.id} ({d.reason}): an input of it is gone[/]")
 
 
 def keys_table(keys: Iterable[ApiKeyInfo]) -> Table:

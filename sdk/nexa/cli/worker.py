@@ -37,6 +37,13 @@ def worker(
         typer.Option("--job-type", help="Only these job types (repeatable; default: all installed)."),
     ] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", help="Scratch directory for jobs.")] = None,
+    tier: Annotated[
+        str | None,
+        typer.Option(
+            "--tier",
+            help="Pin this node's tier: cpu, consumer-gpu or hpc (default: from its profile, see docs/mesh.md).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run a pull worker until Ctrl-C (running jobs finish or are handed back)."""
@@ -66,6 +73,7 @@ def worker(
             concurrency=concurrency,
             job_types=list(job_type) if job_type else None,
             workdir=workdir,
+            tier=tier,
         )
     except WorkerSetupError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc

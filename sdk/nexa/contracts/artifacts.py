@@ -146,6 +146,62 @@ class ArtifactList(BaseModel):
     next_cursor: str | None = None
 
 
+DependentKind = Literal["artifact", "job", "deployment"]
+
+
+class ArtifactDependent(BaseModel):
+    """Something that needs an artifact: another artifact made from it, an unfinished job that names
+    it, or a deployment still serving it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: DependentKind
+    id: str = Field(description="The dependent's id: a `ds_…`/`ckpt_…`/… artifact, a `job_…` or a `dp_…`.")
+    reason: str = Field(description="How it depends on the artifact, in words.")
+    blocking: bool = Field(
+        description="True for an unfinished job or a serving deployment: not even `force=true` deletes past it. "
+        "An artifact made from this one only needs `force=true`."
+    )
+
+
+class ArtifactDependents(BaseModel):
+    """What depends on an artifact (`GET /v1/artifacts/{id}/dependents`), so a deletion's effect is
+    known before it is asked for."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    artifact_id: str
+    dependents: list[ArtifactDependent] = Field(default_factory=list)
+    deletable: bool = Field(description="Nothing depends on it: a plain DELETE removes it.")
+    deletable_with_force: bool = Field(
+        description="Only other artifacts depend on it: DELETE with `force=true` removes it, leaving them."
+    )
+
+
+class DeletedArtifact(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    artifact_id: str
+    kind: ArtifactKind
+    size_bytes: int = Field(0, description="What it stored, and no longer counts toward storage billing.")
+
+
+class Deletion(BaseModel):
+    """What a `DELETE` of an artifact, a dataset or a job removed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    deleted: list[DeletedArtifact] = Field(default_factory=list, description="The artifacts removed.")
+    bytes_freed: int = Field(0, description="The sum of their `size_bytes`.")
+    job_id: str | None = Field(
+        None, description="The job removed (a job deletion), with its logs and events."
+    )
+    left_dependents: list[ArtifactDependent] = Field(
+        default_factory=list,
+        description="Artifacts made from what was deleted, kept by `force=true`: their inputs are gone.",
+    )
+
+
 def kind_of(artifact_id: str) -> str | None:
     """The artifact kind an id names (``ds_…`` → dataset), else ``None``."""
     prefix = id_prefix(artifact_id)

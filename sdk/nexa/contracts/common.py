@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,61}[A-Za-z0-9])?$")]
 LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=r"^[A-Za-z0-9_.\-]*$")]
-Tier = Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")]
+# The mesh's tiers (docs/mesh.md); other names are node pools a platform team defines.
+MESH_TIERS = ("cpu", "consumer-gpu", "hpc")
+_NUMBERED_TIERS = dict(enumerate(MESH_TIERS))
+
+
+def canonical_tier(value: Any) -> Any:
+    """A tier as the API stores it: NEXAPod's spellings ('CPU', 'Consumer GPU', 'HPC', or their
+    numbers 0, 1, 2) become 'cpu', 'consumer-gpu', 'hpc'; other names are lower-cased."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _NUMBERED_TIERS.get(value, value)
+    if isinstance(value, str):
+        return "-".join(value.strip().lower().replace("_", " ").split())
+    return value
+
+
+Tier = Annotated[
+    str,
+    BeforeValidator(canonical_tier),
+    StringConstraints(max_length=32, pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"),
+]
 
 
 class StrictModel(BaseModel):
@@ -28,10 +47,14 @@ class Resources(StrictModel):
         description="GPU model such as 'A100' or 'H100'; any GPU when unset.",
     )
     tier: Tier | None = Field(
-        None, description="Worker tier or node pool, e.g. 'cpu', 'standard', 'premium'."
+        None,
+        description="Worker tier: 'cpu', 'consumer-gpu' or 'hpc' (NEXAPod's 'CPU', 'Consumer GPU', 'HPC' "
+        "are read as these), or a node pool a platform defines.",
     )
     cpu: float = Field(1.0, gt=0, le=512, description="CPU cores.")
     memory_gb: float = Field(2.0, gt=0, le=4096, description="Memory in GiB.")
+    disk_gb: float | None = Field(None, gt=0, le=1_000_000, description="Free scratch disk in GiB.")
+    gpu_memory_gb: float | None = Field(None, gt=0, le=4096, description="Memory of each GPU in GiB.")
 
 
 class JobOptions(StrictModel):

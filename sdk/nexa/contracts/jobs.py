@@ -94,6 +94,9 @@ class ErrorCode(StrEnum):
     idempotency_conflict = "idempotency_conflict"  # 409: an idempotency key reused with another body
     stale_attempt = "stale_attempt"  # 409: a report for an attempt that is no longer current
     budget_exceeded = "budget_exceeded"  # 402: the estimate passes max_cost_cents or the tenant's budget
+    artifact_in_use = "artifact_in_use"  # 409: deleting what an artifact, a live job or a deployment needs
+    job_not_finished = "job_not_finished"  # 409: deleting a job that is still pending or running
+    not_supported = "not_supported"  # 501: this backend cannot do it (deleting cluster-mode jobs)
 
 
 class JudgeConfig(StrictModel):

@@ -21,11 +21,19 @@ from nexa.contracts.jobs import JobType
 
 
 class HardwareProfile(StrictModel):
+    """What a node offers; a job is handed only to a node that meets all its resources. A figure the
+    node leaves out is unknown and is not matched on."""
+
     cpu_count: int = Field(1, ge=1, le=4096)
-    memory_gb: float = Field(1.0, gt=0, le=65_536)
+    memory_gb: float | None = Field(None, gt=0, le=65_536, description="Memory in GiB.")
+    disk_gb: float | None = Field(None, ge=0, le=10_000_000, description="Free disk of its work dir, GiB.")
     gpus: int = Field(0, ge=0, le=64)
     gpu_type: str | None = Field(None, max_length=64)
-    tier: Tier = "cpu"
+    gpu_memory_gb: float | None = Field(None, gt=0, le=4096, description="Memory of its smallest GPU, GiB.")
+    gpu_driver: str | None = Field(None, max_length=64)
+    os: str | None = Field(None, max_length=200)
+    cpu_model: str | None = Field(None, max_length=200)
+    tier: Tier = Field("cpu", description="cpu, consumer-gpu or hpc by docs/mesh.md's rules, unless pinned.")
 
 
 class WorkerRegister(StrictModel):
