@@ -41,7 +41,7 @@ from nexa.contracts.artifacts import (
     Deletion,
     UploadedModel,
 )
-from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook, TenantBudget
+from nexa.contracts.billing import BillingSummary, CostEstimate, JobCost, PriceBook, TenantBudget
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType, spec_for
 from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody, Role
@@ -463,6 +463,9 @@ class ClientCore:
 
     def budget(self) -> Call[TenantBudget]:
         return Call("GET", "/v1/billing/budget", _model_parser(TenantBudget), retryable=True)
+
+    def job_cost(self, job_id: str) -> Call[JobCost]:
+        return Call("GET", f"/v1/jobs/{_segment(job_id)}/cost", _model_parser(JobCost), retryable=True)
 
     def price_book(self) -> Call[PriceBook]:
         return Call("GET", "/v1/billing/prices", _model_parser(PriceBook), retryable=True)

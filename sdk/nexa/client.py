@@ -36,7 +36,7 @@ from nexa.contracts.artifacts import (
     Deployment,
     UploadedModel,
 )
-from nexa.contracts.billing import BillingSummary, CostEstimate, PriceBook, TenantBudget
+from nexa.contracts.billing import BillingSummary, CostEstimate, JobCost, PriceBook, TenantBudget
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
@@ -354,6 +354,10 @@ class NexaClient:
     def budget(self) -> TenantBudget:
         """Your tenant's monthly budget (set by a platform admin), this month's spend and what is left."""
         return self._call(self._core.budget())
+
+    def job_cost(self, job_id: str) -> JobCost:
+        """A job's estimate at submission beside what it has been charged so far, unit by unit."""
+        return self._call(self._core.job_cost(job_id))
 
     def price_book(self) -> PriceBook:
         """The prices usage is charged at, with every dated version."""

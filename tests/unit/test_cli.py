@@ -585,3 +585,40 @@ def test_nexa_billing_prints_the_total_and_the_jobs_behind_it(gateway: Any) -> N
     assert result.exit_code == 0, result.output
     assert seen[0].url.path == "/v1/billing/summary" and seen[0].url.params["start"].startswith("2026-12-01")
     assert "$2.80" in result.output and "job_" + "t" * 26 in result.output and "not priced" in result.output
+
+
+def test_nexa_jobs_cost_sets_the_estimate_beside_the_charge(gateway: Any) -> None:
+    cost = {
+        "job_id": "job_" + "c" * 26,
+        "job_type": "train",
+        "price_book": "spec",
+        "estimate": {
+            "job_type": "train",
+            "price_book": "spec",
+            "total": "2.50",
+            "total_cents": 250,
+            "complete": True,
+        },
+        "charged": "3.125",
+        "charged_cents": 313,
+        "lines": [
+            {
+                "kind": "gpu_hours",
+                "estimated_quantity": "2",
+                "estimated_amount": "2.50",
+                "quantity": "2.5",
+                "amount": "3.125",
+                "amount_cents": 313,
+                "basis": "6 FLOPs x 7,000,000,000 parameters",
+            }
+        ],
+    }
+    seen = gateway(lambda request: httpx.Response(200, json=cost))
+    result = runner.invoke(app, ["jobs", "cost", "job_" + "c" * 26])
+    assert result.exit_code == 0, result.output
+    assert seen[0].url.path == f"/v1/jobs/job_{'c' * 26}/cost"
+    assert (
+        "charged $3.12" in result.output
+        and "estimated $2.50" in result.output
+        and "gpu_hours" in result.output
+    )

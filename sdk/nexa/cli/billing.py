@@ -11,7 +11,7 @@ from rich.table import Table
 
 from nexa.cli.context import handle_errors, make_client
 from nexa.cli.render import console, print_json
-from nexa.contracts.billing import BillingSummary
+from nexa.contracts.billing import BillingSummary, JobCost
 
 
 def money(amount: Decimal) -> str:
@@ -40,6 +40,23 @@ def summary_tables(bill: BillingSummary) -> list[Table]:
     for kind, amount in sorted(bill.usage.items()):
         usage.add_row(kind, f"{amount:,}", "not priced" if kind in bill.unpriced else "")
     return [by_type, jobs, usage]
+
+
+def cost_table(cost: JobCost) -> Table:
+    """A job's units: estimated at submission, then used and charged."""
+    estimated = money(cost.estimate.total) if cost.estimate is not None else "not kept"
+    table = Table(
+        title=f"{cost.job_id} ({cost.job_type}): charged {money(cost.charged)}, estimated {estimated}",
+        title_justify="left",
+        show_edge=False,
+        header_style="bold",
+    )
+    for column in ("KIND", "ESTIMATED", "USED", "CHARGED", "BASIS"):
+        table.add_column(column, justify="right" if column in ("ESTIMATED", "USED", "CHARGED") else "left")
+    for line in cost.lines:
+        guess = "-" if line.estimated_quantity is None else f"{line.estimated_quantity:,}"
+        table.add_row(line.kind, guess, f"{line.quantity:,}", money(line.amount), line.basis)
+    return table
 
 
 @handle_errors

@@ -1,4 +1,4 @@
-"""``nexa jobs``: list, get, logs, cancel, wait, events, delete."""
+"""``nexa jobs``: list, get, cost, logs, cancel, wait, events, delete."""
 
 from __future__ import annotations
 
@@ -64,6 +64,23 @@ def get_job(
         print_json(job.model_dump(mode="json"))
     else:
         print_job(job)
+
+
+@app.command("cost")
+@handle_errors
+def cost(
+    job_id: Annotated[str, typer.Argument(help="Job id (job_…).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What the job was estimated to cost when submitted, beside what it has been charged."""
+    from nexa.cli.billing import cost_table
+
+    with make_client() as client:
+        found = client.job_cost(job_id)
+    if as_json:
+        print_json(found.model_dump(mode="json"))
+    else:
+        console.print(cost_table(found))
 
 
 @app.command("logs")
