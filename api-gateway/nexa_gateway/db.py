@@ -320,6 +320,16 @@ class Worker(Base):
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class WorkerKey(Base):
+    """A node's Ed25519 public key, registered with it: every report it sends must be signed with it."""
+
+    __tablename__ = "worker_keys"
+
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.id"), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class NodeToken(Base):
     """A credential a tenant's admin made for registering its own nodes (workers).
 

@@ -69,6 +69,11 @@ class GatewayMetrics:
             "Attempts whose worker stopped heartbeating.",
             registry=self.registry,
         )
+        self.report_signatures_refused = Counter(
+            "nexa_report_signatures_refused_total",
+            "Final reports refused because they were not signed with their node's key (or signed another report).",
+            registry=self.registry,
+        )
         self.stale_reports = Counter(
             "nexa_worker_stale_reports_total",
             "Worker reports refused because their attempt was no longer current (fencing).",

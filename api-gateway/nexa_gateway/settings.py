@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(30, ge=1)
     heartbeat_seconds: int = Field(10, ge=1)
     reaper_interval_seconds: float = Field(1.0, gt=0)
+    require_node_signatures: bool = Field(
+        False,
+        description="Refuse workers that register no Ed25519 key. A worker that registered one must sign "
+        "every final report with it, whatever this says.",
+    )
     schedulability_interval_seconds: float = Field(
         10.0,
         ge=0,

@@ -67,6 +67,8 @@ from nexa_engines.worker_client import (
     WorkerRejected,
 )
 from nexa_store.access import roots_within
+from nexa_store.base import ArtifactError
+from nexa_store.envelopes import KEY_FILE, NodeKey
 from nexa_store.signing import PlatformTrust
 
 log = logging.getLogger("nexa.worker")
@@ -314,6 +316,19 @@ def _nexa_version() -> str | None:
         return None
 
 
+def _node_key(state_dir: Path | None) -> NodeKey:
+    """This node's Ed25519 identity, made at its first start (``$NEXA_HOME/worker`` by default)."""
+    from nexa.config import nexa_home
+
+    directory = state_dir or nexa_home() / "worker"
+    try:
+        key = NodeKey.load_or_create(directory)
+    except (ArtifactError, OSError) as exc:
+        raise WorkerSetupError(f"the node key in {directory} cannot be used: {exc}") from exc
+    log.info("node key %s… (%s)", key.public_hex[:16], directory / KEY_FILE)
+    return key
+
+
 def run_worker(
     gateway_url: str,
     worker_secret: str,
@@ -328,6 +343,7 @@ def run_worker(
     handle_signals: bool = True,
     transport: Any = None,
     tier: str | None = None,
+    state_dir: Path | None = None,
 ) -> None:
     """Register with the gateway and run claimed jobs until ``stop`` is set or a signal arrives."""
     if concurrency < 1:
@@ -351,13 +367,19 @@ def run_worker(
     root.mkdir(parents=True, exist_ok=True)
     # Serving processes this worker starts check callers' API keys with the same gateway.
     os.environ.setdefault("NEXA_GATEWAY_URL", gateway_url)
-    client = WorkerClient(gateway_url, worker_secret, transport=transport)
     try:
         hardware = detect_hardware(root, tier)
     except ValidationError as exc:
         raise WorkerSetupError(f"--tier {tier!r} is not a tier name: {summary(exc)}") from exc
+    node_key = _node_key(state_dir)
+    client = WorkerClient(gateway_url, worker_secret, transport=transport)
+    client.node_key = node_key
     request = WorkerRegister(
-        name=name[:200], hardware=hardware, job_types=list(job_types), version=_nexa_version()
+        name=name[:200],
+        public_key=node_key.public_hex,
+        hardware=hardware,
+        job_types=list(job_types),
+        version=_nexa_version(),
     )
     try:
         with _signals_set(stop, abort, handle_signals):
@@ -493,6 +515,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory for jobs")
     parser.add_argument("--poll-wait", type=float, default=5.0, help="seconds one claim long-polls")
     parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the node's Ed25519 key is kept (default: $NEXA_HOME/worker)",
+    )
+    parser.add_argument(
         "--tier",
         default=None,
         help="pin this node's tier (cpu, consumer-gpu, hpc; default: from its profile)",
@@ -536,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir=args.workdir,
             poll_wait=args.poll_wait,
             tier=args.tier,
+            state_dir=args.state_dir,
         )
     except WorkerSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -38,7 +38,11 @@ from nexa.contracts import (
     WorkerRegistered,
 )
 
+if TYPE_CHECKING:
+    from nexa_store.envelopes import NodeKey, ReportKind
+
 log = logging.getLogger("nexa.worker")
+ReportT = TypeVar("ReportT", ResultReport, FailReport)
 
 # Default time budgets (seconds) for retrying one call before giving up on it.
 REPORT_RETRY_SECONDS = 60.0
@@ -122,6 +126,8 @@ class WorkerClient:
         self._lock = threading.Lock()
         self._registration_request: WorkerRegister | None = None
         self.registered: WorkerRegistered | None = None
+        # The node's Ed25519 identity; final reports are signed with it once it registered the key.
+        self.node_key: NodeKey | None = None
         # Bumped on every (re-)registration so callers can notice a new token and store config.
         self.generation = 0
 
@@ -232,12 +238,21 @@ class WorkerClient:
     def complete(
         self, job_id: str, report: ResultReport, *, retry_for: float = FINAL_REPORT_RETRY_SECONDS
     ) -> None:
-        """Report success with the result, produced artifacts and usage."""
-        self._call("POST", f"/v1/workers/jobs/{job_id}/complete", report, retry_for=retry_for, fenced=True)
+        """Report success with the result, produced artifacts and usage (signed with the node's key)."""
+        signed = self._signed("complete", job_id, report)
+        self._call("POST", f"/v1/workers/jobs/{job_id}/complete", signed, retry_for=retry_for, fenced=True)
 
     def fail(self, job_id: str, report: FailReport, *, retry_for: float = FINAL_REPORT_RETRY_SECONDS) -> None:
-        """Report failure with a code, a message and whether another attempt may succeed."""
-        self._call("POST", f"/v1/workers/jobs/{job_id}/fail", report, retry_for=retry_for, fenced=True)
+        """Report failure with a code, a message and whether another attempt may succeed (signed)."""
+        signed = self._signed("fail", job_id, report)
+        self._call("POST", f"/v1/workers/jobs/{job_id}/fail", signed, retry_for=retry_for, fenced=True)
+
+    def _signed(self, kind: ReportKind, job_id: str, report: ReportT) -> ReportT:
+        """``report`` with its DSSE envelope, when this node has a key (it registered its public half)."""
+        if self.node_key is None or self.registered is None:
+            return report
+        envelope = self.node_key.sign(kind, job_id, report.attempt, self.registered.worker_id, report)
+        return report.model_copy(update={"envelope": envelope})
 
     # -- the artifact store through the gateway (scoped by the attempt) ----------------
 

@@ -101,6 +101,10 @@ class SigningKey:
             .hex()
         )
 
+    def sign_bytes(self, data: bytes) -> bytes:
+        """A raw Ed25519 signature over ``data``."""
+        return self._key.sign(data)
+
     def sign(self, manifest: ArtifactManifest) -> ArtifactManifest:
         """A copy of ``manifest`` with ``signature`` and ``signer`` filled in."""
         signature = self._key.sign(canonical_bytes(manifest)).hex()

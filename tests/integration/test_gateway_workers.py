@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 
 from nexa.ids import new_id
 from nexa_gateway.db import Job, Usage, utcnow
-from tests.integration.gateway_app import Gateway, build_gateway
+from tests.integration.gateway_app import WORKER_SECRET, Gateway, build_gateway
 
 
 def _wait_status(gw: Gateway, job_id: str, wanted: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -399,3 +399,62 @@ def test_tiers_accept_nexapods_spellings() -> None:
         "consumer-gpu",
     ]
     assert HardwareProfile(tier="HPC").tier == "hpc"
+
+
+def test_a_node_with_a_key_must_sign_its_reports_and_refusals_are_recorded(tmp_path: Path) -> None:
+    from nexa.contracts import ResultReport
+    from nexa_store.envelopes import NodeKey
+
+    for gw in build_gateway(f"sqlite:///{tmp_path / 'nexa.db'}", tmp_path / "gw"):
+        key = NodeKey.load_or_create(tmp_path / "node")
+        registered = gw.client.post(
+            "/v1/workers/register",
+            json={"name": "signing-node", "public_key": key.public_hex},
+            headers={"Authorization": f"Bearer {WORKER_SECRET}"},
+        )
+        assert registered.status_code == 201, registered.text
+        node = {"Authorization": f"Bearer {registered.json()['token']}"}
+        worker_id = registered.json()["worker_id"]
+        listed = gw.client.get(f"/v1/workers/{worker_id}", headers=gw.auth()).json()
+        assert listed["public_key"] == key.public_hex
+        job = gw.submit_audit()
+        claimed = gw.claim(node)
+        assert claimed is not None
+        url = f"/v1/workers/jobs/{job['job_id']}/complete"
+        report = ResultReport(attempt=claimed["attempt"], result={"ok": True}, usage=[])
+
+        def send(
+            envelope: Any, report: ResultReport = report, gw: Gateway = gw, url: str = url, node: Any = node
+        ) -> Any:
+            body = report.model_dump(mode="json") | {"envelope": envelope}
+            return gw.client.post(url, json=body, headers=node)
+
+        unsigned = send(None)
+        assert unsigned.status_code == 422 and unsigned.json()["error"]["type"] == "report_signature_invalid"
+        # A valid signature over another attempt (a replay) or another result (tampering) does not pass.
+        replayed = key.sign("complete", job["job_id"], claimed["attempt"] + 1, worker_id, report)
+        assert send(replayed.model_dump(mode="json")).status_code == 422
+        tampered = key.sign(
+            "complete", job["job_id"], claimed["attempt"], worker_id, report.model_copy(update={"result": {}})
+        )
+        assert send(tampered.model_dump(mode="json")).status_code == 422
+        forger = NodeKey.load_or_create(tmp_path / "forger")
+        forged = forger.sign("complete", job["job_id"], claimed["attempt"], worker_id, report)
+        assert send(forged.model_dump(mode="json")).status_code == 422
+        seen = gw.client.get(f"/v1/jobs/{job['job_id']}", headers=gw.auth()).json()
+        assert seen["status"] == "running"  # nothing was accepted
+        assert [e["kind"] for e in seen["events"]].count("report_refused") == 4
+        assert "nexa_report_signatures_refused_total 4.0" in gw.client.get("/metrics").text
+        good = key.sign("complete", job["job_id"], claimed["attempt"], worker_id, report)
+        assert send(good.model_dump(mode="json")).status_code == 204
+        assert gw.client.get(f"/v1/jobs/{job['job_id']}", headers=gw.auth()).json()["status"] == "completed"
+
+    for gw in build_gateway(
+        f"sqlite:///{tmp_path / 'strict.db'}", tmp_path / "strict", require_node_signatures=True
+    ):
+        keyless = gw.client.post(
+            "/v1/workers/register",
+            json={"name": "old-node"},
+            headers={"Authorization": f"Bearer {WORKER_SECRET}"},
+        )
+        assert keyless.status_code == 422 and keyless.json()["error"]["field"] == "public_key"

@@ -17,6 +17,7 @@ from nexa_gateway.services import billing as svc
 from nexa_gateway.services import budgets, stripesync
 from nexa_gateway.services.defaults import with_platform_defaults
 from nexa_gateway.services.estimates import estimate
+from nexa_gateway.services.grants import tenant_access
 from nexa_gateway.state import AppState
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
@@ -131,7 +132,8 @@ def _estimate_route(job_type: JobType, spec_cls: type[JobOptions]):  # type: ign
             principal.tenant_id,
             job_type,
             spec,
-            state.settings.catalog(),
+            state.catalog,
+            tenant_access(session, state.settings, state.store, principal.tenant_id, state.catalog),
         )
         session.commit()
         return result

@@ -13,6 +13,7 @@ from nexa.contracts.billing import CostEstimate
 from nexa_gateway.deps import CurrentPrincipal, StateDep
 from nexa_gateway.services import budgets
 from nexa_gateway.services.defaults import with_platform_defaults
+from nexa_gateway.services.grants import tenant_access
 from nexa_gateway.state import AppState
 
 router = APIRouter(tags=["jobs"])
@@ -42,7 +43,8 @@ def _check_budget(
             job_type,
             spec,
             idempotency_key,
-            state.settings.catalog(),
+            state.catalog,
+            tenant_access(session, state.settings, state.store, tenant_id, state.catalog),
         )
 
 

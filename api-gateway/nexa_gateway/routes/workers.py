@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import (
@@ -29,9 +30,20 @@ from nexa.contracts.refs import referenced_artifacts
 from nexa.contracts.workers import UsageRecord
 from nexa_gateway.db import Worker
 from nexa_gateway.deps import CurrentWorker, SessionDep, StateDep, WorkerSecret
-from nexa_gateway.services import billing, deployments, endpointkeys, grants, nodes, queue, runningcaps
+from nexa_gateway.errors import ApiError
+from nexa_gateway.services import (
+    billing,
+    deployments,
+    endpointkeys,
+    grants,
+    nodes,
+    queue,
+    reportsigs,
+    runningcaps,
+)
 from nexa_gateway.services.artifacts import promote_artifacts
 from nexa_gateway.state import AppState
+from nexa_store.envelopes import ReportKind
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 
@@ -47,6 +59,14 @@ def register(
 
     With a node token the worker belongs to the token's tenant and claims only its jobs.
     """
+    if body.public_key is None and state.settings.require_node_signatures:
+        raise ApiError(
+            422,
+            "validation_error",
+            "this platform requires nodes to sign their reports: register with an Ed25519 public_key "
+            "(nexa worker does this by itself)",
+            field="public_key",
+        )
     worker, token = queue.register_worker(session, body)
     if node_token is not None:
         nodes.record_owner(session, worker.id, node_token)
@@ -154,6 +174,21 @@ def job_heartbeat(
     )
 
 
+def _signed(
+    state: AppState,
+    session: Session,
+    worker: Worker,
+    job_id: str,
+    kind: ReportKind,
+    body: ResultReport | FailReport,
+) -> None:
+    try:
+        reportsigs.check(session, worker, job_id, kind, body)
+    except ApiError:
+        state.metrics.report_signatures_refused.inc()
+        raise
+
+
 def _refused(state: AppState, exc: Exception) -> None:
     if getattr(exc, "type", None) == "stale_attempt":
         state.metrics.stale_reports.inc()
@@ -196,6 +231,7 @@ def complete(
     job_id: JobIdPath, body: ResultReport, worker: CurrentWorker, session: SessionDep, state: StateDep
 ) -> Response:
     """Finish the attempt with a result; its artifacts are promoted and its usage recorded once."""
+    _signed(state, session, worker, job_id, "complete", body)  # as the node sent it, before anything changes
     # A deployment is offered at the gateway's public address when one is configured.
     body.result = deployments.with_public_urls(body.result, state.settings.public_url)
     try:
@@ -237,6 +273,7 @@ def fail(
     job_id: JobIdPath, body: FailReport, worker: CurrentWorker, session: SessionDep, state: StateDep
 ) -> Response:
     """Finish the attempt with an error; retryable errors requeue while attempts remain."""
+    _signed(state, session, worker, job_id, "fail", body)
     try:
         done = queue.fail_job(
             session,

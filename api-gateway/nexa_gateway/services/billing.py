@@ -76,14 +76,20 @@ def summary(
         usage[kind] += quantity
         version = book.version_at(_aware(created_at))
         rate = version.rate_for(kind, job_type, gpu_type) if version is not None else None
-        if rate is None:
-            unpriced[kind] += quantity
-            continue
-        charge = quantity / rate.per * rate.price
-        cents = to_cents(charge)
         job = jobs.setdefault(
             job_id, JobCharge(job_id=job_id, job_type=job_type, amount=Decimal(0), amount_cents=0)
         )
+        if rate is None:
+            # Shown on its job at no charge: the job's usage reads whole, what is free included.
+            unpriced[kind] += quantity
+            job.lines.append(
+                ChargeLine(
+                    kind=kind, quantity=quantity, amount=Decimal(0), amount_cents=0, label="not priced"
+                )
+            )
+            continue
+        charge = quantity / rate.per * rate.price
+        cents = to_cents(charge)
         job.lines.append(
             ChargeLine(kind=kind, quantity=quantity, amount=charge, amount_cents=cents, label=rate.label)
         )

@@ -24,6 +24,7 @@ from nexa_gateway.db import Budget, Job
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services import billing, stripesync
 from nexa_gateway.services.estimates import estimate
+from nexa_store.access import Access
 from nexa_store.base import ArtifactStore
 
 
@@ -69,6 +70,7 @@ def check(
     spec: JobOptions,
     idempotency_key: str | None,
     catalog: Mapping[str, CatalogEntry] | None = None,
+    access: Access | None = None,
 ) -> CostEstimate:
     """The job's estimate, kept with the job; raises 402 ``budget_exceeded`` when the job would pass its
     cap or its tenant's monthly budget, and 402 ``payment_failed`` while the tenant's last invoice is
@@ -78,7 +80,7 @@ def check(
         raise ApiError(
             402, "payment_failed", f"new jobs are refused until the tenant's payment goes through: {unpaid}"
         )
-    guess = estimate(session, store, book, tenant_id, job_type, spec, catalog)
+    guess = estimate(session, store, book, tenant_id, job_type, spec, catalog, access)
     budget = session.get(Budget, tenant_id)
     if spec.max_cost_cents is None and budget is None:
         return guess

@@ -31,6 +31,7 @@ from nexa.ids import is_id
 from nexa_gateway.db import Artifact, Job
 from nexa_gateway.services import machinetime
 from nexa_gateway.services.pricebooks import HOURS_PER_MONTH
+from nexa_store.access import Access, AccessDenied, local_path
 from nexa_store.base import ArtifactError, ArtifactStore
 
 BYTES_PER_TOKEN = 4
@@ -91,11 +92,24 @@ def _weights_params(directory: Path) -> int | None:
 
 
 def _model_params(
-    session: Session, tenant_id: str, model: str | None, catalog: Mapping[str, CatalogEntry]
+    session: Session,
+    tenant_id: str,
+    model: str | None,
+    catalog: Mapping[str, CatalogEntry],
+    access: Access | None,
 ) -> tuple[int | None, str]:
     """(parameters, how they are known) of a training job's base model."""
     if not model:
         return None, "no base model is named"
+    if access is not None and (model.startswith("/") or model.startswith("file://")):
+        # A model directory on this server: read only where the tenant may read (its grants).
+        try:
+            real = local_path(access, model.removeprefix("file://"), "model")
+        except AccessDenied:
+            return None, f"the size of {model} is unknown before the run"
+        counted = _weights_params(real)
+        if counted:
+            return counted, f"{model}: its weight files hold {counted:,}"
     checkpoint = _own(session, tenant_id, model, "checkpoint")
     if checkpoint is not None:
         # Training saves float32 weights; tokenizer files are a rounding error beside them.
@@ -168,14 +182,18 @@ def _measured(session: Session, tenant_id: str, spec: TrainSpec, kind: str) -> m
 
 
 def _train_time(
-    session: Session, tenant_id: str, spec: TrainSpec, catalog: Mapping[str, CatalogEntry]
+    session: Session,
+    tenant_id: str,
+    spec: TrainSpec,
+    catalog: Mapping[str, CatalogEntry],
+    access: Access | None,
 ) -> tuple[str, Decimal | None, str]:
     kind = "gpu_hours" if spec.resources.gpus else "cpu_hours"
     tokens, token_basis = _planned(session, tenant_id, spec)
     if tokens is None:
         return kind, None, f"machine time follows from the dataset's size: {token_basis}"
     params, params_basis = _model_params(
-        session, tenant_id, spec.warm_start_checkpoint_id or spec.model, catalog
+        session, tenant_id, spec.warm_start_checkpoint_id or spec.model, catalog, access
     )
     found = machinetime.estimate_hours(
         tokens=tokens,
@@ -198,6 +216,7 @@ def units(
     tenant_id: str,
     spec: JobOptions,
     catalog: Mapping[str, CatalogEntry] | None = None,
+    access: Access | None = None,
 ) -> list[tuple[str, Decimal | None, str]]:
     """(kind, quantity or None, basis) for each unit the job meters."""
     if isinstance(spec, AuditSpec):
@@ -243,7 +262,7 @@ def units(
     if isinstance(spec, DeploySpec):
         return [("deployment_hours", HOURS_PER_MONTH, "one month of serving (charged by the second it runs)")]
     if isinstance(spec, TrainSpec):
-        return [_train_time(session, tenant_id, spec, catalog or {})]
+        return [_train_time(session, tenant_id, spec, catalog or {}, access)]
     return []
 
 
@@ -255,12 +274,14 @@ def estimate(
     job_type: JobType,
     spec: JobOptions,
     catalog: Mapping[str, CatalogEntry] | None = None,
+    access: Access | None = None,
 ) -> CostEstimate:
-    """The expected charge of ``spec``, priced by the version of ``book`` in force now."""
+    """The expected charge of ``spec``, priced by the version of ``book`` in force now (``access``: what
+    the tenant may read on this server, to size a local model directory)."""
     version = book.version_at(datetime.now(UTC))
     gpu_type = spec.resources.gpu_type
     lines, total, cents, complete = [], Decimal(0), 0, True
-    for kind, quantity, basis in units(session, store, tenant_id, spec, catalog):
+    for kind, quantity, basis in units(session, store, tenant_id, spec, catalog, access):
         rate = version.rate_for(kind, job_type.value, gpu_type) if version is not None else None
         if rate is None:
             lines.append(

@@ -31,7 +31,17 @@ from nexa.contracts import (
 )
 from nexa.contracts.billing import PriceBook
 from nexa.ids import new_id
-from nexa_gateway.db import Job, JobLog, JobRequirement, NodeToken, Usage, Worker, WorkerOwner, utcnow
+from nexa_gateway.db import (
+    Job,
+    JobLog,
+    JobRequirement,
+    NodeToken,
+    Usage,
+    Worker,
+    WorkerKey,
+    WorkerOwner,
+    utcnow,
+)
 from nexa_gateway.errors import ApiError
 from nexa_gateway.metrics import FinishedJob
 from nexa_gateway.services import ledger, runningcaps
@@ -67,6 +77,9 @@ def register_worker(session: Session, body: WorkerRegister) -> tuple[Worker, str
     )
     session.add(row)
     session.flush()
+    if body.public_key is not None:
+        session.add(WorkerKey(worker_id=row.id, public_key=body.public_key))
+        session.flush()
     return row, token
 
 

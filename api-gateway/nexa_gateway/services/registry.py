@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from nexa.contracts.keys import Role
 from nexa.contracts.workers import WorkerInfo
-from nexa_gateway.db import Job, Worker, WorkerOwner, utcnow
+from nexa_gateway.db import Job, Worker, WorkerKey, WorkerOwner, utcnow
 from nexa_gateway.errors import not_found
 
 LOST_AFTER_LEASES = 3
@@ -40,6 +40,15 @@ def list_workers(
             select(Job.id, Job.worker_id).where(Job.status == "running", Job.worker_id.in_(ids))
         ):
             running[str(holder)].append(str(job_id))
+    keys = (
+        dict(
+            session.execute(
+                select(WorkerKey.worker_id, WorkerKey.public_key).where(WorkerKey.worker_id.in_(ids))
+            ).all()
+        )
+        if ids
+        else {}
+    )
     lost_before = utcnow() - timedelta(seconds=LOST_AFTER_LEASES * lease_seconds)
     out = []
     for worker, owner in rows:
@@ -54,6 +63,7 @@ def list_workers(
                 job_types=[str(t) for t in worker.job_types or []],
                 version=worker.version,
                 owner_tenant_id=owner,
+                public_key=keys.get(worker.id),
                 running_jobs=sorted(running.get(worker.id, [])),
                 registered_at=worker.registered_at,
                 last_heartbeat_at=worker.last_seen_at,

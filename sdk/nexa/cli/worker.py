@@ -37,6 +37,12 @@ def worker(
         typer.Option("--job-type", help="Only these job types (repeatable; default: all installed)."),
     ] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", help="Scratch directory for jobs.")] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir", help="Where the node's Ed25519 key is kept (default: $NEXA_HOME/worker)."
+        ),
+    ] = None,
     tier: Annotated[
         str | None,
         typer.Option(
@@ -74,6 +80,7 @@ def worker(
             job_types=list(job_type) if job_type else None,
             workdir=workdir,
             tier=tier,
+            state_dir=state_dir,
         )
     except WorkerSetupError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc

@@ -36,9 +36,17 @@ class HardwareProfile(StrictModel):
     tier: Tier = Field("cpu", description="cpu, consumer-gpu or hpc by docs/mesh.md's rules, unless pinned.")
 
 
+PublicKeyHex = Annotated[str, StringConstraints(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
+
+
 class WorkerRegister(StrictModel):
     name: str = Field(
         min_length=1, max_length=200, description="Human-readable worker name, e.g. the hostname."
+    )
+    public_key: PublicKeyHex | None = Field(
+        None,
+        description="The node's Ed25519 public key (hex). Once given, every result the node reports must "
+        "be signed with it (a DSSE envelope): docs/mesh.md.",
     )
     hardware: HardwareProfile = Field(default_factory=HardwareProfile)
     job_types: list[JobType] = Field(
@@ -155,6 +163,20 @@ class LogLines(StrictModel):
     lines: list[Annotated[str, StringConstraints(max_length=16_384)]] = Field(max_length=10_000)
 
 
+class DsseSignature(StrictModel):
+    keyid: str = Field("", max_length=128)
+    sig: str = Field(min_length=1, max_length=256, description="Base64 Ed25519 signature.")
+
+
+class SignedEnvelope(StrictModel):
+    """A DSSE envelope (in-toto's Dead Simple Signing Envelope, field names as the spec writes them):
+    the signature covers PAE(payloadType, payload), and the payload is the report it came with."""
+
+    payload: str = Field(max_length=8_000_000, description="Base64 of the signed bytes.")
+    payloadType: str = Field(max_length=200)  # noqa: N815  (the DSSE spec's name)
+    signatures: list[DsseSignature] = Field(min_length=1, max_length=4)
+
+
 class ResultReport(StrictModel):
     attempt: int = Field(ge=1, le=100_000)
     result: dict[str, Any]
@@ -164,6 +186,9 @@ class ResultReport(StrictModel):
         description="Artifact ids this attempt produced; registered only on acceptance.",
     )
     usage: list[UsageRecord] = Field(default_factory=list, max_length=64)
+    envelope: SignedEnvelope | None = Field(
+        None, description="The report signed with the node's key; required once the node registered one."
+    )
 
 
 class FailReport(StrictModel):
@@ -176,6 +201,9 @@ class FailReport(StrictModel):
         default_factory=list,
         max_length=1000,
         description="What the attempt committed before it ended; kept when the platform stopped it.",
+    )
+    envelope: SignedEnvelope | None = Field(
+        None, description="The report signed with the node's key; required once the node registered one."
     )
 
 
@@ -196,6 +224,7 @@ class WorkerInfo(BaseModel):
     owner_tenant_id: str | None = Field(
         None, description="The tenant whose node this is; none for the platform's."
     )
+    public_key: str | None = Field(None, description="The node's Ed25519 public key (hex), its identity.")
     running_jobs: list[str] = Field(default_factory=list)
     registered_at: datetime
     last_heartbeat_at: datetime

@@ -1,0 +1,136 @@
+"""A node's signed reports: DSSE envelopes over a canonical statement of what the node reports.
+
+A worker holds an Ed25519 key of its own (``NodeKey``, kept in its state directory, mode 0600) and
+registers its public half. Every final report it sends (``complete``, ``fail``) then carries a DSSE
+envelope (https://github.com/secure-systems-lab/dsse): the signature covers
+``PAE(payloadType, payload)``. The payload is the canonical JSON of the report together with what it
+is about: the kind of report, the job, the attempt and the reporting worker. So a valid envelope
+cannot be moved to another job, attempt or worker, nor to another result. The gateway rebuilds the
+payload from the request it received and checks that the envelope signs exactly that
+(``verify_report``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from nexa.contracts.workers import DsseSignature, SignedEnvelope
+from nexa_store.base import ArtifactError
+from nexa_store.signing import SigningKey, _require_crypto
+
+PAYLOAD_TYPE = "application/vnd.nexa.worker-report.v1+json"
+KEY_FILE = "node_ed25519.key"
+ReportKind = Literal["complete", "fail"]
+
+
+class EnvelopeError(ArtifactError):
+    """A report's envelope is missing, malformed, or does not sign this report with this node's key."""
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE's pre-authentication encoding: what the signature covers."""
+    kind = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def report_payload(kind: ReportKind, job_id: str, attempt: int, worker_id: str, report: BaseModel) -> bytes:
+    """The canonical bytes a node signs for ``report`` (the report without its envelope)."""
+    statement: dict[str, Any] = {
+        "kind": kind,
+        "job_id": job_id,
+        "attempt": attempt,
+        "worker_id": worker_id,
+        "report": report.model_dump(mode="json", exclude={"envelope"}),
+    }
+    return json.dumps(statement, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class NodeKey:
+    """A node's Ed25519 identity: made at its first start, then read from its state directory."""
+
+    def __init__(self, key: SigningKey) -> None:
+        self.key = key
+
+    @property
+    def public_hex(self) -> str:
+        return self.key.public_hex
+
+    @classmethod
+    def load_or_create(cls, state_dir: Path) -> NodeKey:
+        """The key in ``state_dir`` (made there, readable by its owner only, if there is none)."""
+        path = state_dir / KEY_FILE
+        if not path.exists():
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            key = SigningKey.generate()
+            staged = state_dir / f".{KEY_FILE}.{os.getpid()}"
+            # Created 0600 in one step (the secret is never on disk with wider permissions), then
+            # linked into place: of two workers starting at once, one key wins and both use it.
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(key.private_hex() + "\n")
+            try:
+                os.link(staged, path)
+            except FileExistsError:
+                pass
+            finally:
+                staged.unlink(missing_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise EnvelopeError(f"{path} is readable by others (mode {mode:o}): chmod 600 it")
+        return cls(SigningKey.from_hex(path.read_text(encoding="ascii").strip()))
+
+    def sign(
+        self, kind: ReportKind, job_id: str, attempt: int, worker_id: str, report: BaseModel
+    ) -> SignedEnvelope:
+        payload = report_payload(kind, job_id, attempt, worker_id, report)
+        signature = self.key.sign_bytes(pae(PAYLOAD_TYPE, payload))
+        return SignedEnvelope(
+            payload=base64.b64encode(payload).decode("ascii"),
+            payloadType=PAYLOAD_TYPE,
+            signatures=[
+                DsseSignature(keyid=self.public_hex, sig=base64.b64encode(signature).decode("ascii"))
+            ],
+        )
+
+
+def verify_report(
+    envelope: SignedEnvelope | None,
+    public_key_hex: str,
+    kind: ReportKind,
+    job_id: str,
+    attempt: int,
+    worker_id: str,
+    report: BaseModel,
+) -> None:
+    """Return if ``envelope`` is ``public_key_hex``'s signature over exactly this report; else raise."""
+    if envelope is None:
+        raise EnvelopeError("the report is not signed, but this node registered a key: every report must be")
+    if envelope.payloadType != PAYLOAD_TYPE:
+        raise EnvelopeError(f"the envelope's payloadType is {envelope.payloadType!r}, not {PAYLOAD_TYPE!r}")
+    try:
+        payload = base64.b64decode(envelope.payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise EnvelopeError("the envelope's payload is not base64") from exc
+    if payload != report_payload(kind, job_id, attempt, worker_id, report):
+        # Signed for another job, attempt, node or result: a replay or a tampered report.
+        raise EnvelopeError("the envelope signs another report (another job, attempt, node or result)")
+    _require_crypto()
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex))
+    for signature in envelope.signatures:
+        try:
+            key.verify(base64.b64decode(signature.sig, validate=True), pae(envelope.payloadType, payload))
+            return
+        except (InvalidSignature, binascii.Error, ValueError):
+            continue
+    raise EnvelopeError("no signature on the envelope is this node's")

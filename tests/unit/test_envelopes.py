@@ -1,0 +1,68 @@
+"""Nodes' signed reports: DSSE's encoding, signing, and every way a signature must not pass."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from nexa.contracts import FailReport, ResultReport
+from nexa_store.envelopes import KEY_FILE, PAYLOAD_TYPE, EnvelopeError, NodeKey, pae, verify_report
+
+REPORT = ResultReport(attempt=2, result={"score": 0.9}, artifacts=["ds_" + "a" * 26], usage=[])
+
+
+def test_pae_is_dsse_v1() -> None:
+    # The DSSE specification's own example encoding.
+    assert pae("http://example.com/HelloWorld", b"hello world") == (
+        b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    )
+
+
+def test_a_signed_report_verifies_and_any_change_fails(tmp_path: Path) -> None:
+    key = NodeKey.load_or_create(tmp_path)
+    envelope = key.sign("complete", "job_1", 2, "wrk_1", REPORT)
+    assert envelope.payloadType == PAYLOAD_TYPE and envelope.signatures[0].keyid == key.public_hex
+    verify_report(envelope, key.public_hex, "complete", "job_1", 2, "wrk_1", REPORT)
+    changed = REPORT.model_copy(update={"result": {"score": 1.0}})
+    cases = {
+        "another result": ("complete", "job_1", 2, "wrk_1", changed),
+        "a replay to the next attempt": ("complete", "job_1", 3, "wrk_1", REPORT),
+        "another job": ("complete", "job_2", 2, "wrk_1", REPORT),
+        "another node": ("complete", "job_1", 2, "wrk_2", REPORT),
+        "a failure instead": ("fail", "job_1", 2, "wrk_1", REPORT),
+    }
+    for what, (kind, job, attempt, worker, report) in cases.items():
+        with pytest.raises(EnvelopeError, match="signs another report"):
+            verify_report(envelope, key.public_hex, kind, job, attempt, worker, report)  # type: ignore[arg-type]
+        assert what
+    other = NodeKey.load_or_create(tmp_path / "other")
+    with pytest.raises(EnvelopeError, match="no signature"):
+        verify_report(envelope, other.public_hex, "complete", "job_1", 2, "wrk_1", REPORT)
+    forged = envelope.model_copy(
+        update={
+            "signatures": [
+                envelope.signatures[0].model_copy(update={"sig": base64.b64encode(b"x" * 64).decode()})
+            ]
+        }
+    )
+    with pytest.raises(EnvelopeError, match="no signature"):
+        verify_report(forged, key.public_hex, "complete", "job_1", 2, "wrk_1", REPORT)
+    with pytest.raises(EnvelopeError, match="not signed"):
+        verify_report(None, key.public_hex, "complete", "job_1", 2, "wrk_1", REPORT)
+    fail = FailReport(attempt=1, code="engine_crashed", message="boom", retryable=True)
+    verify_report(
+        key.sign("fail", "job_1", 1, "wrk_1", fail), key.public_hex, "fail", "job_1", 1, "wrk_1", fail
+    )
+
+
+def test_the_node_key_is_made_once_private_and_kept(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = NodeKey.load_or_create(state)
+    assert (os.stat(state / KEY_FILE).st_mode & 0o777) == 0o600
+    assert NodeKey.load_or_create(state).public_hex == first.public_hex
+    (state / KEY_FILE).chmod(0o644)
+    with pytest.raises(EnvelopeError, match="readable by others"):
+        NodeKey.load_or_create(state)
