@@ -330,6 +330,18 @@ class WorkerKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class WorkerStatus(Base):
+    """A node an admin drained (claims nothing new) or revoked (refused on every route; its key
+    cannot register again). Its own table: the ``workers`` table keeps its shape."""
+
+    __tablename__ = "worker_status"
+
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(20))  # "draining" or "revoked"
+    reason: Mapped[str] = mapped_column(Text, default="")
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class NodeToken(Base):
     """A credential a tenant's admin made for registering its own nodes (workers).
 

@@ -461,6 +461,17 @@ class ClientCore:
     def get_worker(self, worker_id: str) -> Call[WorkerInfo]:
         return Call("GET", f"/v1/workers/{_segment(worker_id)}", _model_parser(WorkerInfo), retryable=True)
 
+    def worker_action(self, worker_id: str, action: str, reason: str) -> Call[WorkerInfo]:
+        body = {"reason": reason} if action != "resume" else None
+        # Idempotent on the server (draining a drained node, revoking a revoked one's refusal is 409).
+        return Call(
+            "POST",
+            f"/v1/workers/{_segment(worker_id)}/{action}",
+            _model_parser(WorkerInfo),
+            json=body,
+            retryable=action != "revoke",
+        )
+
     def budget(self) -> Call[TenantBudget]:
         return Call("GET", "/v1/billing/budget", _model_parser(TenantBudget), retryable=True)
 

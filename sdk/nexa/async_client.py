@@ -342,6 +342,18 @@ class AsyncNexaClient:
         """One node by id."""
         return await self._call(self._core.get_worker(worker_id))
 
+    async def drain_worker(self, worker_id: str, *, reason: str = "") -> WorkerInfo:
+        """Stop handing the node new jobs; what it runs finishes (``resume_worker`` undoes it)."""
+        return await self._call(self._core.worker_action(worker_id, "drain", reason))
+
+    async def resume_worker(self, worker_id: str) -> WorkerInfo:
+        """Let a drained node claim jobs again."""
+        return await self._call(self._core.worker_action(worker_id, "resume", ""))
+
+    async def revoke_worker(self, worker_id: str, *, reason: str = "") -> WorkerInfo:
+        """Cut the node off for good: refused everywhere, its attempts requeued, its key barred."""
+        return await self._call(self._core.worker_action(worker_id, "revoke", reason))
+
     # ---- billing
 
     async def billing_summary(

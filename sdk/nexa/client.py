@@ -339,6 +339,18 @@ class NexaClient:
         """One node by id."""
         return self._call(self._core.get_worker(worker_id))
 
+    def drain_worker(self, worker_id: str, *, reason: str = "") -> WorkerInfo:
+        """Stop handing the node new jobs; what it runs finishes (``resume_worker`` undoes it)."""
+        return self._call(self._core.worker_action(worker_id, "drain", reason))
+
+    def resume_worker(self, worker_id: str) -> WorkerInfo:
+        """Let a drained node claim jobs again."""
+        return self._call(self._core.worker_action(worker_id, "resume", ""))
+
+    def revoke_worker(self, worker_id: str, *, reason: str = "") -> WorkerInfo:
+        """Cut the node off for good: refused everywhere, its attempts requeued, its key barred."""
+        return self._call(self._core.worker_action(worker_id, "revoke", reason))
+
     # ---- billing
 
     def billing_summary(

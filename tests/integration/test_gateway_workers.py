@@ -458,3 +458,58 @@ def test_a_node_with_a_key_must_sign_its_reports_and_refusals_are_recorded(tmp_p
             headers={"Authorization": f"Bearer {WORKER_SECRET}"},
         )
         assert keyless.status_code == 422 and keyless.json()["error"]["field"] == "public_key"
+
+
+def test_an_admin_drains_resumes_and_revokes_a_node(gateway: Gateway, tmp_path: Path) -> None:
+    from nexa_store.envelopes import NodeKey
+
+    gw = gateway
+    key = NodeKey.load_or_create(tmp_path / "node-a")
+    body = {"name": "node-a", "public_key": key.public_hex}
+    secret = {"Authorization": f"Bearer {WORKER_SECRET}"}
+    registered = gw.client.post("/v1/workers/register", json=body, headers=secret).json()
+    a, a_id = {"Authorization": f"Bearer {registered['token']}"}, registered["worker_id"]
+    b = gw.register_worker()
+    jobs = [gw.submit_audit(max_retries=2)["job_id"] for _ in range(3)]
+
+    def act(action: str, worker_id: str = a_id, key: str | None = None) -> Any:
+        return gw.client.post(
+            f"/v1/workers/{worker_id}/{action}", json={"reason": "maintenance"}, headers=gw.auth(key)
+        )
+
+    first = gw.claim(a)
+    assert first is not None and first["job_id"] == jobs[0]
+    drained = act("drain")
+    assert drained.status_code == 200 and drained.json()["state"] == "draining"
+    assert gw.claim(a) is None  # claims nothing new...
+    beat = gw.client.post(f"/v1/workers/jobs/{jobs[0]}/heartbeat", json={"attempt": 1}, headers=a)
+    assert beat.status_code == 200  # ...and keeps what it runs
+    second = gw.claim(b)
+    assert second is not None and second["job_id"] == jobs[1]
+    assert act("resume").json()["state"] == "busy"
+    third = gw.claim(a)
+    assert third is not None and third["job_id"] == jobs[2]
+
+    # Another tenant's admin cannot touch a node it cannot see.
+    other = gw.new_tenant_key("elsewhere")
+    assert act("drain", key=other).status_code == 404
+
+    revoked = act("revoke")
+    assert revoked.status_code == 200 and revoked.json()["state"] == "revoked"
+    beat = gw.client.post(f"/v1/workers/jobs/{jobs[0]}/heartbeat", json={"attempt": 1}, headers=a)
+    assert beat.status_code == 401  # refused on every route
+    assert gw.client.post("/v1/workers/claim", json={}, headers=a).status_code == 401
+    for job_id in (jobs[0], jobs[2]):  # its attempts went back to the queue, for others to run
+        job = gw.client.get(f"/v1/jobs/{job_id}", headers=gw.auth()).json()
+        assert job["status"] == "pending", job
+        assert any("was revoked" in e["message"] for e in job["events"])
+    again = gw.claim(b)
+    assert again is not None and again["job_id"] == jobs[0] and again["attempt"] == 2
+    # Its key cannot come back under a new registration, and a revocation is final.
+    back = gw.client.post("/v1/workers/register", json=body, headers=secret)
+    assert back.status_code == 403 and back.json()["error"]["type"] == "node_revoked"
+    assert act("resume").status_code == 409
+    listed = {
+        w["worker_id"]: w["state"] for w in gw.client.get("/v1/workers", headers=gw.auth()).json()["items"]
+    }
+    assert listed[a_id] == "revoked"

@@ -622,3 +622,22 @@ def test_nexa_jobs_cost_sets_the_estimate_beside_the_charge(gateway: Any) -> Non
         and "estimated $2.50" in result.output
         and "gpu_hours" in result.output
     )
+
+
+def test_nexa_workers_drain_resume_and_revoke(gateway: Any) -> None:
+    node = {
+        "worker_id": "wrk_" + "w" * 26,
+        "name": "gpu-box",
+        "state": "draining",
+        "registered_at": NOW,
+        "last_heartbeat_at": NOW,
+    }
+    seen = gateway(lambda request: httpx.Response(200, json=node))
+    result = runner.invoke(app, ["workers", "drain", node["worker_id"], "--reason", "disk swap"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].url.path == f"/v1/workers/{node['worker_id']}/drain"
+    assert json.loads(seen[0].content) == {"reason": "disk swap"}
+    assert "draining" in result.output
+    for action in ("resume", "revoke"):
+        assert runner.invoke(app, ["workers", action, node["worker_id"]]).exit_code == 0
+    assert [r.url.path.rsplit("/", 1)[1] for r in seen] == ["drain", "resume", "revoke"]

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from nexa.contracts.workers import WorkerInfo, WorkerList
+from nexa.contracts.workers import NodeAction, WorkerInfo, WorkerList
 from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
-from nexa_gateway.services import registry
+from nexa_gateway.services import nodestatus, registry
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 
@@ -35,3 +35,55 @@ def get_worker(
     )
     session.commit()
     return found
+
+
+WorkerIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def _shown(session: SessionDep, principal: CurrentPrincipal, state: StateDep, worker_id: str) -> WorkerInfo:
+    session.commit()
+    return registry.get_worker(
+        session, principal.tenant_id, principal.role, state.settings.lease_seconds, worker_id
+    )
+
+
+@router.post("/{worker_id}/drain", response_model=WorkerInfo)
+def drain_worker(
+    worker_id: WorkerIdPath,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    state: StateDep,
+    body: NodeAction | None = None,
+) -> WorkerInfo:
+    """Stop handing the node new jobs; what it runs finishes (``resume`` undoes it)."""
+    nodestatus.drain(session, principal.tenant_id, principal.role, worker_id, body.reason if body else "")
+    return _shown(session, principal, state, worker_id)
+
+
+@router.post("/{worker_id}/resume", response_model=WorkerInfo)
+def resume_worker(
+    worker_id: WorkerIdPath, principal: CurrentPrincipal, session: SessionDep, state: StateDep
+) -> WorkerInfo:
+    """Let a drained node claim jobs again."""
+    nodestatus.resume(session, principal.tenant_id, principal.role, worker_id)
+    return _shown(session, principal, state, worker_id)
+
+
+@router.post("/{worker_id}/revoke", response_model=WorkerInfo)
+def revoke_worker(
+    worker_id: WorkerIdPath,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    state: StateDep,
+    body: NodeAction | None = None,
+) -> WorkerInfo:
+    """Cut the node off for good: its token is refused everywhere, its attempts go back to the queue
+    (not charged), and its key cannot register again."""
+    changed, finished = nodestatus.revoke(
+        session, principal.tenant_id, principal.role, worker_id, body.reason if body else ""
+    )
+    shown = _shown(session, principal, state, worker_id)
+    state.job_changed(changed)
+    for job in finished:
+        state.metrics.observe_job_finished(job)
+    return shown

@@ -37,6 +37,7 @@ from nexa_gateway.services import (
     endpointkeys,
     grants,
     nodes,
+    nodestatus,
     queue,
     reportsigs,
     runningcaps,
@@ -59,6 +60,10 @@ def register(
 
     With a node token the worker belongs to the token's tenant and claims only its jobs.
     """
+    if body.public_key is not None and nodestatus.is_revoked_key(session, body.public_key):
+        raise ApiError(
+            403, "node_revoked", "this node's key was revoked by an admin: it cannot register again"
+        )
     if body.public_key is None and state.settings.require_node_signatures:
         raise ApiError(
             422,

@@ -40,6 +40,7 @@ from nexa_gateway.db import (
     Worker,
     WorkerKey,
     WorkerOwner,
+    WorkerStatus,
     utcnow,
 )
 from nexa_gateway.errors import ApiError
@@ -53,7 +54,12 @@ log = logging.getLogger("nexa.gateway.queue")
 # Attempts that end with these were lost to the platform, not to the job: their usage is not charged.
 # (An attempt whose lease ran out reports nothing, so it is never charged either.)
 PLATFORM_LOSSES = frozenset(
-    {ErrorCode.worker_shutdown, ErrorCode.store_unavailable, ErrorCode.result_unwritable}
+    {
+        ErrorCode.worker_shutdown,
+        ErrorCode.worker_revoked,
+        ErrorCode.store_unavailable,
+        ErrorCode.result_unwritable,
+    }
 )
 
 
@@ -91,7 +97,10 @@ def worker_for_token(session: Session, token: str) -> Worker | None:
         select(Worker)
         .outerjoin(WorkerOwner, WorkerOwner.worker_id == Worker.id)
         .outerjoin(NodeToken, NodeToken.id == WorkerOwner.node_token_id)
+        .outerjoin(WorkerStatus, WorkerStatus.worker_id == Worker.id)
         .where(Worker.token_hash == hash_key(token), NodeToken.revoked_at.is_(None))
+        # A revoked node is refused on every route, as an unknown token is.
+        .where(or_(WorkerStatus.state.is_(None), WorkerStatus.state != "revoked"))
     )
 
 
@@ -126,6 +135,8 @@ def claim_next_job(
 ) -> ClaimedJob | None:
     """Hand the best pending job that fits this worker to it, or ``None``."""
     allowed = set(worker.job_types)
+    if session.scalar(select(WorkerStatus.state).where(WorkerStatus.worker_id == worker.id)) is not None:
+        return None  # draining (a revoked node never gets here): nothing new
     if job_types is not None:
         allowed &= {t.value for t in job_types}
     if not allowed:
@@ -374,6 +385,11 @@ def fail_job(
     _end_attempt(session, row, code=code, message=message, retryable=retryable)
     ended = finished_job(session, row) if row.status in TERMINAL_STATES else None
     return Finished(row.job_type, row.status, recorded, job=ended)
+
+
+def end_attempt_of(session: Session, row: Job, *, code: str, message: str) -> None:
+    """End a running attempt the platform took from its node (requeued while retries remain)."""
+    _end_attempt(session, row, code=code, message=message, retryable=True)
 
 
 def _end_attempt(session: Session, row: Job, *, code: str, message: str, retryable: bool) -> None:

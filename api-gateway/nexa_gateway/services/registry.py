@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from nexa.contracts.keys import Role
 from nexa.contracts.workers import WorkerInfo
-from nexa_gateway.db import Job, Worker, WorkerKey, WorkerOwner, utcnow
+from nexa_gateway.db import Job, Worker, WorkerKey, WorkerOwner, WorkerStatus, utcnow
 from nexa_gateway.errors import not_found
 
 LOST_AFTER_LEASES = 3
@@ -40,6 +40,15 @@ def list_workers(
             select(Job.id, Job.worker_id).where(Job.status == "running", Job.worker_id.in_(ids))
         ):
             running[str(holder)].append(str(job_id))
+    statuses = (
+        dict(
+            session.execute(
+                select(WorkerStatus.worker_id, WorkerStatus.state).where(WorkerStatus.worker_id.in_(ids))
+            ).all()
+        )
+        if ids
+        else {}
+    )
     keys = (
         dict(
             session.execute(
@@ -52,7 +61,9 @@ def list_workers(
     lost_before = utcnow() - timedelta(seconds=LOST_AFTER_LEASES * lease_seconds)
     out = []
     for worker, owner in rows:
-        state = "busy" if running.get(worker.id) else "lost" if worker.last_seen_at < lost_before else "idle"
+        state = statuses.get(worker.id) or (
+            "busy" if running.get(worker.id) else "lost" if worker.last_seen_at < lost_before else "idle"
+        )
         out.append(
             WorkerInfo(
                 worker_id=worker.id,

@@ -408,6 +408,13 @@ def _money(amount: Decimal | None) -> str:
     )
 
 
+def _quantity(value: Decimal) -> str:
+    """A usage quantity as a reader takes it in: whole numbers with separators, others to 4 figures."""
+    if value == value.to_integral_value():
+        return f"{int(value):,}"
+    return f"{float(value):.4g}"
+
+
 def bill_rows(run: Lifecycle) -> list[tuple[str, str, str, str, str]]:
     """(step, job, usage, charge, estimate) for every lifecycle job, from the bill and the estimates."""
     charged = {j.job_id: j for j in (run.bill.by_job if run.bill else [])}
@@ -416,7 +423,7 @@ def bill_rows(run: Lifecycle) -> list[tuple[str, str, str, str, str]]:
         if not step.job_id.startswith("job_"):
             continue
         job = charged.get(step.job_id)
-        usage = ", ".join(f"{line.quantity:,} {line.kind}" for line in job.lines) if job else ""
+        usage = ", ".join(f"{_quantity(line.quantity)} {line.kind}" for line in job.lines) if job else ""
         estimate = run.estimates.get(step.job_id)
         guess = "-"
         if estimate is not None:
@@ -426,11 +433,11 @@ def bill_rows(run: Lifecycle) -> list[tuple[str, str, str, str, str]]:
             # Machine time is shown as time too: the SPEC does not price CPU-hours.
             for line in estimate.lines:
                 if line.kind in ("gpu_hours", "cpu_hours") and line.quantity is not None:
-                    guess += f" ({line.quantity:,} {line.kind})"
+                    guess += f" ({_quantity(line.quantity)} {line.kind})"
         if step.name.startswith("deploy") and not any(
             line.kind == "deployment_hours" for line in (job.lines if job else [])
         ):
-            usage = usage or "serving time: charged once it stops"
+            usage = ", ".join(filter(None, [usage, "serving time: charged once it stops"]))
         rows.append((step.name, step.job_id, usage or "-", _money(job.amount if job else Decimal(0)), guess))
     return rows
 

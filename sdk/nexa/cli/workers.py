@@ -12,9 +12,10 @@ from nexa.cli.context import handle_errors, make_client
 from nexa.cli.render import ago, console, print_json
 
 app = typer.Typer(
-    help="List the nodes of the fleet you may see (`nexa worker` runs one).", no_args_is_help=True
+    help="List, drain and revoke the nodes of the fleet you may see (`nexa worker` runs one).",
+    no_args_is_help=True,
 )
-STATE_STYLES = {"busy": "green", "idle": "cyan", "lost": "red"}
+STATE_STYLES = {"busy": "green", "idle": "cyan", "lost": "red", "draining": "yellow", "revoked": "red"}
 
 
 @app.command("list")
@@ -56,3 +57,34 @@ def show(worker_id: Annotated[str, typer.Argument(help="The worker's id.")]) -> 
     """Everything the registry knows about one node, as JSON."""
     with make_client() as client:
         print_json(client.get_worker(worker_id).model_dump(mode="json"))
+
+
+WorkerId = Annotated[str, typer.Argument(help="The worker's id (wrk_…).")]
+Reason = Annotated[str, typer.Option("--reason", help="Why (kept with the node's status).")]
+
+
+@app.command("drain")
+@handle_errors
+def drain(worker_id: WorkerId, reason: Reason = "") -> None:
+    """Stop handing the node new jobs; what it runs finishes."""
+    with make_client() as client:
+        node = client.drain_worker(worker_id, reason=reason)
+    console.print(f"{node.worker_id} ({escape(node.name)}) is {node.state}: it claims nothing new")
+
+
+@app.command("resume")
+@handle_errors
+def resume(worker_id: WorkerId) -> None:
+    """Let a drained node claim jobs again."""
+    with make_client() as client:
+        node = client.resume_worker(worker_id)
+    console.print(f"{node.worker_id} ({escape(node.name)}) is {node.state}")
+
+
+@app.command("revoke")
+@handle_errors
+def revoke(worker_id: WorkerId, reason: Reason = "") -> None:
+    """Cut the node off for good: its token and key are refused, its running attempts go to others."""
+    with make_client() as client:
+        node = client.revoke_worker(worker_id, reason=reason)
+    console.print(f"{node.worker_id} ({escape(node.name)}) is {node.state}; its key cannot register again")

@@ -76,6 +76,7 @@ class ErrorCode(StrEnum):
     lease_expired = "lease_expired"  # the worker holding the attempt stopped heartbeating
     timeout = "timeout"  # the attempt ran past its timeout_seconds
     worker_shutdown = "worker_shutdown"  # the process running the attempt was stopped (worker exit, pod stop)
+    worker_revoked = "worker_revoked"  # an admin revoked the node running the attempt
     engine_crashed = "engine_crashed"  # the engine raised an error it did not name
     engine_not_installed = "engine_not_installed"  # the worker or image lacks the job type's engine
     invalid_spec = "invalid_spec"  # the stored spec does not validate (a NexaJob applied by hand)
@@ -97,6 +98,7 @@ class ErrorCode(StrEnum):
     artifact_in_use = "artifact_in_use"  # 409: deleting what an artifact, a live job or a deployment needs
     job_not_finished = "job_not_finished"  # 409: deleting a job that is still pending or running
     not_supported = "not_supported"  # 501: this backend cannot do it (deleting cluster-mode jobs)
+    node_revoked = "node_revoked"  # 403: a node whose key an admin revoked registers again
 
 
 class JudgeConfig(StrictModel):

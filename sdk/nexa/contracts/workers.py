@@ -215,7 +215,8 @@ class WorkerInfo(BaseModel):
     worker_id: str
     name: str
     state: str = Field(
-        description="`busy` (running an attempt), `idle`, or `lost` (no heartbeat for 3 leases)."
+        description="`busy` (running an attempt), `idle`, `lost` (no heartbeat for 3 leases), `draining` "
+        "(an admin drained it: it claims nothing new) or `revoked` (cut off for good)."
     )
     tier: str | None = None
     hardware: dict[str, Any] = Field(default_factory=dict)
@@ -228,6 +229,12 @@ class WorkerInfo(BaseModel):
     running_jobs: list[str] = Field(default_factory=list)
     registered_at: datetime
     last_heartbeat_at: datetime
+
+
+class NodeAction(StrictModel):
+    """Why a node is drained or revoked (kept with its status, shown in the log of what happened)."""
+
+    reason: str = Field("", max_length=2000)
 
 
 class WorkerList(BaseModel):
