@@ -18,7 +18,7 @@ IdPrefix = Literal["job", "ds", "ckpt", "ev", "dp", "key", "wrk", "tnt", "art", 
 PREFIXES: Final[tuple[str, ...]] = ("job", "ds", "ckpt", "ev", "dp", "key", "wrk", "tnt", "art", "ntk", "log")
 
 _SUFFIX_LEN: Final = 26
-_ID_RE: Final = re.compile(r"^(?P<prefix>[a-z]+)_(?P<suffix>[a-z2-7]{26})$")
+_ID_RE: Final = re.compile(r"^(?P<prefix>[a-z]+)_(?P<suffix>[a-z2-7]{26})\Z")  # \Z: no trailing newline
 
 
 def new_id(prefix: IdPrefix) -> str:

@@ -17,10 +17,11 @@ import binascii
 import json
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from nexa.contracts.workers import DsseSignature, SignedEnvelope
 from nexa_store.base import ArtifactError
@@ -39,6 +40,30 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE's pre-authentication encoding: what the signature covers."""
     kind = payload_type.encode("utf-8")
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def _same_report(
+    payload: bytes, kind: ReportKind, job_id: str, attempt: int, worker_id: str, report: BaseModel
+) -> bool:
+    """Whether the signed statement is about this job, attempt and node, and its report reads as
+    ``report`` does. Compared as models, not bytes: a node on an older version, whose report lacks a
+    field the gateway added since (with a default), still signs the same report."""
+    try:
+        statement = json.loads(payload)
+    except ValueError:
+        return False
+    if not isinstance(statement, dict) or (
+        statement.get("kind"),
+        statement.get("job_id"),
+        statement.get("attempt"),
+        statement.get("worker_id"),
+    ) != (kind, job_id, attempt, worker_id):
+        return False
+    try:
+        signed = type(report).model_validate(statement.get("report"))
+    except ValidationError:
+        return False
+    return signed.model_copy(update={"envelope": None}) == report.model_copy(update={"envelope": None})
 
 
 def report_payload(kind: ReportKind, job_id: str, attempt: int, worker_id: str, report: BaseModel) -> bytes:
@@ -67,13 +92,16 @@ class NodeKey:
     def load_or_create(cls, state_dir: Path) -> NodeKey:
         """The key in ``state_dir`` (made there, readable by its owner only, if there is none)."""
         path = state_dir / KEY_FILE
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = state_dir.stat()
+        if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & 0o022:
+            # Someone else could plant a key here (and so know this node's secret).
+            raise EnvelopeError(f"{state_dir} must be this user's and writable by no one else")
         if not path.exists():
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             key = SigningKey.generate()
-            staged = state_dir / f".{KEY_FILE}.{os.getpid()}"
-            # Created 0600 in one step (the secret is never on disk with wider permissions), then
-            # linked into place: of two workers starting at once, one key wins and both use it.
-            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # Created 0600 under a random name (the secret is never on disk with wider permissions),
+            # then linked into place: of two workers starting at once, one key wins and both use it.
+            fd, staged = tempfile.mkstemp(prefix=f".{KEY_FILE}.", dir=state_dir)
             with os.fdopen(fd, "w", encoding="ascii") as fh:
                 fh.write(key.private_hex() + "\n")
             try:
@@ -81,11 +109,16 @@ class NodeKey:
             except FileExistsError:
                 pass
             finally:
-                staged.unlink(missing_ok=True)
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise EnvelopeError(f"{path} is readable by others (mode {mode:o}): chmod 600 it")
-        return cls(SigningKey.from_hex(path.read_text(encoding="ascii").strip()))
+                os.unlink(staged)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, encoding="ascii") as fh:
+            found = os.fstat(fh.fileno())
+            if found.st_uid != os.geteuid():
+                raise EnvelopeError(f"{path} belongs to another user")
+            mode = stat.S_IMODE(found.st_mode)
+            if mode & 0o077:
+                raise EnvelopeError(f"{path} is readable by others (mode {mode:o}): chmod 600 it")
+            return cls(SigningKey.from_hex(fh.read().strip()))
 
     def sign(
         self, kind: ReportKind, job_id: str, attempt: int, worker_id: str, report: BaseModel
@@ -119,7 +152,7 @@ def verify_report(
         payload = base64.b64decode(envelope.payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise EnvelopeError("the envelope's payload is not base64") from exc
-    if payload != report_payload(kind, job_id, attempt, worker_id, report):
+    if not _same_report(payload, kind, job_id, attempt, worker_id, report):
         # Signed for another job, attempt, node or result: a replay or a tampered report.
         raise EnvelopeError("the envelope signs another report (another job, attempt, node or result)")
     _require_crypto()

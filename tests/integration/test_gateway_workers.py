@@ -513,3 +513,54 @@ def test_an_admin_drains_resumes_and_revokes_a_node(gateway: Gateway, tmp_path: 
         w["worker_id"]: w["state"] for w in gw.client.get("/v1/workers", headers=gw.auth()).json()["items"]
     }
     assert listed[a_id] == "revoked"
+
+    # A tenant cannot bar a key it does not own: registering another's public key under its own node
+    # token and revoking that node bars the key for that tenant's nodes only.
+    mallory = gw.new_tenant_key("mallory")
+    victim = NodeKey.load_or_create(tmp_path / "victim")
+    token = gw.client.post("/v1/nodes/tokens", json={"name": "m"}, headers=gw.auth(mallory)).json()["token"]
+    squat = {"name": "squatter", "public_key": victim.public_hex}
+    taken = gw.client.post("/v1/workers/register", json=squat, headers={"Authorization": f"Bearer {token}"})
+    assert taken.status_code == 201
+    assert act("revoke", taken.json()["worker_id"], key=mallory).status_code == 200
+    own = {"name": "victim", "public_key": victim.public_hex}
+    assert gw.client.post("/v1/workers/register", json=own, headers=secret).status_code == 201
+    again = gw.client.post("/v1/workers/register", json=squat, headers={"Authorization": f"Bearer {token}"})
+    assert again.status_code == 403  # under mallory's own tokens it stays barred
+
+
+def test_a_revoked_nodes_deployment_gets_no_more_traffic(sqlite_gateway: Gateway) -> None:
+    """Callers' requests (and the keys they carry) never reach a server on a node an admin cut off."""
+    from nexa.ids import new_id
+    from nexa_gateway.db import Artifact, Job
+    from nexa_store.serving import DEPLOYMENT_FILE
+
+    gw = sqlite_gateway
+    node = gw.register_worker()
+    worker_id = gw.client.get("/v1/workers", headers=gw.auth()).json()["items"][0]["worker_id"]
+    state = gw.client.app.state.nexa  # type: ignore[attr-defined]
+    tenant = gw.client.get("/v1/billing/budget", headers=gw.auth()).json()["tenant_id"]
+    job_id, deployment_id = new_id("job"), new_id("dp")
+    with state.store.begin("deployment", deployment_id) as writer:
+        record = {"started_at": utcnow().isoformat(), "url": "http://127.0.0.1:9"}  # nothing listens there
+        (writer.path / DEPLOYMENT_FILE).write_text(json.dumps(record))
+        writer.commit(tenant_id=tenant, job_id=job_id, attempt=1)
+    with state.db.session() as session:
+        session.add(
+            Job(
+                id=job_id,
+                tenant_id=tenant,
+                job_type="deploy",
+                status="completed",
+                spec={},
+                spec_hash="x",
+                attempt=1,
+                worker_id=worker_id,
+            )
+        )
+        session.add(Artifact(id=deployment_id, tenant_id=tenant, kind="deployment", uri="u", job_id=job_id))
+    url = f"/v1/inference/{deployment_id}/v1/models"
+    assert gw.client.get(url, headers=gw.auth()).status_code == 502  # forwarded (and unanswered)
+    assert node and gw.client.post(f"/v1/workers/{worker_id}/revoke", json={}, headers=gw.auth()).is_success
+    refused = gw.client.get(url, headers=gw.auth())
+    assert refused.status_code == 404 and "revoked" in refused.json()["error"]["message"]

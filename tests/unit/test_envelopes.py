@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from nexa.contracts import FailReport, ResultReport
+from nexa.contracts.workers import DsseSignature, SignedEnvelope
 from nexa_store.envelopes import KEY_FILE, PAYLOAD_TYPE, EnvelopeError, NodeKey, pae, verify_report
 
 REPORT = ResultReport(attempt=2, result={"score": 0.9}, artifacts=["ds_" + "a" * 26], usage=[])
@@ -66,3 +67,43 @@ def test_the_node_key_is_made_once_private_and_kept(tmp_path: Path) -> None:
     (state / KEY_FILE).chmod(0o644)
     with pytest.raises(EnvelopeError, match="readable by others"):
         NodeKey.load_or_create(state)
+
+
+def test_a_node_on_an_older_version_still_signs_the_same_report(tmp_path: Path) -> None:
+    """The gateway compares the signed report as a model: a field it added since (with a default)
+    that the node's version does not send does not make an honest report fail."""
+    import json
+
+    key = NodeKey.load_or_create(tmp_path)
+    old_shape = REPORT.model_dump(mode="json", exclude={"envelope", "usage"})
+    statement = {
+        "kind": "complete",
+        "job_id": "job_1",
+        "attempt": 2,
+        "worker_id": "wrk_1",
+        "report": old_shape,
+    }
+    payload = json.dumps(statement, sort_keys=True).encode()
+    envelope = SignedEnvelope(
+        payload=base64.b64encode(payload).decode(),
+        payloadType=PAYLOAD_TYPE,
+        signatures=[
+            DsseSignature(sig=base64.b64encode(key.key.sign_bytes(pae(PAYLOAD_TYPE, payload))).decode())
+        ],
+    )
+    verify_report(envelope, key.public_hex, "complete", "job_1", 2, "wrk_1", REPORT)
+
+
+def test_a_state_dir_others_can_write_or_a_linked_key_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(EnvelopeError, match="writable by no one else"):
+        NodeKey.load_or_create(shared)
+    real = NodeKey.load_or_create(tmp_path / "real")
+    linked = tmp_path / "linked"
+    linked.mkdir(mode=0o700)
+    (linked / KEY_FILE).symlink_to(tmp_path / "real" / KEY_FILE)
+    with pytest.raises(OSError):
+        NodeKey.load_or_create(linked)  # O_NOFOLLOW: a key is never read through a link
+    assert real.public_hex

@@ -60,7 +60,8 @@ def register(
 
     With a node token the worker belongs to the token's tenant and claims only its jobs.
     """
-    if body.public_key is not None and nodestatus.is_revoked_key(session, body.public_key):
+    owner = node_token.tenant_id if node_token is not None else None
+    if body.public_key is not None and nodestatus.is_revoked_key(session, body.public_key, owner):
         raise ApiError(
             403, "node_revoked", "this node's key was revoked by an admin: it cannot register again"
         )

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from nexa.contracts.workers import UsageRecord
 from nexa_gateway.db import Job, UsageSubject
+from nexa_gateway.errors import ApiError
 from nexa_gateway.services.queue import record_usage
 
 MAX_KINDS = 64
@@ -38,10 +39,17 @@ def usage_of_record(value: Any) -> list[UsageRecord]:
 def ensure_subject(
     session: Session, subject_id: str, tenant_id: str, job_type: str, gpu_type: str | None
 ) -> None:
-    """Name ``subject_id`` for the bill unless a job row or an earlier subject already does."""
-    if session.get(UsageSubject, subject_id) is not None:
-        return
-    if session.scalar(select(Job.id).where(Job.id == subject_id)) is not None:
+    """Name ``subject_id`` for the bill unless a job row or an earlier subject already does; a subject
+    or job of another tenant by that id is refused (409), never shared."""
+    known = session.get(UsageSubject, subject_id)
+    other = (
+        known.tenant_id
+        if known is not None
+        else session.scalar(select(Job.tenant_id).where(Job.id == subject_id))
+    )
+    if other is not None and other != tenant_id:
+        raise ApiError(409, "usage_subject_conflict", f"{subject_id} is billed to another tenant")
+    if other is not None:
         return
     try:
         with session.begin_nested():

@@ -12,10 +12,11 @@ import json
 import logging
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexa.contracts.artifacts import Deployment
-from nexa_gateway.db import Artifact
+from nexa_gateway.db import Artifact, Job, WorkerStatus
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services.artifacts import get_artifact_row, list_artifact_rows
 from nexa_store.base import ArtifactError, ArtifactStore
@@ -63,10 +64,19 @@ def serving_root(session: Session, store: ArtifactStore, deployment_id: str) -> 
     missing = ApiError(404, "not_found", f"deployment {deployment_id} not found or not running")
     if row is None or row.kind != "deployment" or deployment_status(store, deployment_id) != "running":
         raise missing
+    if row.job_id is not None and served_by_revoked_node(session, row.job_id):
+        # Its node was cut off: no caller's request (or key) goes to it any more.
+        raise ApiError(404, "not_found", f"deployment {deployment_id} is not served: its node was revoked")
     url = _record(store, deployment_id).get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise missing
     return url.rstrip("/")
+
+
+def served_by_revoked_node(session: Session, deploy_job_id: str) -> bool:
+    worker_id = session.scalar(select(Job.worker_id).where(Job.id == deploy_job_id))
+    status = session.get(WorkerStatus, worker_id) if worker_id is not None else None
+    return status is not None and status.state == "revoked"
 
 
 def public_urls(public_base: str | None, deployment_id: str) -> tuple[str | None, str | None]:

@@ -83,7 +83,10 @@ MEASURED_LOOKBACK = 50  # completed training jobs searched for a measured rate
 def _weights_params(directory: Path) -> int | None:
     """Parameters of a model directory, from its safetensors bytes and its config's dtype."""
     try:
-        size = sum(f.stat().st_size for f in directory.glob("*.safetensors"))
+        # Files are sized only where they are: a link could point outside the tenant's grants.
+        size = sum(f.lstat().st_size for f in directory.glob("*.safetensors") if not f.is_symlink())
+        if (directory / "config.json").is_symlink():
+            return None
         config = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError):
         return None

@@ -13,7 +13,7 @@ with its node tokens. Anyone else sees 404, as for a node that does not exist.
 
 from __future__ import annotations
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexa.contracts import ErrorCode
@@ -31,19 +31,19 @@ def status_of(session: Session, worker_id: str) -> str | None:
     return session.scalar(select(WorkerStatus.state).where(WorkerStatus.worker_id == worker_id))
 
 
-def is_revoked_key(session: Session, public_key: str) -> bool:
-    """Whether a node with this key was ever revoked."""
-    return bool(
-        session.scalar(
-            select(
-                exists().where(
-                    WorkerKey.public_key == public_key,
-                    WorkerStatus.worker_id == WorkerKey.worker_id,
-                    WorkerStatus.state == REVOKED,
-                )
-            )
-        )
+def is_revoked_key(session: Session, public_key: str, owner: str | None) -> bool:
+    """Whether a node with this key was revoked by whoever manages nodes of ``owner`` (a tenant, or
+    None: the platform). Scoped so that one tenant cannot bar a key it does not own by registering it
+    under its own node token and revoking that."""
+    owned = WorkerOwner.tenant_id == owner if owner is not None else WorkerOwner.tenant_id.is_(None)
+    query = (
+        select(WorkerKey.worker_id)
+        .join(WorkerStatus, WorkerStatus.worker_id == WorkerKey.worker_id)
+        .outerjoin(WorkerOwner, WorkerOwner.worker_id == WorkerKey.worker_id)
+        .where(WorkerKey.public_key == public_key, WorkerStatus.state == REVOKED, owned)
+        .limit(1)
     )
+    return session.scalar(query) is not None
 
 
 def _manageable(session: Session, tenant_id: str, role: Role, worker_id: str) -> Worker:
@@ -94,13 +94,17 @@ def revoke(
     _set(session, worker_id, REVOKED, reason)
     changed: list[str] = []
     finished: list[FinishedJob] = []
-    for job in session.scalars(select(Job).where(Job.status == "running", Job.worker_id == worker_id)):
-        end_attempt_of(
-            session,
-            job,
-            code=ErrorCode.worker_revoked,
-            message=f"worker {worker_id} was revoked" + (f": {reason}" if reason else ""),
-        )
+    for job in list(session.scalars(select(Job).where(Job.status == "running", Job.worker_id == worker_id))):
+        try:
+            with session.begin_nested():
+                end_attempt_of(
+                    session,
+                    job,
+                    code=ErrorCode.worker_revoked,
+                    message=f"worker {worker_id} was revoked" + (f": {reason}" if reason else ""),
+                )
+        except ApiError:
+            continue  # its report arrived at the same moment: the attempt ended on its own
         changed.append(job.id)
         if job.status in ("failed", "cancelled", "completed"):
             finished.append(finished_job(session, job))

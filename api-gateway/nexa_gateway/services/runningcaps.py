@@ -17,7 +17,7 @@ were charged and, where the tenant has a monthly budget, this month's spend:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
 from sqlalchemy import select, update
@@ -182,10 +182,12 @@ def within_budget(
 
 def unheeded(session: Session, now: datetime) -> list[Job]:
     """Running attempts stopped more than ``STOP_GRACE_SECONDS`` ago whose worker has not ended them."""
-    rows = session.execute(
-        select(Job, JobStop.created_at)
-        .join(JobStop, (JobStop.job_id == Job.id) & (JobStop.attempt == Job.attempt))
-        .where(Job.status == "running")
-        .limit(100)
-    ).all()
-    return [job for job, stopped in rows if (now - stopped).total_seconds() > STOP_GRACE_SECONDS]
+    return list(
+        session.scalars(
+            select(Job)
+            .join(JobStop, (JobStop.job_id == Job.id) & (JobStop.attempt == Job.attempt))
+            .where(Job.status == "running", JobStop.created_at < now - timedelta(seconds=STOP_GRACE_SECONDS))
+            .order_by(JobStop.created_at)
+            .limit(100)
+        )
+    )

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nexa_gateway.db import Job, JobRequirement, Worker, WorkerOwner
+from nexa_gateway.db import Job, JobRequirement, Worker, WorkerOwner, WorkerStatus
 from nexa_gateway.services.jobs import add_event
 from nexa_gateway.services.registry import LOST_AFTER_LEASES
 
@@ -134,7 +134,8 @@ def _live_nodes(session: Session, now: datetime, lease_seconds: int) -> list[Nod
     rows = session.execute(
         select(Worker.hardware, Worker.job_types, WorkerOwner.tenant_id)
         .outerjoin(WorkerOwner, WorkerOwner.worker_id == Worker.id)
-        .where(Worker.last_seen_at >= since)
+        .outerjoin(WorkerStatus, WorkerStatus.worker_id == Worker.id)
+        .where(Worker.last_seen_at >= since, WorkerStatus.state.is_(None))  # not drained, not revoked
     ).all()
     return [Node(dict(hw or {}), frozenset(str(t) for t in types or []), owner) for hw, types, owner in rows]
 
@@ -162,7 +163,9 @@ def sweep(session: Session, now: datetime, lease_seconds: int) -> list[str]:
             disk_gb=req.disk_gb if req else None,
             gpu_memory_gb=req.gpu_memory_gb if req else None,
         )
-        why = reason(need, nodes)
+        # Only the nodes this job could ever be handed: the platform's and its own tenant's. The reason
+        # (and its "the most any offers" figures) never describes another tenant's machines.
+        why = reason(need, [n for n in nodes if n.owner is None or n.owner == job.tenant_id])
         marked = (job.progress_message or "").startswith(UNSCHEDULABLE)
         if why is not None and job.progress_message != f"{UNSCHEDULABLE}: {why}":
             text = f"{UNSCHEDULABLE}: {why}"
