@@ -332,3 +332,23 @@ def test_a_serving_deployment_blocks_and_a_stopped_one_is_charged_before_it_goes
     r = gw.client.delete(f"/v1/artifacts/{checkpoint}", headers=gw.auth())
     assert r.status_code == 200, r.text  # nothing needs it now
     assert _verify(gw)["ok"] is True
+
+
+def test_retention_pages_past_what_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page full of artifacts something still needs never stalls the older ones behind it."""
+    from nexa_gateway.services import storagemeter
+
+    monkeypatch.setattr(storagemeter, "RETENTION_BATCH", 1)
+    for gw in build_gateway(
+        f"sqlite:///{tmp_path / 'p.db'}",
+        tmp_path / "gw",
+        storage_meter_interval_seconds=0,
+        artifact_retention_days=30,
+    ):
+        state = _state(gw)
+        oldest, needed = _upload(gw), _upload(gw)
+        _made_from(gw, needed)  # made today: keeps `needed`
+        _set(gw, oldest, created_at=datetime.now(UTC) - timedelta(days=50))
+        _set(gw, needed, created_at=datetime.now(UTC) - timedelta(days=40))  # the newest old one: first
+        done = storagemeter.tick(state)
+        assert done.kept == [needed] and done.expired == [oldest]

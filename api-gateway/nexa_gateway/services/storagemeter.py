@@ -40,6 +40,7 @@ KIND = "storage_gb_months"
 SUBJECT_TYPE = "storage"  # the job type the bill shows storage under
 HOURS_PER_MONTH = 730
 BYTES_PER_GB = 10**9
+RETENTION_SCAN = 2000  # artifacts kept (still needed) looked past per tick, at most
 RETENTION_BATCH = 200  # artifacts expired per tick at most; the next tick goes on
 _SUBJECT_MAX = 40  # usage.job_id's width
 HOUR_MARGIN_SECONDS = 1.0  # past the hour's start, so a clock a little behind still lands in it
@@ -102,35 +103,48 @@ def meter_storage(session: Session, now: datetime) -> dict[str, float]:
 def expire_old(session: Session, state: AppState, now: datetime, days: int) -> tuple[list[str], list[str]]:
     """Delete artifacts registered more than ``days`` ago that nothing needs; (expired, kept)."""
     cutoff = now - timedelta(days=days)
-    # Newest first: an old artifact made from another old one goes first, so the one it was made
-    # from is free to go in the same tick.
-    old = session.execute(
-        select(Artifact.id, Artifact.tenant_id)
-        .where(Artifact.created_at < cutoff)
-        .order_by(Artifact.created_at.desc(), Artifact.id.desc())
-        .limit(RETENTION_BATCH)
-    ).all()
     expired: list[str] = []
     kept: list[str] = []
-    jobs: dict[str, deletion.UnfinishedJobs] = {}
-    for artifact_id, tenant_id in old:
-        tenant_jobs = jobs.setdefault(tenant_id, deletion.unfinished_jobs(session, state, tenant_id))
-        try:
-            deletion.delete_artifact(
-                session, state, tenant_id, artifact_id, force=False, reason="retention", jobs=tenant_jobs
+    after: tuple[datetime, str] | None = None
+    # Newest first: an old artifact made from another old one goes first, so the one it was made
+    # from is free to go in the same tick. Paged past the ones that are kept, so a run of artifacts
+    # something still needs never stalls retention behind it.
+    while len(expired) < RETENTION_BATCH and len(kept) < RETENTION_SCAN:
+        query = select(Artifact.id, Artifact.tenant_id, Artifact.created_at).where(
+            Artifact.created_at < cutoff
+        )
+        if after is not None:
+            query = query.where(
+                (Artifact.created_at < after[0])
+                | ((Artifact.created_at == after[0]) & (Artifact.id < after[1]))
             )
-        except deletion.InUse as exc:
-            session.rollback()
-            kept.append(artifact_id)
-            log.info("retention keeps %s: %s", artifact_id, exc.message)
-            continue
-        except ApiError as exc:  # gone meanwhile (another replica), or its files could not be removed
-            session.rollback()
-            log.warning("retention could not delete %s: %s", artifact_id, exc.message)
-            continue
-        session.commit()
-        expired.append(artifact_id)
-        log.info("retention deleted %s (older than %d days)", artifact_id, days)
+        page = session.execute(
+            query.order_by(Artifact.created_at.desc(), Artifact.id.desc()).limit(RETENTION_BATCH)
+        ).all()
+        if not page:
+            break
+        after = (page[-1][2], page[-1][0])
+        for artifact_id, tenant_id, _created in page:
+            if len(expired) >= RETENTION_BATCH:
+                break
+            # Read afresh for each: a job submitted during the tick that names the artifact keeps it.
+            tenant_jobs = deletion.unfinished_jobs(session, state, tenant_id)
+            try:
+                deletion.delete_artifact(
+                    session, state, tenant_id, artifact_id, force=False, reason="retention", jobs=tenant_jobs
+                )
+            except deletion.InUse as exc:
+                session.rollback()
+                kept.append(artifact_id)
+                log.info("retention keeps %s: %s", artifact_id, exc.message)
+                continue
+            except ApiError as exc:  # gone meanwhile (another replica), or its files could not be removed
+                session.rollback()
+                log.warning("retention could not delete %s: %s", artifact_id, exc.message)
+                continue
+            session.commit()
+            expired.append(artifact_id)
+            log.info("retention deleted %s (older than %d days)", artifact_id, days)
     return expired, kept
 
 
