@@ -57,9 +57,10 @@ from nexa_gateway.db import (
 from nexa_gateway.errors import ApiError, error_body
 from nexa_gateway.services import ledger
 from nexa_gateway.services.artifacts import get_artifact_row, input_ids
+from nexa_gateway.services.deploymeter import started_at
 from nexa_gateway.services.queue import record_usage
 from nexa_store.base import ArtifactError, ArtifactStore, StoreUnavailable
-from nexa_store.serving import DEPLOYMENT_FILE, deployment_status, derived_id, stopped_at
+from nexa_store.serving import deployment_status, derived_id, stopped_at
 
 if TYPE_CHECKING:
     from nexa_gateway.state import AppState
@@ -300,15 +301,6 @@ def _refuse_if_needed(what: str, found: list[tuple[str, ArtifactDependent]], for
 # ---------------------------------------------------------------- deleting
 
 
-def _started_at(store: ArtifactStore, deployment_id: str, fallback: datetime) -> datetime:
-    # The same rule as services.deploymeter: the start its record names, else its registration.
-    try:
-        value = json.loads(store.read_file(deployment_id, DEPLOYMENT_FILE)).get("started_at")
-        return datetime.fromisoformat(str(value))
-    except (ArtifactError, ValueError, AttributeError):
-        return fallback
-
-
 def _meter_deployment(session: Session, store: ArtifactStore, row: Artifact) -> None:
     """Charge a stopped deployment's serving time now if the meter has not yet: its stop record,
     which the meter reads, goes with it."""
@@ -321,7 +313,7 @@ def _meter_deployment(session: Session, store: ArtifactStore, row: Artifact) -> 
     ended = stopped_at(store, row.id)
     if ended is None:
         return
-    started = _started_at(store, row.id, row.created_at)
+    started = started_at(store, row.id, row.created_at)
     hours = round(max(0.0, (ended - started).total_seconds()) / 3600, 6)
     record_usage(
         session, job.tenant_id, job.id, job.attempt, [UsageRecord(kind=DEPLOYMENT_HOURS, amount=hours)]

@@ -28,7 +28,8 @@ KIND = "deployment_hours"
 BATCH = 500
 
 
-def _started_at(store: ArtifactStore, deployment_id: str, fallback: datetime) -> datetime:
+def started_at(store: ArtifactStore, deployment_id: str, fallback: datetime) -> datetime:
+    """When a deployment began serving: the start its record names, else ``fallback`` (its registration)."""
     try:
         value = json.loads(store.read_file(deployment_id, DEPLOYMENT_FILE)).get("started_at")
         return datetime.fromisoformat(str(value))
@@ -55,7 +56,7 @@ def meter_stopped(session: Session, store: ArtifactStore) -> list[str]:
             continue
         if ended is None:
             continue  # still serving: charged once it stops
-        started = _started_at(store, deployment_id, created_at.replace(tzinfo=UTC))
+        started = started_at(store, deployment_id, created_at.replace(tzinfo=UTC))
         seconds = max(0.0, (ended - started).total_seconds())
         hours = round(seconds / 3600, 6)  # to the second (1/3600 h is 0.000278)
         if record_usage(session, tenant_id, job_id, attempt, [UsageRecord(kind=KIND, amount=hours)]):

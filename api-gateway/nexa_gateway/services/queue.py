@@ -466,22 +466,21 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> R
         if row.status in TERMINAL_STATES:
             on_finished(row.job_type, row.status)
             finished.append(finished_job(session, row))
-    for row in runningcaps.unheeded(session, now):
-        stop = runningcaps.stop_of(session, row.id, row.attempt)
+
+    def fail_for_good(row: Job, code: str, message: str) -> None:
         try:
             with session.begin_nested():
-                _end_attempt(
-                    session,
-                    row,
-                    code=ErrorCode.budget_exceeded,
-                    message=f"{stop.message if stop else 'stopped at its budget'}; the worker did not stop it",
-                    retryable=False,
-                )
+                _end_attempt(session, row, code=code, message=message, retryable=False)
         except ApiError:
-            continue
+            return  # the worker reported in the meantime
         changed.append(row.id)
         on_finished(row.job_type, row.status)
         finished.append(finished_job(session, row))
+
+    for row in runningcaps.unheeded(session, now):
+        stop = runningcaps.stop_of(session, row.id, row.attempt)
+        why = stop.message if stop else "stopped at its budget"
+        fail_for_good(row, ErrorCode.budget_exceeded, f"{why}; the worker did not stop it")
     timed_out = list(
         session.scalars(
             select(Job).where(Job.status == "running", Job.attempt_started_at.is_not(None)).limit(500)
@@ -491,18 +490,7 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> R
         started = row.attempt_started_at
         if started is None or (now - started).total_seconds() <= row.timeout_seconds:
             continue
-        try:
-            with session.begin_nested():
-                _end_attempt(
-                    session,
-                    row,
-                    code=ErrorCode.timeout,
-                    message=f"attempt ran longer than timeout_seconds={row.timeout_seconds}",
-                    retryable=False,
-                )
-        except ApiError:
-            continue
-        changed.append(row.id)
-        on_finished(row.job_type, row.status)
-        finished.append(finished_job(session, row))
+        fail_for_good(
+            row, ErrorCode.timeout, f"attempt ran longer than timeout_seconds={row.timeout_seconds}"
+        )
     return Reaped(count, changed, finished)
