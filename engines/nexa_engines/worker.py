@@ -47,6 +47,7 @@ from nexa.contracts import (
     ClaimedJob,
     ErrorCode,
     FailReport,
+    HardwareProfile,
     JobType,
     ResultReport,
     WorkerRegister,
@@ -316,17 +317,32 @@ def _nexa_version() -> str | None:
         return None
 
 
-def _node_key(state_dir: Path | None) -> NodeKey:
-    """This node's Ed25519 identity, made at its first start (``$NEXA_HOME/worker`` by default)."""
-    from nexa.config import nexa_home
-
-    directory = state_dir or nexa_home() / "worker"
+def _node_key(directory: Path) -> NodeKey:
+    """This node's Ed25519 identity, made at its first start in its state directory."""
     try:
         key = NodeKey.load_or_create(directory)
     except (ArtifactError, OSError) as exc:
         raise WorkerSetupError(f"the node key in {directory} cannot be used: {exc}") from exc
     log.info("node key %s… (%s)", key.public_hex[:16], directory / KEY_FILE)
     return key
+
+
+def _with_throughput(hardware: HardwareProfile, state_dir: Path) -> HardwareProfile:
+    """The profile with this machine's measured throughput (probed once per machine, then cached)."""
+    from nexa_engines.probe import measured
+
+    key = hardware.model_dump(mode="json", include={"cpu_model", "cpu_count", "gpus", "gpu_type"})
+    key["memory_gb"] = round(hardware.memory_gb or 0)
+    found = measured(state_dir, key)
+    if found is None:
+        return hardware
+    return hardware.model_copy(
+        update={
+            "cpu_gflops": found.cpu_gflops,
+            "memory_gbps": found.memory_gbps,
+            "gpu_tflops": found.gpu_tflops,
+        }
+    )
 
 
 def run_worker(
@@ -371,7 +387,11 @@ def run_worker(
         hardware = detect_hardware(root, tier)
     except ValidationError as exc:
         raise WorkerSetupError(f"--tier {tier!r} is not a tier name: {summary(exc)}") from exc
+    from nexa.config import nexa_home
+
+    state_dir = state_dir or nexa_home() / "worker"  # the node's key and its measured throughput
     node_key = _node_key(state_dir)
+    hardware = _with_throughput(hardware, state_dir)
     client = WorkerClient(gateway_url, worker_secret, transport=transport)
     client.node_key = node_key
     request = WorkerRegister(

@@ -477,3 +477,19 @@ def test_a_worker_that_ignores_a_budget_stop_is_ended_by_the_reaper(
     assert job["status"] == "failed" and job["error"]["code"] == "budget_exceeded"
     assert "max_cost_cents 125" in job["error"]["message"]
     assert "the worker did not stop it" in job["error"]["message"]
+
+
+def test_machine_time_uses_the_rate_the_connected_nodes_measured(sqlite_gateway: Gateway) -> None:
+    gw = sqlite_gateway
+    dataset = _upload(gw, 2500)
+    body = {"dataset_id": dataset["dataset_id"], "model": "Mistral-7B", "holdout_fraction": 0.0}
+    tokens = dataset["size_bytes"] // 4 * 3
+    datasheet = _estimate(gw, "train", body)["lines"][0]
+    assert Decimal(datasheet["quantity"]) == Decimal(f"{6 * 7e9 * tokens / 20e9 / 3600:.6f}")
+    # Two CPU nodes measured 100 and 300 GFLOP/s over 4 threads: the median, 50 GFLOP/s a thread,
+    # at the half of it training reaches.
+    gw.register_worker(cpu_count=4, memory_gb=16, cpu_gflops=100.0)
+    gw.register_worker(cpu_count=4, memory_gb=16, cpu_gflops=300.0)
+    probed = _estimate(gw, "train", body)["lines"][0]
+    assert Decimal(probed["quantity"]) == Decimal(f"{6 * 7e9 * tokens / 25e9 / 3600:.6f}")
+    assert "50 GFLOP/s per CPU thread, the median its 2 connected node(s) measured" in probed["basis"]

@@ -110,3 +110,20 @@ def test_cpu_jobs_are_estimated_per_thread_and_a_measured_rate_wins() -> None:
         )
         is None
     )
+
+
+def test_a_rate_the_nodes_measured_is_used_at_the_share_of_it_training_reaches() -> None:
+    found = mt.estimate_hours(
+        tokens=1_000_000,
+        token_basis="t",
+        params=1_000_000,
+        params_basis="p",
+        lora=False,
+        gpus=0,
+        gpu_type=None,
+        measured=None,
+        probed=(25e9, "25 GFLOP/s per CPU thread, the median of 1 node"),
+    )
+    assert found is not None
+    assert found.hours == Decimal(f"{6e12 / (25e9 * mt.MATMUL_SHARE) / 3600:.6f}")
+    assert "the median of 1 node" in found.basis

@@ -14,13 +14,14 @@ tenant's reads as unknown, so an estimate reveals nothing a submission would not
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from nexa.contracts import DeploySpec, DistillSpec, EvaluateSpec, GenerateSpec, JobOptions, JobType, TrainSpec
@@ -28,7 +29,7 @@ from nexa.contracts.billing import CostEstimate, EstimateLine, PriceBook, shown,
 from nexa.contracts.catalog import CatalogEntry
 from nexa.contracts.jobs import AuditSpec
 from nexa.ids import is_id
-from nexa_gateway.db import Artifact, Job
+from nexa_gateway.db import Artifact, Job, Worker, WorkerOwner, WorkerStatus
 from nexa_gateway.services import machinetime
 from nexa_gateway.services.pricebooks import HOURS_PER_MONTH
 from nexa_store.access import Access, AccessDenied, local_path
@@ -184,6 +185,37 @@ def _measured(session: Session, tenant_id: str, spec: TrainSpec, kind: str) -> m
     return None
 
 
+RECENT = timedelta(minutes=10)  # nodes heard from since then count as the ones that could run it
+
+
+def _probed_rate(session: Session, tenant_id: str, spec: TrainSpec) -> tuple[float, str] | None:
+    """The median measured rate (FLOP/s per GPU, or per CPU thread) of the live nodes that could run
+    ``spec``: the platform's and the tenant's own, not drained or revoked, with the GPUs it asks for."""
+    rows = session.execute(
+        select(Worker.hardware)
+        .outerjoin(WorkerOwner, WorkerOwner.worker_id == Worker.id)
+        .outerjoin(WorkerStatus, WorkerStatus.worker_id == Worker.id)
+        .where(Worker.last_seen_at >= datetime.now(UTC) - RECENT, WorkerStatus.state.is_(None))
+        .where(or_(WorkerOwner.tenant_id.is_(None), WorkerOwner.tenant_id == tenant_id))
+    ).scalars()
+    res = spec.resources
+    rates = []
+    for hw in rows:
+        if not isinstance(hw, dict) or int(hw.get("gpus") or 0) < res.gpus:
+            continue
+        if res.gpu_type and str(hw.get("gpu_type") or "").upper() != res.gpu_type.upper():
+            continue
+        if res.gpus and isinstance(hw.get("gpu_tflops"), int | float) and hw["gpu_tflops"] > 0:
+            rates.append(float(hw["gpu_tflops"]) * 1e12)
+        elif not res.gpus and isinstance(hw.get("cpu_gflops"), int | float) and hw["cpu_gflops"] > 0:
+            rates.append(float(hw["cpu_gflops"]) * 1e9 / max(1, int(hw.get("cpu_count") or 1)))
+    if not rates:
+        return None
+    rate = statistics.median(rates)
+    unit = f"{rate / 1e12:g} TFLOP/s per GPU" if res.gpus else f"{rate / 1e9:.3g} GFLOP/s per CPU thread"
+    return rate, f"{unit}, the median its {len(rates)} connected node(s) measured"
+
+
 def _train_time(
     session: Session,
     tenant_id: str,
@@ -207,6 +239,7 @@ def _train_time(
         gpus=spec.resources.gpus,
         gpu_type=spec.resources.gpu_type,
         measured=_measured(session, tenant_id, spec, kind),
+        probed=_probed_rate(session, tenant_id, spec),
     )
     if found is None:
         return kind, None, f"machine time follows from the model's size: {params_basis}"

@@ -25,6 +25,7 @@ BYTES_PER_TOKEN = 4
 FLOPS_PER_PARAM_TOKEN = 6
 FLOPS_PER_PARAM_TOKEN_LORA = 4
 MFU = 0.35  # the share of peak a fine-tuning run typically sustains
+MATMUL_SHARE = 0.5  # of a node's measured matrix-multiply rate: the rest of a training step is not matmul
 CPU_FLOPS_PER_THREAD = 20e9  # float32, one thread with FMA vector units, as PyTorch reaches in practice
 # Dense (no sparsity) BF16/FP16 tensor peak per device, TFLOP/s, from the vendors' datasheets.
 GPU_PEAK_TFLOPS = {
@@ -94,6 +95,7 @@ def estimate_hours(
     gpus: int,
     gpu_type: str | None,
     measured: Measured | None,
+    probed: tuple[float, str] | None = None,
 ) -> MachineTime | None:
     """Machine-hours (GPU-hours when ``gpus``, else CPU thread-hours) for ``tokens``; None when unknown."""
     if measured is not None and measured.tokens > 0 and measured.hours > 0:
@@ -108,7 +110,11 @@ def estimate_hours(
         return None
     per_token = FLOPS_PER_PARAM_TOKEN_LORA if lora else FLOPS_PER_PARAM_TOKEN
     flops = per_token * params * tokens
-    if gpus:
+    if probed is not None:
+        # What the nodes that could run it measured themselves (FLOP/s per device, or per CPU thread).
+        rate = probed[0] * MATMUL_SHARE
+        where = f"{MATMUL_SHARE:g} x {probed[1]}"
+    elif gpus:
         device = (gpu_type or DEFAULT_GPU).upper()
         peak = GPU_PEAK_TFLOPS.get(device)
         if peak is None:

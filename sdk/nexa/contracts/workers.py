@@ -33,6 +33,13 @@ class HardwareProfile(StrictModel):
     gpu_driver: str | None = Field(None, max_length=64)
     os: str | None = Field(None, max_length=200)
     cpu_model: str | None = Field(None, max_length=200)
+    cpu_gflops: float | None = Field(
+        None, ge=0, le=1e7, description="Measured: float32 matrix multiply, GFLOP/s (the node's own probe)."
+    )
+    memory_gbps: float | None = Field(None, ge=0, le=1e5, description="Measured: memory copy, GB/s.")
+    gpu_tflops: float | None = Field(
+        None, ge=0, le=1e5, description="Measured: bf16 matrix multiply, TFLOP/s."
+    )
     tier: Tier = Field("cpu", description="cpu, consumer-gpu or hpc by docs/mesh.md's rules, unless pinned.")
 
 
