@@ -35,6 +35,11 @@ def charge(
     return Decimal(0) if rate is None else Decimal(str(amount)) / rate.per * rate.price
 
 
+def dollars(cents: int) -> str:
+    """Whole cents as a reader writes dollars in a message: ``$1,234.50``."""
+    return f"${cents / 100:,.2f}"
+
+
 def plain(quantity: Decimal) -> Decimal:
     """A usage quantity without trailing zeros or an exponent (``1500``, ``0.5``)."""
     return Decimal(format(quantity.normalize(), "f"))

@@ -28,10 +28,6 @@ from nexa_store.access import Access
 from nexa_store.base import ArtifactStore
 
 
-def _dollars(cents: int) -> str:
-    return f"${cents / 100:,.2f}"
-
-
 def spent_this_month(session: Session, book: PriceBook, tenant_id: str) -> int:
     now = datetime.now(UTC)
     return billing.summary(session, book, tenant_id, billing.month_start(now), now).total_cents
@@ -91,8 +87,8 @@ def check(
         raise ApiError(
             402,
             "budget_exceeded",
-            f"this {job_type.value} job is estimated at {_dollars(guess.total_cents)}, above its max_cost_cents "
-            f"{spec.max_cost_cents} ({_dollars(spec.max_cost_cents)}); see POST /v1/{job_type.value}/estimate",
+            f"this {job_type.value} job is estimated at {billing.dollars(guess.total_cents)}, above its max_cost_cents "
+            f"{spec.max_cost_cents} ({billing.dollars(spec.max_cost_cents)}); see POST /v1/{job_type.value}/estimate",
             field="max_cost_cents",
         )
     if budget is None:
@@ -103,8 +99,8 @@ def check(
         raise ApiError(
             402,
             "budget_exceeded",
-            f"the monthly budget is {_dollars(limit)}; {_dollars(spent)} is spent this month and this "
-            f"{job_type.value} job is estimated at {_dollars(guess.total_cents)}, which leaves "
-            f"{_dollars(max(0, limit - spent))}: ask an admin to raise the budget",
+            f"the monthly budget is {billing.dollars(limit)}; {billing.dollars(spent)} is spent this month and this "
+            f"{job_type.value} job is estimated at {billing.dollars(guess.total_cents)}, which leaves "
+            f"{billing.dollars(max(0, limit - spent))}: ask an admin to raise the budget",
         )
     return guess

@@ -20,11 +20,20 @@ from nexa_gateway.errors import not_found
 LOST_AFTER_LEASES = 3
 
 
-def _visible(session: Session, tenant_id: str, role: Role) -> list[tuple[Worker, str | None]]:
-    query = select(Worker, WorkerOwner.tenant_id).outerjoin(WorkerOwner, WorkerOwner.worker_id == Worker.id)
+def _visible(
+    session: Session, tenant_id: str, role: Role
+) -> list[tuple[Worker, str | None, str | None, str | None]]:
+    """(worker, owner tenant, drained/revoked status, public key) of every node this key may see."""
+    query = (
+        select(Worker, WorkerOwner.tenant_id, WorkerStatus.state, WorkerKey.public_key)
+        .outerjoin(WorkerOwner, WorkerOwner.worker_id == Worker.id)
+        .outerjoin(WorkerStatus, WorkerStatus.worker_id == Worker.id)
+        .outerjoin(WorkerKey, WorkerKey.worker_id == Worker.id)
+    )
     if not role.at_least(Role.platform_admin):
         query = query.where(WorkerOwner.tenant_id == tenant_id)
-    return [(w, owner) for w, owner in session.execute(query.order_by(Worker.registered_at, Worker.id)).all()]
+    rows = session.execute(query.order_by(Worker.registered_at, Worker.id)).all()
+    return [(w, owner, status, key) for w, owner, status, key in rows]
 
 
 def list_workers(
@@ -32,36 +41,18 @@ def list_workers(
 ) -> list[WorkerInfo]:
     rows = _visible(session, tenant_id, role)
     if worker_id is not None:
-        rows = [(w, o) for w, o in rows if w.id == worker_id]
+        rows = [row for row in rows if row[0].id == worker_id]
     running: dict[str, list[str]] = defaultdict(list)
-    ids = [w.id for w, _ in rows]
+    ids = [row[0].id for row in rows]
     if ids:
         for job_id, holder in session.execute(
             select(Job.id, Job.worker_id).where(Job.status == "running", Job.worker_id.in_(ids))
         ):
             running[str(holder)].append(str(job_id))
-    statuses = (
-        dict(
-            session.execute(
-                select(WorkerStatus.worker_id, WorkerStatus.state).where(WorkerStatus.worker_id.in_(ids))
-            ).all()
-        )
-        if ids
-        else {}
-    )
-    keys = (
-        dict(
-            session.execute(
-                select(WorkerKey.worker_id, WorkerKey.public_key).where(WorkerKey.worker_id.in_(ids))
-            ).all()
-        )
-        if ids
-        else {}
-    )
     lost_before = utcnow() - timedelta(seconds=LOST_AFTER_LEASES * lease_seconds)
     out = []
-    for worker, owner in rows:
-        state = statuses.get(worker.id) or (
+    for worker, owner, status, key in rows:
+        state = status or (
             "busy" if running.get(worker.id) else "lost" if worker.last_seen_at < lost_before else "idle"
         )
         out.append(
@@ -74,7 +65,7 @@ def list_workers(
                 job_types=[str(t) for t in worker.job_types or []],
                 version=worker.version,
                 owner_tenant_id=owner,
-                public_key=keys.get(worker.id),
+                public_key=key,
                 running_jobs=sorted(running.get(worker.id, [])),
                 registered_at=worker.registered_at,
                 last_heartbeat_at=worker.last_seen_at,

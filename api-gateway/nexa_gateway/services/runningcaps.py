@@ -35,10 +35,6 @@ STOP_GRACE_SECONDS = 120  # then the reaper ends an attempt whose worker ignored
 QUANTUM = Decimal("0.000001")
 
 
-def _dollars(cents: int) -> str:
-    return f"${cents / 100:,.2f}"
-
-
 def job_cap_cents(row: Job) -> int | None:
     value = (row.spec or {}).get("max_cost_cents")
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
@@ -87,9 +83,9 @@ def _over(session: Session, book: PriceBook, row: Job, usage: list[UsageRecord])
         if earlier + running_cents >= cap:
             return Stop(
                 ErrorCode.budget_exceeded,
-                f"stopped at its cap: max_cost_cents {cap} ({_dollars(cap)}) is reached: this attempt has "
-                f"used {_dollars(running_cents)}"
-                + (f" after {_dollars(earlier)} in earlier attempts" if earlier else ""),
+                f"stopped at its cap: max_cost_cents {cap} ({billing.dollars(cap)}) is reached: this attempt has "
+                f"used {billing.dollars(running_cents)}"
+                + (f" after {billing.dollars(earlier)} in earlier attempts" if earlier else ""),
                 max(0, cap - earlier),
             )
     if budget is not None:
@@ -100,8 +96,8 @@ def _over(session: Session, book: PriceBook, row: Job, usage: list[UsageRecord])
         if spent + running_cents >= limit:
             return Stop(
                 ErrorCode.budget_exceeded,
-                f"stopped at the tenant's monthly budget of {_dollars(limit)}: {_dollars(spent)} was spent "
-                f"this month and this attempt has used {_dollars(running_cents)}",
+                f"stopped at the tenant's monthly budget of {billing.dollars(limit)}: {billing.dollars(spent)} was spent "
+                f"this month and this attempt has used {billing.dollars(running_cents)}",
                 max(0, limit - spent),
             )
     return None
