@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # The Nexa gateway: `docker build -f images/gateway.Dockerfile .` from the repository root.
-# Only the gateway extra is installed: no numeric or ML stack beyond pyarrow.
+# Only the gateway extra is installed: no ML stack; numpy and pyarrow are its only numeric libraries.
 ARG PYTHON_IMAGE=docker.io/library/python:3.11.10-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

@@ -123,6 +123,88 @@ class JobRequirement(Base):
     gpu_memory_gb: Mapped[float | None] = mapped_column(Float, default=None)
 
 
+class JobTrust(Base):
+    """The least reputation a node must have to claim the job (``Resources.min_reputation``), matched
+    in the claim query. A row only for jobs that state one."""
+
+    __tablename__ = "job_trust"
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    min_reputation: Mapped[float] = mapped_column(Float)
+
+
+class JobVerification(Base):
+    """A job the gateway accepts only when replicas on distinct nodes agree (``services.verification``):
+    the tenant's ``verification`` (purpose ``requested``) or a platform spot check of a finished job
+    (``spot_check``). The job itself runs nowhere; its replicas are jobs of their own."""
+
+    __tablename__ = "job_verifications"
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    purpose: Mapped[str] = mapped_column(String(20))
+    compare: Mapped[str] = mapped_column(String(20))
+    tolerance: Mapped[float] = mapped_column(Float, default=0.0)
+    metrics: Mapped[list[str]] = mapped_column(JSON, default=list)
+    quorum: Mapped[int] = mapped_column(Integer)
+    max_replicas: Mapped[int] = mapped_column(Integer)
+    distinct_owners: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(20), default="open")
+    agreed_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    winner_job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class JobReplica(Base):
+    """One replica of a verified job: which node ran it and what its outputs hashed to.
+
+    ``node_key`` (the node's public key, or its worker id when it has none) is unique per verified
+    job, so two replicas never land on one node, even one that registered again under a new id."""
+
+    __tablename__ = "job_replicas"
+    __table_args__ = (
+        UniqueConstraint("parent_id", "node_key", name="uq_job_replicas_node"),
+        UniqueConstraint("parent_id", "index", name="uq_job_replicas_index"),
+    )
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    parent_id: Mapped[str] = mapped_column(String(40), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    node_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    owner_key: Mapped[str | None] = mapped_column(String(40), default=None)
+    digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    verdict: Mapped[str] = mapped_column(String(20), default="pending")
+    judged_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class NodeRecord(Base):
+    """A node's standing (``services.reputation``): decayed counts of agreements, outliers, finished
+    and lost attempts and refused reports, its reputation, and its credit balance (the sum of its
+    entries in the ``credits`` ledger stream, kept here so the leaderboard is one query)."""
+
+    __tablename__ = "node_records"
+
+    node_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(40), index=True)
+    agreed: Mapped[float] = mapped_column(Float, default=0.0)
+    outliers: Mapped[float] = mapped_column(Float, default=0.0)
+    finished: Mapped[float] = mapped_column(Float, default=0.0)
+    lost: Mapped[float] = mapped_column(Float, default=0.0)
+    refused: Mapped[float] = mapped_column(Float, default=0.0)
+    reputation: Mapped[float] = mapped_column(Float, default=0.5)
+    verified_jobs: Mapped[int] = mapped_column(Integer, default=0)
+    outlier_count: Mapped[int] = mapped_column(Integer, default=0)
+    lost_count: Mapped[int] = mapped_column(Integer, default=0)
+    credits: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    granted: Mapped[float] = mapped_column(Float, default=0.0)
+    penalties: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class JobEstimate(Base):
     """What a job was expected to cost when it was submitted (a ``CostEstimate``), kept to set
     beside what it was charged (``GET /v1/jobs/{id}/cost``): estimating later would use what the
@@ -507,3 +589,32 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class NodeBenchmark(Base):
+    """A benchmark challenge issued to a node and how it ended (``services.benchmarks``): the node's
+    throughput as the gateway measured and verified it. Times are the gateway's wall clock.
+
+    ``status``: ``open`` (issued), ``committed`` (the commitment arrived, rows were picked),
+    ``passed``, ``failed`` (a proof that did not check out, or a commitment never backed by one) or
+    ``expired`` (no commitment in time)."""
+
+    __tablename__ = "node_benchmarks"
+    __table_args__ = (Index("ix_node_benchmarks_worker", "worker_id", "issued_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(16), default="cpu")
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    seed: Mapped[str] = mapped_column(String(64))
+    n: Mapped[int] = mapped_column(Integer)
+    reps: Mapped[int] = mapped_column(Integer)
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    commitment: Mapped[str | None] = mapped_column(String(64), default=None)
+    committed_at: Mapped[datetime | None] = mapped_column(default=None)
+    spot_checks: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    gflops: Mapped[float | None] = mapped_column(Float, default=None)
+    verified_at: Mapped[datetime | None] = mapped_column(default=None)
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -26,6 +26,7 @@ from nexa_gateway.ratelimit import RateLimiter
 from nexa_gateway.routes import (
     admin,
     artifacts,
+    benchmarks,
     billing,
     datasets,
     deployments,
@@ -34,6 +35,7 @@ from nexa_gateway.routes import (
     inference,
     jobs,
     keys,
+    mesh,
     models,
     nodes,
     registry,
@@ -48,11 +50,13 @@ from nexa_gateway.services import (
     grants,
     jobsignals,
     logarchive,
+    meshpolicy,
     queue,
     schedulability,
     signing,
     storagemeter,
     stripesync,
+    verification,
 )
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
@@ -99,9 +103,12 @@ def _bootstrap(state: AppState) -> None:
 def _reap_once(state: AppState) -> None:
     with state.db.session() as session:
         reaped = queue.reap_expired(
-            session, lambda job_type, status: state.metrics.jobs_finished.labels(job_type, status).inc()
+            session,
+            lambda job_type, status: state.metrics.jobs_finished.labels(job_type, status).inc(),
+            credit=meshpolicy.credit_policy(state.settings),
         )
-    state.job_changed(reaped.changed)
+        related = verification.related(session, reaped.changed)
+    state.job_changed([*reaped.changed, *related])
     for job in reaped.finished:
         state.metrics.observe_job_finished(job)
     if reaped.lease_expired:
@@ -275,7 +282,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         nodes,
         admin,
         registry,
+        mesh,
         workers,
+        benchmarks,
         worker_store,
         forge,
     ):

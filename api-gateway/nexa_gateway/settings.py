@@ -143,6 +143,36 @@ class Settings(BaseSettings):
         description="Refuse workers that register no Ed25519 key. A worker that registered one must sign "
         "every final report with it, whatever this says.",
     )
+    spot_check_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of unverified jobs finished by a node below spot_check_below_reputation that the "
+        "platform re-runs on another node, at its own cost, to check the node (docs/mesh.md).",
+    )
+    spot_check_below_reputation: float = Field(
+        0.6, ge=0, le=1, description="Nodes below this reputation are spot-checked (0.5: a new node)."
+    )
+    holdback_below_reputation: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="Nodes below this reputation take unverified work only once it has waited "
+        "holdback_seconds, so reputable nodes get it first.",
+    )
+    holdback_seconds: float = Field(30.0, ge=0, description="See holdback_below_reputation.")
+    credit_tier_rates: dict[str, float] = Field(
+        default_factory=lambda: {"cpu": 1.0, "consumer-gpu": 1.2, "hpc": 1.5},
+        description="Credits per TFLOP of verified work, by the node's confirmed tier (docs/mesh.md).",
+    )
+    credit_slack: float = Field(
+        1.5,
+        ge=1,
+        description="A replica is credited for at most this many times the median work of the replicas "
+        "that agreed with it.",
+    )
+    lost_lease_penalty: float = Field(1.0, ge=0, description="Credits taken from a node per lost lease.")
+    reputation_half_life_days: float = Field(30.0, gt=0, description="How fast a node's record fades.")
     schedulability_interval_seconds: float = Field(
         10.0,
         ge=0,

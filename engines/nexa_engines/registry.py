@@ -21,7 +21,11 @@ ENGINES: dict[JobType, tuple[str, str, str]] = {
     JobType.distill: ("nexa_engines.distill", "run", "ml"),
     JobType.generate: ("nexa_engines.generate", "run", "ml"),
     JobType.evaluate: ("nexa_engines.evaluate", "run", "ml"),
+    JobType.container: ("nexa_engines.container", "run", "engines"),
 }
+# Job types whose engine also needs something on the machine (a container runtime): a worker
+# claims them only where ``<module>.unavailable()`` finds it, so such a job waits for one that has it.
+HOST_DEPENDENT: frozenset[JobType] = frozenset({JobType.container})
 
 
 class EngineNotInstalled(EngineError):
@@ -49,6 +53,10 @@ def load_engine(job_type: JobType | str) -> EngineFn:
             f"the '{jt.value}' engine cannot be imported on this worker ({exc}); "
             f"install it with: pip install 'nexa-forge[{extra}]'",
         ) from exc
+    unavailable = getattr(module, "unavailable", None)
+    reason = unavailable() if callable(unavailable) else None
+    if reason:
+        raise EngineNotInstalled(jt.value, f"the '{jt.value}' engine cannot run on this worker: {reason}")
     return cast(EngineFn, getattr(module, fn_name))
 
 
@@ -62,3 +70,10 @@ def installed_job_types() -> list[JobType]:
             continue
         found.append(jt)
     return found
+
+
+def claimable_job_types() -> list[JobType]:
+    """What a worker claims when told nothing: every type (a missing engine then fails the job at once
+    with ``engine_not_installed``) except the host-dependent ones this machine cannot run."""
+    installed = set(installed_job_types())
+    return [jt for jt in JobType if jt not in HOST_DEPENDENT or jt in installed]

@@ -364,12 +364,13 @@ def run_worker(
     """Register with the gateway and run claimed jobs until ``stop`` is set or a signal arrives."""
     if concurrency < 1:
         raise WorkerSetupError("concurrency must be at least 1")
-    from nexa_engines.registry import installed_job_types
+    from nexa_engines.registry import claimable_job_types, installed_job_types
 
     if job_types is None:
         # Claim every type by default: a job whose engine is missing here then fails at once
-        # with `engine_not_installed` instead of waiting in the queue for a worker that never comes.
-        job_types = list(JobType)
+        # with `engine_not_installed` instead of waiting in the queue for a worker that never comes;
+        # but not a type that needs something this machine lacks (a container runtime).
+        job_types = claimable_job_types()
     if not installed_job_types():
         raise WorkerSetupError(
             "no engine is installed on this machine, so this worker could run nothing: "
@@ -406,6 +407,9 @@ def run_worker(
             registered = _register(client, request, stop)
             if registered is None:
                 return
+            from nexa_engines.benchmark_challenge import run_if_enabled
+
+            run_if_enabled(client)  # the gateway measures this node's throughput; never fatal
             log.info(
                 "worker %s ready: %s, %d slot(s), job types %s",
                 name,
@@ -545,6 +549,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="pin this node's tier (cpu, consumer-gpu, hpc; default: from its profile)",
     )
+    parser.add_argument(
+        "--no-benchmark",
+        action="store_true",
+        help="skip the throughput challenge at registration (the node then earns no credits; docs/mesh.md)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(_join_secret(parser, sys.argv[1:] if argv is None else list(argv)))
 
@@ -564,6 +573,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     quiet_http_logs()
+    if args.no_benchmark:
+        from nexa_engines.benchmark_challenge import ENV_SWITCH
+
+        os.environ[ENV_SWITCH] = "0"
     if not args.secret:
         print("error: no worker secret: pass --secret or set NEXA_WORKER_SECRET", file=sys.stderr)
         return 2

@@ -37,6 +37,13 @@ from nexa.contracts import (
     WorkerRegister,
     WorkerRegistered,
 )
+from nexa.contracts.workers import (
+    BenchmarkChallenge,
+    BenchmarkCommit,
+    BenchmarkProof,
+    BenchmarkResult,
+    BenchmarkSpotCheck,
+)
 
 if TYPE_CHECKING:
     from nexa_store.envelopes import NodeKey, ReportKind
@@ -194,6 +201,35 @@ class WorkerClient:
         if response.status_code == 204:
             return None
         return ClaimedJob.model_validate(response.json())
+
+    # -- benchmark challenges (docs/mesh.md, "Measured throughput") --------------------
+
+    def _worker_path(self) -> str:
+        with self._lock:
+            if self.registered is None:
+                raise WorkerClientError("the worker is not registered yet")
+            return f"/v1/workers/{self.registered.worker_id}/benchmark"
+
+    def benchmark_challenge(self, *, retry_for: float = 10.0) -> BenchmarkChallenge:
+        """Ask the gateway for a benchmark challenge; its clock starts when it answers. Retried only
+        briefly: the worker starts claiming jobs without a benchmark rather than wait for one."""
+        response = self._call("POST", self._worker_path(), None, retry_for=retry_for)
+        return BenchmarkChallenge.model_validate(response.json())
+
+    def benchmark_commit(
+        self, challenge_id: str, commitment: str, *, retry_for: float = 30.0
+    ) -> BenchmarkSpotCheck:
+        """Commit to the challenge's results; the answer names the rows to prove."""
+        body = BenchmarkCommit(commitment=commitment)
+        path = f"{self._worker_path()}/{challenge_id}/commit"
+        return BenchmarkSpotCheck.model_validate(self._call("POST", path, body, retry_for=retry_for).json())
+
+    def benchmark_proof(
+        self, challenge_id: str, proof: BenchmarkProof, *, retry_for: float = 30.0
+    ) -> BenchmarkResult:
+        """Send the proof; answers with the verified result (``WorkerRejected`` 422 when it failed)."""
+        path = f"{self._worker_path()}/{challenge_id}/proof"
+        return BenchmarkResult.model_validate(self._call("POST", path, proof, retry_for=retry_for).json())
 
     # -- per-job routes (fenced by attempt) --------------------------------------------
 

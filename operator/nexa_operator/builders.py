@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from nexa.attempttokens import ATTEMPT_TOKEN_ENV, mint
-from nexa.contracts import JobType, spec_for
+from nexa.contracts import ContainerSpec, JobType, spec_for
 from nexa.contracts.common import JobOptions
 from nexa.contracts.nexajob import (
     API_VERSION,
@@ -70,7 +70,14 @@ def owner_reference(obj: dict[str, Any]) -> dict[str, Any]:
 def validated_spec(nexajob: dict[str, Any]) -> tuple[JobType, JobOptions]:
     """The NexaJob's spec as its contract model; ``ValueError``/``ValidationError`` when it is not one."""
     job_type, payload = nexajob_payload(nexajob["spec"])
-    return job_type, spec_for(job_type, payload)
+    options = spec_for(job_type, payload)
+    if options.verification is not None:
+        # Replicas and a quorum are for the mesh's untrusted pull workers (docs/mesh.md).
+        raise ValueError("not supported in cluster mode: verification (replicas and a quorum)")
+    if isinstance(options, ContainerSpec) and options.cluster_gaps():
+        # A pod cannot honour these (docs/containers.md): refuse rather than run it differently.
+        raise ValueError("not supported in cluster mode: " + "; ".join(options.cluster_gaps()))
+    return job_type, options
 
 
 def engine_image(job_type: JobType, options: JobOptions, config: OperatorConfig) -> str:

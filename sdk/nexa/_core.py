@@ -45,6 +45,7 @@ from nexa.contracts.billing import BillingSummary, CostEstimate, JobCost, PriceB
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType, spec_for
 from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody, Role
+from nexa.contracts.mesh import Leaderboard, NodeCredits, VerificationStatus
 from nexa.contracts.refs import job_references
 from nexa.contracts.workers import WorkerInfo, WorkerList
 from nexa.errors import (
@@ -470,6 +471,41 @@ class ClientCore:
             _model_parser(WorkerInfo),
             json=body,
             retryable=action != "revoke",
+        )
+
+    def job_verification(self, job_id: str) -> Call[VerificationStatus]:
+        return Call(
+            "GET",
+            f"/v1/jobs/{_segment(job_id)}/verification",
+            _model_parser(VerificationStatus),
+            retryable=True,
+        )
+
+    def node_credits(self, worker_id: str, history: int) -> Call[NodeCredits]:
+        return Call(
+            "GET",
+            f"/v1/credits/{_segment(worker_id)}",
+            _model_parser(NodeCredits),
+            params=[("history", str(history))],
+            retryable=True,
+        )
+
+    def leaderboard(self, limit: int) -> Call[Leaderboard]:
+        return Call(
+            "GET",
+            "/v1/leaderboard",
+            _model_parser(Leaderboard),
+            params=[("limit", str(limit))],
+            retryable=True,
+        )
+
+    def leaderboard_csv(self, limit: int) -> Call[str]:
+        return Call(
+            "GET",
+            "/v1/leaderboard",
+            lambda response: response.text,
+            params=[("limit", str(limit)), ("format", "csv")],
+            retryable=True,
         )
 
     def budget(self) -> Call[TenantBudget]:

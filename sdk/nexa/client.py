@@ -40,6 +40,7 @@ from nexa.contracts.billing import BillingSummary, CostEstimate, JobCost, PriceB
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
+from nexa.contracts.mesh import LeaderboardRow, NodeCredits, VerificationStatus
 from nexa.contracts.workers import WorkerInfo
 from nexa.handles import JobHandle, LogLine
 
@@ -350,6 +351,24 @@ class NexaClient:
     def revoke_worker(self, worker_id: str, *, reason: str = "") -> WorkerInfo:
         """Cut the node off for good: refused everywhere, its attempts requeued, its key barred."""
         return self._call(self._core.worker_action(worker_id, "revoke", reason))
+
+    # ---- the mesh: verification, credits, reputation
+
+    def job_verification(self, job_id: str) -> VerificationStatus:
+        """A verified (or spot-checked) job's replicas: the node, output digest and verdict of each."""
+        return self._call(self._core.job_verification(job_id))
+
+    def node_credits(self, worker_id: str, *, history: int = 50) -> NodeCredits:
+        """A node's credits, reputation and latest credit entries (a node you may see)."""
+        return self._call(self._core.node_credits(worker_id, history))
+
+    def leaderboard(self, *, limit: int = 100) -> list[LeaderboardRow]:
+        """Nodes by credits (others' nodes unnamed unless you may see them)."""
+        return (self._call(self._core.leaderboard(limit))).rows
+
+    def leaderboard_csv(self, *, limit: int = 1000) -> str:
+        """The leaderboard as CSV."""
+        return self._call(self._core.leaderboard_csv(limit))
 
     # ---- billing
 

@@ -78,7 +78,8 @@ def test_job_without_an_installed_engine_fails_at_once(
     gateway_factory: GatewayFactory, worker_factory: WorkerFactory
 ) -> None:
     gw = gateway_factory()
-    worker_factory(gw)
+    # Told to claim container jobs on a machine without a container runtime (the engine cannot run).
+    worker_factory(gw, extra_args=["--job-types", "container"], extra_env={"NEXA_CONTAINER_RUNTIME": "none"})
     r = httpx.post(
         f"{gw.url}/v1/container",
         json={"image": "python:3.11-slim", "command": ["python", "-c", "print(1)"], "max_retries": 5},

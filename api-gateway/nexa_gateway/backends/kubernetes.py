@@ -28,7 +28,17 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from nexa.contracts import TERMINAL_STATES, ErrorCode, Job, JobError, JobEvent, JobOptions, JobState, JobType
+from nexa.contracts import (
+    TERMINAL_STATES,
+    ContainerSpec,
+    ErrorCode,
+    Job,
+    JobError,
+    JobEvent,
+    JobOptions,
+    JobState,
+    JobType,
+)
 from nexa.contracts.billing import CostEstimate
 from nexa.contracts.nexajob import (
     GROUP,
@@ -322,6 +332,22 @@ class KubernetesJobBackend:
         from kubernetes.client.exceptions import ApiException
 
         key = idempotency_key or spec.idempotency_key
+        if spec.verification is not None:
+            # A cluster's nodes are the platform team's own; replicas and quorum are for the mesh's
+            # untrusted pull workers (docs/mesh.md).
+            raise ApiError(
+                501,
+                ErrorCode.not_supported,
+                "verification (replicas and a quorum) runs on standalone mesh workers; this gateway "
+                "runs jobs as NexaJobs on its Kubernetes cluster, whose nodes it trusts",
+                field="verification",
+            )
+        if isinstance(spec, ContainerSpec) and spec.cluster_gaps():
+            raise ApiError(
+                501,
+                ErrorCode.not_supported,
+                "not supported in cluster mode: " + "; ".join(spec.cluster_gaps()),
+            )
         with self.state.db.session() as session:
             access = tenant_access(
                 session, self.state.settings, self.state.store, tenant_id, self.state.catalog

@@ -28,7 +28,7 @@ from nexa.contracts import (
 )
 from nexa.contracts.refs import referenced_artifacts
 from nexa.contracts.workers import UsageRecord
-from nexa_gateway.db import Worker
+from nexa_gateway.db import Job, Worker
 from nexa_gateway.deps import CurrentWorker, SessionDep, StateDep, WorkerSecret
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services import (
@@ -36,11 +36,14 @@ from nexa_gateway.services import (
     deployments,
     endpointkeys,
     grants,
+    meshpolicy,
     nodes,
     nodestatus,
     queue,
     reportsigs,
+    reputation,
     runningcaps,
+    verification,
 )
 from nexa_gateway.services.artifacts import promote_artifacts
 from nexa_gateway.state import AppState
@@ -116,6 +119,7 @@ def _claim_once(state: AppState, worker: Worker, body: ClaimRequest) -> ClaimedJ
             lease_seconds=state.settings.lease_seconds,
             artifacts_root=state.store.root_uri,
             use_skip_locked=state.db.is_postgres,
+            holdback=meshpolicy.holdback(state.settings),
         )
         if claimed is not None:
             # What the job's tenant may read besides its own artifacts; the worker narrows it further.
@@ -192,6 +196,9 @@ def _signed(
         reportsigs.check(session, worker, job_id, kind, body)
     except ApiError:
         state.metrics.report_signatures_refused.inc()
+        # A forged or mismatched signature costs the node's honesty (docs/mesh.md).
+        reputation.report_refused(session, worker.id, meshpolicy.credit_policy(state.settings))
+        session.commit()
         raise
 
 
@@ -252,13 +259,38 @@ def complete(
     except Exception as exc:
         _refused(state, exc)
         raise
+    moved = _weigh_completion(state, session, worker, job_id, body.artifacts)
     session.commit()
-    state.job_changed([job_id])
+    state.job_changed([job_id, *moved])
     state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
     if done.job is not None:
         state.metrics.observe_job_finished(done.job)
     _count_usage(state, done)
     return Response(status_code=204)
+
+
+def _weigh_completion(
+    state: AppState, session: Session, worker: Worker, job_id: str, artifact_ids: list[str]
+) -> list[str]:
+    """The mesh's part of an accepted result: the node's record, the replica's verdict (from the
+    outputs' hashes as the store holds them, not the node's word), a spot check. Returns the jobs
+    this moved besides the job itself."""
+    policy = meshpolicy.credit_policy(state.settings)
+    reputation.attempt_finished(session, worker.id, policy)
+    row = session.get(Job, job_id)
+    if row is None:
+        return []
+    manifests = [state.store.read_manifest(a, verify=False) for a in artifact_ids]
+    verification.replica_completed(session, row, manifests, policy)
+    verification.maybe_spot_check(
+        session,
+        row,
+        worker.id,
+        manifests,
+        share=state.settings.spot_check_share,
+        below=state.settings.spot_check_below_reputation,
+    )
+    return [j for j in verification.related(session, [job_id]) if j != job_id]
 
 
 def _count_usage(state: AppState, done: queue.Finished) -> None:
@@ -288,12 +320,14 @@ def fail(
             body,
             book=state.settings.prices(),
             promote=lambda job, ids: promote_artifacts(session, state.store, job, ids, state.platform_key),
+            credit=meshpolicy.credit_policy(state.settings),
         )
     except Exception as exc:
         _refused(state, exc)
         raise
+    moved = verification.related(session, [job_id]) if done.status in TERMINAL_STATES else []
     session.commit()
-    state.job_changed([job_id])
+    state.job_changed([job_id, *moved])
     if done.changed and done.status in TERMINAL_STATES:
         state.metrics.jobs_finished.labels(done.job_type, done.status).inc()
     if done.job is not None:

@@ -317,7 +317,12 @@ def estimate(
     version = book.version_at(datetime.now(UTC))
     gpu_type = spec.resources.gpu_type
     lines, total, cents, complete = [], Decimal(0), 0, True
+    # A verified job runs as replicas, each billed (more start only after a disagreement).
+    copies = spec.verification.replicas if spec.verification is not None else 1
     for kind, quantity, basis in units(session, store, tenant_id, spec, catalog, access):
+        if copies > 1:
+            quantity = None if quantity is None else quantity * copies
+            basis = f"{basis}, x {copies} replicas"
         rate = version.rate_for(kind, job_type.value, gpu_type) if version is not None else None
         if rate is None:
             lines.append(

@@ -139,6 +139,50 @@ def _rows(new: NewJob) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, A
     return job, event, labels
 
 
+def rows_for(
+    tenant_id: str, job_type: JobType, spec: JobOptions
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Rows for a job the platform itself creates (a replica): no idempotency key, no estimate."""
+    return _rows(NewJob(tenant_id, job_type, spec, None))
+
+
+def requirement_row(job_id: str, spec: JobOptions) -> dict[str, Any]:
+    """What the claim query matches a node against (``queue.claim_next_job``)."""
+    return {
+        "job_id": job_id,
+        "cpu": spec.resources.cpu,
+        "memory_gb": spec.resources.memory_gb,
+        "disk_gb": spec.resources.disk_gb,
+        "gpu_memory_gb": spec.resources.gpu_memory_gb,
+    }
+
+
+def insert_rows(
+    session: Session,
+    rows: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]],
+    requirements: list[JobOptions],
+) -> None:
+    """Insert jobs the platform creates, with their requirement rows (``requirements`` in step)."""
+    _insert(session, rows)
+    session.connection().execute(
+        insert(Job.metadata.tables["job_requirements"]),
+        [requirement_row(job["id"], spec) for (job, _, _), spec in zip(rows, requirements, strict=True)],
+    )
+    trust = [
+        {"job_id": job["id"], "min_reputation": spec.resources.min_reputation}
+        for (job, _, _), spec in zip(rows, requirements, strict=True)
+        if spec.resources.min_reputation is not None
+    ]
+    if trust:
+        session.connection().execute(insert(Job.metadata.tables["job_trust"]), trust)
+
+
+def spec_model(job_type: str, spec: dict[str, Any]) -> JobOptions:
+    from nexa.contracts import spec_for
+
+    return spec_for(job_type, spec)
+
+
 def _created(job: dict[str, Any], event: dict[str, Any]) -> Submitted:
     attrs = {("meta" if k == "metadata" else k): v for k, v in job.items()}
     return Submitted(job=to_contract(Job(**attrs), [JobEventRow(**event)]), created=True)
@@ -163,7 +207,12 @@ def submit_jobs(session: Session, batch: list[NewJob]) -> list[Submitted | ApiEr
     One executemany per table for the whole batch. Only if another writer raced us
     on an idempotency key does it fall back to one savepoint per job.
     """
+    from nexa_gateway.services import verification
+
     rows = [_rows(new) for new in batch]
+    for new, (job, _, _) in zip(batch, rows, strict=True):
+        if new.spec.verification is not None:
+            verification.hold(job, new.spec)  # runs nowhere itself: its replicas do
     outcomes: list[Submitted | ApiError | None] = [None] * len(batch)
     keyed = {(job["tenant_id"], job["idempotency_key"]) for job, _, _ in rows if job["idempotency_key"]}
     existing: dict[tuple[str, str], Job] = {}
@@ -218,18 +267,24 @@ def submit_jobs(session: Session, batch: list[NewJob]) -> list[Submitted | ApiEr
     if estimates:
         session.connection().execute(insert(Job.metadata.tables["job_estimates"]), estimates)
     needs = [
-        {
-            "job_id": outcome.job.job_id,
-            "cpu": new.spec.resources.cpu,
-            "memory_gb": new.spec.resources.memory_gb,
-            "disk_gb": new.spec.resources.disk_gb,
-            "gpu_memory_gb": new.spec.resources.gpu_memory_gb,
-        }
+        requirement_row(outcome.job.job_id, new.spec)
         for new, outcome in zip(batch, outcomes, strict=True)
         if isinstance(outcome, Submitted) and outcome.created
     ]
     if needs:  # matched by the claim query (queue.claim_next_job)
         session.connection().execute(insert(Job.metadata.tables["job_requirements"]), needs)
+    trust = [
+        {"job_id": outcome.job.job_id, "min_reputation": new.spec.resources.min_reputation}
+        for new, outcome in zip(batch, outcomes, strict=True)
+        if isinstance(outcome, Submitted)
+        and outcome.created
+        and new.spec.resources.min_reputation is not None
+    ]
+    if trust:
+        session.connection().execute(insert(Job.metadata.tables["job_trust"]), trust)
+    for new, outcome in zip(batch, outcomes, strict=True):
+        if new.spec.verification is not None and isinstance(outcome, Submitted) and outcome.created:
+            verification.start_replicas(session, outcome.job.job_id, new.tenant_id, new.job_type, new.spec)
     return [o for o in outcomes if o is not None]
 
 
@@ -389,9 +444,13 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> tuple[JobModel,
             raise conflict(ErrorCode.job_finished, f"job {job_id} already {row.status}; nothing to cancel")
         return to_contract(row, list_events(session, job_id)), None
     add_event(session, job_id, "cancelled", "cancelled by the user", row.attempt)
+    from nexa_gateway.services import verification
+
+    verification.cancel_replicas(session, job_id)  # a verified job's replicas stop with it
     session.flush()
     session.expire(row)
     row = get_job_row(session, tenant_id, job_id)
+    verification.replica_ended(session, row, None)  # a cancelled replica may need a successor
     return to_contract(row, list_events(session, job_id)), row.job_type
 
 

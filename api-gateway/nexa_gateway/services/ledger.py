@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from nexa_gateway.db import LedgerEntry, Usage
+from nexa_gateway.db import LedgerEntry, NodeRecord, Usage
 
 GENESIS = "0" * 64
 APPEND_ATTEMPTS = 20
@@ -107,6 +107,7 @@ def verify(session: Session, stream: str) -> Verification:
         tenant = stream.split(":", 1)[1]
         usage_rows = {u.id: u for u in session.scalars(select(Usage).where(Usage.tenant_id == tenant))}
     chained: set[int] = set()
+    credited = 0.0
     for entry in session.scalars(
         select(LedgerEntry).where(LedgerEntry.stream == stream).order_by(LedgerEntry.seq)
     ):
@@ -130,8 +131,20 @@ def verify(session: Session, stream: str) -> Verification:
                     stream, count, False, f"usage row {usage_id} differs from entry {entry.seq}"
                 )
             chained.add(usage_id)
+        if stream.startswith("credits:"):
+            credited += float(entry.payload.get("credits", 0.0))
         prev, expected_seq = entry.hash, expected_seq + 1
     unchained = sorted(set(usage_rows) - chained)
     if unchained:
         return Verification(stream, count, False, f"usage rows {unchained[:10]} are not in the chain")
+    if stream.startswith("credits:"):
+        record = session.get(NodeRecord, stream.split(":", 1)[1])
+        balance = record.credits if record is not None else 0.0
+        if abs(balance - credited) > 1e-6 * max(1.0, abs(credited)):
+            return Verification(
+                stream,
+                count,
+                False,
+                f"the balance {balance} differs from the entries' sum {round(credited, 6)}",
+            )
     return Verification(stream, count, True)

@@ -34,7 +34,9 @@ from nexa.ids import new_id
 from nexa_gateway.db import (
     Job,
     JobLog,
+    JobReplica,
     JobRequirement,
+    JobTrust,
     NodeToken,
     Usage,
     Worker,
@@ -45,7 +47,7 @@ from nexa_gateway.db import (
 )
 from nexa_gateway.errors import ApiError
 from nexa_gateway.metrics import FinishedJob
-from nexa_gateway.services import ledger, runningcaps
+from nexa_gateway.services import ledger, reputation, runningcaps, verification
 from nexa_gateway.services.jobs import add_event, finished_job
 from nexa_gateway.services.keys import generate_worker_token, hash_key, well_formed
 
@@ -124,6 +126,15 @@ def requirement_filters(hw: dict[str, Any]) -> list[Any]:
     ]
 
 
+@dataclass(frozen=True)
+class Holdback:
+    """Nodes below ``below`` reputation take unverified work only once it waited ``seconds``."""
+
+    below: float = 0.0
+    seconds: float = 0.0
+    half_life_seconds: float = 30 * 86400.0
+
+
 def claim_next_job(
     session: Session,
     worker: Worker,
@@ -132,6 +143,7 @@ def claim_next_job(
     lease_seconds: int,
     artifacts_root: str,
     use_skip_locked: bool,
+    holdback: Holdback | None = None,
 ) -> ClaimedJob | None:
     """Hand the best pending job that fits this worker to it, or ``None``."""
     allowed = set(worker.job_types)
@@ -162,9 +174,21 @@ def claim_next_job(
     else:
         query = query.where(Job.gpu_type.is_(None))
     query = query.where((Job.tier.is_(None)) | (Job.tier == hw.get("tier", "cpu")))
+    identity = verification.node_identity(session, worker)
+    query = query.where(verification.claim_filter(*identity))  # one replica of a job per node
+    policy = holdback or Holdback()
+    standing = reputation.standing(session, identity[0], policy.half_life_seconds)
+    # The job's trust level: the node's reputation now, against the least the job accepts.
+    query = query.outerjoin(JobTrust, JobTrust.job_id == Job.id).where(
+        or_(JobTrust.min_reputation.is_(None), JobTrust.min_reputation <= standing)
+    )
+    if policy.seconds > 0 and standing < policy.below:
+        # Unverified work goes to reputable nodes first; replicas are checked anyway.
+        waited = utcnow() - timedelta(seconds=policy.seconds)
+        query = query.where(or_(Job.created_at <= waited, Job.id.in_(select(JobReplica.job_id))))
     if use_skip_locked:
         # PostgreSQL: rows another claimer is looking at are skipped, not waited for.
-        # Only the jobs' rows: the requirements are the nullable side of an outer join.
+        # Only the jobs' rows: the requirements and trust are the nullable sides of outer joins.
         query = query.with_for_update(skip_locked=True, of=Job)
     for job_id, attempt in session.execute(query).all():
         now = utcnow()
@@ -186,6 +210,9 @@ def claim_next_job(
         ).scalar_one_or_none()
         if won is None:
             continue  # someone else claimed it between our read and our write
+        if not verification.on_claimed(session, job_id, worker, identity):
+            _unclaim(session, job_id, attempt)  # another replica of this job reached this node first
+            continue
         if won.started_at is None:
             won.started_at = now
         add_event(session, job_id, "claimed", f"claimed by worker {worker.name} ({worker.id})", attempt + 1)
@@ -200,6 +227,16 @@ def claim_next_job(
             artifacts_uri=artifacts_root,
         )
     return None
+
+
+def _unclaim(session: Session, job_id: str, attempt: int) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "running", Job.attempt == attempt + 1)
+        .values(
+            status="pending", attempt=attempt, worker_id=None, lease_expires_at=None, attempt_started_at=None
+        )
+    )
 
 
 def _fenced(job_id: str, attempt: int, worker_id: str) -> Any:
@@ -338,6 +375,8 @@ def complete_job(
         if book is None
         else runningcaps.within_budget(session, book, row, body.attempt, body.usage)
     )
+    if verification.is_spot_check(session, job_id):
+        usage = []  # the platform checks its nodes at its own cost
     recorded = record_usage(session, row.tenant_id, job_id, body.attempt, usage)
     add_event(session, job_id, "completed", "job completed", body.attempt)
     session.flush()
@@ -351,6 +390,7 @@ def fail_job(
     body: FailReport,
     book: PriceBook | None = None,
     promote: Callable[[Job, list[str]], str | None] | None = None,
+    credit: reputation.CreditPolicy | None = None,
 ) -> Finished:
     """Record a failed attempt: requeue when retryable with attempts left, else fail (or cancel).
 
@@ -382,7 +422,7 @@ def fail_job(
     if code in PLATFORM_LOSSES:
         usage = []  # the platform lost the attempt (its node stopped, its store failed): not the tenant's bill
     recorded = record_usage(session, row.tenant_id, job_id, body.attempt, usage)
-    _end_attempt(session, row, code=code, message=message, retryable=retryable)
+    _end_attempt(session, row, code=code, message=message, retryable=retryable, credit=credit)
     ended = finished_job(session, row) if row.status in TERMINAL_STATES else None
     return Finished(row.job_type, row.status, recorded, job=ended)
 
@@ -392,7 +432,15 @@ def end_attempt_of(session: Session, row: Job, *, code: str, message: str) -> No
     _end_attempt(session, row, code=code, message=message, retryable=True)
 
 
-def _end_attempt(session: Session, row: Job, *, code: str, message: str, retryable: bool) -> None:
+def _end_attempt(
+    session: Session,
+    row: Job,
+    *,
+    code: str,
+    message: str,
+    retryable: bool,
+    credit: reputation.CreditPolicy | None = None,
+) -> None:
     """Finish the current attempt of a running job: retry it or fail it, fenced on the attempt."""
     now = utcnow()
     attempts_allowed = 1 + row.max_retries
@@ -431,6 +479,8 @@ def _end_attempt(session: Session, row: Job, *, code: str, message: str, retryab
     add_event(session, row.id, kind, text, row.attempt)
     session.flush()
     session.refresh(row)
+    if row.status in TERMINAL_STATES:
+        verification.replica_ended(session, row, credit)  # a replica's end may start another
 
 
 @dataclass
@@ -440,7 +490,11 @@ class Reaped:
     finished: list[FinishedJob] = field(default_factory=list)  # attempts that ended their job
 
 
-def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> Reaped:
+def reap_expired(
+    session: Session,
+    on_finished: Callable[[str, str], None],
+    credit: reputation.CreditPolicy | None = None,
+) -> Reaped:
     """Requeue or fail running attempts whose lease ran out or that passed their timeout."""
     now = utcnow()
     expired = list(
@@ -450,6 +504,7 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> R
     changed: list[str] = []
     finished: list[FinishedJob] = []
     for row in expired:
+        lost_by, lost_job = row.worker_id, row.id
         try:
             with session.begin_nested():
                 _end_attempt(
@@ -458,9 +513,12 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> R
                     code=ErrorCode.lease_expired,
                     message=f"worker {row.worker_id} stopped heartbeating (lease ran out)",
                     retryable=True,
+                    credit=credit,
                 )
         except ApiError:
             continue  # the worker reported in the meantime
+        if credit is not None and lost_by is not None:
+            reputation.lease_lost(session, lost_by, lost_job, credit)
         count += 1
         changed.append(row.id)
         if row.status in TERMINAL_STATES:
@@ -470,7 +528,7 @@ def reap_expired(session: Session, on_finished: Callable[[str, str], None]) -> R
     def fail_for_good(row: Job, code: str, message: str) -> None:
         try:
             with session.begin_nested():
-                _end_attempt(session, row, code=code, message=message, retryable=False)
+                _end_attempt(session, row, code=code, message=message, retryable=False, credit=credit)
         except ApiError:
             return  # the worker reported in the meantime
         changed.append(row.id)

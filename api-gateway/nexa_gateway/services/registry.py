@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 
 from nexa.contracts.keys import Role
 from nexa.contracts.workers import WorkerInfo
-from nexa_gateway.db import Job, Worker, WorkerKey, WorkerOwner, WorkerStatus, utcnow
+from nexa_gateway.db import Job, NodeRecord, Worker, WorkerKey, WorkerOwner, WorkerStatus, utcnow
 from nexa_gateway.errors import not_found
+from nexa_gateway.services import benchmarks, reputation
 
 LOST_AFTER_LEASES = 3
 
@@ -50,17 +51,32 @@ def list_workers(
         ):
             running[str(holder)].append(str(job_id))
     lost_before = utcnow() - timedelta(seconds=LOST_AFTER_LEASES * lease_seconds)
+    verified = benchmarks.verified_for(session, ids)
+    # Standing is kept by node key: the public key, or the worker id of a node without one.
+    keys = {w.id: (key or w.id) for w, _, _, key in rows}
+    records = (
+        {
+            r.node_key: r
+            for r in session.scalars(select(NodeRecord).where(NodeRecord.node_key.in_(set(keys.values()))))
+        }
+        if keys
+        else {}
+    )
+    now = utcnow()
     out = []
     for worker, owner, status, key in rows:
         state = status or (
             "busy" if running.get(worker.id) else "lost" if worker.last_seen_at < lost_before else "idle"
         )
+        measured = verified.get(worker.id, {})
+        cpu = measured.get(benchmarks.CPU)
+        tier = (worker.hardware or {}).get("tier")
         out.append(
             WorkerInfo(
                 worker_id=worker.id,
                 name=worker.name,
                 state=state,
-                tier=(worker.hardware or {}).get("tier"),
+                tier=tier,
                 hardware=dict(worker.hardware or {}),
                 job_types=[str(t) for t in worker.job_types or []],
                 version=worker.version,
@@ -69,6 +85,15 @@ def list_workers(
                 running_jobs=sorted(running.get(worker.id, [])),
                 registered_at=worker.registered_at,
                 last_heartbeat_at=worker.last_seen_at,
+                verified_gflops=cpu.gflops if cpu is not None else None,
+                verified_at=cpu.verified_at if cpu is not None else None,
+                tier_confirmed=benchmarks.confirms_tier(tier, measured),
+                reputation=(
+                    reputation.current(record, now, reputation.DEFAULT_HALF_LIFE)
+                    if (record := records.get(keys[worker.id])) is not None
+                    else reputation.NEUTRAL
+                ),
+                credits=record.credits if record is not None else 0.0,
             )
         )
     return out

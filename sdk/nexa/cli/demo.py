@@ -80,6 +80,61 @@ def local_nexa() -> Iterator[NexaClient]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+MESH_TIERS = ("cpu", "consumer-gpu", "hpc")
+
+
+@contextmanager
+def mesh_nexa() -> Iterator[NexaClient]:
+    """A temporary Nexa with three nodes of the mesh, one per tier (pinned: a tier is the node
+    owner's claim, which the gateway's benchmark confirms or not)."""
+    from nexa.cli.local import free_port, start_local, stop_local
+
+    home = Path(tempfile.mkdtemp(prefix="nexa-mesh-demo-"))
+    try:
+        with console.status("starting a temporary Nexa with three nodes..."):
+            local = start_local(
+                home, port=free_port(), workers=len(MESH_TIERS), write_config=False, worker_tiers=MESH_TIERS
+            )
+        console.print(f"started a temporary Nexa at {local.url} with nodes pinned to {', '.join(MESH_TIERS)}")
+        with NexaClient(api_key=local.api_key, base_url=local.url) as client:
+            yield client
+    finally:
+        with console.status("stopping the temporary Nexa..."):
+            stop_local(home, grace=10.0)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run_mesh(client: NexaClient, scratch: Path, rows: int, seed: int, timeout: float = 900.0) -> None:
+    """A verified audit on three nodes: each runs a replica, the gateway compares what they wrote,
+    and the nodes are credited for the work a quorum accepted."""
+    from nexa.cli.mesh import leaderboard_table, verification_table
+
+    deadline = time.monotonic() + 120
+    while len(client.list_workers()) < len(MESH_TIERS):  # each node registers and runs its benchmark
+        if time.monotonic() > deadline:
+            raise CliError(f"only {len(client.list_workers())} of {len(MESH_TIERS)} nodes registered")
+        time.sleep(0.5)
+    path, _ = _sample_dataset(scratch, rows, seed)
+    dataset = client.upload_dataset(path, name="nexa-mesh-demo")
+    job = client.audit(
+        dataset_uri=dataset.dataset_id,
+        labels={"source": "nexa-demo-mesh"},
+        verification={"replicas": 3, "quorum": 2},
+    )
+    console.print(f"submitted verified audit [bold]{job.job_id}[/]: 3 replicas on 3 nodes, 2 must agree")
+    final = follow_job(client, job.job_id, timeout=timeout, poll_interval=0.5)
+    if final.status is not JobState.completed:
+        print_outcome(final.model)
+        raise typer.Exit(EXIT_FAILURE)
+    until = time.monotonic() + timeout
+    status = client.job_verification(job.job_id)
+    while any(r.verdict == "pending" for r in status.replicas) and time.monotonic() < until:
+        time.sleep(0.5)  # the last replica may finish after the quorum: it is judged then
+        status = client.job_verification(job.job_id)
+    console.print(verification_table(status))
+    console.print(leaderboard_table(client.leaderboard(limit=10)))
+
+
 def planted_counts(generated: Mapping[str, Any]) -> dict[str, int]:
     """Flag name -> how many rows the sample generator planted with it, plus ``num_rows``."""
     counts = {str(flag): int(n) for flag, n in generated["counts"].items()}
@@ -511,9 +566,22 @@ def demo(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", min=1, help="Training steps for the teacher and the student.")
     ] = None,
+    mesh: Annotated[
+        bool,
+        typer.Option(
+            "--mesh",
+            help="Instead: start three nodes with pinned tiers, run a verified audit on them and print the "
+            "leaderboard (docs/mesh.md).",
+        ),
+    ] = False,
 ) -> None:
     """Audit a sample dataset, then generate, distill, train, evaluate and deploy tiny models."""
     started = time.monotonic()
+    if mesh:
+        with tempfile.TemporaryDirectory(prefix="nexa-demo-data-") as scratch, mesh_nexa() as client:
+            run_mesh(client, Path(scratch), min(rows, 2000), seed)
+        console.print(f"mesh demo done in {time.monotonic() - started:.0f} s")
+        return
     with tempfile.TemporaryDirectory(prefix="nexa-demo-data-") as scratch, local_nexa() as client:
         with console.status(f"generating {rows} sample rows with planted problems..."):
             path, planted = _sample_dataset(Path(scratch), rows, seed)

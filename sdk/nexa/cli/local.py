@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -217,7 +217,13 @@ def log_tail(home: Path, name: str, lines: int = 15) -> str:
 
 
 def _start_workers(
-    home: Path, url: str, secret: str, count: int, detach: bool, skip: set[str]
+    home: Path,
+    url: str,
+    secret: str,
+    count: int,
+    detach: bool,
+    skip: set[str],
+    tiers: Sequence[str] = (),
 ) -> dict[str, int]:
     env = dict(os.environ)
     env.setdefault("NEXA_OUTBOUND_ALLOWLIST", LOOPBACK)  # the same outbound policy as the gateway's
@@ -238,6 +244,9 @@ def _start_workers(
             "--workdir",
             str(home / "work" / name),
         ]
+        if tiers:
+            # Separate nodes of the mesh: each its own key (a replica per node) and a pinned tier.
+            argv += ["--state-dir", str(home / "nodes" / name), "--tier", tiers[(index - 1) % len(tiers)]]
         started[name] = _spawn(home, name, argv, env, detach)
     # A worker that dies at once (no engines, refused secret) says why in its log.
     deadline = time.monotonic() + 2.0
@@ -272,8 +281,11 @@ def start_local(
     database_url: str | None = None,
     write_config: bool = True,
     detach: bool = True,
+    worker_tiers: Sequence[str] = (),
 ) -> LocalNexa:
-    """Start (or find running) a local gateway and ``workers`` workers; secrets kept in ``home``'s config."""
+    """Start (or find running) a local gateway and ``workers`` workers; secrets kept in ``home``'s config.
+
+    With ``worker_tiers``, each worker is a node of its own (its own key) pinned to the next tier."""
     _require("nexa_gateway", "gateway")
     _require("nexa_engines", "engines")
     home = home.expanduser().resolve()
@@ -300,7 +312,7 @@ def start_local(
         proc = _spawn(home, GATEWAY, argv, env, detach)
         try:
             _wait_ready(home, url, proc, READY_TIMEOUT)
-            worker_pids = _start_workers(home, url, secret, workers, detach, skip=set())
+            worker_pids = _start_workers(home, url, secret, workers, detach, skip=set(), tiers=worker_tiers)
         except BaseException:
             stop_local(home, grace=5.0)
             raise

@@ -16,6 +16,7 @@ from nexa.cli import (
     jobs,
     keys,
     local,
+    mesh,
     models,
     store,
     submit,
@@ -64,6 +65,9 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")
 app.add_typer(store.app, name="store")
 app.command("worker")(worker.worker)
+app.command("leaderboard")(mesh.leaderboard)
+workers.app.command("credits")(mesh.credits)
+jobs.app.command("verification")(mesh.verification)
 app.command("demo")(demo.demo)
 
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,61}[A-Za-z0-9])?$")]
 LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=r"^[A-Za-z0-9_.\-]*$")]
@@ -55,6 +63,73 @@ class Resources(StrictModel):
     memory_gb: float = Field(2.0, gt=0, le=4096, description="Memory in GiB.")
     disk_gb: float | None = Field(None, gt=0, le=1_000_000, description="Free scratch disk in GiB.")
     gpu_memory_gb: float | None = Field(None, gt=0, le=4096, description="Memory of each GPU in GiB.")
+    min_reputation: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Trust level: only nodes whose reputation is at least this run the job (0.5 is a new "
+        "node's; docs/mesh.md). Cluster nodes are the platform's own and are not matched on it.",
+    )
+
+
+MetricName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+class ToleranceChecker(StrictModel):
+    """What two replicas' outputs are compared on when ``compare`` is ``tolerance``."""
+
+    metrics: list[MetricName] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Output metrics to compare (the outputs' manifest metrics and the result's fields, "
+        "nested ones as 'a.b'); every metric both replicas report when empty.",
+    )
+
+
+class Verification(StrictModel):
+    """Run the job on several nodes and accept its result only when enough of them agree (docs/mesh.md)."""
+
+    replicas: int = Field(3, ge=2, le=9, description="Replicas started at once, each on a different node.")
+    quorum: int | None = Field(
+        None, ge=1, le=9, description="Replicas that must agree; a majority of ``replicas`` when unset."
+    )
+    compare: Literal["exact", "tolerance"] = Field(
+        "exact",
+        description="'exact': the outputs' files have the same SHA-256 hashes; 'tolerance': their metrics "
+        "agree within ``tolerance``.",
+    )
+    tolerance: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Relative difference allowed between two replicas' numbers (NEXAPod's 'tolerance').",
+    )
+    checker: ToleranceChecker | None = Field(None, description="Which metrics 'tolerance' compares.")
+    max_replicas: int | None = Field(
+        None,
+        ge=2,
+        le=16,
+        description="Replicas in all, counting those started after a disagreement; replicas + 2 when unset.",
+    )
+    distinct_owners: bool = Field(
+        False, description="Also place the replicas on nodes registered with different node tokens."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Verification:
+        if self.quorum is not None and self.quorum > self.replicas:
+            raise ValueError("quorum cannot be more than replicas")
+        if self.max_replicas is not None and self.max_replicas < self.replicas:
+            raise ValueError("max_replicas cannot be less than replicas")
+        return self
+
+    @property
+    def needed(self) -> int:
+        return self.quorum if self.quorum is not None else self.replicas // 2 + 1
+
+    @property
+    def most(self) -> int:
+        return self.max_replicas if self.max_replicas is not None else min(16, self.replicas + 2)
 
 
 class JobOptions(StrictModel):
@@ -94,6 +169,12 @@ class JobOptions(StrictModel):
         ge=0,
         le=10**12,
         description="Refuse the job (402 budget_exceeded) when its estimated charge is above this, in US cents.",
+    )
+
+    verification: Verification | None = Field(
+        None,
+        description="Run replicas on distinct nodes and accept the result their quorum agrees on "
+        "(standalone mesh workers; docs/mesh.md).",
     )
 
     @field_validator("labels")

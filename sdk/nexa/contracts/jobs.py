@@ -382,6 +382,35 @@ class ContainerSpec(JobOptions):
         Annotated[str, StringConstraints(max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
         Annotated[str, StringConstraints(max_length=32768)],
     ] = Field(default_factory=dict, max_length=256, description="Environment variables of the container.")
+    network: bool | None = Field(
+        None,
+        description="Give the container a network. Standalone workers run it with none unless this is true; "
+        "in cluster mode unset or true is the pod's network (the cluster's NetworkPolicies apply) and false "
+        "is refused (not_supported).",
+    )
+    inputs: list[DatasetRef] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Datasets mounted read-only under /inputs (standalone workers): a `ds_…` id at "
+        "/inputs/<ds_id>/, any other reference at /inputs/<its position>/. Not supported in cluster mode.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_inputs(self) -> ContainerSpec:
+        if len(set(self.inputs)) != len(self.inputs):
+            raise ValueError("inputs names the same dataset twice")
+        return self
+
+    def cluster_gaps(self) -> list[str]:
+        """What a Kubernetes Job cannot honour of this spec (the operator and the cluster backend refuse it)."""
+        gaps = []
+        if self.network is False:
+            gaps.append(
+                "network=false: cluster pods use the cluster's network policy; leave network unset there"
+            )
+        if self.inputs:
+            gaps.append("inputs: mounting datasets into a container is supported by standalone workers only")
+        return gaps
 
 
 JOB_SPECS: dict[JobType, type[JobOptions]] = {

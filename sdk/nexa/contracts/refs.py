@@ -163,7 +163,10 @@ def _walk(model: BaseModel, prefix: str, found: list[JobReference]) -> None:
             continue
         path = f"{prefix}{name}"
         marker = ref_marker(info)
-        if marker is not None:
+        if marker is not None and isinstance(value, list | tuple):
+            # A list of references (a container's inputs): each item is checked on its own.
+            found.extend(JobReference(f"{path}.{i}", marker.kind, str(item)) for i, item in enumerate(value))
+        elif marker is not None:
             found.append(JobReference(path, marker.kind, str(value)))
         elif isinstance(value, BaseModel):
             _walk(value, f"{path}.", found)
@@ -179,6 +182,7 @@ NOT_REFERENCES: frozenset[str] = frozenset(
     {
         "Resources.gpu_type",
         "Resources.tier",
+        "ToleranceChecker.metrics",  # names of output metrics to compare, not inputs
         "AuditSpec.idempotency_key",
         "DistillSpec.idempotency_key",
         "GenerateSpec.idempotency_key",

@@ -236,6 +236,23 @@ class WorkerInfo(BaseModel):
     running_jobs: list[str] = Field(default_factory=list)
     registered_at: datetime
     last_heartbeat_at: datetime
+    verified_gflops: float | None = Field(
+        None,
+        description="float32 GFLOP/s the gateway measured with a benchmark challenge the node passed (its "
+        "latest; none before one passed, or once one failed). `hardware.cpu_gflops` is the node's own claim.",
+    )
+    verified_at: datetime | None = Field(None, description="When that benchmark was verified.")
+    tier_confirmed: bool | None = Field(
+        None,
+        description="Whether benchmarks confirm the node's tier (docs/mesh.md): `cpu` always; `consumer-gpu` "
+        "and `hpc` only with a passed GPU benchmark; none for a tier with no rule.",
+    )
+    reputation: float = Field(
+        0.5, description="0 to 1 from agreement, reliability and honesty; 0.5 with no record (docs/mesh.md)."
+    )
+    credits: float = Field(
+        0.0, description="Credits for verified work, less penalties (`GET /v1/credits/{id}`)."
+    )
 
 
 class NodeAction(StrictModel):
@@ -248,3 +265,83 @@ class WorkerList(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     items: list[WorkerInfo]
+
+
+# -- benchmark challenges (docs/mesh.md, "Measured throughput") -------------------------------------
+
+BENCHMARK_MAX_N = 2048
+BENCHMARK_MAX_REPS = 16
+BENCHMARK_MAX_SPOT_CHECKS = 64
+Sha256Hex = Annotated[str, StringConstraints(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
+
+
+class BenchmarkChallenge(BaseModel):
+    """A challenge the gateway issued to a node: build A_1..A_reps and B from the seed, compute every
+    C_r = A_r @ B in float32, and commit to the SHA-256 of each row of each C_r."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    challenge_id: str
+    worker_id: str
+    seed: str = Field(description="128 bits, hex: the SeedSequence entropy of every matrix.")
+    n: int = Field(description="Each matrix is n×n float32.")
+    reps: int = Field(description="How many products C_r (r = 1..reps) to compute.")
+    spot_checks: int = Field(description="How many rows the gateway will ask for after the commitment.")
+    issued_at: datetime
+    expires_at: datetime = Field(description="The commitment and the proof must both arrive before it.")
+
+
+class BenchmarkCommit(StrictModel):
+    """Round one: the node's commitment, SHA-256 over the concatenated row digests (C_1's rows first)."""
+
+    commitment: Sha256Hex
+
+
+class BenchmarkRowRef(StrictModel):
+    rep: int = Field(ge=1, le=BENCHMARK_MAX_REPS, description="Which product C_r (1-based).")
+    row: int = Field(ge=0, lt=BENCHMARK_MAX_N, description="Which row of it (0-based).")
+
+
+class BenchmarkSpotCheck(BaseModel):
+    """The gateway's answer to a commitment: the rows it picked after receiving it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    challenge_id: str
+    rows: list[BenchmarkRowRef]
+    seconds: float = Field(description="Issue to commitment, by the gateway's clock: what is measured.")
+    expires_at: datetime
+
+
+class BenchmarkRow(StrictModel):
+    rep: int = Field(ge=1, le=BENCHMARK_MAX_REPS)
+    row: int = Field(ge=0, lt=BENCHMARK_MAX_N)
+    values: str = Field(
+        max_length=(4 * BENCHMARK_MAX_N + 2) // 3 * 4,
+        description="Base64 of the row's n little-endian float32 values.",
+    )
+
+
+class BenchmarkProof(StrictModel):
+    """Round two: every row digest (which must hash to the commitment) and the rows asked for."""
+
+    row_hashes: list[Sha256Hex] = Field(
+        max_length=BENCHMARK_MAX_N * BENCHMARK_MAX_REPS, description="reps × n digests, hex, C_1's first."
+    )
+    rows: list[BenchmarkRow] = Field(max_length=BENCHMARK_MAX_SPOT_CHECKS)
+
+
+class BenchmarkResult(BaseModel):
+    """A verified (or refused) benchmark: the throughput counts only the gateway's clock."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    challenge_id: str
+    worker_id: str
+    status: str = Field(description="`passed` or `failed`.")
+    gflops: float | None = Field(None, description="reps × 2n³ / seconds / 1e9; set when it passed.")
+    n: int
+    reps: int
+    seconds: float | None = None
+    verified_at: datetime
+    detail: str = ""
