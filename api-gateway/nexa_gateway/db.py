@@ -123,6 +123,19 @@ class JobRequirement(Base):
     gpu_memory_gb: Mapped[float | None] = mapped_column(Float, default=None)
 
 
+class LogBatch(Base):
+    """A numbered batch of log lines an attempt sent (``LogLines.seq``): the same batch sent again (a
+    retry whose answer was lost) is appended once, and another batch under a used number (a replay
+    of a signed batch) is refused."""
+
+    __tablename__ = "log_batches"
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+
+
 class JobTrust(Base):
     """The least reputation a node must have to claim the job (``Resources.min_reputation``), matched
     in the claim query. A row only for jobs that state one."""

@@ -107,6 +107,20 @@ def final_report_for(
     )
 
 
+def manifest_digests(store: Any, artifact_ids: list[str]) -> dict[str, str]:
+    """Each artifact's manifest digest as this node wrote it: the signed result names them, so the
+    node's signature covers every file's hash (docs/mesh.md)."""
+    from nexa_store.envelopes import manifest_digest
+
+    found = {}
+    for artifact_id in artifact_ids:
+        try:
+            found[artifact_id] = manifest_digest(store.read_manifest(artifact_id, verify=False))
+        except Exception as exc:  # the gateway refuses the report without it: say why here
+            log.error("artifact %s: cannot read its manifest to sign it: %s", artifact_id, exc)
+    return found
+
+
 def send_final_report(
     client: WorkerClient, state: AttemptState, report: ResultReport | FailReport | None
 ) -> None:
@@ -224,6 +238,8 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
         if report is not None and ctx is not None:
             # A failed attempt names what it committed too: the gateway keeps it when it stopped the job.
             report.artifacts = list(dict.fromkeys(ctx.produced_artifacts))[:1000]
+            if isinstance(report, ResultReport):
+                report.manifests = manifest_digests(ctx.store, report.artifacts)
         if isinstance(report, FailReport):
             reporter.log(f"[nexa worker] attempt {claimed.attempt} failed: {report.code}: {report.message}")
         reporter.pump(force=True, retry_for=FINAL_REPORT_RETRY_SECONDS)

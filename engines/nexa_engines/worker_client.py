@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from nexa_store.envelopes import NodeKey, ReportKind
 
 log = logging.getLogger("nexa.worker")
-ReportT = TypeVar("ReportT", ResultReport, FailReport)
+ReportT = TypeVar("ReportT", ResultReport, FailReport, LogLines)
 
 # Default time budgets (seconds) for retrying one call before giving up on it.
 REPORT_RETRY_SECONDS = 60.0
@@ -135,6 +135,9 @@ class WorkerClient:
         self.registered: WorkerRegistered | None = None
         # The node's Ed25519 identity; final reports are signed with it once it registered the key.
         self.node_key: NodeKey | None = None
+        # The last log batch number sent per attempt (LogLines.seq).
+        self._log_seqs: dict[tuple[str, int], int] = {}
+        self._log_lock = threading.Lock()
         # Bumped on every (re-)registration so callers can notice a new token and store config.
         self.generation = 0
 
@@ -267,8 +270,12 @@ class WorkerClient:
     def logs(
         self, job_id: str, attempt: int, lines: list[str], *, retry_for: float = REPORT_RETRY_SECONDS
     ) -> None:
-        """Append log lines to the job's log."""
-        body = LogLines(attempt=attempt, lines=lines)
+        """Append log lines to the job's log: a numbered batch (appended once however often a retry
+        sends it), signed with the node's key."""
+        with self._log_lock:
+            seq = self._log_seqs.get((job_id, attempt), 0) + 1
+            self._log_seqs[(job_id, attempt)] = seq
+        body = self._signed("logs", job_id, LogLines(attempt=attempt, lines=lines, seq=seq))
         self._call("POST", f"/v1/workers/jobs/{job_id}/logs", body, retry_for=retry_for, fenced=True)
 
     def complete(
@@ -276,11 +283,13 @@ class WorkerClient:
     ) -> None:
         """Report success with the result, produced artifacts and usage (signed with the node's key)."""
         signed = self._signed("complete", job_id, report)
+        self._log_seqs.pop((job_id, report.attempt), None)  # the attempt's logs were sent before it
         self._call("POST", f"/v1/workers/jobs/{job_id}/complete", signed, retry_for=retry_for, fenced=True)
 
     def fail(self, job_id: str, report: FailReport, *, retry_for: float = FINAL_REPORT_RETRY_SECONDS) -> None:
         """Report failure with a code, a message and whether another attempt may succeed (signed)."""
         signed = self._signed("fail", job_id, report)
+        self._log_seqs.pop((job_id, report.attempt), None)
         self._call("POST", f"/v1/workers/jobs/{job_id}/fail", signed, retry_for=retry_for, fenced=True)
 
     def _signed(self, kind: ReportKind, job_id: str, report: ReportT) -> ReportT:

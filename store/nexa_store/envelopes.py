@@ -1,7 +1,8 @@
 """A node's signed reports: DSSE envelopes over a canonical statement of what the node reports.
 
 A worker holds an Ed25519 key of its own (``NodeKey``, kept in its state directory, mode 0600) and
-registers its public half. Every final report it sends (``complete``, ``fail``) then carries a DSSE
+registers its public half. Every final report it sends (``complete``, ``fail``) and every batch of
+log lines (``logs``) then carries a DSSE
 envelope (https://github.com/secure-systems-lab/dsse): the signature covers
 ``PAE(payloadType, payload)``. The payload is the canonical JSON of the report together with what it
 is about: the kind of report, the job, the attempt and the reporting worker. So a valid envelope
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import stat
@@ -23,13 +25,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from nexa.contracts import ArtifactManifest
 from nexa.contracts.workers import DsseSignature, SignedEnvelope
 from nexa_store.base import ArtifactError
-from nexa_store.signing import SigningKey, _require_crypto
+from nexa_store.signing import SigningKey, _require_crypto, canonical_bytes
 
 PAYLOAD_TYPE = "application/vnd.nexa.worker-report.v1+json"
 KEY_FILE = "node_ed25519.key"
-ReportKind = Literal["complete", "fail"]
+ReportKind = Literal["complete", "fail", "logs"]
+
+
+def manifest_digest(manifest: ArtifactManifest) -> str:
+    """SHA-256 of a manifest's canonical JSON without its signature fields: what a node's signed
+    result names for each artifact it produced."""
+    return hashlib.sha256(canonical_bytes(manifest)).hexdigest()
 
 
 class EnvelopeError(ArtifactError):

@@ -190,7 +190,7 @@ def _signed(
     worker: Worker,
     job_id: str,
     kind: ReportKind,
-    body: ResultReport | FailReport,
+    body: ResultReport | FailReport | LogLines,
 ) -> None:
     try:
         reportsigs.check(session, worker, job_id, kind, body)
@@ -228,9 +228,10 @@ def progress(
 def logs(
     job_id: JobIdPath, body: LogLines, worker: CurrentWorker, session: SessionDep, state: StateDep
 ) -> Response:
-    """Append log lines to the attempt."""
+    """Append log lines to the attempt (a numbered batch once, however often it is sent)."""
+    _signed(state, session, worker, job_id, "logs", body)
     try:
-        queue.append_logs(session, worker.id, job_id, body.attempt, body.lines)
+        queue.append_logs(session, worker.id, job_id, body.attempt, body.lines, body.seq)
     except Exception as exc:
         _refused(state, exc)
         raise
@@ -253,7 +254,15 @@ def complete(
             worker.id,
             job_id,
             body,
-            lambda job, ids: promote_artifacts(session, state.store, job, ids, state.platform_key),
+            lambda job, ids: promote_artifacts(
+                session,
+                state.store,
+                job,
+                ids,
+                state.platform_key,
+                # A node with a key signed each manifest's digest in the report: the store must hold that.
+                expected=body.manifests if reportsigs.public_key_of(session, worker.id) else None,
+            ),
             book=state.settings.prices(),
         )
     except Exception as exc:

@@ -36,6 +36,7 @@ from nexa_store.base import (
     StoreUnavailable,
 )
 from nexa_store.datasets import DatasetRefError, detect_format, is_data_file
+from nexa_store.envelopes import manifest_digest
 from nexa_store.outbound import check_key_env_name
 from nexa_store.signing import PlatformTrust, SigningKey, countersign
 
@@ -278,8 +279,12 @@ def promote_artifacts(
     job: AcceptedAttempt,
     artifact_ids: list[str],
     platform_key: SigningKey | None = None,
+    expected: dict[str, str] | None = None,
 ) -> str | None:
     """Register the artifacts an accepted attempt produced; returns the first one's URI.
+
+    ``expected``: each manifest's digest as the node signed it in its report; the manifest the store
+    holds must be exactly that one.
 
     With a platform key, each is countersigned here: the signature says the platform
     accepted it, and only signed artifacts are readable as inputs and downloads.
@@ -311,6 +316,13 @@ def promote_artifacts(
                 "artifact_foreign",
                 f"artifact {artifact_id} was written by job {manifest.job_id} attempt {manifest.attempt}",
                 field="artifacts",
+            )
+        if expected is not None and expected.get(artifact_id) != manifest_digest(manifest):
+            raise ApiError(
+                422,
+                "manifest_mismatch",
+                f"artifact {artifact_id}: the manifest in the store is not the one the node signed",
+                field="manifests",
             )
         if session.get(Artifact, artifact_id) is not None:
             continue  # registered (and signed) already: a repeated report, or someone else's id

@@ -9,6 +9,7 @@ overwrite the attempt that replaced it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from nexa_gateway.db import (
     JobReplica,
     JobRequirement,
     JobTrust,
+    LogBatch,
     NodeToken,
     Usage,
     Worker,
@@ -274,6 +276,26 @@ def heartbeat(
     raise stale(job_id, attempt)
 
 
+def _new_batch(session: Session, job_id: str, attempt: int, seq: int, lines: list[str]) -> bool:
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    seen = session.get(LogBatch, (job_id, attempt, seq))
+    if seen is None:
+        try:
+            with session.begin_nested():
+                session.add(LogBatch(job_id=job_id, attempt=attempt, seq=seq, digest=digest))
+                session.flush()
+            return True
+        except IntegrityError:
+            seen = session.get(LogBatch, (job_id, attempt, seq))
+    if seen is not None and seen.digest == digest:
+        return False  # sent again after a lost answer: appended once
+    raise ApiError(
+        409,
+        "log_batch_reused",
+        f"log batch {seq} of attempt {attempt} of job {job_id} was already sent with other lines",
+    )
+
+
 def report_progress(
     session: Session, worker_id: str, job_id: str, attempt: int, progress: float, message: str | None
 ) -> None:
@@ -287,9 +309,19 @@ def report_progress(
         raise stale(job_id, attempt)
 
 
-def append_logs(session: Session, worker_id: str, job_id: str, attempt: int, lines: list[str]) -> None:
+def append_logs(
+    session: Session,
+    worker_id: str,
+    job_id: str,
+    attempt: int,
+    lines: list[str],
+    seq: int | None = None,
+) -> bool:
+    """Append an attempt's log lines; False when this numbered batch was appended already."""
     if not lines:
-        return
+        return True
+    if seq is not None and not _new_batch(session, job_id, attempt, seq, lines):
+        return False
     # Reserve a block of sequence numbers in the same fenced statement that proves we hold the lease.
     top = session.execute(
         update(Job)
@@ -308,6 +340,7 @@ def append_logs(session: Session, worker_id: str, job_id: str, attempt: int, lin
             for i, line in enumerate(lines)
         ],
     )
+    return True
 
 
 def record_usage(

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexa.contracts import FailReport, ResultReport
+from nexa.contracts.workers import LogLines
 from nexa_gateway.db import Job, Worker, WorkerKey
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services.jobs import add_event
@@ -32,7 +33,11 @@ def public_key_of(session: Session, worker_id: str) -> str | None:
 
 
 def check(
-    session: Session, worker: Worker, job_id: str, kind: ReportKind, report: ResultReport | FailReport
+    session: Session,
+    worker: Worker,
+    job_id: str,
+    kind: ReportKind,
+    report: ResultReport | FailReport | LogLines,
 ) -> None:
     """Raise 422 ``report_signature_invalid`` (recorded on the job) unless the node signed this report."""
     key = public_key_of(session, worker.id)
@@ -40,6 +45,13 @@ def check(
         return
     try:
         verify_report(report.envelope, key, kind, job_id, report.attempt, worker.id, report)
+        if isinstance(report, LogLines) and report.seq is None:
+            # Unnumbered, a signed batch could be sent again and appended twice.
+            raise EnvelopeError("a signed log batch must carry its seq")
+        if isinstance(report, ResultReport):
+            unnamed = [a for a in report.artifacts if a not in report.manifests]
+            if unnamed:
+                raise EnvelopeError(f"the signed result does not name the manifest of {', '.join(unnamed[:5])}")
     except EnvelopeError as exc:
         log.warning("job %s: %s report from worker %s refused: %s", job_id, kind, worker.id, exc)
         held = session.scalar(select(Job.id).where(Job.id == job_id, Job.worker_id == worker.id))

@@ -168,6 +168,16 @@ class ProgressReport(StrictModel):
 class LogLines(StrictModel):
     attempt: int = Field(ge=1, le=100_000)
     lines: list[Annotated[str, StringConstraints(max_length=16_384)]] = Field(max_length=10_000)
+    seq: int | None = Field(
+        None,
+        ge=1,
+        le=10**9,
+        description="The batch's number within the attempt, from 1: a batch sent again (a retry) is "
+        "appended once, and another batch under a number already used is refused. Required with an envelope.",
+    )
+    envelope: SignedEnvelope | None = Field(
+        None, description="The batch signed with the node's key; required once the node registered one."
+    )
 
 
 class DsseSignature(StrictModel):
@@ -193,6 +203,16 @@ class ResultReport(StrictModel):
         description="Artifact ids this attempt produced; registered only on acceptance.",
     )
     usage: list[UsageRecord] = Field(default_factory=list, max_length=64)
+    manifests: dict[
+        Annotated[str, StringConstraints(max_length=64)],
+        Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")],
+    ] = Field(
+        default_factory=dict,
+        max_length=1024,
+        description="SHA-256 of each artifact's manifest as the node wrote it (its canonical JSON without "
+        "signatures), so the node's signature on this report covers the manifests and, through them, "
+        "every file's hash. Required for every artifact once the node registered a key.",
+    )
     envelope: SignedEnvelope | None = Field(
         None, description="The report signed with the node's key; required once the node registered one."
     )
