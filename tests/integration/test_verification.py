@@ -58,7 +58,9 @@ def _finish(
     }
     if key is not None:
         from nexa.contracts import ResultReport
+        from nexa_store.envelopes import manifest_digest
 
+        body["manifests"] = {ds: manifest_digest(store.read_manifest(ds))}
         report = ResultReport.model_validate(body)
         body["envelope"] = key.sign(
             "complete", claimed["job_id"], claimed["attempt"], worker_id, report
@@ -167,6 +169,11 @@ def test_a_quorum_of_honest_replicas_wins_and_the_liar_is_an_outlier(
         charged = {u.job_id for u in session.scalars(select(Usage).where(Usage.kind == "rows"))}
     assert {c["job_id"] for c in claims.values()} <= charged
 
+    nexapod = gw.client.get("/nodes", headers=gw.auth()).json()["items"]
+    assert {n["worker_id"] for n in nexapod} >= {w for _, w in nodes.values()}
+    assert (
+        gw.client.get(f"/credits/{nodes['liar'][1]}", headers=gw.auth()).json()["credits"] == liar["credits"]
+    )
     board = gw.client.get("/v1/leaderboard", headers=gw.auth()).json()["rows"]
     assert board[-1]["name"] == "liar" and [r["rank"] for r in board] == [1, 2, 3]
     csv_text = gw.client.get("/v1/leaderboard?format=csv", headers=gw.auth()).text
@@ -286,9 +293,7 @@ def test_trust_level_and_holdback_keep_work_from_a_node_in_bad_standing(tmp_path
         other = gw.submit_audit()
         with state.db.session() as session:
             session.execute(
-                update(Job)
-                .where(Job.id == other["job_id"])
-                .values(created_at=utcnow() - timedelta(hours=2))
+                update(Job).where(Job.id == other["job_id"]).values(created_at=utcnow() - timedelta(hours=2))
             )
         got = gw.claim(liar)
         assert got is not None and got["job_id"] == other["job_id"]

@@ -12,12 +12,24 @@ from sqlalchemy import select
 from nexa.contracts.billing import LedgerVerification
 from nexa.contracts.keys import Role
 from nexa.contracts.mesh import CreditEntry, Leaderboard, LeaderboardRow, NodeCredits, VerificationStatus
+from nexa.contracts.workers import WorkerList
 from nexa_gateway.db import NodeRecord, Worker, WorkerOwner, utcnow
 from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
+from nexa_gateway.routes import registry as registry_routes
 from nexa_gateway.services import ledger, meshpolicy, registry, reputation, verification
 from nexa_gateway.services.meshpolicy import DAY
 
 router = APIRouter(tags=["mesh"])
+
+# NEXAPod's node list: the registry's own handler (one answer, one auth rule).
+router.add_api_route(
+    "/nodes",
+    registry_routes.list_workers,
+    methods=["GET"],
+    response_model=WorkerList,
+    name="nexapod_nodes",
+    summary="The node registry (NEXAPod path of GET /v1/workers)",
+)
 
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]
 

@@ -50,6 +50,13 @@ def worker(
             help="Pin this node's tier: cpu, consumer-gpu or hpc (default: from its profile, see docs/mesh.md).",
         ),
     ] = None,
+    no_benchmark: Annotated[
+        bool,
+        typer.Option(
+            "--no-benchmark",
+            help="Skip the throughput challenge at registration (the node then earns no credits; docs/mesh.md).",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run a pull worker until Ctrl-C (running jobs finish or are handed back)."""
@@ -71,6 +78,8 @@ def worker(
         format="%(asctime)s %(levelname)s %(message)s",
     )
     quiet_http_logs()
+    if no_benchmark:
+        os.environ["NEXA_WORKER_BENCHMARK"] = "0"  # read by nexa_engines.benchmark_challenge
     try:
         run_worker(
             str(url),
