@@ -227,6 +227,32 @@ class Settings(BaseSettings):
     status_cache_seconds: float = Field(
         1.0, ge=0, description="How long another replica's change to a job may go unseen by this one."
     )
+    # ---- webhooks (services.webhooks)
+    webhook_allowlist: str = Field(
+        "",
+        description="Comma-separated hosts (`hooks.example.com`, `*.example.com`) and networks "
+        "(`10.1.0.0/16`, `127.0.0.1`) webhooks may go to besides public addresses; private, loopback and "
+        "link-local addresses are refused unless listed here.",
+    )
+    webhook_only_allowlist: bool = Field(
+        False, description="Refuse every webhook URL the allowlist does not name, public ones too."
+    )
+    webhook_interval_seconds: float = Field(
+        1.0, ge=0, description="How often the outbox and the sender look for work when idle; 0 turns webhooks off."
+    )
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="One delivery try's HTTP timeout.")
+    webhook_retry_scale: float = Field(
+        1.0, gt=0, description="Multiplies the retry schedule (5 s … ~24 h); tests make it small."
+    )
+    webhook_disable_after_failures: int = Field(
+        50, ge=1, description="Consecutive failed tries after which an endpoint is disabled (with the next)."
+    )
+    webhook_disable_after_seconds: float = Field(
+        86400.0, ge=0, description="… and only once it has been failing for at least this long."
+    )
+    webhook_outbox_settle_seconds: float = Field(
+        5.0, ge=0, description="How long a gap in job event ids is waited on (a transaction still open)."
+    )
 
     @field_validator("allowed_dataset_roots", mode="before")
     @classmethod

@@ -13,9 +13,9 @@ import re
 import secrets
 from typing import Final, Literal
 
-IdPrefix = Literal["job", "ds", "ckpt", "ev", "dp", "key", "wrk", "tnt", "art", "ntk", "log"]
+IdPrefix = Literal["job", "ds", "ckpt", "ev", "dp", "key", "wrk", "tnt", "art", "ntk", "log", "wh", "msg"]
 
-PREFIXES: Final[tuple[str, ...]] = ("job", "ds", "ckpt", "ev", "dp", "key", "wrk", "tnt", "art", "ntk", "log")
+PREFIXES: Final[tuple[str, ...]] = ("job", "ds", "ckpt", "ev", "dp", "key", "wrk", "tnt", "art", "ntk", "log", "wh", "msg")
 
 _SUFFIX_LEN: Final = 26
 _ID_RE: Final = re.compile(r"^(?P<prefix>[a-z]+)_(?P<suffix>[a-z2-7]{26})\Z")  # \Z: no trailing newline

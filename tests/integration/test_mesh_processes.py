@@ -99,3 +99,24 @@ def test_three_workers_one_liar_the_honest_quorum_wins(
         assert verified["ok"], verified
     board = _get(gw.url, headers, "/v1/leaderboard")["rows"]
     assert [r["name"] for r in board][-1] == "liar"
+
+
+def test_nexa_demo_mesh_runs_a_verified_job_on_three_nodes_and_prints_the_leaderboard(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXA_")} | {"NEXA_HOME": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "nexa.cli.main", "demo", "--mesh", "--rows", "200"],
+        env=env | {"COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout
+    assert "agreed (requested, exact, quorum 2)" in out, out
+    assert out.count("agreed") >= 4 and "leaderboard" in out
+    for tier in ("cpu", "consumer-gpu", "hpc"):
+        assert tier in out

@@ -379,7 +379,7 @@ def _accept(
             result=source.result,
             artifacts_uri=source.artifacts_uri,
             progress=1.0,
-            progress_message=f"verified: {len(decision.agreed)} of {check.quorum} needed replicas agree",
+            progress_message=f"verified: {len(decision.agreed)} replicas agree (quorum {check.quorum})",
             finished_at=now,
             updated_at=now,
         )

@@ -65,43 +65,34 @@ def local_nexa() -> Iterator[NexaClient]:
         with existing:
             yield existing
         return
-    from nexa.cli.local import free_port, start_local, stop_local
-
-    home = Path(tempfile.mkdtemp(prefix="nexa-demo-"))
-    try:
-        with console.status("no Nexa running: starting a temporary one..."):
-            local = start_local(home, port=free_port(), workers=1, write_config=False)
-        console.print(f"started a temporary Nexa at {local.url} (home {home})")
-        with NexaClient(api_key=local.api_key, base_url=local.url) as client:
-            yield client
-    finally:
-        with console.status("stopping the temporary Nexa..."):
-            stop_local(home, grace=10.0)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-MESH_TIERS = ("cpu", "consumer-gpu", "hpc")
+    with temporary_nexa("nexa-demo-", "no Nexa running: starting a temporary one...") as client:
+        yield client
 
 
 @contextmanager
-def mesh_nexa() -> Iterator[NexaClient]:
-    """A temporary Nexa with three nodes of the mesh, one per tier (pinned: a tier is the node
-    owner's claim, which the gateway's benchmark confirms or not)."""
+def temporary_nexa(prefix: str, starting: str, tiers: tuple[str, ...] = ()) -> Iterator[NexaClient]:
+    """A client for a Nexa started in a temporary NEXA_HOME and stopped (and removed) on exit: one
+    worker, or one node per tier in ``tiers``."""
     from nexa.cli.local import free_port, start_local, stop_local
 
-    home = Path(tempfile.mkdtemp(prefix="nexa-mesh-demo-"))
+    home = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        with console.status("starting a temporary Nexa with three nodes..."):
+        with console.status(starting):
             local = start_local(
-                home, port=free_port(), workers=len(MESH_TIERS), write_config=False, worker_tiers=MESH_TIERS
+                home, port=free_port(), workers=max(1, len(tiers)), write_config=False, worker_tiers=tiers
             )
-        console.print(f"started a temporary Nexa at {local.url} with nodes pinned to {', '.join(MESH_TIERS)}")
+        pinned = f", nodes pinned to {', '.join(tiers)}" if tiers else ""
+        console.print(f"started a temporary Nexa at {local.url} (home {home}{pinned})")
         with NexaClient(api_key=local.api_key, base_url=local.url) as client:
             yield client
     finally:
         with console.status("stopping the temporary Nexa..."):
             stop_local(home, grace=10.0)
         shutil.rmtree(home, ignore_errors=True)
+
+
+# One node per tier (pinned: a tier is the node owner's claim, which the gateway's benchmark confirms or not).
+MESH_TIERS = ("cpu", "consumer-gpu", "hpc")
 
 
 def run_mesh(client: NexaClient, scratch: Path, rows: int, seed: int, timeout: float = 900.0) -> None:
@@ -578,7 +569,12 @@ def demo(
     """Audit a sample dataset, then generate, distill, train, evaluate and deploy tiny models."""
     started = time.monotonic()
     if mesh:
-        with tempfile.TemporaryDirectory(prefix="nexa-demo-data-") as scratch, mesh_nexa() as client:
+        with (
+            tempfile.TemporaryDirectory(prefix="nexa-demo-data-") as scratch,
+            temporary_nexa(
+                "nexa-mesh-demo-", "starting a temporary Nexa with three nodes...", MESH_TIERS
+            ) as client,
+        ):
             run_mesh(client, Path(scratch), min(rows, 2000), seed)
         console.print(f"mesh demo done in {time.monotonic() - started:.0f} s")
         return
