@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,6 +41,7 @@ from nexa_gateway.routes import (
     nodes,
     registry,
     submit,
+    webhooks,
     worker_store,
     workers,
 )
@@ -58,6 +60,7 @@ from nexa_gateway.services import (
     stripesync,
     verification,
 )
+from nexa_gateway.services import webhooks as webhook_svc
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
 from nexa_gateway.services.keys import KeyResolver, ensure_tenant, set_role, store_api_key
@@ -193,6 +196,52 @@ async def _stripe_sync(state: AppState, client: Any) -> None:
             await asyncio.sleep(state.settings.stripe_sync_interval_seconds)
 
 
+def _webhooks_once(state: AppState, client: Any, outbox: bool) -> int:
+    """One outbox pass (job events → deliveries) and one send pass; how much work it found."""
+    db, settings = state.db, state.settings
+    moved = 0
+    if outbox:
+        with db.read() as session:
+            fresh = webhook_svc.has_new_events(session)
+        if fresh:
+            with db.session() as session:
+                moved = webhook_svc.fan_out(
+                    session,
+                    settle_seconds=settings.webhook_outbox_settle_seconds if db.is_postgres else 0.0,
+                    lock=db.is_postgres,
+                )
+    with db.read() as session:
+        due = webhook_svc.has_due(session)
+    if not due:
+        return moved
+    with db.session() as session:
+        claimed = webhook_svc.claim_due(
+            session, lease_seconds=settings.webhook_timeout_seconds + 30, skip_locked=db.is_postgres
+        )
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(claimed)))) as pool:
+        results = list(pool.map(lambda c: (c, webhook_svc.send(client, c)), claimed))
+    for one, result in results:
+        with db.session() as session:
+            webhook_svc.record_try(session, settings, one, result)
+    return moved + len(claimed)
+
+
+async def _webhook_sender(state: AppState) -> None:
+    client = webhook_svc.make_client(state.settings)
+    outbox = state.settings.backend == "sql"  # job events are SQL rows only there
+    try:
+        while True:
+            try:
+                busy = await run_in_threadpool(_webhooks_once, state, client, outbox)
+            except Exception:  # the database or a receiver may be down for a while; the next tick retries
+                log.exception("webhook tick failed")
+                busy = 0
+            if not busy:
+                await asyncio.sleep(state.settings.webhook_interval_seconds)
+    finally:
+        client.close()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build a gateway app; nothing touches the database until startup."""
     settings = settings or Settings()
@@ -239,6 +288,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stripe_client = stripesync.make_client(settings)
         if stripe_client is not None and settings.stripe_sync_interval_seconds > 0:
             tasks.append(asyncio.create_task(_stripe_sync(state, stripe_client)))
+        if settings.webhook_interval_seconds > 0:
+            tasks.append(asyncio.create_task(_webhook_sender(state)))
         if db.is_postgres and settings.backend == "sql":
             # Log streams on this replica hear of lines and ends that reach another one.
             tasks.append(asyncio.create_task(jobsignals.listen(settings.database_url, state.signals)))
@@ -287,6 +338,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         benchmarks,
         worker_store,
         forge,
+        webhooks,
     ):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router, responses={503: ERROR_RESPONSES[422] | {"description": "Not ready."}})

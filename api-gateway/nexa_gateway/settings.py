@@ -238,7 +238,7 @@ class Settings(BaseSettings):
         False, description="Refuse every webhook URL the allowlist does not name, public ones too."
     )
     webhook_interval_seconds: float = Field(
-        1.0, ge=0, description="How often the outbox and the sender look for work when idle; 0 turns webhooks off."
+        1.0, ge=0, description="Idle poll of the webhook outbox and sender; 0 turns webhooks off."
     )
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="One delivery try's HTTP timeout.")
     webhook_retry_scale: float = Field(

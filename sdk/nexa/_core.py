@@ -47,6 +47,14 @@ from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType, spec_
 from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody, Role
 from nexa.contracts.mesh import Leaderboard, NodeCredits, VerificationStatus
 from nexa.contracts.refs import job_references
+from nexa.contracts.webhooks import (
+    WebhookCreate,
+    WebhookDelivery,
+    WebhookDeliveryList,
+    WebhookEndpoint,
+    WebhookEndpointCreated,
+    WebhookEventType,
+)
 from nexa.contracts.workers import WorkerInfo, WorkerList
 from nexa.errors import (
     APIConnectionError,
@@ -87,6 +95,7 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 _JOB_EVENTS = TypeAdapter(list[JobEvent])
 _KEY_INFOS = TypeAdapter(list[ApiKeyInfo])
+_WEBHOOKS = TypeAdapter(list[WebhookEndpoint])
 
 
 # ---------------------------------------------------------------- calls
@@ -602,6 +611,47 @@ class ClientCore:
 
     def health(self) -> Call[dict[str, Any]]:
         return Call("GET", "/readyz", _parse_json_object, retryable=True, auth=False)
+
+    # ---- webhooks
+
+    def create_webhook(
+        self, url: str, events: Sequence[WebhookEventType | str], description: str
+    ) -> Call[WebhookEndpointCreated]:
+        body = WebhookCreate(
+            url=url, events=[WebhookEventType(e) for e in events], description=description
+        ).model_dump(mode="json")
+        return Call("POST", "/v1/webhooks", _model_parser(WebhookEndpointCreated), json=body)
+
+    def list_webhooks(self) -> Call[list[WebhookEndpoint]]:
+        return Call("GET", "/v1/webhooks", _adapter_parser(_WEBHOOKS), retryable=True)
+
+    def get_webhook(self, webhook_id: str) -> Call[WebhookEndpoint]:
+        return Call(
+            "GET", f"/v1/webhooks/{_segment(webhook_id)}", _model_parser(WebhookEndpoint), retryable=True
+        )
+
+    def delete_webhook(self, webhook_id: str) -> Call[WebhookEndpoint]:
+        return Call(
+            "DELETE", f"/v1/webhooks/{_segment(webhook_id)}", _model_parser(WebhookEndpoint), retryable=True
+        )
+
+    def enable_webhook(self, webhook_id: str) -> Call[WebhookEndpoint]:
+        path = f"/v1/webhooks/{_segment(webhook_id)}/enable"
+        return Call("POST", path, _model_parser(WebhookEndpoint), retryable=True)
+
+    def webhook_deliveries(
+        self, webhook_id: str, status: str | None, limit: int
+    ) -> Call[WebhookDeliveryList]:
+        params = [("limit", str(limit))] + ([("status", status)] if status else [])
+        path = f"/v1/webhooks/{_segment(webhook_id)}/deliveries"
+        return Call("GET", path, _model_parser(WebhookDeliveryList), params=params, retryable=True)
+
+    def redeliver_webhook(self, webhook_id: str, delivery_id: str) -> Call[WebhookDelivery]:
+        path = f"/v1/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/redeliver"
+        return Call("POST", path, _model_parser(WebhookDelivery))
+
+    def test_webhook(self, webhook_id: str) -> Call[WebhookDelivery]:
+        return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/test", _model_parser(WebhookDelivery))
 
 
 def _deletion(path: str, force: bool) -> Call[Deletion]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +42,7 @@ from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
 from nexa.contracts.mesh import LeaderboardRow, NodeCredits, VerificationStatus
+from nexa.contracts.webhooks import WebhookDelivery, WebhookEndpoint, WebhookEndpointCreated, WebhookEventType
 from nexa.contracts.workers import WorkerInfo
 from nexa.handles import AsyncJobHandle, LogLine
 
@@ -475,6 +476,48 @@ class AsyncNexaClient:
     async def revoke_key(self, key_id: str) -> ApiKeyInfo:
         """Revoke an API key; it is refused from now on."""
         return await self._call(self._core.revoke_key(key_id))
+
+    # ---- webhooks
+
+    async def create_webhook(
+        self,
+        url: str,
+        *,
+        events: Sequence[WebhookEventType | str] = ("*",),
+        description: str = "",
+    ) -> WebhookEndpointCreated:
+        """Subscribe ``url`` to job events (admin keys only); ``.secret`` signs every delivery and is shown once."""
+        return await self._call(self._core.create_webhook(url, events, description))
+
+    async def list_webhooks(self) -> list[WebhookEndpoint]:
+        """Your tenant's webhook endpoints, each ``enabled`` or ``disabled`` with the reason."""
+        return await self._call(self._core.list_webhooks())
+
+    async def get_webhook(self, webhook_id: str) -> WebhookEndpoint:
+        """One webhook endpoint."""
+        return await self._call(self._core.get_webhook(webhook_id))
+
+    async def delete_webhook(self, webhook_id: str) -> WebhookEndpoint:
+        """Delete a webhook endpoint and its delivery log."""
+        return await self._call(self._core.delete_webhook(webhook_id))
+
+    async def enable_webhook(self, webhook_id: str) -> WebhookEndpoint:
+        """Re-enable an endpoint that was disabled after repeated failures."""
+        return await self._call(self._core.enable_webhook(webhook_id))
+
+    async def webhook_deliveries(
+        self, webhook_id: str, *, status: str | None = None, limit: int = 100
+    ) -> list[WebhookDelivery]:
+        """The endpoint's delivery log, newest first (``status``: pending, delivered or failed)."""
+        return (await self._call(self._core.webhook_deliveries(webhook_id, status, limit))).items
+
+    async def redeliver_webhook(self, webhook_id: str, delivery_id: str) -> WebhookDelivery:
+        """Send a delivery again now, with the same ``webhook-id`` (receivers can tell it is a repeat)."""
+        return await self._call(self._core.redeliver_webhook(webhook_id, delivery_id))
+
+    async def test_webhook(self, webhook_id: str) -> WebhookDelivery:
+        """Queue a ``webhook.test`` event for the endpoint."""
+        return await self._call(self._core.test_webhook(webhook_id))
 
     async def health(self) -> dict[str, Any]:
         """The gateway's readiness report (``GET /readyz``); raises when it is not ready."""

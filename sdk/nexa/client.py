@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
 from nexa.contracts.mesh import LeaderboardRow, NodeCredits, VerificationStatus
+from nexa.contracts.webhooks import WebhookDelivery, WebhookEndpoint, WebhookEndpointCreated, WebhookEventType
 from nexa.contracts.workers import WorkerInfo
 from nexa.handles import JobHandle, LogLine
 
@@ -472,6 +473,48 @@ class NexaClient:
     def revoke_key(self, key_id: str) -> ApiKeyInfo:
         """Revoke an API key; it is refused from now on."""
         return self._call(self._core.revoke_key(key_id))
+
+    # ---- webhooks
+
+    def create_webhook(
+        self,
+        url: str,
+        *,
+        events: Sequence[WebhookEventType | str] = ("*",),
+        description: str = "",
+    ) -> WebhookEndpointCreated:
+        """Subscribe ``url`` to job events (admin keys only); ``.secret`` signs every delivery and is shown once."""
+        return self._call(self._core.create_webhook(url, events, description))
+
+    def list_webhooks(self) -> list[WebhookEndpoint]:
+        """Your tenant's webhook endpoints, each ``enabled`` or ``disabled`` with the reason."""
+        return self._call(self._core.list_webhooks())
+
+    def get_webhook(self, webhook_id: str) -> WebhookEndpoint:
+        """One webhook endpoint."""
+        return self._call(self._core.get_webhook(webhook_id))
+
+    def delete_webhook(self, webhook_id: str) -> WebhookEndpoint:
+        """Delete a webhook endpoint and its delivery log."""
+        return self._call(self._core.delete_webhook(webhook_id))
+
+    def enable_webhook(self, webhook_id: str) -> WebhookEndpoint:
+        """Re-enable an endpoint that was disabled after repeated failures."""
+        return self._call(self._core.enable_webhook(webhook_id))
+
+    def webhook_deliveries(
+        self, webhook_id: str, *, status: str | None = None, limit: int = 100
+    ) -> list[WebhookDelivery]:
+        """The endpoint's delivery log, newest first (``status``: pending, delivered or failed)."""
+        return (self._call(self._core.webhook_deliveries(webhook_id, status, limit))).items
+
+    def redeliver_webhook(self, webhook_id: str, delivery_id: str) -> WebhookDelivery:
+        """Send a delivery again now, with the same ``webhook-id`` (receivers can tell it is a repeat)."""
+        return self._call(self._core.redeliver_webhook(webhook_id, delivery_id))
+
+    def test_webhook(self, webhook_id: str) -> WebhookDelivery:
+        """Queue a ``webhook.test`` event for the endpoint."""
+        return self._call(self._core.test_webhook(webhook_id))
 
     def health(self) -> dict[str, Any]:
         """The gateway's readiness report (``GET /readyz``); raises when it is not ready."""

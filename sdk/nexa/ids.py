@@ -11,11 +11,11 @@ import base64
 import hashlib
 import re
 import secrets
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 IdPrefix = Literal["job", "ds", "ckpt", "ev", "dp", "key", "wrk", "tnt", "art", "ntk", "log", "wh", "msg"]
 
-PREFIXES: Final[tuple[str, ...]] = ("job", "ds", "ckpt", "ev", "dp", "key", "wrk", "tnt", "art", "ntk", "log", "wh", "msg")
+PREFIXES: Final[tuple[str, ...]] = get_args(IdPrefix)
 
 _SUFFIX_LEN: Final = 26
 _ID_RE: Final = re.compile(r"^(?P<prefix>[a-z]+)_(?P<suffix>[a-z2-7]{26})\Z")  # \Z: no trailing newline

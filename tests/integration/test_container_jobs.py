@@ -76,6 +76,7 @@ def podman_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         if done.returncode == 0:
             return {
                 "NEXA_CONTAINER_RUNTIME": "podman",
+                "NEXA_CONTAINER_ALLOW_NETWORK": "1",  # the owner lets containers that ask have a network
                 **({"NEXA_CONTAINER_OCI_RUNTIME": oci} if oci else {}),
             }
         tried[oci or "default"] = done.stderr.strip()

@@ -67,7 +67,7 @@ def test_network_command_args_env_mounts_ulimits_and_labels() -> None:
     assert "--ulimit=nofile=1024:20000" in argv and "--label=nexa.job=job_x" in argv
     assert argv.index("--env=A=x y") < argv.index("--env=B=2")
     # command[0] replaces the entrypoint; the rest of command and args follow the image.
-    assert argv[-4:] == ["--entrypoint=/bin/sh", "img:1", "-c", "echo hi"]
+    assert argv[-5:] == ["--entrypoint=/bin/sh", "--", "img:1", "-c", "echo hi"]
 
 
 def test_podman_gets_its_oci_runtime_and_docker_its_gpus() -> None:
@@ -157,3 +157,27 @@ def test_cluster_mode_runs_unset_or_true_network_and_refuses_what_a_pod_cannot_h
         builders.build_job(_nexajob(ContainerSpec(image="img:1", network=False)), 1, CONFIG)
     with pytest.raises(ValueError, match="inputs"):
         builders.build_job(_nexajob(ContainerSpec(image="img:1", inputs=[DS])), 1, CONFIG)
+
+
+@pytest.mark.parametrize("image", ["-h", "--privileged", "img with space", "img;rm", ""])
+def test_an_image_that_a_runtime_could_read_as_an_option_is_refused(image: str) -> None:
+    from pydantic import ValidationError
+
+    from nexa.contracts import ContainerSpec
+
+    with pytest.raises(ValidationError):
+        ContainerSpec(image=image)
+
+
+def test_a_network_is_given_only_where_the_nodes_owner_allows_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nexa.contracts import ContainerSpec
+    from nexa_engines.container.engine import check_network
+    from nexa_engines.engine import EngineError
+
+    monkeypatch.delenv("NEXA_CONTAINER_ALLOW_NETWORK", raising=False)
+    check_network(ContainerSpec(image="img:1"))  # no network asked: fine
+    with pytest.raises(EngineError) as refused:
+        check_network(ContainerSpec(image="img:1", network=True))
+    assert refused.value.code == "network_not_allowed" and not refused.value.retryable
+    monkeypatch.setenv("NEXA_CONTAINER_ALLOW_NETWORK", "1")
+    check_network(ContainerSpec(image="img:1", network=True))

@@ -100,7 +100,8 @@ def run_argv(
         argv.append(f"--volume={volume_arg(mount)}")
     if spec.command:
         argv.append(f"--entrypoint={spec.command[0]}")
-    argv.append(spec.image)
+    # '--': the image is never read as an option, whatever it is (the contract refuses a leading '-' too).
+    argv += ["--", spec.image]
     argv += list(spec.command[1:]) + list(spec.args)
     return argv
 
@@ -114,7 +115,7 @@ def kill_argv(runtime: ContainerRuntime, name: str) -> list[str]:
 
 def image_argv(runtime: ContainerRuntime, image: str) -> list[str]:
     """Prints the image's id when it is on this machine; exits non-zero when it is not."""
-    return [runtime.path, "image", "inspect", "--format", "{{.Id}}", image]
+    return [runtime.path, "image", "inspect", "--format", "{{.Id}}", "--", image]
 
 
 def oom_argv(runtime: ContainerRuntime, name: str) -> list[str]:

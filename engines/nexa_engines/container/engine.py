@@ -39,7 +39,13 @@ from nexa_engines.container.command import (
     oom_argv,
     run_argv,
 )
-from nexa_engines.container.runtime import ContainerRuntime, find_runtime, pull_policy
+from nexa_engines.container.runtime import (
+    NETWORK_SETTING,
+    ContainerRuntime,
+    find_runtime,
+    network_allowed,
+    pull_policy,
+)
 from nexa_engines.engine import EngineContext, EngineError
 from nexa_store.datasets import DatasetRefError, check_dataset_ref, fetch_dataset
 
@@ -171,10 +177,23 @@ def _collect_outputs(ctx: EngineContext, outputs: Path, target: Path) -> tuple[i
                 os.replace(path, dest)
             except OSError:
                 shutil.copyfile(path, dest, follow_symlinks=False)
+            # No setuid/setgid bit and no write for others survives into the store.
+            os.chmod(dest, stat.S_IMODE(info.st_mode) & 0o755)
             files += 1
             size += info.st_size
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(current, d))]
     return files, size
+
+
+def check_network(spec: ContainerSpec) -> None:
+    """Refuse a job that asks for a network on a node whose owner did not allow one."""
+    if spec.network and not network_allowed():
+        raise EngineError(
+            "network_not_allowed",
+            f"the job asks for a network, and this node gives containers none ({NETWORK_SETTING} is not set "
+            "by its owner); run it without network: true, or on a node that allows it",
+            retryable=False,
+        )
 
 
 def run(ctx: EngineContext, spec: ContainerSpec) -> dict[str, Any]:
@@ -185,6 +204,7 @@ def run(ctx: EngineContext, spec: ContainerSpec) -> dict[str, Any]:
     if isinstance(found, str):
         raise EngineError(ErrorCode.engine_not_installed, found, retryable=True)
     runtime = found
+    check_network(spec)
     pull = pull_policy()
     ctx.progress(0.0, "preparing the container")
     image_id = _image_id(runtime, spec.image, pull)

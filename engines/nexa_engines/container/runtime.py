@@ -25,6 +25,7 @@ from typing import Literal
 RUNTIME_SETTING = "NEXA_CONTAINER_RUNTIME"
 OCI_RUNTIME_SETTING = "NEXA_CONTAINER_OCI_RUNTIME"
 PULL_SETTING = "NEXA_CONTAINER_PULL"
+NETWORK_SETTING = "NEXA_CONTAINER_ALLOW_NETWORK"
 PROBE_TIMEOUT_S = 10.0
 
 RuntimeKind = Literal["podman", "docker"]
@@ -106,6 +107,13 @@ def find_runtime() -> ContainerRuntime | str:
 def pull_policy() -> PullPolicy:
     """``never`` unless the worker's owner allows pulling a missing image (``NEXA_CONTAINER_PULL=missing``)."""
     return "missing" if (os.environ.get(PULL_SETTING) or "").strip().lower() == "missing" else "never"
+
+
+def network_allowed() -> bool:
+    """Whether this node gives a container that asks for it a network (off unless its owner says
+    ``NEXA_CONTAINER_ALLOW_NETWORK=1``): the runtime's default network reaches the node's own LAN and
+    any cloud metadata endpoint."""
+    return (os.environ.get(NETWORK_SETTING) or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def unavailable() -> str | None:

@@ -20,6 +20,7 @@ from nexa.cli import (
     models,
     store,
     submit,
+    webhooks,
     worker,
     workers,
 )
@@ -64,6 +65,7 @@ app.add_typer(deployments.app, name="deployments")
 app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")
 app.add_typer(store.app, name="store")
+app.add_typer(webhooks.app, name="webhooks")
 app.command("worker")(worker.worker)
 app.command("leaderboard")(mesh.leaderboard)
 workers.app.command("credits")(mesh.credits)

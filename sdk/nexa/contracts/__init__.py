@@ -56,6 +56,16 @@ from nexa.contracts.results import (
     TrainResult,
     result_for,
 )
+from nexa.contracts.webhooks import (
+    DeliveryStatus,
+    WebhookCreate,
+    WebhookDelivery,
+    WebhookDeliveryList,
+    WebhookEndpoint,
+    WebhookEndpointCreated,
+    WebhookEventType,
+    WebhookStatus,
+)
 from nexa.contracts.workers import (
     ClaimedJob,
     ClaimRequest,
@@ -72,6 +82,14 @@ from nexa.contracts.workers import (
 )
 
 __all__ = [
+    "DeliveryStatus",
+    "WebhookCreate",
+    "WebhookDelivery",
+    "WebhookDeliveryList",
+    "WebhookEndpoint",
+    "WebhookEndpointCreated",
+    "WebhookEventType",
+    "WebhookStatus",
     "RESULT_MODELS",
     "AuditResult",
     "ContainerResult",

@@ -371,7 +371,13 @@ class DeploySpec(JobOptions):
 class ContainerSpec(JobOptions):
     """Any image and command: the field-agnostic workload."""
 
-    image: str = Field(min_length=1, max_length=500, description="Container image reference.")
+    image: str = Field(
+        min_length=1,
+        max_length=500,
+        # An OCI reference ([registry[:port]/]name[:tag][@digest]); never an option a runtime would read.
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+\-]*$",
+        description="Container image reference.",
+    )
     command: list[Annotated[str, StringConstraints(max_length=8192)]] = Field(
         default_factory=list, max_length=256, description="The entrypoint to run; the image's own when empty."
     )

@@ -36,7 +36,9 @@ class DeliveryStatus(StrEnum):
 
 
 class WebhookCreate(StrictModel):
-    url: str = Field(min_length=1, max_length=2000, description="An http(s) URL the operator's policy allows.")
+    url: str = Field(
+        min_length=1, max_length=2000, description="An http(s) URL the operator's policy allows."
+    )
     events: list[WebhookEventType] = Field(
         default_factory=lambda: [WebhookEventType.all],
         min_length=1,
