@@ -150,6 +150,8 @@ class WorkerClient:
     def register(self, request: WorkerRegister, *, retry_for: float | None = None) -> WorkerRegistered:
         """Register (retrying transient errors for ``retry_for`` seconds; forever when None)."""
         self._registration_request = request
+        if request.public_key is not None and self.node_key is not None:
+            request = request.model_copy(update={"key_proof": self.node_key.key_proof()})  # fresh each time
         response = self._send(
             "POST",
             "/v1/workers/register",

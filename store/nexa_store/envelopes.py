@@ -20,6 +20,7 @@ import json
 import os
 import stat
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +33,17 @@ from nexa_store.signing import SigningKey, _require_crypto, canonical_bytes
 
 PAYLOAD_TYPE = "application/vnd.nexa.worker-report.v1+json"
 KEY_FILE = "node_ed25519.key"
-ReportKind = Literal["complete", "fail", "logs"]
+ReportKind = Literal["complete", "fail", "logs", "register"]
+# How old a registration's proof of key possession may be: long enough for a worker that retries its
+# registration while the gateway is down; the proof only shows that the node holds the private key.
+KEY_PROOF_MAX_AGE = timedelta(days=1)
+
+
+class KeyProof(BaseModel):
+    """What a node signs when it registers: that it holds the private half of ``public_key``."""
+
+    public_key: str
+    signed_at: datetime
 
 
 def manifest_digest(manifest: ArtifactManifest) -> str:
@@ -129,6 +140,10 @@ class NodeKey:
                 raise EnvelopeError(f"{path} is readable by others (mode {mode:o}): chmod 600 it")
             return cls(SigningKey.from_hex(fh.read().strip()))
 
+    def key_proof(self) -> SignedEnvelope:
+        """The proof a registration carries: this key signing its own public half, with the time."""
+        return self.sign("register", "", 0, "", KeyProof(public_key=self.public_hex, signed_at=datetime.now(UTC)))
+
     def sign(
         self, kind: ReportKind, job_id: str, attempt: int, worker_id: str, report: BaseModel
     ) -> SignedEnvelope:
@@ -141,6 +156,25 @@ class NodeKey:
                 DsseSignature(keyid=self.public_hex, sig=base64.b64encode(signature).decode("ascii"))
             ],
         )
+
+
+def verify_key_proof(envelope: SignedEnvelope | None, public_key_hex: str, now: datetime) -> None:
+    """Return if ``envelope`` shows that the registering node holds ``public_key_hex``'s private key
+    (a fresh signature by it over it); else raise. Without this anyone could register another node's
+    public key and act, and be judged, as that node."""
+    if envelope is None:
+        raise EnvelopeError("a node that registers a public key must prove it holds the private key (key_proof)")
+    try:
+        statement = json.loads(base64.b64decode(envelope.payload, validate=True))
+        proof = KeyProof.model_validate(statement.get("report") if isinstance(statement, dict) else None)
+    except (binascii.Error, ValueError) as exc:
+        raise EnvelopeError("the key proof's payload is not a signed key statement") from exc
+    if proof.public_key != public_key_hex:
+        raise EnvelopeError("the key proof is for another key")
+    signed_at = proof.signed_at if proof.signed_at.tzinfo else proof.signed_at.replace(tzinfo=UTC)
+    if abs(now - signed_at) > KEY_PROOF_MAX_AGE:
+        raise EnvelopeError("the key proof is stale or from the future: sign a new one")
+    verify_report(envelope, public_key_hex, "register", "", 0, "", proof)
 
 
 def verify_report(

@@ -17,6 +17,11 @@ from nexa_gateway.db import Job, Usage, utcnow
 from tests.integration.gateway_app import WORKER_SECRET, Gateway, build_gateway
 
 
+def _keyed(name: str, key: Any) -> dict[str, Any]:
+    """A registration body for a node with ``key`` (a NodeKey), with its proof of holding it."""
+    return {"name": name, "public_key": key.public_hex, "key_proof": key.key_proof().model_dump(mode="json")}
+
+
 def _wait_status(gw: Gateway, job_id: str, wanted: str, timeout: float = 10.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -409,7 +414,7 @@ def test_a_node_with_a_key_must_sign_its_reports_and_refusals_are_recorded(tmp_p
         key = NodeKey.load_or_create(tmp_path / "node")
         registered = gw.client.post(
             "/v1/workers/register",
-            json={"name": "signing-node", "public_key": key.public_hex},
+            json=_keyed("signing-node", key),
             headers={"Authorization": f"Bearer {WORKER_SECRET}"},
         )
         assert registered.status_code == 201, registered.text
@@ -465,7 +470,7 @@ def test_an_admin_drains_resumes_and_revokes_a_node(gateway: Gateway, tmp_path: 
 
     gw = gateway
     key = NodeKey.load_or_create(tmp_path / "node-a")
-    body = {"name": "node-a", "public_key": key.public_hex}
+    body = _keyed("node-a", key)
     secret = {"Authorization": f"Bearer {WORKER_SECRET}"}
     registered = gw.client.post("/v1/workers/register", json=body, headers=secret).json()
     a, a_id = {"Authorization": f"Bearer {registered['token']}"}, registered["worker_id"]
@@ -514,19 +519,21 @@ def test_an_admin_drains_resumes_and_revokes_a_node(gateway: Gateway, tmp_path: 
     }
     assert listed[a_id] == "revoked"
 
-    # A tenant cannot bar a key it does not own: registering another's public key under its own node
-    # token and revoking that node bars the key for that tenant's nodes only.
+    # No one registers a key they do not hold: without a proof, or with a proof by another key, the
+    # victim's public key is refused; the victim itself registers it.
     mallory = gw.new_tenant_key("mallory")
     victim = NodeKey.load_or_create(tmp_path / "victim")
     token = gw.client.post("/v1/nodes/tokens", json={"name": "m"}, headers=gw.auth(mallory)).json()["token"]
+    as_mallory = {"Authorization": f"Bearer {token}"}
     squat = {"name": "squatter", "public_key": victim.public_hex}
-    taken = gw.client.post("/v1/workers/register", json=squat, headers={"Authorization": f"Bearer {token}"})
-    assert taken.status_code == 201
-    assert act("revoke", taken.json()["worker_id"], key=mallory).status_code == 200
-    own = {"name": "victim", "public_key": victim.public_hex}
+    taken = gw.client.post("/v1/workers/register", json=squat, headers=as_mallory)
+    assert taken.status_code == 422 and taken.json()["error"]["type"] == "key_proof_invalid"
+    forged = squat | {
+        "key_proof": NodeKey.load_or_create(tmp_path / "mallory").key_proof().model_dump(mode="json")
+    }
+    assert gw.client.post("/v1/workers/register", json=forged, headers=as_mallory).status_code == 422
+    own = _keyed("victim", victim)
     assert gw.client.post("/v1/workers/register", json=own, headers=secret).status_code == 201
-    again = gw.client.post("/v1/workers/register", json=squat, headers={"Authorization": f"Bearer {token}"})
-    assert again.status_code == 403  # under mallory's own tokens it stays barred
 
 
 def test_a_revoked_nodes_deployment_gets_no_more_traffic(sqlite_gateway: Gateway) -> None:
@@ -566,71 +573,71 @@ def test_a_revoked_nodes_deployment_gets_no_more_traffic(sqlite_gateway: Gateway
     assert refused.status_code == 404 and "revoked" in refused.json()["error"]["message"]
 
 
-def test_a_keyed_nodes_logs_and_manifests_are_signed_and_batches_count_once(tmp_path: Path) -> None:
+def test_a_keyed_nodes_logs_and_manifests_are_signed_and_batches_count_once(
+    sqlite_gateway: Gateway, tmp_path: Path
+) -> None:
     from nexa.contracts import LogLines, ResultReport
     from nexa_store.envelopes import NodeKey, manifest_digest
     from nexa_store.local import LocalArtifactStore
 
-    for gw in build_gateway(f"sqlite:///{tmp_path / 'nexa.db'}", tmp_path / "gw"):
-        key = NodeKey.load_or_create(tmp_path / "node")
-        registered = gw.client.post(
-            "/v1/workers/register",
-            json={"name": "signing-node", "public_key": key.public_hex},
-            headers={"Authorization": f"Bearer {WORKER_SECRET}"},
-        )
-        node = {"Authorization": f"Bearer {registered.json()['token']}"}
-        worker_id = registered.json()["worker_id"]
-        job = gw.submit_audit()
-        claimed = gw.claim(node)
-        assert claimed is not None
-        attempt, job_id = claimed["attempt"], job["job_id"]
-        logs_url = f"/v1/workers/jobs/{job_id}/logs"
+    gw = sqlite_gateway
+    key = NodeKey.load_or_create(tmp_path / "node")
+    registered = gw.client.post(
+        "/v1/workers/register",
+        json=_keyed("signing-node", key),
+        headers={"Authorization": f"Bearer {WORKER_SECRET}"},
+    )
+    node = {"Authorization": f"Bearer {registered.json()['token']}"}
+    worker_id = registered.json()["worker_id"]
+    job = gw.submit_audit()
+    claimed = gw.claim(node)
+    assert claimed is not None
+    attempt, job_id = claimed["attempt"], job["job_id"]
+    logs_url = f"/v1/workers/jobs/{job_id}/logs"
 
-        def post_logs(batch: LogLines, signed: bool = True, gw: Gateway = gw) -> Any:
-            body = batch.model_dump(mode="json")
-            if signed:
-                body["envelope"] = key.sign("logs", job_id, attempt, worker_id, batch).model_dump(mode="json")
-            return gw.client.post(logs_url, json=body, headers=node)
+    def post_logs(batch: LogLines, signed: bool = True, gw: Gateway = gw) -> Any:
+        body = batch.model_dump(mode="json")
+        if signed:
+            body["envelope"] = key.sign("logs", job_id, attempt, worker_id, batch).model_dump(mode="json")
+        return gw.client.post(logs_url, json=body, headers=node)
 
-        first = LogLines(attempt=attempt, lines=["loading", "scoring"], seq=1)
-        assert post_logs(first, signed=False).status_code == 422  # unsigned from a keyed node
-        unnumbered = post_logs(LogLines(attempt=attempt, lines=["x"]))
-        assert unnumbered.status_code == 422 and "seq" in unnumbered.json()["error"]["message"]
-        assert post_logs(first).status_code == 204
-        assert post_logs(first).status_code == 204  # a retry: appended once
-        reused = post_logs(LogLines(attempt=attempt, lines=["something else"], seq=1))
-        assert reused.status_code == 409 and reused.json()["error"]["type"] == "log_batch_reused"
-        # A batch signed for another job does not pass here.
-        other = LogLines(attempt=attempt, lines=["elsewhere"], seq=2)
-        moved = other.model_dump(mode="json") | {
-            "envelope": key.sign("logs", "job_" + "a" * 26, attempt, worker_id, other).model_dump(mode="json")
-        }
-        assert gw.client.post(logs_url, json=moved, headers=node).status_code == 422
-        lines = [
-            e["line"]
-            for e in _sse_lines(gw.client.get(f"/v1/jobs/{job_id}/logs?follow=false", headers=gw.auth()).text)
-        ]
-        assert lines.count("loading") == 1 and "something else" not in lines and "elsewhere" not in lines
+    first = LogLines(attempt=attempt, lines=["loading", "scoring"], seq=1)
+    assert post_logs(first, signed=False).status_code == 422  # unsigned from a keyed node
+    unnumbered = post_logs(LogLines(attempt=attempt, lines=["x"]))
+    assert unnumbered.status_code == 422 and "seq" in unnumbered.json()["error"]["message"]
+    assert post_logs(first).status_code == 204
+    assert post_logs(first).status_code == 204  # a retry: appended once
+    reused = post_logs(LogLines(attempt=attempt, lines=["something else"], seq=1))
+    assert reused.status_code == 409 and reused.json()["error"]["type"] == "log_batch_reused"
+    # A batch signed for another job does not pass here.
+    other = LogLines(attempt=attempt, lines=["elsewhere"], seq=2)
+    moved = other.model_dump(mode="json") | {
+        "envelope": key.sign("logs", "job_" + "a" * 26, attempt, worker_id, other).model_dump(mode="json")
+    }
+    assert gw.client.post(logs_url, json=moved, headers=node).status_code == 422
+    lines = [
+        e["line"]
+        for e in _sse_lines(gw.client.get(f"/v1/jobs/{job_id}/logs?follow=false", headers=gw.auth()).text)
+    ]
+    assert lines.count("loading") == 1 and "something else" not in lines and "elsewhere" not in lines
 
-        # The signed result names each manifest's digest; the store must hold exactly that manifest.
-        store = LocalArtifactStore(gw.root / "artifacts")
-        ds = new_id("ds")
-        writer = store.begin("dataset", ds)
-        (writer.path / "data.jsonl").write_text('{"text": "x"}\n')
-        writer.commit(job_id=job_id, attempt=attempt, tenant_id=claimed["tenant_id"], metrics={"num_rows": 1})
-        url = f"/v1/workers/jobs/{job_id}/complete"
+    # The signed result names each manifest's digest; the store must hold exactly that manifest.
+    store = LocalArtifactStore(gw.root / "artifacts")
+    ds = new_id("ds")
+    writer = store.begin("dataset", ds)
+    (writer.path / "data.jsonl").write_text('{"text": "x"}\n')
+    writer.commit(job_id=job_id, attempt=attempt, tenant_id=claimed["tenant_id"], metrics={"num_rows": 1})
+    url = f"/v1/workers/jobs/{job_id}/complete"
 
-        def complete(report: ResultReport, gw: Gateway = gw) -> Any:
-            envelope = key.sign("complete", job_id, attempt, worker_id, report).model_dump(mode="json")
-            return gw.client.post(
-                url, json=report.model_dump(mode="json") | {"envelope": envelope}, headers=node
-            )
+    def complete(report: ResultReport, gw: Gateway = gw) -> Any:
+        envelope = key.sign("complete", job_id, attempt, worker_id, report).model_dump(mode="json")
+        return gw.client.post(url, json=report.model_dump(mode="json") | {"envelope": envelope}, headers=node)
 
-        unnamed = complete(ResultReport(attempt=attempt, result={}, artifacts=[ds]))
-        assert unnamed.status_code == 422 and "manifest" in unnamed.json()["error"]["message"]
-        wrong = complete(ResultReport(attempt=attempt, result={}, artifacts=[ds], manifests={ds: "0" * 64}))
-        assert wrong.status_code == 422 and wrong.json()["error"]["type"] == "manifest_mismatch"
-        digest = manifest_digest(store.read_manifest(ds))
-        good = complete(ResultReport(attempt=attempt, result={}, artifacts=[ds], manifests={ds: digest}))
-        assert good.status_code == 204, good.text
-        assert gw.client.get(f"/v1/jobs/{job_id}", headers=gw.auth()).json()["status"] == "completed"
+    unnamed = complete(ResultReport(attempt=attempt, result={}, artifacts=[ds]))
+    assert unnamed.status_code == 422 and "manifest" in unnamed.json()["error"]["message"]
+    wrong = complete(ResultReport(attempt=attempt, result={}, artifacts=[ds], manifests={ds: "0" * 64}))
+    assert wrong.status_code == 422 and wrong.json()["error"]["type"] == "manifest_mismatch"
+    digest = manifest_digest(store.read_manifest(ds))
+    good = complete(ResultReport(attempt=attempt, result={}, artifacts=[ds], manifests={ds: digest}))
+    assert good.status_code == 204, good.text
+    assert gw.client.get(f"/v1/jobs/{job_id}", headers=gw.auth()).json()["status"] == "completed"

@@ -16,8 +16,10 @@ from nexa_store.local import LocalArtifactStore
 from tests.integration.gateway_app import WORKER_SECRET, Gateway, build_gateway
 
 
-def _node(gw: Gateway, name: str, public_key: str | None = None) -> tuple[dict[str, str], str]:
-    body = {"name": name} | ({"public_key": public_key} if public_key else {})
+def _node(gw: Gateway, name: str, key: Any = None) -> tuple[dict[str, str], str]:
+    body: dict[str, Any] = {"name": name}
+    if key is not None:  # a NodeKey, with the proof that this node holds it
+        body |= {"public_key": key.public_hex, "key_proof": key.key_proof().model_dump(mode="json")}
     r = gw.client.post(
         "/v1/workers/register", json=body, headers={"Authorization": f"Bearer {WORKER_SECRET}"}
     )
@@ -88,7 +90,7 @@ def test_a_quorum_of_honest_replicas_wins_and_the_liar_is_an_outlier(
     liar_key = NodeKey.load_or_create(tmp_path / "liar-key")
     nodes = {
         "honest-a": _node(gw, "honest-a"),
-        "liar": _node(gw, "liar", liar_key.public_hex),
+        "liar": _node(gw, "liar", liar_key),
         "honest-b": _node(gw, "honest-b"),
     }
 
@@ -298,3 +300,20 @@ def test_trust_level_and_holdback_keep_work_from_a_node_in_bad_standing(tmp_path
         got = gw.claim(liar)
         assert got is not None and got["job_id"] == other["job_id"]
         assert _job(gw, trusted["job_id"])["status"] == "pending"
+
+
+def test_a_replica_with_the_right_files_but_another_result_does_not_agree(gateway: Gateway) -> None:
+    gw = gateway
+    job = gw.submit_audit(verification={"replicas": 3, "quorum": 2})
+    (a, _), (liar, liar_id), (b, _) = _node(gw, "a"), _node(gw, "liar"), _node(gw, "b")
+    claims = [gw.claim(n) for n in (liar, a, b)]
+    assert all(claims)
+    _finish(
+        gw, liar, claims[0], "same bytes\n", score=0.001
+    )  # the files agree; the numbers it reports do not
+    _finish(gw, a, claims[1], "same bytes\n")
+    _finish(gw, b, claims[2], "same bytes\n")
+    done = _job(gw, job["job_id"])
+    assert done["status"] == "completed" and done["result"]["mean_score"] == 0.9
+    verdicts = {r["worker_id"]: r["verdict"] for r in _verification(gw, job["job_id"])["replicas"]}
+    assert verdicts[liar_id] == "outlier"

@@ -107,3 +107,22 @@ def test_a_state_dir_others_can_write_or_a_linked_key_is_refused(tmp_path: Path)
     with pytest.raises(OSError):
         NodeKey.load_or_create(linked)  # O_NOFOLLOW: a key is never read through a link
     assert real.public_hex
+
+
+def test_a_key_proof_shows_the_node_holds_the_key_and_is_fresh(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from nexa_store.envelopes import EnvelopeError, NodeKey, verify_key_proof
+
+    key, other = NodeKey.load_or_create(tmp_path / "a"), NodeKey.load_or_create(tmp_path / "b")
+    now = datetime.now(UTC)
+    verify_key_proof(key.key_proof(), key.public_hex, now)
+    for envelope, public in ((None, key.public_hex), (other.key_proof(), key.public_hex)):
+        with pytest.raises(EnvelopeError):
+            verify_key_proof(envelope, public, now)
+    with pytest.raises(EnvelopeError, match="stale"):
+        verify_key_proof(key.key_proof(), key.public_hex, now + timedelta(days=2))
+    # A proof is not a report: its signature over another statement does not pass as one.
+    report_envelope = key.sign("logs", "", 0, "", key.key_proof())
+    with pytest.raises(EnvelopeError):
+        verify_key_proof(report_envelope, key.public_hex, now)

@@ -31,6 +31,12 @@ def test_digest_ignores_ids_and_order_but_not_content() -> None:
     c = manifest({"a.parquet": "1" * 64, "report.json": "3" * 64})
     assert digest([a]) == digest([b])
     assert digest([a]) != digest([c])
+    # The result counts, but not the fields that name things.
+    assert digest([a], {"dataset_id": "ds_1", "score": 0.9}) == digest(
+        [b], {"dataset_id": "ds_2", "score": 0.9}
+    )
+    assert digest([a], {"score": 0.9}) != digest([a], {"score": 0.1})
+    assert digest([], {"score": 0.9}) != digest([], {"score": 0.1})  # no files: the result decides
 
 
 def test_numbers_flatten_metrics_and_result_but_skip_names() -> None:

@@ -47,7 +47,7 @@ from nexa_gateway.services import (
 )
 from nexa_gateway.services.artifacts import promote_artifacts
 from nexa_gateway.state import AppState
-from nexa_store.envelopes import ReportKind
+from nexa_store.envelopes import EnvelopeError, ReportKind, verify_key_proof
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 
@@ -68,6 +68,11 @@ def register(
         raise ApiError(
             403, "node_revoked", "this node's key was revoked by an admin: it cannot register again"
         )
+    if body.public_key is not None:
+        try:
+            verify_key_proof(body.key_proof, body.public_key, datetime.now(UTC))
+        except EnvelopeError as exc:
+            raise ApiError(422, "key_proof_invalid", str(exc), field="key_proof") from exc
     if body.public_key is None and state.settings.require_node_signatures:
         raise ApiError(
             422,

@@ -19,6 +19,7 @@ Reputation and credits follow the verdicts (``services.reputation``).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -49,12 +50,36 @@ _NAMING_SUFFIXES = ("_id", "_uri", "_url", "_path", "uri", "url")
 # ---------------------------------------------------------------- pure parts (table-tested)
 
 
-def digest(manifests: Iterable[ArtifactManifest]) -> str:
-    """SHA-256 over every output file's kind, path and hash: equal exactly when the outputs are.
+def comparable(value: Any) -> Any:
+    """``value`` without the fields that name things (ids, URIs, paths), which differ between
+    replicas by design."""
+    if isinstance(value, dict):
+        return {
+            k: comparable(v)
+            for k, v in value.items()
+            if not (isinstance(k, str) and k.endswith(_NAMING_SUFFIXES))
+        }
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
 
-    Artifact ids, job ids, timestamps and signatures differ between replicas by design and are left out.
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def digest(manifests: Iterable[ArtifactManifest], result: dict[str, Any] | None = None) -> str:
+    """SHA-256 over every output file's kind, path and hash, each output's metrics and the result:
+    equal exactly when the replicas wrote the same bytes and reported the same numbers.
+
+    Artifact ids, job ids, URIs, timestamps and signatures differ between replicas by design and are
+    left out. The result counts: the job completes with the winning replica's result, so a replica that
+    wrote the right files but reported other numbers must not agree.
     """
-    lines = sorted(f"{m.kind}/{f.path} {f.sha256} {f.size}" for m in manifests for f in m.files)
+    found = list(manifests)
+    lines = sorted(f"{m.kind}/{f.path} {f.sha256} {f.size}" for m in found for f in m.files)
+    lines += sorted(f"metrics:{m.kind} {_canonical(comparable(m.metrics))}" for m in found)
+    lines.append(f"result {_canonical(comparable(result or {}))}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -267,7 +292,7 @@ def on_claimed(session: Session, job_id: str, worker: Worker, identity: tuple[st
 
 
 def outputs_of(manifests: list[ArtifactManifest], result: dict[str, Any] | None) -> dict[str, Any]:
-    return {"digest": digest(manifests), "numbers": numbers(manifests, result)}
+    return {"digest": digest(manifests, result), "numbers": numbers(manifests, result)}
 
 
 def replica_completed(

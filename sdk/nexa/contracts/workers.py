@@ -55,6 +55,11 @@ class WorkerRegister(StrictModel):
         description="The node's Ed25519 public key (hex). Once given, every result the node reports must "
         "be signed with it (a DSSE envelope): docs/mesh.md.",
     )
+    key_proof: SignedEnvelope | None = Field(
+        None,
+        description="Required with public_key: a DSSE envelope in which the key signs its own public half and "
+        "the time (nexa_store.envelopes.NodeKey.key_proof), so no one registers a key they do not hold.",
+    )
     hardware: HardwareProfile = Field(default_factory=HardwareProfile)
     job_types: list[JobType] = Field(
         default_factory=lambda: list(JobType),
