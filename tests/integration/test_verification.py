@@ -4,6 +4,7 @@ disagreement, spot checks at the platform's cost, and the credits and reputation
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -317,3 +318,60 @@ def test_a_replica_with_the_right_files_but_another_result_does_not_agree(gatewa
     assert done["status"] == "completed" and done["result"]["mean_score"] == 0.9
     verdicts = {r["worker_id"]: r["verdict"] for r in _verification(gw, job["job_id"])["replicas"]}
     assert verdicts[liar_id] == "outlier"
+
+
+def test_a_verified_job_without_a_quorum_in_its_timeout_fails_and_a_lapsed_replica_can_be_taken_again(
+    tmp_path: Path,
+) -> None:
+    from nexa_gateway.db import Job
+
+    for gw in build_gateway(f"sqlite:///{tmp_path / 'nexa.db'}", tmp_path / "gw", lease_seconds=1):
+        # Only one node: a second replica can never run, so the job fails at its timeout, not never.
+        job = gw.submit_audit(verification={"replicas": 2}, timeout_seconds=3600)
+        node, _ = _node(gw, "alone")
+        first = gw.claim(node)
+        assert first is not None and gw.claim(node) is None
+        # Its lease runs out (it stopped heartbeating): the same node may take that replica again.
+        deadline = time.monotonic() + 60
+        while _job(gw, first["job_id"])["status"] != "pending":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        again = gw.claim(node)
+        assert again is not None and again["job_id"] == first["job_id"] and again["attempt"] == 2
+        state = gw.client.app.state.nexa  # type: ignore[attr-defined]
+        with state.db.session() as session:  # the verification has waited past its timeout
+            session.execute(
+                update(Job).where(Job.id == job["job_id"]).values(created_at=utcnow() - timedelta(hours=2))
+            )
+        while _job(gw, job["job_id"])["status"] != "failed":
+            assert time.monotonic() < deadline, _job(gw, job["job_id"])
+            time.sleep(0.1)
+        failed = _job(gw, job["job_id"])
+        assert failed["error"]["code"] == "quorum_not_reached"
+        assert "within timeout_seconds=3600" in failed["error"]["message"]
+        others = [r for r in _verification(gw, job["job_id"])["replicas"] if r["job_id"] != first["job_id"]]
+        assert [r["status"] for r in others] == ["cancelled"]
+
+
+def test_a_tenants_own_nodes_cannot_condemn_a_platform_node_nor_earn_from_their_own_tenant(
+    sqlite_gateway: Gateway,
+) -> None:
+    gw = sqlite_gateway
+    token = gw.client.post("/v1/nodes/tokens", json={"name": "mine"}, headers=gw.auth())
+    assert token.status_code == 201, token.text
+    own = {"Authorization": f"Bearer {token.json()['token']}"}
+    owned = []
+    for name in ("mine-1", "mine-2"):
+        r = gw.client.post("/v1/workers/register", json={"name": name}, headers=own)
+        owned.append(({"Authorization": f"Bearer {r.json()['token']}"}, r.json()["worker_id"]))
+    platform, platform_id = _node(gw, "platform")
+    job = gw.submit_audit(verification={"replicas": 3, "quorum": 2})
+    claims = [gw.claim(n) for n, _ in owned] + [gw.claim(platform)]
+    assert all(claims)
+    _finish(gw, owned[0][0], claims[0], "tenant's answer\n", score=0.5)
+    _finish(gw, owned[1][0], claims[1], "tenant's answer\n", score=0.5)
+    _finish(gw, platform, claims[2], "another answer\n")
+    assert _job(gw, job["job_id"])["status"] == "completed"  # the tenant's quorum decides its own job
+    for _, worker_id in [*owned, (None, platform_id)]:
+        record = gw.client.get(f"/v1/credits/{worker_id}", headers=gw.auth()).json()
+        assert (record["credits"], record["outliers"], record["verified_jobs"]) == (0.0, 0, 0), record

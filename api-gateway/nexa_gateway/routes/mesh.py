@@ -37,7 +37,9 @@ IdPath = Annotated[str, Path(min_length=1, max_length=64)]
 @router.get("/v1/jobs/{job_id}/verification", response_model=VerificationStatus)
 def job_verification(job_id: IdPath, principal: CurrentPrincipal, session: SessionDep) -> VerificationStatus:
     """A verified (or spot-checked) job's replicas: which node ran each, its output digest and verdict."""
-    status = verification.status(session, principal.tenant_id, job_id)
+    status = verification.status(
+        session, principal.tenant_id, job_id, see_all_nodes=principal.role.at_least(Role.platform_admin)
+    )
     session.commit()
     return status
 

@@ -10,6 +10,7 @@ overwrite the attempt that replaced it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -177,7 +178,8 @@ def claim_next_job(
         query = query.where(Job.gpu_type.is_(None))
     query = query.where((Job.tier.is_(None)) | (Job.tier == hw.get("tier", "cpu")))
     identity = verification.node_identity(session, worker)
-    query = query.where(verification.claim_filter(*identity))  # one replica of a job per node
+    # One replica of a job per node.
+    query = query.where(verification.claim_filter(*identity, owned=owner is not None))
     policy = holdback or Holdback()
     standing = reputation.standing(session, identity[0], policy.half_life_seconds)
     # The job's trust level: the node's reputation now, against the least the job accepts.
@@ -277,7 +279,7 @@ def heartbeat(
 
 
 def _new_batch(session: Session, job_id: str, attempt: int, seq: int, lines: list[str]) -> bool:
-    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(lines).encode()).hexdigest()  # ["a\nb"] is not ["a", "b"]
     seen = session.get(LogBatch, (job_id, attempt, seq))
     if seen is None:
         try:
@@ -568,6 +570,9 @@ def reap_expired(
         on_finished(row.job_type, row.status)
         finished.append(finished_job(session, row))
 
+    for job_id, job_type in verification.expire_overdue(session, now):
+        changed.append(job_id)
+        on_finished(job_type, "failed")
     for row in runningcaps.unheeded(session, now):
         stop = runningcaps.stop_of(session, row.id, row.attempt)
         why = stop.message if stop else "stopped at its budget"

@@ -51,7 +51,9 @@ def check(
         if isinstance(report, ResultReport):
             unnamed = [a for a in report.artifacts if a not in report.manifests]
             if unnamed:
-                raise EnvelopeError(f"the signed result does not name the manifest of {', '.join(unnamed[:5])}")
+                raise EnvelopeError(
+                    f"the signed result does not name the manifest of {', '.join(unnamed[:5])}"
+                )
     except EnvelopeError as exc:
         log.warning("job %s: %s report from worker %s refused: %s", job_id, kind, worker.id, exc)
         held = session.scalar(select(Job.id).where(Job.id == job_id, Job.worker_id == worker.id))

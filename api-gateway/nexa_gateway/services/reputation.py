@@ -14,8 +14,9 @@ than a new one and a node can earn its way back.
 Credits are granted only for verified work: a replica a quorum accepted, or a job a spot check
 confirmed. A grant is ``work × tier rate`` where work = seconds (the gateway's clock, from claim to
 result) × the node's throughput as the coordinator measured it (``services.benchmarks``, never the
-node's own report), in TFLOP, capped at ``credit_slack`` × the median work of the replicas that
-agreed, so a node that dawdles is not paid for it. An outlier is charged what it would have earned;
+node's own report), in TFLOP, capped at ``credit_slack`` × the median work of the other replicas
+that agreed, so a node that dawdles is not paid for it. A tenant's own node working for that tenant
+moves no record, and cannot condemn another node on its own. An outlier is charged what it would have earned;
 a lost lease costs ``lost_lease_penalty``. Each grant and penalty is an entry in the node's
 ``credits:<node>`` stream of the hash-chained ledger, in the transaction that decides it.
 """
@@ -32,7 +33,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from nexa_gateway.db import JobReplica, JobVerification, LedgerEntry, NodeRecord, Worker, WorkerKey, utcnow
+from nexa_gateway.db import (
+    JobReplica,
+    JobVerification,
+    LedgerEntry,
+    NodeRecord,
+    Worker,
+    WorkerKey,
+    WorkerOwner,
+    utcnow,
+)
 from nexa_gateway.services import ledger
 
 NEUTRAL = 0.5
@@ -66,7 +76,8 @@ def score(agreed: float, outliers: float, finished: float, lost: float, refused:
 
 
 def credited_work(own: float, agreed_work: list[float], slack: float) -> float:
-    """TFLOP a replica is credited for: its own work, at most ``slack`` × the median agreeing work."""
+    """TFLOP a replica is credited for: its own work, at most ``slack`` × the median work of the
+    other agreeing replicas."""
     if not agreed_work:
         return own
     return min(own, slack * statistics.median(agreed_work))
@@ -183,9 +194,18 @@ def replica_judged(
     """A quorum (or spot check) judged ``replica``: move its node's record and credits."""
     if replica.worker_id is None:
         return
+    owners = _owners(session, replica.parent_id)
+    if owners.get(replica.job_id) == check.tenant_id:
+        # A tenant's own node working for that tenant proves nothing to anyone else: no record moves.
+        return
     worker = session.get(Worker, replica.worker_id)
+    agreed_work = _agreed_work(session, replica.parent_id, policy, besides=replica.job_id)
+    if verdict == "outlier" and all(
+        owners.get(job_id) == check.tenant_id for job_id in _agreeing(session, replica.parent_id)
+    ):
+        # Outvoted only by the job's tenant's own nodes: they cannot condemn a node outside the tenant.
+        return
     row = _record(session, replica.node_key or replica.worker_id, replica.worker_id, policy)
-    agreed_work = _agreed_work(session, replica.parent_id, policy)
     own = _work(session, replica, policy)
     rate = policy.tier_rates.get(policy.tier(session, worker) if worker is not None else "cpu", 1.0)
     job_id = replica.job_id
@@ -226,11 +246,33 @@ def _work(session: Session, replica: JobReplica, policy: CreditPolicy) -> float 
     return replica.seconds * gflops / 1000.0
 
 
-def _agreed_work(session: Session, parent_id: str, policy: CreditPolicy) -> list[float]:
+def _agreed_work(session: Session, parent_id: str, policy: CreditPolicy, besides: str) -> list[float]:
+    """The work of the other replicas that agreed: a replica's pay is capped by its peers', never
+    by its own time (a dawdler would otherwise set its own cap)."""
     agreed = session.scalars(
-        select(JobReplica).where(JobReplica.parent_id == parent_id, JobReplica.verdict == "agreed")
+        select(JobReplica).where(
+            JobReplica.parent_id == parent_id, JobReplica.verdict == "agreed", JobReplica.job_id != besides
+        )
     )
     return [w for w in (_work(session, r, policy) for r in agreed) if w is not None]
+
+
+def _agreeing(session: Session, parent_id: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(JobReplica.job_id).where(JobReplica.parent_id == parent_id, JobReplica.verdict == "agreed")
+        )
+    )
+
+
+def _owners(session: Session, parent_id: str) -> dict[str, str]:
+    """Replica job id -> the tenant that owns the node it ran on (platform nodes are absent)."""
+    rows = session.execute(
+        select(JobReplica.job_id, WorkerOwner.tenant_id)
+        .join(WorkerOwner, WorkerOwner.worker_id == JobReplica.worker_id)
+        .where(JobReplica.parent_id == parent_id)
+    )
+    return {str(job_id): str(tenant) for job_id, tenant in rows}
 
 
 # ---------------------------------------------------------------- reading

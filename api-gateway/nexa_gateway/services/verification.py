@@ -248,19 +248,30 @@ def node_identity(session: Session, worker: Worker) -> tuple[str, str | None]:
     return (row[0] or worker.id), row[1]
 
 
-def claim_filter(node_key: str, owner_key: str | None) -> Any:
+def claim_filter(node_key: str, owner_key: str | None, owned: bool = False) -> Any:
     """The claim query's condition: not a replica of a job this node (or, where the job asks for
-    distinct owners, its owner) already holds a replica of."""
+    distinct owners, its owner) already holds another replica of; and for a tenant's own node
+    (``owned``), no spot check: the platform checks nodes with its own."""
     mine, sibling = aliased(JobReplica), aliased(JobReplica)
     verification = aliased(JobVerification)
-    same_node = sibling.node_key == node_key
+    # Not its own row: a node whose lease on a replica ran out may take that replica again.
+    same_node = and_(sibling.node_key == node_key, sibling.job_id != mine.job_id)
     if owner_key is not None:
         same_owner = and_(
             sibling.owner_key == owner_key,
             exists().where(verification.job_id == mine.parent_id, verification.distinct_owners.is_(True)),
         )
         same_node = or_(same_node, same_owner)
-    return ~exists().where(mine.job_id == Job.id, sibling.parent_id == mine.parent_id, same_node)
+    condition = ~exists().where(mine.job_id == Job.id, sibling.parent_id == mine.parent_id, same_node)
+    if owned:
+        spot, checked = aliased(JobReplica), aliased(JobVerification)
+        condition = and_(
+            condition,
+            ~exists().where(
+                spot.job_id == Job.id, checked.job_id == spot.parent_id, checked.purpose == "spot_check"
+            ),
+        )
+    return condition
 
 
 def on_claimed(session: Session, job_id: str, worker: Worker, identity: tuple[str, str | None]) -> bool:
@@ -413,11 +424,13 @@ def _accept(
     _stop_pending(session, check.job_id, "the quorum agreed without this replica")
 
 
-def _give_up(session: Session, check: JobVerification, replicas: list[JobReplica], now: Any) -> None:
+def _give_up(
+    session: Session, check: JobVerification, replicas: list[JobReplica], now: Any, why: str = ""
+) -> None:
     check.state, check.decided_at = "disagreed", now
     digests = sorted({r.digest[:12] for r in replicas if r.digest})
     message = (
-        f"no {check.quorum} of {len(replicas)} replicas agree "
+        f"no {check.quorum} of {len(replicas)} replicas agree{' ' + why if why else ''} "
         f"(distinct outputs: {', '.join(digests) or 'none completed'})"
     )
     if check.purpose == "spot_check":
@@ -481,13 +494,38 @@ def _stop_pending(session: Session, parent_id: str, why: str) -> None:
             session.execute(update(JobReplica).where(JobReplica.job_id == job_id).values(verdict="cancelled"))
 
 
-def cancel_replicas(session: Session, parent_id: str) -> None:
+def expire_overdue(session: Session, now: Any, limit: int = 100) -> list[tuple[str, str]]:
+    """Fail verified jobs whose replicas reached no quorum within the job's ``timeout_seconds`` (too
+    few distinct nodes, say): a verified job never waits forever. Returns the (job, type) it ended."""
+    overdue = session.execute(
+        select(JobVerification, Job)
+        .join(Job, Job.id == JobVerification.job_id)
+        .where(
+            JobVerification.state == "open", JobVerification.purpose == "requested", Job.status == "running"
+        )
+        .order_by(Job.created_at)
+        .limit(limit)
+    ).all()
+    ended = []
+    for check, job in overdue:
+        if (now - job.created_at).total_seconds() <= job.timeout_seconds:
+            continue
+        replicas = list(session.scalars(select(JobReplica).where(JobReplica.parent_id == check.job_id)))
+        _give_up(session, check, replicas, now, why=f"within timeout_seconds={job.timeout_seconds}")
+        cancel_replicas(session, check.job_id, state="disagreed")
+        ended.append((check.job_id, job.job_type))
+    return ended
+
+
+def cancel_replicas(session: Session, parent_id: str, state: str = "cancelled") -> None:
     """The user cancelled a verified job: its replicas stop too (running ones at their next heartbeat)."""
     check = session.get(JobVerification, parent_id)
     if check is None or check.purpose != "requested":
         return
-    check.state = "cancelled"
-    _stop_pending(session, parent_id, "the verified job was cancelled")
+    check.state = state
+    _stop_pending(
+        session, parent_id, f"the verified job was {'cancelled' if state == 'cancelled' else 'given up'}"
+    )
     session.execute(
         update(Job)
         .where(
@@ -585,7 +623,9 @@ def related(session: Session, job_ids: list[str]) -> list[str]:
     )
 
 
-def status(session: Session, tenant_id: str, job_id: str) -> VerificationStatus:
+def status(session: Session, tenant_id: str, job_id: str, see_all_nodes: bool = False) -> VerificationStatus:
+    """The replicas of a verified job; a node's id only where the caller may see the node (its tenant's
+    own, or every node for a platform admin), as in the registry."""
     get_job_row(session, tenant_id, job_id)  # 404 unless the tenant's
     check = session.get(JobVerification, job_id)
     if check is None:
@@ -595,6 +635,14 @@ def status(session: Session, tenant_id: str, job_id: str) -> VerificationStatus:
     )
     statuses = dict(
         session.execute(select(Job.id, Job.status).where(Job.id.in_([r.job_id for r in replicas]))).all()
+    )
+    own = set(
+        session.scalars(
+            select(WorkerOwner.worker_id).where(
+                WorkerOwner.worker_id.in_([r.worker_id for r in replicas if r.worker_id]),
+                WorkerOwner.tenant_id == tenant_id,
+            )
+        )
     )
     return VerificationStatus(
         job_id=job_id,
@@ -610,7 +658,7 @@ def status(session: Session, tenant_id: str, job_id: str) -> VerificationStatus:
                 job_id=r.job_id,
                 index=r.index,
                 status=str(statuses.get(r.job_id, "unknown")),
-                worker_id=r.worker_id,
+                worker_id=r.worker_id if see_all_nodes or r.worker_id in own else None,
                 digest=r.digest,
                 verdict=r.verdict,
             )

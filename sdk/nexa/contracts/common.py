@@ -91,7 +91,11 @@ class Verification(StrictModel):
 
     replicas: int = Field(3, ge=2, le=9, description="Replicas started at once, each on a different node.")
     quorum: int | None = Field(
-        None, ge=1, le=9, description="Replicas that must agree; a majority of ``replicas`` when unset."
+        None,
+        ge=2,
+        le=9,
+        description="Replicas that must agree (at least 2: one replica agreeing with itself verifies nothing); "
+        "a majority of ``replicas`` when unset.",
     )
     compare: Literal["exact", "tolerance"] = Field(
         "exact",
