@@ -38,7 +38,7 @@ from nexa.contracts.workers import (
     BenchmarkRowRef,
     BenchmarkSpotCheck,
 )
-from nexa_gateway.db import NodeBenchmark, Worker, utcnow
+from nexa_gateway.db import NodeBenchmark, Worker, WorkerKey, utcnow
 from nexa_gateway.errors import ApiError, conflict, not_found
 
 CHALLENGE_N = 1024  # float32: 4 MiB a matrix
@@ -265,11 +265,25 @@ def _verify(row: NodeBenchmark, proof: BenchmarkProof) -> str | None:
 
 
 def verified_for(session: Session, worker_ids: Iterable[str]) -> dict[str, dict[str, Verified]]:
-    """Per worker and benchmark kind: its latest passed result, unless any of that kind failed."""
+    """Per worker and benchmark kind: its latest passed result, unless any of that kind failed, by
+    that worker or by any other registration of the same node key (registering again wipes nothing)."""
     ids = list(worker_ids)
     if not ids:
         return {}
     at = now()
+    keyed = dict(
+        session.execute(
+            select(WorkerKey.worker_id, WorkerKey.public_key).where(WorkerKey.worker_id.in_(ids))
+        ).all()
+    )
+    identity: dict[str, str] = {w: str(keyed.get(w) or w) for w in ids}
+    if keyed:
+        for other, public_key in session.execute(
+            select(WorkerKey.worker_id, WorkerKey.public_key).where(
+                WorkerKey.public_key.in_(set(keyed.values()))
+            )
+        ):
+            identity.setdefault(str(other), str(public_key))
     passed: dict[tuple[str, str], Verified] = {}
     void: set[tuple[str, str]] = set()
     rows = session.execute(
@@ -281,20 +295,22 @@ def verified_for(session: Session, worker_ids: Iterable[str]) -> dict[str, dict[
             NodeBenchmark.verified_at,
             NodeBenchmark.expires_at,
         )
-        .where(NodeBenchmark.worker_id.in_(ids), NodeBenchmark.status.in_((PASSED, FAILED, COMMITTED)))
+        .where(
+            NodeBenchmark.worker_id.in_(list(identity)), NodeBenchmark.status.in_((PASSED, FAILED, COMMITTED))
+        )
         .order_by(NodeBenchmark.verified_at)
     )
     for worker_id, kind, status, gflops, verified_at, expires_at in rows:
         key = (str(worker_id), str(kind))
         if status == FAILED or (status == COMMITTED and expires_at <= at):
-            void.add(key)
+            void.add((identity[str(worker_id)], str(kind)))
         elif status == PASSED and gflops is not None and verified_at is not None:
             latest = passed.get(key)
             if latest is None or verified_at >= latest.verified_at:
                 passed[key] = Verified(float(gflops), verified_at)
     out: dict[str, dict[str, Verified]] = {}
     for (worker_id, kind), found in passed.items():
-        if (worker_id, kind) not in void:
+        if worker_id in ids and (identity[worker_id], kind) not in void:
             out.setdefault(worker_id, {})[kind] = found
     return out
 
