@@ -210,7 +210,7 @@ class ResultReport(StrictModel):
     usage: list[UsageRecord] = Field(default_factory=list, max_length=64)
     manifests: dict[
         Annotated[str, StringConstraints(max_length=64)],
-        Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")],
+        Annotated[str, StringConstraints(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")],
     ] = Field(
         default_factory=dict,
         max_length=1024,
