@@ -142,7 +142,9 @@ class NodeKey:
 
     def key_proof(self) -> SignedEnvelope:
         """The proof a registration carries: this key signing its own public half, with the time."""
-        return self.sign("register", "", 0, "", KeyProof(public_key=self.public_hex, signed_at=datetime.now(UTC)))
+        return self.sign(
+            "register", "", 0, "", KeyProof(public_key=self.public_hex, signed_at=datetime.now(UTC))
+        )
 
     def sign(
         self, kind: ReportKind, job_id: str, attempt: int, worker_id: str, report: BaseModel
@@ -163,7 +165,9 @@ def verify_key_proof(envelope: SignedEnvelope | None, public_key_hex: str, now: 
     (a fresh signature by it over it); else raise. Without this anyone could register another node's
     public key and act, and be judged, as that node."""
     if envelope is None:
-        raise EnvelopeError("a node that registers a public key must prove it holds the private key (key_proof)")
+        raise EnvelopeError(
+            "a node that registers a public key must prove it holds the private key (key_proof)"
+        )
     try:
         statement = json.loads(base64.b64decode(envelope.payload, validate=True))
         proof = KeyProof.model_validate(statement.get("report") if isinstance(statement, dict) else None)

@@ -22,7 +22,8 @@ class Replica(_Answer):
     index: int = Field(description="0 for the first replica (a spot-checked job's own run).")
     status: str = Field(description="The replica job's state.")
     worker_id: str | None = Field(
-        None, description="The node that ran it, where you may see the node (your tenant's, or any for an admin)."
+        None,
+        description="The node that ran it, where you may see the node (your tenant's, or any for an admin).",
     )
     digest: str | None = Field(
         None, description="SHA-256 over its outputs' file hashes, as the gateway verified them."
