@@ -178,8 +178,14 @@ class Round:
     errors: int
 
 
-def run_round(mode: str, gateway: GatewayProcess, jobs: list[dict[str, Any]], dataset: Path) -> Round:
-    new = mode == "matching"
+def run_round(
+    mode: str,
+    gateway: GatewayProcess,
+    jobs: list[dict[str, Any]],
+    dataset: Path,
+    baseline_fields: str = "old",
+) -> Round:
+    new = mode == "matching" or baseline_fields == "all"
     profiles = [hw if new else {k: v for k, v in hw.items() if k not in NEW_FIELDS} for hw in fleet()]
     wanted: dict[str, dict[str, Any]] = {}
     with httpx.Client(base_url=gateway.url, timeout=60.0, headers=gateway.headers()) as client:
@@ -287,6 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", default=BASELINE, help=f"git revision of the claim path before (default {BASELINE})"
     )
+    parser.add_argument(
+        "--baseline-fields",
+        choices=("old", "all"),
+        default="old",
+        help="'all': the baseline knows disk_gb and gpu_memory_gb too, so both run the same workload "
+        "(for a baseline at or after requirement matching)",
+    )
     args = parser.parse_args(argv)
     print_machine(machine_summary())
     print(
@@ -307,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for number in range(args.rounds + 1):
             for mode in ("before", "matching"):
-                row = run_round(mode, gateways[mode], jobs, dataset)
+                row = run_round(mode, gateways[mode], jobs, dataset, args.baseline_fields)
                 label = "warm-up" if number == 0 else f"round {number}"
                 print(
                     f"  {label} {mode}: {row.claims} claims in {row.wall_s:.2f}s, p50 {row.p50_ms:.1f} ms, "

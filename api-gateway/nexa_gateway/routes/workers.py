@@ -28,7 +28,7 @@ from nexa.contracts import (
 )
 from nexa.contracts.refs import referenced_artifacts
 from nexa.contracts.workers import UsageRecord
-from nexa_gateway.db import Job, Worker
+from nexa_gateway.db import Job, JobReplica, Worker
 from nexa_gateway.deps import CurrentWorker, SessionDep, StateDep, WorkerSecret
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services import (
@@ -291,19 +291,25 @@ def _weigh_completion(
     this moved besides the job itself."""
     policy = meshpolicy.credit_policy(state.settings)
     reputation.attempt_finished(session, worker.id, policy)
+    replica = session.get(JobReplica, job_id)
+    spot_checks = state.settings.spot_check_share > 0
+    if replica is None and not spot_checks:
+        return []  # the common case: no replica to judge, no spot check to draw
     row = session.get(Job, job_id)
     if row is None:
         return []
     manifests = [state.store.read_manifest(a, verify=False) for a in artifact_ids]
-    verification.replica_completed(session, row, manifests, policy)
-    verification.maybe_spot_check(
-        session,
-        row,
-        worker.id,
-        manifests,
-        share=state.settings.spot_check_share,
-        below=state.settings.spot_check_below_reputation,
-    )
+    if replica is not None:
+        verification.replica_completed(session, row, manifests, policy)
+    if spot_checks:
+        verification.maybe_spot_check(
+            session,
+            row,
+            worker.id,
+            manifests,
+            share=state.settings.spot_check_share,
+            below=state.settings.spot_check_below_reputation,
+        )
     return [j for j in verification.related(session, [job_id]) if j != job_id]
 
 

@@ -169,7 +169,8 @@ def claim_next_job(
         .order_by(Job.priority.desc(), Job.created_at, Job.id)
         .limit(8)
     )
-    owner = session.scalar(select(WorkerOwner.tenant_id).where(WorkerOwner.worker_id == worker.id))
+    identity = verification.node_identity(session, worker)  # key, node token and owner in one query
+    owner = identity[2]
     if owner is not None:  # a tenant's own node runs that tenant's jobs, never another's
         query = query.where(Job.tenant_id == owner)
     if hw.get("gpu_type"):
@@ -177,9 +178,8 @@ def claim_next_job(
     else:
         query = query.where(Job.gpu_type.is_(None))
     query = query.where((Job.tier.is_(None)) | (Job.tier == hw.get("tier", "cpu")))
-    identity = verification.node_identity(session, worker)
     # One replica of a job per node.
-    query = query.where(verification.claim_filter(*identity, owned=owner is not None))
+    query = query.where(verification.claim_filter(identity[0], identity[1], owned=owner is not None))
     policy = holdback or Holdback()
     standing = reputation.standing(session, identity[0], policy.half_life_seconds)
     # The job's trust level: the node's reputation now, against the least the job accepts.

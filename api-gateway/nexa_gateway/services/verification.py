@@ -234,18 +234,19 @@ def start_replicas(
 # ---------------------------------------------------------------- claims
 
 
-def node_identity(session: Session, worker: Worker) -> tuple[str, str | None]:
-    """(node key, owner key): the node's public key (its worker id without one) and its node token."""
+def node_identity(session: Session, worker: Worker) -> tuple[str, str | None, str | None]:
+    """(node key, owner key, owner tenant): the node's public key (its worker id without one), the
+    node token it registered with and the tenant that owns it (None for the platform's nodes)."""
     row = session.execute(
-        select(WorkerKey.public_key, WorkerOwner.node_token_id)
+        select(WorkerKey.public_key, WorkerOwner.node_token_id, WorkerOwner.tenant_id)
         .select_from(Worker)
         .outerjoin(WorkerKey, WorkerKey.worker_id == Worker.id)
         .outerjoin(WorkerOwner, WorkerOwner.worker_id == Worker.id)
         .where(Worker.id == worker.id)
     ).first()
     if row is None:
-        return worker.id, None
-    return (row[0] or worker.id), row[1]
+        return worker.id, None, None
+    return (row[0] or worker.id), row[1], row[2]
 
 
 def claim_filter(node_key: str, owner_key: str | None, owned: bool = False) -> Any:
@@ -274,10 +275,12 @@ def claim_filter(node_key: str, owner_key: str | None, owned: bool = False) -> A
     return condition
 
 
-def on_claimed(session: Session, job_id: str, worker: Worker, identity: tuple[str, str | None]) -> bool:
+def on_claimed(
+    session: Session, job_id: str, worker: Worker, identity: tuple[str, str | None, str | None]
+) -> bool:
     """Tie a replica to the node that claimed it; False (the claim must be undone) when another
     replica of the same job reached this node first."""
-    node_key, owner_key = identity
+    node_key, owner_key, _ = identity
     replica = session.get(JobReplica, job_id)
     if replica is None:
         return True
