@@ -210,10 +210,12 @@ def _webhooks_once(state: AppState, client: Any, outbox: bool) -> int:
                     settle_seconds=settings.webhook_outbox_settle_seconds if db.is_postgres else 0.0,
                     lock=db.is_postgres,
                 )
+    # Straight on to the next pass only while a backlog is left; otherwise the loop sleeps its interval.
+    backlog = moved if moved >= webhook_svc.BATCH else 0
     with db.read() as session:
         due = webhook_svc.has_due(session)
     if not due:
-        return moved
+        return backlog
     with db.session() as session:
         claimed = webhook_svc.claim_due(
             session, lease_seconds=settings.webhook_timeout_seconds + 30, skip_locked=db.is_postgres
@@ -223,7 +225,7 @@ def _webhooks_once(state: AppState, client: Any, outbox: bool) -> int:
     for one, result in results:
         with db.session() as session:
             webhook_svc.record_try(session, settings, one, result)
-    return moved + len(claimed)
+    return backlog + len(claimed)
 
 
 async def _webhook_sender(state: AppState) -> None:

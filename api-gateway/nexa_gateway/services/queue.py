@@ -179,7 +179,7 @@ def claim_next_job(
         query = query.where(Job.gpu_type.is_(None))
     query = query.where((Job.tier.is_(None)) | (Job.tier == hw.get("tier", "cpu")))
     # One replica of a job per node.
-    query = query.where(verification.claim_filter(identity[0], identity[1], owned=owner is not None))
+    query = query.where(verification.claim_filter(identity[1] is not None, owned=owner is not None))
     policy = holdback or Holdback()
     standing = reputation.standing(session, identity[0], policy.half_life_seconds)
     # The job's trust level: the node's reputation now, against the least the job accepts.
@@ -194,7 +194,7 @@ def claim_next_job(
         # PostgreSQL: rows another claimer is looking at are skipped, not waited for.
         # Only the jobs' rows: the requirements and trust are the nullable sides of outer joins.
         query = query.with_for_update(skip_locked=True, of=Job)
-    for job_id, attempt in session.execute(query).all():
+    for job_id, attempt in session.execute(query, verification.claim_params(identity[0], identity[1])).all():
         now = utcnow()
         won = session.execute(
             update(Job)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -249,17 +249,36 @@ def node_identity(session: Session, worker: Worker) -> tuple[str, str | None, st
     return (row[0] or worker.id), row[1], row[2]
 
 
-def claim_filter(node_key: str, owner_key: str | None, owned: bool = False) -> Any:
+NODE_KEY_PARAM, OWNER_KEY_PARAM = "mesh_node_key", "mesh_owner_key"
+_CLAIM_FILTERS: dict[tuple[bool, bool], Any] = {}
+
+
+def claim_filter(owner_known: bool, owned: bool) -> Any:
     """The claim query's condition: not a replica of a job this node (or, where the job asks for
     distinct owners, its owner) already holds another replica of; and for a tenant's own node
-    (``owned``), no spot check: the platform checks nodes with its own."""
+    (``owned``), no spot check: the platform checks nodes with its own.
+
+    Built once per shape and bound at execution (``claim_params``): building it costs more than
+    running it, and the claim is the queue's hottest query.
+    """
+    found = _CLAIM_FILTERS.get((owner_known, owned))
+    if found is None:
+        found = _CLAIM_FILTERS[(owner_known, owned)] = _build_claim_filter(owner_known, owned)
+    return found
+
+
+def claim_params(node_key: str, owner_key: str | None) -> dict[str, Any]:
+    return {NODE_KEY_PARAM: node_key, OWNER_KEY_PARAM: owner_key}
+
+
+def _build_claim_filter(owner_known: bool, owned: bool) -> Any:
     mine, sibling = aliased(JobReplica), aliased(JobReplica)
     verification = aliased(JobVerification)
     # Not its own row: a node whose lease on a replica ran out may take that replica again.
-    same_node = and_(sibling.node_key == node_key, sibling.job_id != mine.job_id)
-    if owner_key is not None:
+    same_node = and_(sibling.node_key == bindparam(NODE_KEY_PARAM), sibling.job_id != mine.job_id)
+    if owner_known:
         same_owner = and_(
-            sibling.owner_key == owner_key,
+            sibling.owner_key == bindparam(OWNER_KEY_PARAM),
             exists().where(verification.job_id == mine.parent_id, verification.distinct_owners.is_(True)),
         )
         same_node = or_(same_node, same_owner)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from nexa import webhooks as signing
@@ -294,6 +294,12 @@ def fan_out(session: Session, *, settle_seconds: float, lock: bool, batch: int =
     if cursor is None:
         newest = session.scalar(select(func.max(JobEvent.id))) or 0
         session.add(CursorRow(name=CURSOR, last_event_id=newest))
+        session.flush()
+        return 0
+    if not session.scalar(select(exists().where(EndpointRow.enabled.is_(True)))):
+        # No endpoint anywhere: nothing to deliver (an endpoint never gets events from before it
+        # existed), so skip to the newest event without reading any.
+        cursor.last_event_id = max(cursor.last_event_id, session.scalar(select(func.max(JobEvent.id))) or 0)
         session.flush()
         return 0
     rows = session.execute(
