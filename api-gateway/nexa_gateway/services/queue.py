@@ -181,7 +181,12 @@ def claim_next_job(
     # One replica of a job per node.
     query = query.where(verification.claim_filter(identity[1] is not None, owned=owner is not None))
     policy = holdback or Holdback()
-    standing = reputation.standing(session, identity[0], policy.half_life_seconds)
+    record = identity[3]
+    standing = (
+        reputation.NEUTRAL
+        if record is None
+        else reputation.current(record, utcnow(), policy.half_life_seconds)
+    )
     # The job's trust level: the node's reputation now, against the least the job accepts.
     query = query.outerjoin(JobTrust, JobTrust.job_id == Job.id).where(
         or_(JobTrust.min_reputation.is_(None), JobTrust.min_reputation <= standing)

@@ -29,7 +29,13 @@ REFUSED = "report_signature_invalid"
 
 
 def public_key_of(session: Session, worker_id: str) -> str | None:
-    return session.scalar(select(WorkerKey.public_key).where(WorkerKey.worker_id == worker_id))
+    """The node's registered key (read once per session: a request asks several times)."""
+    known: dict[str, str | None] = session.info.setdefault("worker_public_keys", {})
+    if worker_id not in known:
+        known[worker_id] = session.scalar(
+            select(WorkerKey.public_key).where(WorkerKey.worker_id == worker_id)
+        )
+    return known[worker_id]
 
 
 def check(

@@ -39,7 +39,6 @@ from nexa_gateway.db import (
     LedgerEntry,
     NodeRecord,
     Worker,
-    WorkerKey,
     WorkerOwner,
     utcnow,
 )
@@ -87,8 +86,9 @@ def credited_work(own: float, agreed_work: list[float], slack: float) -> float:
 
 
 def node_key_of(session: Session, worker_id: str) -> str:
-    key = session.scalar(select(WorkerKey.public_key).where(WorkerKey.worker_id == worker_id))
-    return key or worker_id
+    from nexa_gateway.services.reportsigs import public_key_of
+
+    return public_key_of(session, worker_id) or worker_id
 
 
 def _record(session: Session, node_key: str, worker_id: str, policy: CreditPolicy) -> NodeRecord:

@@ -26,13 +26,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from nexa.contracts import ArtifactManifest, JobOptions, JobType
 from nexa.contracts.mesh import Replica, VerificationStatus
-from nexa_gateway.db import Job, JobReplica, JobVerification, Worker, WorkerKey, WorkerOwner, utcnow
+from nexa_gateway.db import (
+    Job,
+    JobReplica,
+    JobVerification,
+    NodeRecord,
+    Worker,
+    WorkerKey,
+    WorkerOwner,
+    utcnow,
+)
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services import reputation
 from nexa_gateway.services.jobs import add_event, get_job_row
@@ -234,19 +243,25 @@ def start_replicas(
 # ---------------------------------------------------------------- claims
 
 
-def node_identity(session: Session, worker: Worker) -> tuple[str, str | None, str | None]:
-    """(node key, owner key, owner tenant): the node's public key (its worker id without one), the
-    node token it registered with and the tenant that owns it (None for the platform's nodes)."""
+Identity = tuple[str, str | None, str | None, NodeRecord | None]
+
+
+def node_identity(session: Session, worker: Worker) -> Identity:
+    """(node key, owner key, owner tenant, record): the node's public key (its worker id without one),
+    the node token it registered with, the tenant that owns it (None for the platform's nodes) and its
+    standing, in one query (the claim asks for all of them on every poll)."""
+    key = func.coalesce(WorkerKey.public_key, Worker.id)
     row = session.execute(
-        select(WorkerKey.public_key, WorkerOwner.node_token_id, WorkerOwner.tenant_id)
+        select(key, WorkerOwner.node_token_id, WorkerOwner.tenant_id, NodeRecord)
         .select_from(Worker)
         .outerjoin(WorkerKey, WorkerKey.worker_id == Worker.id)
         .outerjoin(WorkerOwner, WorkerOwner.worker_id == Worker.id)
+        .outerjoin(NodeRecord, NodeRecord.node_key == key)
         .where(Worker.id == worker.id)
     ).first()
     if row is None:
-        return worker.id, None, None
-    return (row[0] or worker.id), row[1], row[2]
+        return worker.id, None, None, None
+    return str(row[0]), row[1], row[2], row[3]
 
 
 NODE_KEY_PARAM, OWNER_KEY_PARAM = "mesh_node_key", "mesh_owner_key"
@@ -294,12 +309,10 @@ def _build_claim_filter(owner_known: bool, owned: bool) -> Any:
     return condition
 
 
-def on_claimed(
-    session: Session, job_id: str, worker: Worker, identity: tuple[str, str | None, str | None]
-) -> bool:
+def on_claimed(session: Session, job_id: str, worker: Worker, identity: Identity) -> bool:
     """Tie a replica to the node that claimed it; False (the claim must be undone) when another
     replica of the same job reached this node first."""
-    node_key, owner_key, _ = identity
+    node_key, owner_key = identity[0], identity[1]
     replica = session.get(JobReplica, job_id)
     if replica is None:
         return True
