@@ -50,8 +50,50 @@ def _number(text: str) -> float | None:
         return None
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def nvml_gpus() -> list[Gpu] | None:
+    """The GPUs NVML reports (``nvidia-ml-py``, in the ``gpu`` extra); None where it is not installed
+    or finds no driver, so the caller asks nvidia-smi instead."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # NVMLError: no driver or no GPU here
+        return None
+    try:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())[:64] or None
+        found = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            total = pynvml.nvmlDeviceGetMemoryInfo(handle).total
+            found.append(
+                Gpu(
+                    name=_text(pynvml.nvmlDeviceGetName(handle)),
+                    memory_gb=round(total / 1024**3, 1),
+                    driver=driver,
+                )
+            )
+        return found
+    except Exception:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
 def detect_gpus() -> list[Gpu]:
-    """The NVIDIA GPUs nvidia-smi reports, with memory and driver; empty without nvidia-smi or a driver."""
+    """The NVIDIA GPUs with memory and driver: from NVML where ``nvidia-ml-py`` is installed, else from
+    nvidia-smi; empty without either or without a driver."""
+    from_nvml = nvml_gpus()
+    if from_nvml is not None:
+        return from_nvml
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return []

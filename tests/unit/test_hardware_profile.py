@@ -57,3 +57,32 @@ def test_nvidia_smi_output_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     assert hardware.detect_gpus() == [Gpu("NVIDIA GeForce RTX 4090", 24.0, "550.54.14")]
+
+
+def test_gpus_come_from_nvml_where_nvidia_ml_py_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML's answers (a stand-in module here: this machine has no GPU) become the profile's GPUs."""
+    import sys
+    import types
+
+    from nexa_engines import hardware
+
+    calls: list[str] = []
+    fake = types.ModuleType("pynvml")
+    fake.nvmlInit = lambda: calls.append("init")  # type: ignore[attr-defined]
+    fake.nvmlShutdown = lambda: calls.append("shutdown")  # type: ignore[attr-defined]
+    fake.nvmlSystemGetDriverVersion = lambda: b"550.54.15"  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetCount = lambda: 2  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetHandleByIndex = lambda i: i  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetName = lambda h: "NVIDIA H100 80GB HBM3"  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=80 * 1024**3)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    gpus = hardware.detect_gpus()
+    assert gpus == [hardware.Gpu("NVIDIA H100 80GB HBM3", 80.0, "550.54.15")] * 2
+    assert calls == ["init", "shutdown"]
+
+    def no_driver() -> None:
+        raise RuntimeError("NVML Shared Library Not Found")
+
+    fake.nvmlInit = no_driver  # type: ignore[attr-defined]
+    monkeypatch.setattr(hardware.shutil, "which", lambda name: None)  # and no nvidia-smi either
+    assert hardware.nvml_gpus() is None and hardware.detect_gpus() == []
