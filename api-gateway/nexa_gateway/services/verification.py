@@ -369,6 +369,12 @@ def replica_ended(session: Session, row: Job, credit: reputation.CreditPolicy | 
     _weigh(session, replica.parent_id, credit)
 
 
+def _statuses(session: Session, replicas: list[JobReplica]) -> dict[str, str]:
+    """Each replica job's state, in one query."""
+    rows = session.execute(select(Job.id, Job.status).where(Job.id.in_([r.job_id for r in replicas])))
+    return {str(job_id): str(state) for job_id, state in rows}
+
+
 def _weigh(session: Session, parent_id: str, credit: reputation.CreditPolicy | None) -> None:
     check = session.get(JobVerification, parent_id, with_for_update=True)
     if check is None or check.state in ("disagreed", "cancelled"):
@@ -378,9 +384,7 @@ def _weigh(session: Session, parent_id: str, credit: reputation.CreditPolicy | N
             select(JobReplica).where(JobReplica.parent_id == parent_id).order_by(JobReplica.index)
         )
     )
-    statuses = dict(
-        session.execute(select(Job.id, Job.status).where(Job.id.in_([r.job_id for r in replicas]))).all()
-    )
+    statuses = _statuses(session, replicas)
     members = [
         Member(r.job_id, str(statuses.get(r.job_id, "failed")), r.outputs, r.verdict) for r in replicas
     ]
@@ -668,9 +672,7 @@ def status(session: Session, tenant_id: str, job_id: str, see_all_nodes: bool = 
     replicas = list(
         session.scalars(select(JobReplica).where(JobReplica.parent_id == job_id).order_by(JobReplica.index))
     )
-    statuses = dict(
-        session.execute(select(Job.id, Job.status).where(Job.id.in_([r.job_id for r in replicas]))).all()
-    )
+    statuses = _statuses(session, replicas)
     own = set(
         session.scalars(
             select(WorkerOwner.worker_id).where(

@@ -37,6 +37,9 @@ def _deliveries_table(deliveries: Iterable[WebhookDelivery]) -> Table:
     return table
 
 
+WebhookId = Annotated[str, typer.Argument(help="Webhook id (wh_…).")]
+
+
 @app.command("create")
 @handle_errors
 def create(
@@ -77,7 +80,7 @@ def list_endpoints(as_json: JsonOption = False) -> None:
 @app.command("deliveries")
 @handle_errors
 def deliveries(
-    webhook_id: Annotated[str, typer.Argument(help="Webhook id (wh_…).")],
+    webhook_id: WebhookId,
     status: Annotated[str | None, typer.Option("--status", help="pending, delivered or failed.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 50,
     as_json: JsonOption = False,
@@ -94,7 +97,7 @@ def deliveries(
 @app.command("redeliver")
 @handle_errors
 def redeliver(
-    webhook_id: Annotated[str, typer.Argument(help="Webhook id (wh_…).")],
+    webhook_id: WebhookId,
     delivery_id: Annotated[str, typer.Argument(help="Delivery id (msg_…), the webhook-id header.")],
 ) -> None:
     """Send a delivery again now (same webhook-id and body)."""
@@ -105,7 +108,7 @@ def redeliver(
 
 @app.command("enable")
 @handle_errors
-def enable(webhook_id: Annotated[str, typer.Argument(help="Webhook id (wh_…).")]) -> None:
+def enable(webhook_id: WebhookId) -> None:
     """Re-enable an endpoint disabled after repeated failures."""
     with make_client() as client:
         endpoint = client.enable_webhook(webhook_id)
@@ -114,7 +117,7 @@ def enable(webhook_id: Annotated[str, typer.Argument(help="Webhook id (wh_…)."
 
 @app.command("test")
 @handle_errors
-def test(webhook_id: Annotated[str, typer.Argument(help="Webhook id (wh_…).")]) -> None:
+def test(webhook_id: WebhookId) -> None:
     """Send a webhook.test event."""
     with make_client() as client:
         delivery = client.test_webhook(webhook_id)
@@ -123,7 +126,7 @@ def test(webhook_id: Annotated[str, typer.Argument(help="Webhook id (wh_…).")]
 
 @app.command("delete")
 @handle_errors
-def delete(webhook_id: Annotated[str, typer.Argument(help="Webhook id (wh_…).")]) -> None:
+def delete(webhook_id: WebhookId) -> None:
     """Delete an endpoint and its delivery log."""
     with make_client() as client:
         endpoint = client.delete_webhook(webhook_id)
