@@ -98,6 +98,9 @@ def build_gateway(db_url: str, root: Path, **settings: Any) -> Iterator[Gateway]
         # Storage is metered by tests that ask for it (test_storage_billing): a tick at an hour's start
         # would otherwise add a usage row to a test that counts them.
         "storage_meter_interval_seconds": 0,
+        # The unschedulable sweep marks jobs no worker fits; a test that counts events would see it
+        # whenever a tick lands between its steps. Tests that want it set an interval.
+        "schedulability_interval_seconds": 0,
         "log_poll_seconds": 0.05,
         **settings,
     }
