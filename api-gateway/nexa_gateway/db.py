@@ -689,3 +689,86 @@ class WebhookCursor(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PipelineRow(Base):
+    """A pipeline (``services.pipelines``): its spec as submitted and where it stands. ``version`` is
+    bumped by every change, so an advance computed from an older read is dropped, not written over a
+    cancel or another replica's advance."""
+
+    __tablename__ = "pipelines"
+    __table_args__ = (
+        Index("ix_pipelines_tenant_created", "tenant_id", "created_at"),
+        Index("ix_pipelines_status", "status"),
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_pipelines_idempotency"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(63))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    runs: Mapped[int] = mapped_column(Integer, default=1)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    error_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    error_step: Mapped[str | None] = mapped_column(String(40), default=None)
+    created_by: Mapped[str | None] = mapped_column(String(40), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class PipelineStepRow(Base):
+    """One step of a pipeline: its current job and outcome. ``job_ids`` keeps every job it submitted."""
+
+    __tablename__ = "pipeline_steps"
+    __table_args__ = (Index("ix_pipeline_steps_job", "job_id"),)
+
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    job_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    cache_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    cached_from: Mapped[str | None] = mapped_column(String(40), default=None)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    approved_by: Mapped[str | None] = mapped_column(String(40), default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class PipelineEventRow(Base):
+    """A pipeline's timeline, numbered per pipeline (the SSE stream's ids)."""
+
+    __tablename__ = "pipeline_events"
+    __table_args__ = (UniqueConstraint("pipeline_id", "seq", name="uq_pipeline_events_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    step: Mapped[str | None] = mapped_column(String(40), default=None)
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class PipelineCacheRow(Base):
+    """A completed step's outputs by its cache key (type, resolved spec, input contents), per tenant."""
+
+    __tablename__ = "pipeline_cache"
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    cache_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(40))
+    pipeline_id: Mapped[str] = mapped_column(String(40))
+    step: Mapped[str] = mapped_column(String(40))
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -39,6 +39,7 @@ from nexa_gateway.routes import (
     mesh,
     models,
     nodes,
+    pipelines,
     registry,
     submit,
     webhooks,
@@ -60,6 +61,7 @@ from nexa_gateway.services import (
     stripesync,
     verification,
 )
+from nexa_gateway.services import pipelines as pipeline_svc
 from nexa_gateway.services import webhooks as webhook_svc
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
@@ -228,6 +230,29 @@ def _webhooks_once(state: AppState, client: Any, outbox: bool) -> int:
     return backlog + len(claimed)
 
 
+def _active_pipelines(state: AppState) -> list[str]:
+    with state.db.read() as session:
+        return pipeline_svc.active_ids(session)
+
+
+async def _pipeline_advancer(state: AppState) -> None:
+    """Advance every unfinished pipeline; a job's change (any job: this loop does not know which
+    step is whose) or a pipeline request wakes it, the interval is a safety net."""
+    interval = state.settings.pipeline_interval_seconds
+    with state.signals.subscribe(jobsignals.ANY) as changed:
+        while True:
+            changed.clear()  # before reading: a change during the pass wakes the next wait
+            try:
+                active = await run_in_threadpool(_active_pipelines, state)
+                for pipeline_id in active:
+                    if await pipeline_svc.advance(state, pipeline_id):
+                        state.signals.notify([pipeline_id])
+            except Exception:  # a database blip or a bad row must not end the loop; the next pass retries
+                log.exception("pipeline advance failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), interval)
+
+
 async def _webhook_sender(state: AppState) -> None:
     client = webhook_svc.make_client(state.settings)
     outbox = state.settings.backend == "sql"  # job events are SQL rows only there
@@ -292,6 +317,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks.append(asyncio.create_task(_stripe_sync(state, stripe_client)))
         if settings.webhook_interval_seconds > 0:
             tasks.append(asyncio.create_task(_webhook_sender(state)))
+        if settings.backend == "sql" and settings.pipeline_interval_seconds > 0:
+            tasks.append(asyncio.create_task(_pipeline_advancer(state)))
         if db.is_postgres and settings.backend == "sql":
             # Log streams on this replica hear of lines and ends that reach another one.
             tasks.append(asyncio.create_task(jobsignals.listen(settings.database_url, state.signals)))
@@ -341,6 +368,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         worker_store,
         forge,
         webhooks,
+        pipelines,
     ):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router, responses={503: ERROR_RESPONSES[422] | {"description": "Not ready."}})

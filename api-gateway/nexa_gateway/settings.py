@@ -241,6 +241,12 @@ class Settings(BaseSettings):
         1.0, ge=0, description="Idle poll of the webhook outbox and sender; 0 turns webhooks off."
     )
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="One delivery try's HTTP timeout.")
+    pipeline_interval_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="Safety-net poll of running pipelines (a job's change wakes the advancer at once); "
+        "0 turns the advancer off.",
+    )
     webhook_retry_scale: float = Field(
         1.0, gt=0, description="Multiplies the retry schedule (5 s … ~24 h); tests make it small."
     )

@@ -1,6 +1,6 @@
-"""The NexaJob and NexaEndpoint CustomResourceDefinitions, generated from the contracts.
+"""The NexaJob, NexaEndpoint and NexaPipeline CustomResourceDefinitions, generated from the contracts.
 
-Pure: builds the CRD objects as dicts (``nexajob_crd()``, ``nexaendpoint_crd()``);
+Pure: builds the CRD objects as dicts (``nexajob_crd()``, ``nexaendpoint_crd()``, ``nexapipeline_crd()``);
 ``python -m nexa_operator.crdgen`` writes them to ``crds/``. Pydantic's JSON Schema
 becomes a *structural* schema: ``$ref`` inlined, ``X | None`` as ``nullable: true``,
 ``extra="forbid"`` left to pruning and strict field validation, free-form dicts as
@@ -32,6 +32,14 @@ from nexa.contracts.nexajob import (
     NexaEndpointStatus,
     NexaJobStatus,
 )
+from nexa.contracts.nexapipeline import (
+    APPROVE_ANNOTATION_PREFIX,
+    NEXAPIPELINE_KIND,
+    NEXAPIPELINE_PLURAL,
+    NOT_IN_CLUSTER_MODE,
+    NexaPipelineStatus,
+)
+from nexa.contracts.pipelines import PipelineSpec
 
 # --- JSON Schema → structural schema ---------------------------------------------------
 
@@ -251,6 +259,32 @@ def nexaendpoint_spec_schema() -> dict[str, Any]:
     }
 
 
+def nexapipeline_spec_schema() -> dict[str, Any]:
+    """The structural schema of ``NexaPipeline.spec``: the ``PipelineSpec`` contract, as the operator runs it."""
+    schema = model_schema(PipelineSpec)
+    properties = {k: v for k, v in schema["properties"].items() if k not in NOT_IN_CLUSTER_MODE}
+    # metadata.name already names the object; spec.name (shared with the HTTP API's form) may repeat it.
+    properties["name"]["description"] = "A name to find the pipeline by. Default: the NexaPipeline's name."
+    step = properties["steps"]["items"]["properties"]
+    step["approval"]["description"] = (
+        f'Hold the step until the NexaPipeline has the annotation `{APPROVE_ANNOTATION_PREFIX}<step>: "true"`. '
+        "Default: false."
+    )
+    step["cache"]["description"] = (
+        "Reuse an earlier run's outputs (standalone mode only: in cluster mode every step runs). Default: true."
+    )
+    return {
+        "type": "object",
+        "description": "The pipeline: its steps, chained by placeholders, with gates between them "
+        "(the body of `POST /v1/pipelines` without idempotency_key and max_cost_cents).",
+        "required": [r for r in schema["required"] if r != "name"],
+        "properties": properties,
+        "x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": "spec is immutable; create a new NexaPipeline"}
+        ],
+    }
+
+
 def _status_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema = model_schema(model, by_alias=True)
     conditions = schema["properties"].get("conditions")
@@ -355,9 +389,28 @@ def nexaendpoint_crd() -> dict[str, Any]:
     )
 
 
+def nexapipeline_crd() -> dict[str, Any]:
+    """The ``nexapipelines.nexa.run`` CustomResourceDefinition."""
+    return _crd(
+        kind=NEXAPIPELINE_KIND,
+        plural=NEXAPIPELINE_PLURAL,
+        short_names=["npl"],
+        description="A Nexa pipeline: steps of any job type run as NexaJobs, chained by their outputs, with gates.",
+        spec=nexapipeline_spec_schema(),
+        status=_status_schema(NexaPipelineStatus),
+        columns=[
+            {"name": "Step", "type": "string", "jsonPath": ".status.currentStep"},
+            {"name": "Status", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Error", "type": "string", "jsonPath": ".status.error.message", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """Every CRD by the file name it is written to under ``crds/``."""
     return {
         f"{GROUP}_{NEXAJOB_PLURAL}.yaml": nexajob_crd(),
         f"{GROUP}_{NEXAENDPOINT_PLURAL}.yaml": nexaendpoint_crd(),
+        f"{GROUP}_{NEXAPIPELINE_PLURAL}.yaml": nexapipeline_crd(),
     }

@@ -16,6 +16,9 @@ from typing import Any
 import kopf
 
 from nexa.contracts.nexajob import GROUP, NEXAENDPOINT_PLURAL, NEXAJOB_FINALIZER, NEXAJOB_PLURAL, VERSION
+
+# Registers the NexaPipeline handlers; they share this module's controller (memo["controller"]).
+from nexa_operator import pipeline_handlers  # noqa: F401
 from nexa_operator.config import OperatorConfig
 from nexa_operator.controller import Controller
 from nexa_operator.kube import KubeClient, load_connection

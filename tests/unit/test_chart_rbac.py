@@ -11,8 +11,11 @@ from tests.fixtures.helm import REPO_ROOT, VALUE_SETS, render
 
 # The operator's rights: (apiGroup, resource) -> verbs. A change here is a security review.
 OPERATOR_RIGHTS: dict[tuple[str, str], set[str]] = {
-    ("nexa.run", "nexajobs"): {"get", "list", "watch", "patch"},
+    # create: a NexaPipeline's steps are NexaJobs the operator makes.
+    ("nexa.run", "nexajobs"): {"get", "list", "watch", "patch", "create"},
     ("nexa.run", "nexaendpoints"): {"get", "list", "watch", "create", "patch"},
+    ("nexa.run", "nexapipelines"): {"get", "list", "watch"},
+    ("nexa.run", "nexapipelines/status"): {"get", "patch"},
     ("nexa.run", "nexajobs/status"): {"get", "patch"},
     ("nexa.run", "nexaendpoints/status"): {"get", "patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},

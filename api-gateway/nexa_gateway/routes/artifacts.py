@@ -10,9 +10,10 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import ArtifactDependents, ArtifactInfo, ArtifactList, Deletion
+from nexa.contracts.lineage import DEFAULT_LINEAGE_DEPTH, MAX_LINEAGE_DEPTH, Lineage, LineageDirection
 from nexa_gateway.deps import CurrentPrincipal, SessionDep, StateDep
 from nexa_gateway.services import artifacts as svc
-from nexa_gateway.services import deletion
+from nexa_gateway.services import deletion, lineage
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
@@ -77,6 +78,24 @@ async def read_artifact_file(
     media = "text/html" if path.endswith(".html") else "application/json" if path.endswith(".json") else None
     cleanup = BackgroundTask(local.unlink, missing_ok=True) if temporary else None
     return FileResponse(local, media_type=media or "application/octet-stream", background=cleanup)
+
+
+@router.get("/{artifact_id}/lineage", response_model=Lineage)
+def artifact_lineage(
+    artifact_id: ArtifactIdPath,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    state: StateDep,
+    direction: Annotated[
+        LineageDirection, Query(description="up: what it was made from; down: what was made from it; both.")
+    ] = "up",
+    depth: Annotated[
+        int, Query(ge=1, le=MAX_LINEAGE_DEPTH, description="Steps to follow from the artifact.")
+    ] = (DEFAULT_LINEAGE_DEPTH),
+) -> Lineage:
+    """The artifact's lineage graph: inputs (with the jobs and pipeline steps that made each) up to the
+    raw data, or everything made from it down to deployments."""
+    return lineage.lineage(session, state.store, principal.tenant_id, artifact_id, direction, depth)
 
 
 @router.get("/{artifact_id}/dependents", response_model=ArtifactDependents)

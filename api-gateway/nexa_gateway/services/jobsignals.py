@@ -27,6 +27,8 @@ from sqlalchemy.orm import Session
 log = logging.getLogger("nexa.gateway")
 
 CHANNEL = "nexa_jobs"
+# Subscribing to this key wakes on every change (the pipeline advancer waits on it).
+ANY = "*"
 
 
 class JobSignals:
@@ -61,7 +63,10 @@ class JobSignals:
         """Wake the streams of ``job_ids`` (thread-safe; nothing to do when none is open)."""
         loop = self._loop
         with self._lock:
-            wanted = [job_id for job_id in job_ids if job_id in self._waiters]
+            ids = list(job_ids)
+            wanted = [job_id for job_id in ids if job_id in self._waiters]
+            if ids and ANY in self._waiters:
+                wanted.append(ANY)
         if not wanted or loop is None or loop.is_closed():
             return
         try:

@@ -6,19 +6,12 @@ import html
 import json
 from typing import Any
 
+from nexa.contracts.results import lower_is_better
+
 
 def render_json(report: dict[str, Any]) -> str:
     """Pretty JSON."""
     return json.dumps(report, indent=2, sort_keys=True)
-
-
-# Metrics where a smaller number is the better model; every other metric is a score, higher is better.
-LOWER_IS_BETTER = frozenset({"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter"})
-
-
-def lower_is_better(name: str) -> bool:
-    """For a plain metric (``perplexity``) or a benchmark's (``wikitext/word_perplexity``, ``x/ter[filter]``)."""
-    return name.rsplit("/", 1)[-1].split("[", 1)[0] in LOWER_IS_BETTER
 
 
 DELTA_HEADER = "change vs base"

@@ -16,6 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nexa.contracts.jobs import JobType
 
+LOWER_IS_BETTER = frozenset({"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter"})
+"""Evaluation metrics where a smaller score is the better one."""
+
+
+def lower_is_better(name: str) -> bool:
+    """For a plain metric (``perplexity``) or a benchmark's (``wikitext/word_perplexity``, ``x/ter[filter]``)."""
+    return name.rsplit("/", 1)[-1].split("[", 1)[0] in LOWER_IS_BETTER
+
 
 class JobResult(BaseModel):
     """Base of every result: the named fields are the contract, others are kept as they come."""
