@@ -187,7 +187,7 @@ def check_pipeline(spec: PipelineSpec) -> list[str]:
                 known = _output_fields(types[ref.step])
                 if known is not None and ref.output not in known:
                     problems.append(
-                        f"{where}: {ref.text}: a {types[ref.step].value} step's outputs are {', '.join(sorted(known))}"
+                        f"{where}: {ref.text}: the outputs of {types[ref.step].value} steps are {', '.join(sorted(known))}"
                     )
         if "idempotency_key" in step.spec:
             problems.append(f"{where}: spec.idempotency_key is set by the pipeline")

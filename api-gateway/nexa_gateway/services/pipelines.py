@@ -758,8 +758,8 @@ def _write(state: AppState, snap: _Snapshot, outcome: PipelineState) -> bool:
             update(PipelineRow)
             .where(PipelineRow.id == snap.id, PipelineRow.version == snap.version)
             .values(**values)
-        ).rowcount
-        if moved != 1:
+        )
+        if getattr(moved, "rowcount", 0) != 1:
             session.rollback()
             _orphans(state, snap)
             return False
