@@ -75,6 +75,9 @@ class EngineContext:
     # An engine keeps what it can of a platform stop (train commits a resumable checkpoint).
     stop_reason: Callable[[], str | None] = lambda: None
     produced_artifacts: list[str] = field(default_factory=list)
+    # The pipeline whose step this job runs (its nexa.dev/pipeline label, which only the gateway
+    # or the operator sets), recorded in every manifest it writes.
+    pipeline_id: str | None = None
 
     @property
     def access(self) -> Access:

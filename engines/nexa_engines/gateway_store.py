@@ -82,6 +82,7 @@ class GatewayArtifactWriter(ArtifactWriter):
         job_id: str | None = None,
         attempt: int | None = None,
         tenant_id: str | None = None,
+        pipeline_id: str | None = None,
         inputs: list[InputSource] | None = None,
         config: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,

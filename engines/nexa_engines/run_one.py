@@ -48,6 +48,7 @@ from nexa.contracts.nexajob import (
     run_progress_key,
     run_result_key,
 )
+from nexa.contracts.pipelines import PIPELINE_LABEL
 from nexa.storesettings import S3Location
 from nexa_engines.attempt import failure_of, run_engine
 from nexa_engines.engine import EngineContext, EngineError, JobCancelled
@@ -248,6 +249,7 @@ def run(
         ],
         catalog=catalog,
         cancel_event=cancel_event or threading.Event(),
+        pipeline_id=spec.labels.get(PIPELINE_LABEL),
     )
     reporter.log(f"[nexa] {job_type} {job_id} attempt {attempt} started")
     try:

@@ -54,6 +54,7 @@ from nexa.contracts import (
     WorkerRegistered,
     spec_for,
 )
+from nexa.contracts.pipelines import PIPELINE_LABEL
 from nexa_engines.attempt import MAX_FAIL_MESSAGE, Failure, failure_of, run_engine, summary
 from nexa_engines.engine import EngineContext, EngineError, EngineFn, JobCancelled
 from nexa_engines.hardware import detect_hardware
@@ -224,6 +225,7 @@ def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
                 else None,
                 cancel_event=state.cancel_event,
                 stop_reason=lambda: state.stop_code,
+                pipeline_id=spec.labels.get(PIPELINE_LABEL),
             )
             # The worker checks every reference again: a claim is not proof of access.
             result = run_engine(engine, ctx, spec, claimed.job_type)

@@ -49,6 +49,8 @@ from nexa.contracts.nexapipeline import (
     step_nexajob_name,
 )
 from nexa.contracts.pipelines import (
+    PIPELINE_LABEL,
+    STEP_LABEL,
     PipelineErrorCode,
     PipelineSpec,
     PipelineState,
@@ -157,6 +159,8 @@ def build_step_nexajob(
     own = resolved.get("labels")
     if isinstance(own, dict):
         labels.update(own)
+    # As the gateway does in standalone mode: the job names its pipeline and step (manifests record it).
+    labels.update({PIPELINE_LABEL: meta["name"], STEP_LABEL: step.name})
     options = spec_for(step.type, {**resolved, "labels": labels})
     tenant = (meta.get("labels") or {}).get(LABEL_TENANT)
     name = step_nexajob_name(meta["name"], step.name, attempt)

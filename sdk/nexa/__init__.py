@@ -40,6 +40,8 @@ from nexa.contracts import (
     TrainHyperparameters,
     TrainSpec,
 )
+from nexa.contracts.lineage import Lineage, LineageEdge, LineageNode
+from nexa.contracts.pipelines import Pipeline, PipelineEvent, PipelineSpec, PipelineState, StepState
 from nexa.errors import (
     APIConnectionError,
     APIStatusError,
@@ -56,12 +58,15 @@ from nexa.errors import (
     NotFoundError,
     PaymentRequiredError,
     PermissionDeniedError,
+    PipelineFileError,
+    PipelineWaitTimeoutError,
     RateLimitError,
     UnprocessableEntityError,
     ValidationError,
     WaitTimeoutError,
 )
 from nexa.handles import AsyncJobHandle, BaseJobHandle, JobHandle, LogLine
+from nexa.pipelinefile import load_pipeline
 
 __all__ = [
     "APIConnectionError",
@@ -97,6 +102,9 @@ __all__ = [
     "JobState",
     "JobType",
     "JudgeConfig",
+    "Lineage",
+    "LineageEdge",
+    "LineageNode",
     "LogLine",
     "LoraConfig",
     "NexaClient",
@@ -104,12 +112,20 @@ __all__ = [
     "NotFoundError",
     "PaymentRequiredError",
     "PermissionDeniedError",
+    "Pipeline",
+    "PipelineEvent",
+    "PipelineFileError",
+    "PipelineSpec",
+    "PipelineState",
+    "PipelineWaitTimeoutError",
     "RateLimitError",
     "Resources",
+    "StepState",
     "TrainHyperparameters",
     "TrainSpec",
     "UnprocessableEntityError",
     "ValidationError",
     "WaitTimeoutError",
+    "load_pipeline",
     "__version__",
 ]

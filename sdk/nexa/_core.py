@@ -45,7 +45,16 @@ from nexa.contracts.billing import BillingSummary, CostEstimate, JobCost, PriceB
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType, spec_for
 from nexa.contracts.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ErrorBody, Role
+from nexa.contracts.lineage import Lineage, LineageDirection
 from nexa.contracts.mesh import Leaderboard, NodeCredits, VerificationStatus
+from nexa.contracts.pipelines import (
+    Pipeline,
+    PipelineEvent,
+    PipelineEventKind,
+    PipelineList,
+    PipelineSpec,
+    PipelineState,
+)
 from nexa.contracts.refs import job_references
 from nexa.contracts.webhooks import (
     WebhookCreate,
@@ -64,6 +73,7 @@ from nexa.errors import (
     JobCancelledError,
     JobFailedError,
     NexaError,
+    PipelineWaitTimeoutError,
     RateLimitError,
     WaitTimeoutError,
     error_class_for,
@@ -186,6 +196,14 @@ def _jsonable(value: Any) -> Any:
 def new_idempotency_key() -> str:
     """A fresh idempotency key for one logical submission."""
     return f"nexa-py-{uuid.uuid4().hex}"
+
+
+def _idempotency_key(given: str | None, body: Mapping[str, Any]) -> str:
+    """The key a submission carries: the one given, else the body's own, else a fresh one."""
+    in_body = body.get("idempotency_key")
+    if given is not None and in_body is not None and in_body != given:
+        raise ValueError(f"two different idempotency keys given: {given!r} and spec {in_body!r}")
+    return str(given or in_body or new_idempotency_key())
 
 
 # ---------------------------------------------------------------- retries
@@ -360,18 +378,12 @@ class ClientCore:
         body = _jsonable(spec)
         if not isinstance(body, dict):
             raise TypeError(f"spec must be a JobOptions model or a dict, not {type(spec).__name__}")
-        in_body = body.get("idempotency_key")
-        if idempotency_key is not None and in_body is not None and in_body != idempotency_key:
-            raise ValueError(
-                f"two different idempotency keys given: {idempotency_key!r} and spec {in_body!r}"
-            )
-        key = idempotency_key or in_body or new_idempotency_key()
         return Call(
             "POST",
             f"/v1/{kind.value}",
             _model_parser(Job),
             json=body,
-            headers={"Idempotency-Key": str(key)},
+            headers={"Idempotency-Key": _idempotency_key(idempotency_key, body)},
             retryable=True,
         )
 
@@ -653,6 +665,102 @@ class ClientCore:
     def test_webhook(self, webhook_id: str) -> Call[WebhookDelivery]:
         return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/test", _model_parser(WebhookDelivery))
 
+    # ---- pipelines and lineage
+
+    def create_pipeline(
+        self, spec: PipelineSpec | Mapping[str, Any], idempotency_key: str | None
+    ) -> Call[Pipeline]:
+        """Submit a pipeline; like a job submission, every retry carries one idempotency key."""
+        body = _jsonable(spec)
+        if not isinstance(body, dict):
+            raise TypeError(f"spec must be a PipelineSpec or a dict, not {type(spec).__name__}")
+        return Call(
+            "POST",
+            "/v1/pipelines",
+            _model_parser(Pipeline),
+            json=body,
+            headers={"Idempotency-Key": _idempotency_key(idempotency_key, body)},
+            retryable=True,
+        )
+
+    def get_pipeline(self, pipeline_id: str) -> Call[Pipeline]:
+        return Call("GET", f"/v1/pipelines/{_segment(pipeline_id)}", _model_parser(Pipeline), retryable=True)
+
+    def list_pipelines_page(
+        self,
+        *,
+        status: PipelineState | str | None,
+        name: str | None,
+        labels: Mapping[str, str] | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Call[PipelineList]:
+        params: list[tuple[str, str]] = [("limit", str(limit))]
+        if status is not None:
+            params.append(("status", _enum_value(status)))
+        if name is not None:
+            params.append(("name", name))
+        params.extend(("label", f"{k}={v}") for k, v in (labels or {}).items())
+        if cursor:
+            params.append(("cursor", cursor))
+        return Call("GET", "/v1/pipelines", _model_parser(PipelineList), params=params, retryable=True)
+
+    def pipelines_pager(
+        self,
+        *,
+        status: PipelineState | str | None,
+        name: str | None,
+        labels: Mapping[str, str] | None,
+        limit: int | None,
+        page_size: int,
+    ) -> Paginator[Pipeline]:
+        def page(size: int, cursor: str | None) -> Call[PipelineList]:
+            return self.list_pipelines_page(
+                status=status, name=name, labels=labels, limit=size, cursor=cursor
+            )
+
+        return Paginator(page, limit=limit, page_size=page_size)
+
+    def cancel_pipeline(self, pipeline_id: str) -> Call[Pipeline]:
+        # Cancelling a cancelled pipeline leaves it cancelled: safe to retry.
+        path = f"/v1/pipelines/{_segment(pipeline_id)}/cancel"
+        return Call("POST", path, _model_parser(Pipeline), retryable=True)
+
+    def resume_pipeline(self, pipeline_id: str) -> Call[Pipeline]:
+        # Not retried: a repeat after a lost answer finds it running (409 pipeline_not_resumable).
+        return Call("POST", f"/v1/pipelines/{_segment(pipeline_id)}/resume", _model_parser(Pipeline))
+
+    def approve_step(self, pipeline_id: str, step: str) -> Call[Pipeline]:
+        # Not retried: a repeat after a lost answer finds the step started (409 step_not_waiting).
+        path = f"/v1/pipelines/{_segment(pipeline_id)}/steps/{_segment(step)}/approve"
+        return Call("POST", path, _model_parser(Pipeline))
+
+    def pipeline_events(self, pipeline_id: str, *, follow: bool, after: int | None) -> Call[None]:
+        params = [("follow", "true" if follow else "false")]
+        if after is not None:
+            params.append(("after", str(after)))
+        return Call(
+            "GET",
+            f"/v1/pipelines/{_segment(pipeline_id)}/events",
+            _parse_nothing,
+            params=params,
+            headers={"Accept": "text/event-stream", "Cache-Control": "no-cache"},
+            retryable=True,
+        )
+
+    def lineage(self, artifact_id: str, direction: LineageDirection | str, depth: int) -> Call[Lineage]:
+        if direction not in ("up", "down", "both"):
+            raise ValueError(f"direction must be up, down or both, not {direction!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"depth must be a whole number >= 0, not {depth!r}")
+        return Call(
+            "GET",
+            f"/v1/artifacts/{_segment(artifact_id)}/lineage",
+            _model_parser(Lineage),
+            params=[("direction", direction), ("depth", str(depth))],
+            retryable=True,
+        )
+
 
 def _deletion(path: str, force: bool) -> Call[Deletion]:
     # Retried on 503 (the gateway stored nothing) and lost connections; a retry after an answer that
@@ -787,6 +895,36 @@ class WaitState:
         return min(self.poll_interval, left)
 
 
+@dataclass
+class PipelineWaitState:
+    """Decides, poll after poll, when ``wait_pipeline()`` returns and how long it sleeps first."""
+
+    timeout: float | None
+    poll_interval: float
+    until_waiting: bool
+    started: float
+
+    def next_delay(self, pipeline: Pipeline, now: float) -> float | None:
+        """Seconds to sleep before the next poll, or None when ``pipeline`` is the answer: terminal, or
+        ``waiting`` (only approvals left) when asked to stop there. Raises PipelineWaitTimeoutError
+        once the timeout has run out."""
+        if pipeline.status.terminal:
+            return None
+        if self.until_waiting and pipeline.status is PipelineState.waiting:
+            return None
+        if self.timeout is None:
+            return self.poll_interval
+        left = self.timeout - (now - self.started)
+        if left <= 0:
+            done = sum(1 for step in pipeline.steps if step.status.done)
+            raise PipelineWaitTimeoutError(
+                f"pipeline {pipeline.pipeline_id} still {pipeline.status.value} after {self.timeout}s "
+                f"({done}/{len(pipeline.steps)} steps done); it keeps going: wait again or cancel it",
+                pipeline=pipeline,
+            )
+        return min(self.poll_interval, left)
+
+
 def failure_message(job: Job) -> str:
     """What a JobFailedError / JobCancelledError says."""
     if job.status is JobState.cancelled:
@@ -870,6 +1008,88 @@ class LogFollower:
             detail = f": {error}" if error else ""
             raise APIConnectionError(
                 f"log stream for job {self.job_id} keeps closing after line {self.last_seq}{detail}"
+            )
+        if self._server_retry_ms is not None:
+            return self._server_retry_ms / 1000
+        return self.core.retry.backoff(max(self._failures - 1, 0)) if self._failures else 0.0
+
+
+_PIPELINE_EVENT_KINDS = frozenset(kind.value for kind in PipelineEventKind)
+_PIPELINE_END_KINDS = frozenset(
+    {PipelineEventKind.completed, PipelineEventKind.failed, PipelineEventKind.cancelled}
+)
+
+
+class PipelineEventFollower:
+    """State of one ``pipeline_events()`` iteration across reconnects: resume point, dedup, end.
+
+    Used like ``LogFollower``. The gateway closes a followed stream once the pipeline is terminal,
+    so a clean close after a terminal event (completed, failed, cancelled) ends the iteration; any
+    other close is a dropped connection, reopened ``after`` the last event handed out.
+    """
+
+    def __init__(self, core: ClientCore, pipeline_id: str, *, follow: bool, after: int | None) -> None:
+        self.core = core
+        self.pipeline_id = pipeline_id
+        self.follow = follow
+        self.last_seq: int | None = after
+        self.ended = False
+        self._at_end = False  # the last event handed out ends the pipeline (until a `resumed`)
+        self._failures = 0
+        self._got_bytes = False
+        self._server_retry_ms: int | None = None
+        self._new_stream()
+
+    def _new_stream(self) -> None:
+        self._parser = SSEParser()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._got_bytes = False
+
+    def call(self) -> Call[None]:
+        """The request that opens (or reopens) the stream after the last event handed out."""
+        self._new_stream()
+        return self.core.pipeline_events(self.pipeline_id, follow=self.follow, after=self.last_seq)
+
+    def feed(self, chunk: bytes) -> list[PipelineEvent]:
+        """New events in ``chunk``, without any already delivered (or of a kind this SDK does not know)."""
+        if chunk:
+            self._got_bytes = True
+        events: list[PipelineEvent] = []
+        for raw in self._parser.feed(self._decoder.decode(chunk)):
+            if raw.event == "end":
+                self.ended = True
+                break
+            if raw.event != "message" and raw.event not in _PIPELINE_EVENT_KINDS:
+                continue  # a kind added after this SDK: skipped, not an error
+            try:
+                event = PipelineEvent.model_validate_json(raw.data)
+            except PydanticValidationError as exc:
+                raise NexaError(f"unreadable event for pipeline {self.pipeline_id}: {exc}") from exc
+            if self.last_seq is not None and event.seq <= self.last_seq:
+                continue
+            self.last_seq = event.seq
+            self._failures = 0
+            self._at_end = event.kind in _PIPELINE_END_KINDS
+            events.append(event)
+        if self._parser.retry is not None:
+            self._server_retry_ms = self._parser.retry
+        return events
+
+    def reconnect_delay(self, error: httpx.TransportError | None) -> float | None:
+        """After the stream closed (cleanly, or with ``error``): seconds before reopening, or None to stop.
+
+        Raises APIConnectionError once the stream keeps breaking without delivering anything.
+        """
+        if self.ended:
+            return None
+        if error is None and (not self.follow or self._at_end):
+            return None
+        if error is not None or not self._got_bytes:
+            self._failures += 1
+        if self._failures > max(self.core.retry.max_retries, 1) + 2:
+            detail = f": {error}" if error else ""
+            raise APIConnectionError(
+                f"event stream of pipeline {self.pipeline_id} keeps closing after event {self.last_seq}{detail}"
             )
         if self._server_retry_ms is not None:
             return self._server_retry_ms / 1000

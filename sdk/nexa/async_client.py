@@ -21,6 +21,8 @@ from nexa._core import (
     ClientCore,
     LogFollower,
     Paginator,
+    PipelineEventFollower,
+    PipelineWaitState,
     WaitState,
     job_options,
     local_dataset_files,
@@ -41,10 +43,13 @@ from nexa.contracts.billing import BillingSummary, CostEstimate, JobCost, PriceB
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
 from nexa.contracts.keys import ApiKeyCreated, ApiKeyInfo, Role
+from nexa.contracts.lineage import DEFAULT_LINEAGE_DEPTH, Lineage, LineageDirection
 from nexa.contracts.mesh import LeaderboardRow, NodeCredits, VerificationStatus
+from nexa.contracts.pipelines import Pipeline, PipelineEvent, PipelineList, PipelineSpec, PipelineState
 from nexa.contracts.webhooks import WebhookDelivery, WebhookEndpoint, WebhookEndpointCreated, WebhookEventType
 from nexa.contracts.workers import WorkerInfo
 from nexa.handles import AsyncJobHandle, LogLine
+from nexa.pipelinefile import pipeline_request
 
 __all__ = ["AsyncNexaClient"]
 
@@ -518,6 +523,140 @@ class AsyncNexaClient:
     async def test_webhook(self, webhook_id: str) -> WebhookDelivery:
         """Queue a ``webhook.test`` event for the endpoint."""
         return await self._call(self._core.test_webhook(webhook_id))
+
+    # ---- pipelines and lineage
+
+    async def pipeline(
+        self,
+        spec: PipelineSpec | Mapping[str, Any] | str | Path,
+        *,
+        parameters: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Pipeline:
+        """Submit a pipeline: a ``PipelineSpec``, a dict, or the path of a YAML or JSON pipeline file.
+
+        ``parameters`` are set over the pipeline's own (each must be declared there). A file or a
+        ``PipelineSpec`` is checked here first (``PipelineFileError`` names the field); a dict is
+        the gateway's to check. A repeat with the same idempotency key returns the first pipeline.
+        """
+        body = pipeline_request(spec, parameters)
+        return await self._call(self._core.create_pipeline(body, idempotency_key))
+
+    async def get_pipeline(self, pipeline_id: str) -> Pipeline:
+        """A pipeline's state, with every step's."""
+        return await self._call(self._core.get_pipeline(pipeline_id))
+
+    def list_pipelines(
+        self,
+        *,
+        status: PipelineState | str | None = None,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        page_size: int = 50,
+    ) -> AsyncIterator[Pipeline]:
+        """Pipelines newest first, filtered; fetches further pages as you iterate, stops after ``limit``."""
+        pager = self._core.pipelines_pager(
+            status=status, name=name, labels=labels, limit=limit, page_size=page_size
+        )
+        return self._paginate(pager)
+
+    async def list_pipelines_page(
+        self,
+        *,
+        status: PipelineState | str | None = None,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> PipelineList:
+        """One page of pipelines; pass its ``next_cursor`` as ``cursor`` for the next."""
+        return await self._call(
+            self._core.list_pipelines_page(
+                status=status, name=name, labels=labels, limit=limit, cursor=cursor
+            )
+        )
+
+    async def cancel_pipeline(self, pipeline_id: str) -> Pipeline:
+        """Cancel a pipeline: its running jobs are cancelled, its steps not started are skipped."""
+        return await self._call(self._core.cancel_pipeline(pipeline_id))
+
+    async def resume_pipeline(self, pipeline_id: str) -> Pipeline:
+        """Run a failed or cancelled pipeline again from its steps not done; done steps are kept.
+
+        Raises ``ConflictError`` (``pipeline_not_resumable``) for one in any other state.
+        """
+        return await self._call(self._core.resume_pipeline(pipeline_id))
+
+    async def approve_step(self, pipeline_id: str, step: str) -> Pipeline:
+        """Let a step held for approval start; ``ConflictError`` (``step_not_waiting``) otherwise."""
+        return await self._call(self._core.approve_step(pipeline_id, step))
+
+    async def pipeline_events(
+        self, pipeline_id: str, *, follow: bool = True, after: int | None = None
+    ) -> AsyncIterator[PipelineEvent]:
+        """The pipeline's timeline as it happens; resumes after a dropped connection with no gap or repeat.
+
+        With ``follow`` it ends once the pipeline is terminal; without, after the events so far.
+        ``after`` starts after that event's ``seq``.
+        """
+        follower = PipelineEventFollower(self._core, pipeline_id, follow=follow, after=after)
+        while True:
+            error: httpx.TransportError | None = None
+            try:
+                async with self._stream(follower.call()) as response:
+                    async for chunk in response.aiter_bytes():
+                        for event in follower.feed(chunk):
+                            yield event
+                        if follower.ended:
+                            return
+            except httpx.TransportError as exc:
+                error = exc
+            delay = follower.reconnect_delay(error)
+            if delay is None:
+                return
+            await _sleep(delay)
+
+    async def wait_pipeline(
+        self,
+        pipeline_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 2.0,
+        until_waiting: bool = True,
+        on_update: Callable[[Pipeline], None] | None = None,
+    ) -> Pipeline:
+        """Poll until the pipeline is terminal and return it (a failed one too: read ``status``).
+
+        With ``until_waiting`` it also returns a pipeline ``waiting``: only approvals are left, so
+        nothing moves until someone calls ``approve_step``. ``on_update`` sees the pipeline after
+        every poll. Raises ``PipelineWaitTimeoutError`` (a ``WaitTimeoutError``) when ``timeout``
+        seconds pass first; the pipeline goes on.
+        """
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        state = PipelineWaitState(
+            timeout=timeout, poll_interval=poll_interval, until_waiting=until_waiting, started=_now()
+        )
+        while True:
+            found = await self.get_pipeline(pipeline_id)
+            if on_update is not None:
+                on_update(found)
+            delay = state.next_delay(found, _now())
+            if delay is None:
+                return found
+            await _sleep(delay)
+
+    async def lineage(
+        self,
+        artifact_id: str,
+        *,
+        direction: LineageDirection = "up",
+        depth: int = DEFAULT_LINEAGE_DEPTH,
+    ) -> Lineage:
+        """What ``artifact_id`` was made from (``up``), what was made from it (``down``), or both,
+        ``depth`` steps away at most (the gateway allows 50)."""
+        return await self._call(self._core.lineage(artifact_id, direction, depth))
 
     async def health(self) -> dict[str, Any]:
         """The gateway's readiness report (``GET /readyz``); raises when it is not ready."""

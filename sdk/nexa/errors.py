@@ -19,7 +19,9 @@
     ├── JobError                      a job ended badly while you waited for it
     │   ├── JobFailedError            status ``failed`` (``.job.error`` says why)
     │   └── JobCancelledError         status ``cancelled``
+    ├── PipelineFileError             a pipeline file or spec is unreadable or invalid (also a ValueError)
     └── WaitTimeoutError              ``wait(timeout=...)`` ran out first (the job goes on)
+        └── PipelineWaitTimeoutError  ``wait_pipeline(timeout=...)`` ran out (``.pipeline``, no ``.job``)
 
 ``APIStatusError`` carries what the gateway said: ``status_code``, ``error_type``
 (stable, e.g. ``validation_error``), ``message``, ``field``, ``errors``, the raw
@@ -31,6 +33,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from nexa.contracts.pipelines import Pipeline
     from nexa.handles import BaseJobHandle
 
 __all__ = [
@@ -49,6 +52,8 @@ __all__ = [
     "NotFoundError",
     "PaymentRequiredError",
     "PermissionDeniedError",
+    "PipelineFileError",
+    "PipelineWaitTimeoutError",
     "RateLimitError",
     "UnprocessableEntityError",
     "ValidationError",
@@ -170,6 +175,30 @@ class WaitTimeoutError(NexaError):
     def __init__(self, message: str, *, job: BaseJobHandle) -> None:
         super().__init__(message)
         self.job = job
+
+
+class PipelineWaitTimeoutError(WaitTimeoutError):
+    """Waiting for a pipeline ran out of time; the pipeline keeps going. ``pipeline`` is its last state.
+
+    A pipeline has no single job, so this error has no ``job``: read ``pipeline.steps`` instead.
+    """
+
+    def __init__(self, message: str, *, pipeline: Pipeline) -> None:
+        NexaError.__init__(self, message)
+        self.pipeline = pipeline
+
+
+class PipelineFileError(NexaError, ValueError):
+    """A pipeline file (or spec) could not be read or is not a valid pipeline.
+
+    ``source`` names the file (or ``"pipeline spec"``); ``problems`` lists every problem found, each
+    naming its field, and ``message`` joins them.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.source = source
+        self.problems = problems
 
 
 STATUS_ERRORS: dict[int, type[APIStatusError]] = {

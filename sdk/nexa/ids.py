@@ -13,7 +13,9 @@ import re
 import secrets
 from typing import Final, Literal, get_args
 
-IdPrefix = Literal["job", "ds", "ckpt", "ev", "dp", "key", "wrk", "tnt", "art", "ntk", "log", "wh", "msg", "pl"]
+IdPrefix = Literal[
+    "job", "ds", "ckpt", "ev", "dp", "key", "wrk", "tnt", "art", "ntk", "log", "wh", "msg", "pl"
+]
 
 PREFIXES: Final[tuple[str, ...]] = get_args(IdPrefix)
 

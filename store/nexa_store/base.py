@@ -13,9 +13,13 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from nexa import __version__
 from nexa.contracts import ArtifactManifest, InputSource
 from nexa.contracts.artifacts import KIND_DIRS
 from nexa.ids import id_prefix, is_id
+
+CODE_VERSION = f"nexa-forge {__version__}"
+"""Written into every manifest: the release that made the artifact."""
 
 # The id prefix each artifact kind is named by; teacher scratch state (distill)
 # belongs to the job that made it.
@@ -96,6 +100,7 @@ class ArtifactWriter(ABC):
         job_id: str | None = None,
         attempt: int | None = None,
         tenant_id: str | None = None,
+        pipeline_id: str | None = None,
         inputs: list[InputSource] | None = None,
         config: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,

@@ -23,6 +23,7 @@ from typing import Any
 from nexa.contracts import ArtifactManifest, InputSource
 from nexa.contracts.artifacts import KIND_DIRS, MANIFEST_NAME
 from nexa_store.base import (
+    CODE_VERSION,
     ArtifactError,
     ArtifactNotFound,
     ArtifactStore,
@@ -80,6 +81,7 @@ class LocalArtifactWriter(ArtifactWriter):
         job_id: str | None = None,
         attempt: int | None = None,
         tenant_id: str | None = None,
+        pipeline_id: str | None = None,
         inputs: list[InputSource] | None = None,
         config: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
@@ -99,6 +101,8 @@ class LocalArtifactWriter(ArtifactWriter):
                 job_id=job_id,
                 attempt=attempt,
                 tenant_id=tenant_id,
+                pipeline_id=pipeline_id,
+                code_version=CODE_VERSION,
                 inputs=inputs or [],
                 config=config or {},
                 metrics=metrics or {},

@@ -30,6 +30,7 @@ from nexa.contracts import ArtifactManifest, FileEntry, InputSource
 from nexa.contracts.artifacts import KIND_DIRS, MANIFEST_NAME
 from nexa.storesettings import S3Location, split_endpoint
 from nexa_store.base import (
+    CODE_VERSION,
     ArtifactError,
     ArtifactNotFound,
     ArtifactStore,
@@ -73,6 +74,7 @@ class S3ArtifactWriter(ArtifactWriter):
         job_id: str | None = None,
         attempt: int | None = None,
         tenant_id: str | None = None,
+        pipeline_id: str | None = None,
         inputs: list[InputSource] | None = None,
         config: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
@@ -96,6 +98,8 @@ class S3ArtifactWriter(ArtifactWriter):
                 job_id=job_id,
                 attempt=attempt,
                 tenant_id=tenant_id,
+                pipeline_id=pipeline_id,
+                code_version=CODE_VERSION,
                 inputs=inputs or [],
                 config=config or {},
                 metrics=metrics or {},

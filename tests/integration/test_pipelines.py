@@ -143,6 +143,8 @@ def test_steps_chain_wait_for_approval_cache_and_lineage(
     assert {(scored, final), (raw, scored)} <= edges
     assert nodes[final]["pipeline_step"] == "rescore" and nodes[final]["pipeline_id"] == pipeline_id
     assert nodes[scored]["job_type"] == "audit" and nodes[raw]["job_id"] is None  # an upload
+    manifest = _call(gw, "GET", f"/v1/artifacts/{final}")["manifest"]
+    assert manifest["pipeline_id"] == pipeline_id and manifest["code_version"].startswith("nexa-forge ")
     down = _call(gw, "GET", f"/v1/artifacts/{raw}/lineage?direction=down&depth=1")
     assert {n["id"] for n in down["nodes"]} == {raw, scored} and down["truncated"] is True
 

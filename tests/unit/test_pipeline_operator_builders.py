@@ -138,7 +138,12 @@ def test_the_first_step_gets_a_nexajob_owned_by_the_pipeline() -> None:
     assert job["metadata"]["annotations"] == {POD_ANNOTATIONS: '{"sidecar.istio.io/inject": "false"}'}
     job_type, payload = nexajob_payload(job["spec"])
     assert job_type.value == "audit" and payload["dataset_uri"] == DS  # {params.dataset}
-    assert payload["labels"] == {"team": "support"}
+    # The pipeline's labels, and the two naming its pipeline and step (recorded in manifests).
+    assert payload["labels"] == {
+        "team": "support",
+        "nexa.dev/pipeline": "demo",
+        "nexa.dev/pipeline-step": "audit",
+    }
 
     assert plan.status is not None
     assert plan.status["phase"] == "running" and plan.status["currentStep"] == "audit"

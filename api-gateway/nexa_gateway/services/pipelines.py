@@ -26,6 +26,8 @@ from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import Job, JobState, JobType, spec_for
 from nexa.contracts.pipelines import (
+    PIPELINE_LABEL,
+    STEP_LABEL,
     GateOutcome,
     Pipeline,
     PipelineError,
@@ -58,8 +60,6 @@ from nexa_gateway.state import AppState
 
 log = logging.getLogger("nexa.gateway")
 
-PIPELINE_LABEL = "nexa.dev/pipeline"
-STEP_LABEL = "nexa.dev/pipeline-step"
 ACTIVE = (PipelineState.pending.value, PipelineState.running.value, PipelineState.waiting.value)
 # Result fields never copied into a step's outputs: a deploy job's endpoint key stays with the job.
 SECRET_OUTPUTS = frozenset({"api_key"})

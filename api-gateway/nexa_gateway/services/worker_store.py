@@ -35,6 +35,7 @@ from nexa.attempttokens import AttemptClaim
 from nexa.contracts import ArtifactManifest, InputSource
 from nexa.contracts import Job as JobModel
 from nexa.contracts.jobs import TERMINAL_STATES
+from nexa.contracts.pipelines import PIPELINE_LABEL
 from nexa_gateway.db import Job
 from nexa_gateway.errors import ApiError, not_found
 from nexa_gateway.services.queue import stale
@@ -63,6 +64,8 @@ class AttemptScope:
     attempt: int
     tenant_id: str
     job_type: str = ""
+    # The job's nexa.dev/pipeline label as the platform set it (None: not a pipeline step).
+    pipeline_id: str | None = None
 
 
 def token_scope(
@@ -79,13 +82,15 @@ def token_scope(
     job = current(claim.tenant, job_id)
     if job.status in TERMINAL_STATES or job.attempts != attempt:
         raise stale(job_id, attempt)
-    return AttemptScope(job_id, attempt, claim.tenant, job.job_type.value)
+    return AttemptScope(job_id, attempt, claim.tenant, job.job_type.value, job.labels.get(PIPELINE_LABEL))
 
 
 def leased_scope(session: Session, worker_id: str, job_id: str, attempt: int) -> AttemptScope:
     """The scope of a worker's call: the attempt whose lease it holds."""
     job = leased_job(session, worker_id, job_id, attempt)
-    return AttemptScope(job.id, job.attempt, job.tenant_id, job.job_type)
+    return AttemptScope(
+        job.id, job.attempt, job.tenant_id, job.job_type, (job.labels or {}).get(PIPELINE_LABEL)
+    )
 
 
 def leased_job(session: Session, worker_id: str, job_id: str, attempt: int) -> Job:
@@ -198,6 +203,8 @@ def accept_upload(
                 job_id=job.id,
                 attempt=job.attempt,
                 tenant_id=job.tenant_id,
+                # The gateway's own record, whatever the worker claims: it set this label itself.
+                pipeline_id=job.pipeline_id,
                 inputs=inputs,
                 config=config,
                 metrics=metrics,

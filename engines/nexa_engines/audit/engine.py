@@ -394,6 +394,7 @@ def run(ctx: EngineContext, spec: AuditSpec) -> dict[str, Any]:
             job_id=ctx.job_id,
             attempt=ctx.attempt,
             tenant_id=ctx.tenant_id,
+            pipeline_id=ctx.pipeline_id,
             inputs=[InputSource(uri=resolved.uri, sha256=resolved.sha256, artifact_id=resolved.artifact_id)],
             config=spec.model_dump(mode="json"),
             metrics=metrics,

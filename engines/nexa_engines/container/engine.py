@@ -323,6 +323,7 @@ def run(ctx: EngineContext, spec: ContainerSpec) -> dict[str, Any]:
                 job_id=ctx.job_id,
                 attempt=ctx.attempt,
                 tenant_id=ctx.tenant_id,
+                pipeline_id=ctx.pipeline_id,
                 inputs=sources,
                 config=config,
                 metrics={"exit_code": exit_code, "files": files, "bytes": size, "image_id": image_id},

@@ -201,6 +201,7 @@ def run(ctx: EngineContext, spec: DeploySpec) -> dict[str, Any]:
                 job_id=ctx.job_id,
                 attempt=ctx.attempt,
                 tenant_id=ctx.tenant_id,
+                pipeline_id=ctx.pipeline_id,
                 inputs=[
                     InputSource(uri=artifact_ref_uri(spec.checkpoint_id), artifact_id=spec.checkpoint_id)
                 ],

@@ -48,6 +48,7 @@ def hf_checkpoint(ctx: EngineContext, checkpoint_id: str) -> str:
             job_id=ctx.job_id,
             attempt=ctx.attempt,
             tenant_id=ctx.tenant_id,
+            pipeline_id=ctx.pipeline_id,
             inputs=[InputSource(uri=artifact_ref_uri(checkpoint_id), artifact_id=checkpoint_id)],
             config={
                 MERGED_CONFIG: checkpoint_id,

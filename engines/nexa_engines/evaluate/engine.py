@@ -179,6 +179,7 @@ def _commit_report(
             job_id=ctx.job_id,
             attempt=ctx.attempt,
             tenant_id=ctx.tenant_id,
+            pipeline_id=ctx.pipeline_id,
             inputs=inputs,
             config=config,
             metrics=metrics,

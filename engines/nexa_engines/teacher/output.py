@@ -55,6 +55,7 @@ def commit_sft_dataset(
             job_id=ctx.job_id,
             attempt=ctx.attempt,
             tenant_id=ctx.tenant_id,
+            pipeline_id=ctx.pipeline_id,
             inputs=inputs,
             config=config,
             metrics={"num_rows": len(rows), "columns": table.column_names, "estimated_tokens": tokens},

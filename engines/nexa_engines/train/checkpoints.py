@@ -89,6 +89,7 @@ def commit_checkpoint(
             job_id=ctx.job_id,
             attempt=ctx.attempt,
             tenant_id=ctx.tenant_id,
+            pipeline_id=ctx.pipeline_id,
             inputs=inputs,
             config={**config, "step": step, "final": final},
             metrics=metrics,

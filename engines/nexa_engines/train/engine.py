@@ -72,6 +72,7 @@ def _commit_holdout(ctx: EngineContext, rows: list[tuple[str, str]], source: str
             job_id=ctx.job_id,
             attempt=ctx.attempt,
             tenant_id=ctx.tenant_id,
+            pipeline_id=ctx.pipeline_id,
             inputs=[InputSource(uri=source)],
             config={"role": "holdout"},
             metrics={"num_rows": len(rows), "columns": ["instruction", "response"]},

@@ -1,4 +1,4 @@
-"""The ``nexa`` command: local Nexa, job submission, jobs, datasets, keys, workers."""
+"""The ``nexa`` command: local Nexa, job submission, jobs, pipelines, lineage, datasets, keys, workers."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from nexa.cli import (
     deployments,
     jobs,
     keys,
+    lineage,
     local,
     mesh,
     models,
+    pipelines,
     store,
     submit,
     webhooks,
@@ -66,6 +68,8 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")
 app.add_typer(store.app, name="store")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(pipelines.app, name="pipeline")
+app.command("lineage")(lineage.lineage)
 app.command("worker")(worker.worker)
 app.command("leaderboard")(mesh.leaderboard)
 workers.app.command("credits")(mesh.credits)

@@ -71,6 +71,11 @@ class ArtifactManifest(BaseModel):
     job_id: str | None = None
     attempt: int | None = None
     tenant_id: str | None = None
+    pipeline_id: str | None = Field(
+        None,
+        description="The pipeline whose step made it (the job's `nexa.dev/pipeline` label, set by the gateway).",
+    )
+    code_version: str | None = Field(None, description="The Nexa release that wrote it (`nexa-forge 0.x`).")
     inputs: list[InputSource] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)

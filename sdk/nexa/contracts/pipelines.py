@@ -27,9 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from nexa.contracts.common import LabelKey, LabelValue, StrictModel
 from nexa.contracts.jobs import JobType
 
-StepName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
-ParamName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+StepName = Annotated[str, StringConstraints(max_length=40, pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
+ParamName = Annotated[str, StringConstraints(max_length=40, pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 MetricName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+# Labels the platform puts on a step's job (and only the platform: the gateway sets them over the
+# spec's own); manifests and lineage name the pipeline from them.
+PIPELINE_LABEL = "nexa.dev/pipeline"
+STEP_LABEL = "nexa.dev/pipeline-step"
 
 QUALITY_TIERS: tuple[str, ...] = ("A+", "A", "A-", "B+", "B", "B-", "C+", "C", "C-", "D")
 """An audit's quality tiers, best first (docs/audit.md)."""
