@@ -203,14 +203,17 @@ def _webhooks_once(state: AppState, client: Any, outbox: bool) -> int:
     db, settings = state.db, state.settings
     moved = 0
     if outbox:
+        settle = settings.webhook_outbox_settle_seconds if db.is_postgres else 0.0
         with db.read() as session:
             fresh = webhook_svc.has_new_events(session)
+            fresh_pipelines = webhook_svc.has_new_pipeline_events(session)
         if fresh:
             with db.session() as session:
-                moved = webhook_svc.fan_out(
-                    session,
-                    settle_seconds=settings.webhook_outbox_settle_seconds if db.is_postgres else 0.0,
-                    lock=db.is_postgres,
+                moved = webhook_svc.fan_out(session, settle_seconds=settle, lock=db.is_postgres)
+        if fresh_pipelines:
+            with db.session() as session:
+                moved = max(
+                    moved, webhook_svc.fan_out_pipelines(session, settle_seconds=settle, lock=db.is_postgres)
                 )
     # Straight on to the next pass only while a backlog is left; otherwise the loop sleeps its interval.
     backlog = moved if moved >= webhook_svc.BATCH else 0

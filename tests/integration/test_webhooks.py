@@ -332,3 +332,37 @@ def test_the_sdk_and_the_cli_drive_the_routes(hooks: Gateway, receiver: Receiver
     with NexaClient(hooks.key, "http://testserver", transport=transport, max_retries=0) as sdk:
         assert sdk.delete_webhook(created.id).id == created.id
         assert sdk.list_webhooks() == []
+
+
+def test_pipeline_events_arrive_signed_with_their_step(hooks: Gateway, receiver: Receiver) -> None:
+    endpoint = create(hooks, receiver.url, ["pipeline.step_completed", "pipeline.completed"])
+    body = {
+        "name": "hooked",
+        "steps": [{"name": "score", "type": "audit", "spec": {"dataset_id": str(hooks.dataset_file())}}],
+    }
+    r = hooks.client.post("/v1/pipelines", json=body, headers=hooks.auth())
+    assert r.status_code == 201, r.text
+    pipeline_id = r.json()["pipeline_id"]
+    worker = hooks.register_worker()
+    claimed = wait_for("the step's job", lambda: hooks.claim(worker))
+    r = hooks.client.post(
+        f"/v1/workers/jobs/{claimed['job_id']}/complete",
+        json={"attempt": claimed["attempt"], "result": {"quality_tier": "B"}, "usage": []},
+        headers=worker,
+    )
+    assert r.status_code == 204, r.text
+
+    def both() -> list[tuple[str, dict[str, Any]]] | None:
+        got = receiver.bodies(endpoint["secret"])
+        return got if len(got) == 2 else None
+
+    got = wait_for("two pipeline events", both)
+    by_type = {p["type"]: p["data"] for _, p in got}
+    assert set(by_type) == {"pipeline.step_completed", "pipeline.completed"}
+    step = by_type["pipeline.step_completed"]
+    assert (
+        step["pipeline_id"] == pipeline_id and step["step"] == "score" and step["job_id"] == claimed["job_id"]
+    )
+    assert by_type["pipeline.completed"]["pipeline_id"] == pipeline_id
+    # Each event has its own stable id, so a receiver can drop a replayed delivery.
+    assert len({p["data"]["event_id"] for _, p in got}) == 2

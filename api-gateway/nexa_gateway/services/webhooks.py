@@ -33,7 +33,7 @@ from nexa.contracts.webhooks import (
     WebhookStatus,
 )
 from nexa.ids import new_id
-from nexa_gateway.db import Job, JobEvent, utcnow
+from nexa_gateway.db import Job, JobEvent, PipelineEventRow, PipelineRow, utcnow
 from nexa_gateway.db import WebhookCursor as CursorRow
 from nexa_gateway.db import WebhookDelivery as DeliveryRow
 from nexa_gateway.db import WebhookEndpoint as EndpointRow
@@ -46,6 +46,7 @@ from nexa_store.outbound_transport import policy_transport
 log = logging.getLogger("nexa.gateway.webhooks")
 
 CURSOR = "job_events"
+PIPELINE_CURSOR = "pipeline_events"
 BATCH = 500
 SEND_BATCH = 32
 MAX_RESULT_BYTES = 16_000
@@ -60,6 +61,17 @@ EVENT_TYPES: dict[str, tuple[WebhookEventType, str]] = {
     "completed": (WebhookEventType.job_completed, "completed"),
     "failed": (WebhookEventType.job_failed, "failed"),
     "cancelled": (WebhookEventType.job_cancelled, "cancelled"),
+}
+
+# pipeline_events kinds → the event type a webhook carries (the others stay in the pipeline's timeline).
+PIPELINE_EVENT_TYPES: dict[str, WebhookEventType] = {
+    "step.completed": WebhookEventType.pipeline_step_completed,
+    "step.cached": WebhookEventType.pipeline_step_completed,
+    "step.failed": WebhookEventType.pipeline_step_failed,
+    "step.waiting_approval": WebhookEventType.pipeline_waiting_approval,
+    "completed": WebhookEventType.pipeline_completed,
+    "failed": WebhookEventType.pipeline_failed,
+    "cancelled": WebhookEventType.pipeline_cancelled,
 }
 
 
@@ -309,13 +321,7 @@ def fan_out(session: Session, *, settle_seconds: float, lock: bool, batch: int =
         .limit(batch)
     ).all()
     now = utcnow()
-    taken = []
-    expected = cursor.last_event_id + 1
-    for row in rows:
-        if row.id != expected and now - row.at < timedelta(seconds=settle_seconds):
-            break
-        taken.append(row)
-        expected = row.id + 1
+    taken = _settled(rows, cursor.last_event_id, now, settle_seconds)
     if not taken:
         return 0
     wanted = [r for r in taken if event_type_of(r.kind) is not None]
@@ -354,6 +360,108 @@ def fan_out(session: Session, *, settle_seconds: float, lock: bool, batch: int =
     cursor.last_event_id = taken[-1].id
     session.flush()
     return len(taken)
+
+
+def _settled(rows: Sequence[Any], last: int, now: datetime, settle_seconds: float) -> list[Any]:
+    """The rows (ordered by id) that can be read past ``last``: up to the first gap younger than
+    ``settle_seconds`` (a lower id may still commit there)."""
+    taken = []
+    expected = last + 1
+    for row in rows:
+        if row.id != expected and now - row.at < timedelta(seconds=settle_seconds):
+            break
+        taken.append(row)
+        expected = row.id + 1
+    return taken
+
+
+def has_new_pipeline_events(session: Session) -> bool:
+    last = session.scalar(select(CursorRow.last_event_id).where(CursorRow.name == PIPELINE_CURSOR))
+    newest = session.scalar(select(func.max(PipelineEventRow.id)))
+    return last is None or (newest or 0) > last
+
+
+def fan_out_pipelines(session: Session, *, settle_seconds: float, lock: bool, batch: int = BATCH) -> int:
+    """As ``fan_out``, for pipeline events: the ones in ``PIPELINE_EVENT_TYPES`` become deliveries."""
+    cursor = session.get(CursorRow, PIPELINE_CURSOR, with_for_update=lock)
+    newest = session.scalar(select(func.max(PipelineEventRow.id))) or 0
+    if cursor is None:
+        session.add(CursorRow(name=PIPELINE_CURSOR, last_event_id=newest))
+        session.flush()
+        return 0
+    if not session.scalar(select(exists().where(EndpointRow.enabled.is_(True)))):
+        cursor.last_event_id = max(cursor.last_event_id, newest)
+        session.flush()
+        return 0
+    rows = (
+        session.execute(
+            select(PipelineEventRow)
+            .where(PipelineEventRow.id > cursor.last_event_id)
+            .order_by(PipelineEventRow.id)
+            .limit(batch)
+        )
+        .scalars()
+        .all()
+    )
+    now = utcnow()
+    taken = _settled(rows, cursor.last_event_id, now, settle_seconds)
+    if not taken:
+        return 0
+    wanted = [r for r in taken if r.kind in PIPELINE_EVENT_TYPES]
+    if wanted:
+        pipelines = {
+            p.id: p
+            for p in session.scalars(
+                select(PipelineRow).where(PipelineRow.id.in_({r.pipeline_id for r in wanted}))
+            )
+        }
+        endpoints: dict[str, list[EndpointRow]] = {}
+        for endpoint in session.scalars(
+            select(EndpointRow).where(
+                EndpointRow.enabled.is_(True),
+                EndpointRow.tenant_id.in_({p.tenant_id for p in pipelines.values()}),
+            )
+        ):
+            endpoints.setdefault(endpoint.tenant_id, []).append(endpoint)
+        for event in wanted:
+            pipeline = pipelines.get(event.pipeline_id)
+            if pipeline is None:
+                continue
+            event_type = PIPELINE_EVENT_TYPES[event.kind].value
+            body: str | None = None
+            for endpoint in endpoints.get(pipeline.tenant_id, []):
+                if endpoint.created_at > event.at or not subscribed(endpoint.events, event_type):
+                    continue
+                body = body or payload(event_type, event.at, pipeline_data(pipeline, event))
+                session.add(
+                    DeliveryRow(
+                        id=new_id("msg"),
+                        endpoint_id=endpoint.id,
+                        tenant_id=pipeline.tenant_id,
+                        event_type=event_type,
+                        job_id=event.job_id,
+                        body=body,
+                        status="pending",
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                )
+    cursor.last_event_id = taken[-1].id
+    session.flush()
+    return len(taken)
+
+
+def pipeline_data(pipeline: PipelineRow, event: PipelineEventRow) -> dict[str, Any]:
+    """A pipeline event's ``data``: the pipeline, the step and job it is about, what happened."""
+    return {
+        "pipeline_id": pipeline.id,
+        "name": pipeline.name,
+        "event_id": f"{pipeline.id}:{event.seq}",
+        "step": event.step,
+        "job_id": event.job_id,
+        "message": event.message,
+        "labels": dict(pipeline.labels or {}),
+    }
 
 
 # ---------------------------------------------------------------- the sender

@@ -89,7 +89,11 @@ def run(ctx: EngineContext, spec: DistillSpec) -> dict[str, Any]:
     dataset_id, tokens = commit_sft_dataset(
         ctx,
         records,
-        inputs=[InputSource(uri=dataset.uri, sha256=dataset.sha256, artifact_id=dataset.artifact_id)],
+        inputs=[
+            InputSource(uri=dataset.uri, sha256=dataset.sha256, artifact_id=dataset.artifact_id),
+            # Lineage reaches the teacher too (a `dp_…` deployment is followed to its checkpoint).
+            InputSource(uri=f"teacher:{spec.teacher}"),
+        ],
         config={
             "teacher": spec.teacher,
             "max_tokens": spec.max_tokens,

@@ -157,7 +157,10 @@ def run(ctx: EngineContext, spec: EvaluateSpec) -> dict[str, Any]:
             for i, (p, r) in enumerate(pairs[:EXAMPLES])
         ],
     }
-    inputs = [InputSource(uri=dataset.uri, sha256=dataset.sha256, artifact_id=dataset.artifact_id)]
+    inputs = [
+        InputSource(uri=dataset.uri, sha256=dataset.sha256, artifact_id=dataset.artifact_id),
+        InputSource(uri=spec.checkpoint_id, artifact_id=spec.checkpoint_id),  # the model evaluated
+    ]
     config = {"checkpoint_id": spec.checkpoint_id, "metrics": list(spec.metrics)}
     return _commit_report(ctx, report, inputs, config, {"scores": scores, "base_scores": base_scores})
 

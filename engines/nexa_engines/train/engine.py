@@ -57,7 +57,7 @@ def _register_base(ctx: EngineContext, resolved: ResolvedModel) -> str:
         final=False,
         config={"base": True, "source": resolved.reference},
         metrics={},
-        inputs=[],
+        inputs=[InputSource(uri=resolved.reference)],
     )
     ctx.log(f"registered base model {resolved.reference} as checkpoint {checkpoint_id}")
     return checkpoint_id
@@ -221,7 +221,11 @@ def run(ctx: EngineContext, spec: TrainSpec) -> dict[str, Any]:
         f"{len(examples)} examples in {len(units)} {'packed rows' if hp.packing else 'rows'}; "
         f"{trainer.total_steps} steps"
     )
-    inputs = [InputSource(uri=dataset.uri, sha256=dataset.sha256, artifact_id=dataset.artifact_id)]
+    inputs = [
+        InputSource(uri=dataset.uri, sha256=dataset.sha256, artifact_id=dataset.artifact_id),
+        # The weights it started from: a base (a registered `ckpt_…` or a hub name) or a warm start.
+        InputSource(uri=f"model:{start.checkpoint_id or trained_from}"),
+    ]
     checkpoint_config = {
         "base_model": adapter_base if lora else trained_from,
         "trained_from": trained_from,

@@ -13,6 +13,7 @@ temporary NEXA_HOME (leaving the user's config alone) and stops it at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -30,12 +31,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from nexa.cli.context import EXIT_FAILURE, OPTIONS, CliError, handle_errors
+from nexa.cli.lineage import lineage_tree
+from nexa.cli.pipelines import follow_pipeline
 from nexa.cli.render import console, err_console, follow_job, print_outcome
 from nexa.client import NexaClient
 from nexa.contracts import JobState
 from nexa.contracts.billing import BillingSummary, CostEstimate
+from nexa.contracts.jobs import JobType
+from nexa.contracts.lineage import Lineage
+from nexa.contracts.pipelines import Pipeline, PipelineState, StepState
 from nexa.errors import APIConnectionError, AuthenticationError, ConfigError, NexaError
-from nexa.handles import JobHandle
+from nexa.pipelinefile import load_pipeline
+
+LIFECYCLE_FILE = "pipeline-lifecycle.yaml"
 
 
 def _existing_client() -> NexaClient | None:
@@ -224,46 +232,66 @@ class Lifecycle:
     # Each job's estimate, asked right after submission from the spec it was stored with.
     estimates: dict[str, CostEstimate] = field(default_factory=dict)
     bill: BillingSummary | None = None
+    pipeline: Pipeline | None = None
+    # Where the deployed student came from, walked up to the raw data.
+    lineage: Lineage | None = None
 
 
 class LifecycleError(RuntimeError):
     """A lifecycle job did not complete; the message says which and why."""
 
 
-def _finish(
-    client: NexaClient,
-    job: JobHandle,
-    name: str,
-    started: float,
-    run: Lifecycle,
-    figure: Callable[[dict[str, Any]], str],
-    wait: Callable[[NexaClient, str], JobHandle],
-) -> dict[str, Any]:
-    try:
-        run.estimates[job.job_id] = client.estimate(job.job_type, job.spec)
-    except NexaError:
-        pass  # an older gateway without estimates: the bill still shows what was charged
-    final = wait(client, job.job_id)
-    result = final.result or {}
-    status = final.status.value
-    run.steps.append(
-        Step(
-            name,
-            job.job_id,
-            status,
-            figure(result) if status == "completed" else "",
-            time.monotonic() - started,
+# What each lifecycle step's summary line shows of its outputs.
+FIGURES: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "train-teacher": lambda r: f"loss {r.get('final_loss', 0):.3f}",
+    "deploy-teacher": lambda r: str(r.get("deployment_id")),
+    "generate": lambda r: f"{r.get('num_samples')} samples",
+    "audit": lambda r: f"mean score {r.get('mean_score', 0):.2f}, {r.get('exact_duplicates', 0)} duplicates",
+    "distill": lambda r: f"{r.get('num_samples')} samples",
+    "train-student": lambda r: f"loss {r.get('final_loss', 0):.3f}",
+    "evaluate": lambda r: (
+        f"exact match {r['scores']['exact_match']:.2f} (base {(r.get('base_scores') or {}).get('exact_match', 0):.2f})"
+    ),
+    "deploy-student": lambda r: str(r.get("deployment_id")),
+}
+
+
+def lifecycle_file() -> Path:
+    """``examples/pipeline-lifecycle.yaml``: packaged with the wheel, or read from the checkout."""
+    packaged = Path(__file__).resolve().parent.parent / "examples" / LIFECYCLE_FILE
+    if packaged.is_file():
+        return packaged
+    return Path(__file__).resolve().parents[3] / "examples" / LIFECYCLE_FILE
+
+
+def _wait_quietly(client: NexaClient, pipeline_id: str) -> Pipeline:
+    return client.wait_pipeline(pipeline_id, timeout=3600.0, poll_interval=0.5, until_waiting=False)
+
+
+def _record(client: NexaClient, run: Lifecycle, pipeline: Pipeline) -> None:
+    """The pipeline's steps as summary lines, their estimates, and the servers to stop."""
+    for step in pipeline.steps:
+        outputs = step.outputs or {}
+        seconds = (
+            (step.finished_at - step.started_at).total_seconds()
+            if step.started_at and step.finished_at
+            else 0.0
         )
-    )
-    if final.status is not JobState.completed:
-        error = final.model.error
-        detail = f"{error.code}: {error.message}" if error is not None else status
-        raise LifecycleError(f"{name} job {job.job_id} ended {status}: {detail}")
-    return result
-
-
-def _wait_quietly(client: NexaClient, job_id: str) -> JobHandle:
-    return client.wait(job_id, timeout=1800.0, poll_interval=0.5)
+        done = step.status in (StepState.completed, StepState.cached)
+        figure = FIGURES[step.name](outputs) if done and step.name in FIGURES else (step.reason or "")
+        run.steps.append(
+            Step(step.name.replace("-", " "), step.job_id or "", step.status.value, figure, seconds)
+        )
+        if step.type is JobType.deploy and outputs.get("deployment_id"):
+            run.deployments.append(str(outputs["deployment_id"]))
+        if step.job_id and step.status is not StepState.cached:
+            try:
+                estimate = client.job_cost(step.job_id).estimate
+            except NexaError:
+                estimate = None  # an older gateway without estimates: the bill still shows what was charged
+            if estimate is not None:
+                run.estimates[step.job_id] = estimate
+    run.pipeline = pipeline
 
 
 def run_lifecycle(
@@ -271,10 +299,11 @@ def run_lifecycle(
     scratch: Path,
     *,
     max_steps: int | None = None,
-    wait: Callable[[NexaClient, str], JobHandle] = _wait_quietly,
+    follow: Callable[[NexaClient, str], Pipeline] = _wait_quietly,
     say: Callable[[str], None] = lambda _line: None,
 ) -> Lifecycle:
-    """Every lifecycle job in order against ``client``; raises ``LifecycleError`` at the first failure."""
+    """The lifecycle pipeline (``examples/pipeline-lifecycle.yaml``) on tiny local models against
+    ``client``, then a question to the deployed student; raises ``LifecycleError`` when it fails."""
     try:
         import openai
         import pyarrow as pa
@@ -288,18 +317,9 @@ def run_lifecycle(
         ) from exc
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # the summary table is the demo's output, not weight-saving bars
-    steps = max_steps or tiny.STUDENT_MAX_STEPS
     run = Lifecycle()
     rows = tiny.word_task_rows()
     corpus = tiny.word_task_corpus(rows)
-    # epochs only bounds the run; max_steps decides its length.
-    train_options: dict[str, Any] = {
-        "max_steps": steps,
-        "holdout_fraction": tiny.STUDENT_HOLDOUT_FRACTION,
-        "hyperparameters": tiny.STUDENT_HYPERPARAMETERS,
-        "checkpoint_every_steps": steps,
-    }
-    labels = {"source": "nexa-demo"}
 
     started = time.monotonic()
     say("building the tiny teacher and student base models (local, nothing downloaded)")
@@ -316,90 +336,42 @@ def run_lifecycle(
             "prepare data", truth_ds.dataset_id, "completed", f"{len(rows)} rows", time.monotonic() - started
         )
     )
-
-    started = time.monotonic()
-    say("training the teacher")
-    job = client.train(
-        truth_ds.dataset_id,
-        str(teacher_base),
-        labels=labels,
-        epochs=1000,
-        **train_options,
+    spec = load_pipeline(
+        lifecycle_file(),
+        {
+            "truth_dataset": truth_ds.dataset_id,
+            "prompts_dataset": prompts_ds.dataset_id,
+            "teacher_base": str(teacher_base),
+            "student_base": str(student_base),
+            "max_steps": str(max_steps or tiny.STUDENT_MAX_STEPS),
+        },
     )
-    teacher = _finish(
-        client, job, "train teacher", started, run, lambda r: f"loss {r.get('final_loss', 0):.3f}", wait
-    )
-
-    started = time.monotonic()
-    say("deploying the teacher")
-    job = client.deploy(teacher["checkpoint_id"], labels=labels)
-    teacher_dp = _finish(
-        client, job, "deploy teacher", started, run, lambda r: str(r.get("deployment_id")), wait
-    )
-    run.deployments.append(str(teacher_dp["deployment_id"]))
+    submitted = client.pipeline(spec)
+    say(f"submitted the lifecycle as pipeline {submitted.pipeline_id} ({len(spec.steps)} steps)")
     try:
-        started = time.monotonic()
-        say("generating data with the teacher")
-        job = client.generate(
-            "one-word answers",
-            24,
-            teacher=teacher_dp["deployment_id"],
-            max_tokens=8,
-            temperature=0.0,
-            labels=labels,
-        )
-        generated = _finish(
-            client, job, "generate", started, run, lambda r: f"{r.get('num_samples')} samples", wait
-        )
-
-        started = time.monotonic()
-        say("auditing the generated data")
-        job = client.audit(dataset_uri=generated["dataset_id"], labels=labels)
-        _finish(
-            client, job, "audit", started, run,
-            lambda r: f"mean score {r.get('mean_score', 0):.2f}, {r.get('exact_duplicates', 0)} duplicates", wait,
-        )  # fmt: skip
-
-        started = time.monotonic()
-        say("distilling the prompt set through the teacher")
-        job = client.distill(
-            prompts_ds.dataset_id, teacher_dp["deployment_id"], max_tokens=8, temperature=0.0, labels=labels
-        )
-        distilled = _finish(
-            client, job, "distill", started, run, lambda r: f"{r.get('num_samples')} samples", wait
-        )
-
-        started = time.monotonic()
-        say("training the student on the distilled data")
-        job = client.train(
-            distilled["distilled_dataset_id"],
-            str(student_base),
-            labels=labels,
-            epochs=1000,
-            **train_options,
-        )
-        student = _finish(
-            client, job, "train student", started, run, lambda r: f"loss {r.get('final_loss', 0):.3f}", wait
-        )
-
-        started = time.monotonic()
-        say("evaluating the student against its untrained base on held-out rows")
-        job = client.evaluate(student["checkpoint_id"], metrics=["exact_match"], labels=labels)
-        scores = _finish(
-            client, job, "evaluate", started, run,
-            lambda r: f"exact match {r['scores']['exact_match']:.2f} (base {(r.get('base_scores') or {}).get('exact_match', 0):.2f})",
-            wait,
-        )  # fmt: skip
+        try:
+            final = follow(client, submitted.pipeline_id)
+        except BaseException:
+            # Interrupted or timed out: stop the pipeline, and still stop the servers it started.
+            with contextlib.suppress(NexaError):
+                client.cancel_pipeline(submitted.pipeline_id)
+            with contextlib.suppress(NexaError):
+                _record(client, run, client.get_pipeline(submitted.pipeline_id))
+            raise
+        _record(client, run, final)
+        if final.status is not PipelineState.completed:
+            error = final.error
+            detail = f"{error.code}: {error.message}" if error is not None else final.status.value
+            raise LifecycleError(f"pipeline {final.pipeline_id} ended {final.status.value}: {detail}")
+        outputs = {s.name: s.outputs or {} for s in final.steps}
+        scores = outputs["evaluate"]
         run.student_exact_match = float(scores["scores"]["exact_match"])
         run.base_exact_match = float((scores.get("base_scores") or {}).get("exact_match", 0.0))
-
-        started = time.monotonic()
-        say("deploying the student")
-        job = client.deploy(student["checkpoint_id"], labels=labels)
-        student_dp = _finish(
-            client, job, "deploy student", started, run, lambda r: str(r.get("deployment_id")), wait
-        )
-        run.deployments.append(str(student_dp["deployment_id"]))
+        student_dp = outputs["deploy-student"]
+        try:
+            run.lineage = client.lineage(str(student_dp["deployment_id"]), direction="up", depth=20)
+        except NexaError:
+            run.lineage = None  # an older gateway: the demo's summary does without the tree
 
         started = time.monotonic()
         question = "What is the opposite of hot?"
@@ -606,15 +578,20 @@ def demo(
             return
         console.rule("model lifecycle")
 
-        def follow(c: NexaClient, job_id: str) -> JobHandle:
-            return follow_job(c, job_id, timeout=1800.0, poll_interval=0.5)
+        def follow(c: NexaClient, pipeline_id: str) -> Pipeline:
+            return follow_pipeline(c, pipeline_id, timeout=3600.0, poll_interval=0.5)
 
         try:
-            run = run_lifecycle(client, Path(scratch), max_steps=max_steps, wait=follow, say=console.print)
+            run = run_lifecycle(client, Path(scratch), max_steps=max_steps, follow=follow, say=console.print)
         except LifecycleError as exc:
             err_console.print(f"[red]{escape(str(exc))}[/]")
             raise typer.Exit(EXIT_FAILURE) from exc
         console.print(lifecycle_table(run))
+        if run.lineage is not None:
+            console.print(
+                "where the deployed student came from ([bold]nexa lineage[/] draws this for any artifact):"
+            )
+            console.print(lineage_tree(run.lineage))
         if run.bill is not None:
             console.print(bill_table(run))
         if run.student_exact_match is not None:

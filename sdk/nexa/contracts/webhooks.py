@@ -20,6 +20,16 @@ class WebhookEventType(StrEnum):
     job_completed = "job.completed"
     job_failed = "job.failed"
     job_cancelled = "job.cancelled"
+    pipeline_step_completed = (
+        "pipeline.step_completed"  # a step's job completed (or its outputs came from the cache)
+    )
+    pipeline_step_failed = (
+        "pipeline.step_failed"  # a step's job failed after its retries, or its gate did not hold
+    )
+    pipeline_waiting_approval = "pipeline.waiting_approval"  # a step waits for POST …/steps/{step}/approve
+    pipeline_completed = "pipeline.completed"
+    pipeline_failed = "pipeline.failed"
+    pipeline_cancelled = "pipeline.cancelled"
     webhook_test = "webhook.test"  # only sent by ``POST /v1/webhooks/{id}/test``
     all = "*"
 
