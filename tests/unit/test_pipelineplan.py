@@ -284,3 +284,25 @@ def test_a_failure_waits_for_running_siblings_before_the_pipeline_fails() -> Non
     running = plan(spec, {"a": S.failed, "b": S.running})
     assert running.state is PipelineState.running and running.skip == ["c"] and not running.start
     assert plan(spec, {"a": S.failed, "b": S.completed}).state is PipelineState.failed
+
+
+def test_the_lifecycle_example_is_valid_and_matches_the_tiny_models() -> None:
+    from pathlib import Path
+
+    from nexa.cli.demo import lifecycle_file
+    from nexa.pipelinefile import load_pipeline
+
+    path = lifecycle_file()
+    assert path == Path(__file__).resolve().parents[2] / "examples" / "pipeline-lifecycle.yaml"
+    spec = load_pipeline(
+        path, {"truth_dataset": DS, "prompts_dataset": DS, "teacher_base": "a/b", "student_base": "c/d"}
+    )
+    assert order(spec) == [
+        "train-teacher", "deploy-teacher", "generate", "audit", "distill", "train-student", "evaluate", "deploy-student"
+    ]  # fmt: skip
+    tiny = pytest.importorskip("nexa_engines.models.tiny")
+    for name in ("train-teacher", "train-student"):
+        train = spec.step(name).spec
+        assert train["hyperparameters"] == tiny.STUDENT_HYPERPARAMETERS
+        assert train["holdout_fraction"] == tiny.STUDENT_HOLDOUT_FRACTION
+    assert spec.parameters["max_steps"] == str(tiny.STUDENT_MAX_STEPS)
