@@ -511,3 +511,18 @@ def test_nexa_lineage_of_an_unknown_artifact_is_one_line(gateway: Any) -> None:
     result = runner.invoke(app, ["lineage", CKPT_ID])
     assert result.exit_code == 1 and "not found: no such artifact" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_ctrl_c_while_following_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from nexa.cli.context import handle_errors
+
+    @handle_errors
+    def following() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as stopped:
+        following()
+    assert stopped.value.exit_code == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -146,6 +146,9 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         ) as exc:
             message, code = describe_error(exc, OPTIONS.base_url or _configured_url())
             fail(message, code)
+        except KeyboardInterrupt:
+            # Ctrl-C while following a job or a pipeline: it goes on server-side; say so, not a traceback.
+            fail("interrupted: anything already submitted goes on (nexa jobs list, nexa pipeline list)", 130)
 
     return wrapper
 
