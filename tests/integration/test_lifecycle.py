@@ -61,11 +61,17 @@ def test_generate_audit_distill_train_evaluate_deploy_undeploy(
         # One pipeline ran it all; lineage walks from the deployed student back to both raw datasets.
         assert run.pipeline is not None and run.pipeline.status.value == "completed"
         assert run.lineage is not None
-        truth, prompts = run.pipeline.spec.parameters["truth_dataset"], run.pipeline.spec.parameters["prompts_dataset"]
+        truth, prompts = (
+            run.pipeline.spec.parameters["truth_dataset"],
+            run.pipeline.spec.parameters["prompts_dataset"],
+        )
         reached = {n.id for n in run.lineage.nodes}
         assert {truth, prompts} <= reached, reached
         student = run.lineage.root
-        assert run.lineage.node(student) is not None and run.lineage.node(student).pipeline_step == "deploy-student"
+        assert (
+            run.lineage.node(student) is not None
+            and run.lineage.node(student).pipeline_step == "deploy-student"
+        )
         _check_bill(run)
         listed = {d.deployment_id: d for d in client.list_deployments()}
         assert set(run.deployments) <= set(listed)
