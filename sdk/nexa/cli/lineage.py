@@ -25,7 +25,8 @@ def node_label(graph: Lineage, node_id: str) -> str:
         text = f"[bold]{escape(node.id)}[/] [dim]external input[/]"
     else:
         text = f"[bold]{escape(node.id)}[/] {escape(node.kind)}"
-        if node.name:
+        # A job's outputs are named "<type> output of job_…" by default: the job is shown beside it anyway.
+        if node.name and not (node.job_id and node.job_id in node.name):
             text += f" {escape(node.name)}"
     made_by = " ".join(part for part in (node.job_type, node.job_id) if part)
     if node.pipeline_id:
