@@ -233,25 +233,55 @@ def _webhooks_once(state: AppState, client: Any, outbox: bool) -> int:
     return backlog + len(claimed)
 
 
-def _active_pipelines(state: AppState) -> list[str]:
+def _active_pipelines(state: AppState, after: str) -> list[str]:
     with state.db.read() as session:
-        return pipeline_svc.active_ids(session)
+        return pipeline_svc.active_ids(session, after)
+
+
+# A pipeline whose advance raises this many passes in a row is failed with the error, so one bad
+# pipeline is visible to its owner instead of retried forever.
+PIPELINE_ERROR_LIMIT = 5
+
+
+def _fail_stuck_pipeline(state: AppState, pipeline_id: str, error: str) -> None:
+    with state.db.session() as session:
+        pipeline_svc.fail_stuck(session, pipeline_id, f"the platform could not advance it: {error}")
+        session.commit()
+
+
+async def _advance_all(state: AppState, errors: dict[str, int]) -> None:
+    """One pass over every pipeline that can move, page by page; each pipeline on its own, so one
+    that raises holds up no other."""
+    after = ""
+    while page := await run_in_threadpool(_active_pipelines, state, after):
+        for pipeline_id in page:
+            try:
+                if await pipeline_svc.advance(state, pipeline_id):
+                    state.signals.notify([pipeline_id])
+                errors.pop(pipeline_id, None)
+            except Exception as exc:  # a bug or a bad row: logged, retried, and after a few passes failed
+                log.exception("pipeline %s: advance failed", pipeline_id)
+                errors[pipeline_id] = errors.get(pipeline_id, 0) + 1
+                if errors[pipeline_id] >= PIPELINE_ERROR_LIMIT:
+                    errors.pop(pipeline_id)
+                    await run_in_threadpool(
+                        _fail_stuck_pipeline, state, pipeline_id, f"{type(exc).__name__}: {exc}"[:500]
+                    )
+        after = page[-1]
 
 
 async def _pipeline_advancer(state: AppState) -> None:
     """Advance every unfinished pipeline; a job's change (any job: this loop does not know which
     step is whose) or a pipeline request wakes it, the interval is a safety net."""
     interval = state.settings.pipeline_interval_seconds
+    errors: dict[str, int] = {}
     with state.signals.subscribe(jobsignals.ANY) as changed:
         while True:
             changed.clear()  # before reading: a change during the pass wakes the next wait
             try:
-                active = await run_in_threadpool(_active_pipelines, state)
-                for pipeline_id in active:
-                    if await pipeline_svc.advance(state, pipeline_id):
-                        state.signals.notify([pipeline_id])
-            except Exception:  # a database blip or a bad row must not end the loop; the next pass retries
-                log.exception("pipeline advance failed")
+                await _advance_all(state, errors)
+            except Exception:  # the database is down: the next pass retries
+                log.exception("pipeline advance pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), interval)
 

@@ -241,6 +241,11 @@ class Settings(BaseSettings):
         1.0, ge=0, description="Idle poll of the webhook outbox and sender; 0 turns webhooks off."
     )
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="One delivery try's HTTP timeout.")
+    max_active_pipelines_per_tenant: int = Field(
+        100,
+        ge=1,
+        description="Unfinished pipelines a tenant may have at once (429 too_many_pipelines past it).",
+    )
     pipeline_interval_seconds: float = Field(
         2.0,
         ge=0,

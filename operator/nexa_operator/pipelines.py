@@ -144,8 +144,21 @@ def children_by_step(
     return out
 
 
+def pipeline_tenant(pipeline: dict[str, Any]) -> str | None:
+    """The tenant a NexaPipeline names (its ``nexa.run/tenant`` label), as for a NexaJob's
+    ``spec.tenant``: whoever may create NexaPipelines in a namespace may create NexaJobs there."""
+    tenant = (pipeline["metadata"].get("labels") or {}).get(LABEL_TENANT)
+    return str(tenant) if tenant else None
+
+
 def build_step_nexajob(
-    pipeline: dict[str, Any], spec: PipelineSpec, step: PipelineStep, attempt: int, resolved: dict[str, Any]
+    pipeline: dict[str, Any],
+    spec: PipelineSpec,
+    step: PipelineStep,
+    attempt: int,
+    resolved: dict[str, Any],
+    *,
+    tenant: str | None = None,
 ) -> dict[str, Any]:
     """The NexaJob that runs try ``attempt`` of ``step`` with its placeholders ``resolved``.
 
@@ -162,7 +175,7 @@ def build_step_nexajob(
     # As the gateway does in standalone mode: the job names its pipeline and step (manifests record it).
     labels.update({PIPELINE_LABEL: meta["name"], STEP_LABEL: step.name})
     options = spec_for(step.type, {**resolved, "labels": labels})
-    tenant = (meta.get("labels") or {}).get(LABEL_TENANT)
+    tenant = pipeline_tenant(pipeline) if tenant is None else tenant
     name = step_nexajob_name(meta["name"], step.name, attempt)
     # The job id only names the object in nexajob_object; the metadata is replaced below.
     obj = nexajob_object(
@@ -219,6 +232,8 @@ class _Decision:
         self.spec = spec
         self.now = now
         self.before = NexaPipelineStatus.model_validate(pipeline.get("status") or {})
+        # Pinned at the first reconcile: relabelling the pipeline later moves none of its steps.
+        self.tenant = self.before.tenant or pipeline_tenant(pipeline)
         self.plan = PipelinePlan()
         self.steps: dict[str, NexaPipelineStepStatus] = {}
         self.failure: NexaPipelineFailure | None = None
@@ -321,7 +336,7 @@ def _start(d: _Decision, step: PipelineStep, status: NexaPipelineStepStatus, app
         return
     attempt = status.tries + 1
     try:
-        child = build_step_nexajob(d.pipeline, d.spec, step, attempt, resolved)
+        child = build_step_nexajob(d.pipeline, d.spec, step, attempt, resolved, tenant=d.tenant)
         refusal = d.refused.get(child["metadata"]["name"])
         if refusal is not None:
             raise ValueError(f"the API server refused NexaJob {child['metadata']['name']}: {refusal}")
@@ -481,6 +496,7 @@ def _finish(d: _Decision, before: NexaPipelineStatus, state: PipelineState) -> P
         start_time=before.start_time or d.now,
         completion_time=(before.completion_time or d.now) if state.terminal else None,
         observed_generation=generation,
+        tenant=d.tenant,
     )
     status.current_step = _current(status.steps, status.error)
     holding = [s.name for s in status.steps if s.state is StepState.waiting_approval]

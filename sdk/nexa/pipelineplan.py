@@ -74,6 +74,14 @@ class Placeholder:
     param: str | None = None
 
 
+MAX_FILLED_CHARS = 262_144
+"""How much a step's spec may grow, in all, once its placeholders are filled."""
+
+
+class TooLong(ValueError):
+    """A step's spec grows by more than ``MAX_FILLED_CHARS`` once filled."""
+
+
 class MissingOutput(Exception):
     """A placeholder names an output the earlier step's result does not have."""
 
@@ -200,6 +208,8 @@ def check_pipeline(spec: PipelineSpec) -> list[str]:
             }
             try:
                 spec_for(step.type, _fill(step.spec, samples.__getitem__, by_text=True))
+            except TooLong as exc:
+                problems.append(f"{where}: {exc}")
             except ValidationError as exc:
                 for err in exc.errors():
                     loc = ".".join(str(part) for part in err["loc"]) or "spec"
@@ -222,22 +232,36 @@ def _gate_fits(gate: Gate, job_type: JobType) -> list[str]:
 
 
 def _fill(value: Any, lookup: Callable[[Any], Any], *, by_text: bool = False) -> Any:
-    """``value`` with placeholders replaced by ``lookup(placeholder)`` (``lookup(its text)`` with ``by_text``)."""
+    """``value`` with placeholders replaced by ``lookup(placeholder)`` (``lookup(its text)`` with ``by_text``).
+
+    Raises ``TooLong`` once what the placeholders add passes ``MAX_FILLED_CHARS`` in all: a short
+    body of many placeholders must not grow into gigabytes before anything can refuse it.
+    """
+    added = [0]
 
     def one(match: re.Match[str]) -> Any:
         ref = _as_placeholder(match)
-        return lookup(ref.text if by_text else ref)
+        found = lookup(ref.text if by_text else ref)
+        added[0] += len(found) if isinstance(found, str) else 32
+        if added[0] > MAX_FILLED_CHARS:
+            raise TooLong(
+                f"the spec is over {MAX_FILLED_CHARS} characters longer once its placeholders are filled"
+            )
+        return found
 
-    if isinstance(value, str):
-        whole = PLACEHOLDER.fullmatch(value)
-        if whole is not None:
-            return one(whole)
-        return PLACEHOLDER.sub(lambda m: str(one(m)), value)
-    if isinstance(value, Mapping):
-        return {k: _fill(v, lookup, by_text=by_text) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_fill(v, lookup, by_text=by_text) for v in value]
-    return value
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            whole = PLACEHOLDER.fullmatch(item)
+            if whole is not None:
+                return one(whole)
+            return PLACEHOLDER.sub(lambda m: str(one(m)), item)
+        if isinstance(item, Mapping):
+            return {k: walk(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [walk(v) for v in item]
+        return item
+
+    return walk(value)
 
 
 def _as_placeholder(match: re.Match[str]) -> Placeholder:
@@ -277,8 +301,11 @@ def evaluate_gate(gate: Gate, result: Mapping[str, Any]) -> GateOutcome:
         rank = QUALITY_TIERS.index(tier) if tier in QUALITY_TIERS else len(QUALITY_TIERS)
         said = f"quality tier {tier} vs at least {gate.min_quality_tier}"
         (passes if rank <= QUALITY_TIERS.index(gate.min_quality_tier) else failures).append(said)
-    scores = result.get("scores") or {}
-    base = result.get("base_scores") or {}
+    # A result is whatever the worker reported: anything but a mapping counts as no scores.
+    scores = result.get("scores")
+    scores = scores if isinstance(scores, Mapping) else {}
+    base = result.get("base_scores")
+    base = base if isinstance(base, Mapping) else {}
     for metric, bound in (gate.min_score or {}).items():
         value = scores.get(metric)
         if not isinstance(value, int | float):

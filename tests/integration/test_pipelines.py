@@ -215,6 +215,41 @@ def test_bad_pipelines_are_refused_with_the_reason(gateway_factory: GatewayFacto
     assert r.status_code == 422 and "names the step itself" in r.text
     r = httpx.get(f"{gw.url}/v1/pipelines/pl_aaaaaaaaaaaaaaaaaaaaaaaaaa", headers=gw.headers(), timeout=30)
     assert r.status_code == 404
+    # nexa.dev/ labels are the platform's: a caller sets them neither on a job nor in a pipeline.
+    spoof = {"dataset_uri": "ds_" + "a" * 26, "labels": {"nexa.dev/pipeline": "pl_x"}}
+    r = httpx.post(f"{gw.url}/v1/audit", json=spoof, headers=gw.headers(), timeout=30)
+    assert r.status_code == 422 and r.json()["error"]["type"] == "reserved_label"
+    labelled = {
+        "name": "spoof",
+        "steps": [{"name": "a", "type": "audit", "spec": {"dataset_id": "x", "labels": {"nexa.dev/x": "1"}}}],
+    }
+    r = httpx.post(f"{gw.url}/v1/pipelines", json=labelled, headers=gw.headers(), timeout=30)
+    assert r.status_code == 422 and r.json()["error"]["type"] == "reserved_label"
+
+
+def test_a_step_naming_a_missing_artifact_fails_alone_and_holds_up_no_other_pipeline(
+    gateway_factory: GatewayFactory, worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    gw = gateway_factory()
+    worker_factory(gw, extra_args=["--job-types", "audit"])
+    missing = {
+        "name": "broken",
+        "steps": [{"name": "a", "type": "audit", "spec": {"dataset_id": "ds_" + "b" * 26}}],
+    }
+    broken = _call(gw, "POST", "/v1/pipelines", missing, status=201)["pipeline_id"]
+    fine = {
+        "name": "fine",
+        "steps": [{"name": "a", "type": "audit", "spec": {"dataset_id": str(_rows(tmp_path))}}],
+    }
+    ok = _call(gw, "POST", "/v1/pipelines", fine, status=201)["pipeline_id"]
+    failed = _wait(gw, broken, "failed", "completed")
+    assert failed["error"]["code"] == "step_refused" and "dataset_not_found" in failed["error"]["message"], (
+        failed
+    )
+    done = _wait(gw, ok, "completed", "failed")
+    assert done["status"] == "completed", done
+    # A local path is no content-addressed input: the step ran, and says why it was not cached.
+    assert _steps(done)["a"]["reason"].startswith("not cached: dataset_uri names"), done
 
 
 def test_gateway_killed_mid_pipeline_resumes_without_running_a_step_twice(

@@ -225,6 +225,20 @@ def test_placeholders_take_the_earlier_steps_outputs_and_the_pipeline_completes(
     assert decide_pipeline(p, [], NOW) == PipelinePlan()
 
 
+def test_the_tenant_is_pinned_at_the_first_reconcile() -> None:
+    p = pipeline(AUDIT, TRAIN, labels={LABEL_TENANT: "tnt_acme"})
+    first = decide_pipeline(p, [], NOW)
+    advance(p, first)
+    assert p["status"]["tenant"] == "tnt_acme"
+    # Relabelled mid-run: the next step still runs for the tenant the pipeline started with.
+    p["metadata"]["labels"][LABEL_TENANT] = "tnt_other"
+    done = as_created(first.create[0], "Completed", result=GOOD_AUDIT)
+    second = decide_pipeline(p, [done], NOW)
+    assert [o["metadata"]["name"] for o in second.create] == ["demo-train-1"]
+    assert second.create[0]["spec"]["tenant"] == "tnt_acme"
+    assert second.create[0]["metadata"]["labels"][LABEL_TENANT] == "tnt_acme"
+
+
 def test_a_job_id_placeholder_takes_the_earlier_steps_job_id() -> None:
     audit = {
         **AUDIT,

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import StringConstraints
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts.pipelines import Pipeline, PipelineList, PipelineSpec, PipelineState
@@ -54,8 +55,23 @@ def create_pipeline(
 ) -> Pipeline:
     """Submit a pipeline; its first steps start at once. A repeated idempotency key returns the first."""
     _standalone_only(state)
-    pipeline, created = svc.create(session, principal.tenant_id, principal.key_id, body, idempotency_key)
-    session.commit()
+    try:
+        pipeline, created = svc.create(
+            session,
+            principal.tenant_id,
+            principal.key_id,
+            body,
+            idempotency_key,
+            state.settings.max_active_pipelines_per_tenant,
+        )
+        session.commit()
+    except IntegrityError:
+        # The same idempotency key raced another request: that one's pipeline is the answer.
+        session.rollback()
+        pipeline, created = svc.create(
+            session, principal.tenant_id, principal.key_id, body, idempotency_key, 10**9
+        )
+        session.commit()
     _wake(state, pipeline.pipeline_id)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/pipelines/{pipeline.pipeline_id}"

@@ -10,7 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from nexa.contracts import JOB_SPECS, Job, JobOptions, JobType
 from nexa.contracts.billing import CostEstimate
+from nexa.contracts.pipelines import RESERVED_LABEL_PREFIX
 from nexa_gateway.deps import CurrentPrincipal, StateDep
+from nexa_gateway.errors import ApiError
 from nexa_gateway.services import budgets
 from nexa_gateway.services.defaults import with_platform_defaults
 from nexa_gateway.services.grants import tenant_access
@@ -55,6 +57,15 @@ def _make_handler(job_type: JobType, spec_cls: type[JobOptions]):  # type: ignor
         state: StateDep,
         idempotency_key: IdempotencyHeader = None,
     ) -> Response:
+        reserved = [k for k in body.labels if k.startswith(RESERVED_LABEL_PREFIX)]  # type: ignore[attr-defined]
+        if reserved:
+            # The platform's own (a pipeline step's job names its pipeline there): never a caller's.
+            raise ApiError(
+                422,
+                "reserved_label",
+                f"labels starting with {RESERVED_LABEL_PREFIX} are set by Nexa: {', '.join(reserved)}",
+                field="labels",
+            )
         spec = with_platform_defaults(body, state.settings)
         estimate = await run_in_threadpool(
             _check_budget, state, principal.tenant_id, job_type, spec, idempotency_key

@@ -52,7 +52,7 @@ class ArtifactIds(BaseModel):
 
 # An attempt token's liveness, as last read from the backend: (job, attempt, tenant) -> until.
 _LIVE_SECONDS = 3.0
-_live: dict[tuple[str, int, str], float] = {}
+_live: dict[tuple[str, int, str], tuple[float, svc.AttemptScope]] = {}
 _live_lock = threading.Lock()
 
 
@@ -62,15 +62,17 @@ def _job(state: AppState, caller: Worker | AttemptClaim, job_id: str, attempt: i
         key = (caller.job_id, caller.attempt, caller.tenant)
         now = time.monotonic()
         with _live_lock:
-            fresh = _live.get(key, 0.0) > now and key[:2] == (job_id, attempt)
-        if fresh:
-            return svc.AttemptScope(job_id, attempt, caller.tenant)
+            cached = _live.get(key)
+        # The whole scope is kept (job type, pipeline), not only that it was current: a manifest
+        # written within the window must record the same provenance as one written outside it.
+        if cached is not None and cached[0] > now and key[:2] == (job_id, attempt):
+            return cached[1]
         # A pod fetching many files would otherwise read its NexaJob for each one.
         scope = svc.token_scope(caller, job_id, attempt, state.backend.get)
         with _live_lock:
             if len(_live) > 10_000:
                 _live.clear()
-            _live[key] = now + _LIVE_SECONDS
+            _live[key] = (now + _LIVE_SECONDS, scope)
         return scope
     with state.db.session() as session:
         return svc.leased_scope(session, caller.id, job_id, attempt)

@@ -40,6 +40,13 @@ def _external_inputs(store: ArtifactStore, artifact_id: str) -> tuple[list[str],
     return artifacts, list(dict.fromkeys(others))
 
 
+def _owned(session: Session, tenant_id: str, artifact_id: str) -> bool:
+    found = session.scalar(
+        select(Artifact.id).where(Artifact.id == artifact_id, Artifact.tenant_id == tenant_id)
+    )
+    return found is not None
+
+
 def _made_from(session: Session, tenant_id: str, ids: Iterable[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for row in session.execute(
@@ -107,6 +114,8 @@ def lineage(
             continue
         seen.add((node, way))
         if way == "up":
+            if node != root.id and not _owned(session, tenant_id, node):
+                continue  # another tenant's (or a deleted) artifact: a bare node, never read past
             artifacts, others = _external_inputs(store, node)
             nexts = artifacts
             for uri in others:

@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from nexa.contracts import Job, JobState, JobType, spec_for
 from nexa.contracts.pipelines import (
     PIPELINE_LABEL,
+    RESERVED_LABEL_PREFIX,
     STEP_LABEL,
     GateOutcome,
     Pipeline,
@@ -41,7 +42,16 @@ from nexa.contracts.pipelines import (
 )
 from nexa.contracts.refs import job_references, referenced_artifacts
 from nexa.ids import is_id, new_id
-from nexa.pipelineplan import MissingOutput, cache_key, cacheable, evaluate_gate, order, plan, substitute
+from nexa.pipelineplan import (
+    MissingOutput,
+    TooLong,
+    cache_key,
+    cacheable,
+    evaluate_gate,
+    order,
+    plan,
+    substitute,
+)
 from nexa_gateway.db import (
     Artifact,
     JobEstimate,
@@ -53,10 +63,12 @@ from nexa_gateway.db import (
 )
 from nexa_gateway.errors import ApiError
 from nexa_gateway.services import budgets
+from nexa_gateway.services.artifacts import check_job_inputs
 from nexa_gateway.services.defaults import with_platform_defaults
 from nexa_gateway.services.grants import tenant_access
 from nexa_gateway.services.jobs import decode_cursor, encode_cursor
 from nexa_gateway.state import AppState
+from nexa_store.base import ArtifactError
 
 log = logging.getLogger("nexa.gateway")
 
@@ -237,11 +249,36 @@ def _write_events(session: Session, pipeline_id: str, events: list[_Event]) -> N
 # ---------------------------------------------------------------- the API's changes
 
 
+def refuse_reserved_labels(spec: PipelineSpec) -> None:
+    """``nexa.dev/…`` labels are the platform's (a step's job gets its pipeline and step there)."""
+    found = [k for k in spec.labels if k.startswith(RESERVED_LABEL_PREFIX)]
+    for step in spec.steps:
+        labels = step.spec.get("labels")
+        if isinstance(labels, Mapping):
+            found += [
+                f"steps[{step.name}].spec.labels.{k}"
+                for k in labels
+                if str(k).startswith(RESERVED_LABEL_PREFIX)
+            ]
+    if found:
+        raise ApiError(
+            422,
+            "reserved_label",
+            f"labels starting with {RESERVED_LABEL_PREFIX} are set by Nexa: {', '.join(found)}",
+        )
+
+
 def create(
-    session: Session, tenant_id: str, key_id: str | None, spec: PipelineSpec, idempotency_key: str | None
+    session: Session,
+    tenant_id: str,
+    key_id: str | None,
+    spec: PipelineSpec,
+    idempotency_key: str | None,
+    max_active: int = 100,
 ) -> tuple[Pipeline, bool]:
     """Store a new pipeline (pending; the advancer starts it). A repeated idempotency key returns the
     first pipeline when the spec is the same, 409 ``idempotency_conflict`` when it is not."""
+    refuse_reserved_labels(spec)
     key = idempotency_key or spec.idempotency_key
     body = spec.model_dump(mode="json", exclude={"idempotency_key"})
     if key is not None:
@@ -256,6 +293,13 @@ def create(
                     f"idempotency key already used for pipeline {existing.id} with another spec",
                 )
             return to_contract(existing, _steps(session, existing.id)), False
+    if count_active(session, tenant_id) >= max_active:
+        raise ApiError(
+            429,
+            "too_many_pipelines",
+            f"the tenant has {max_active} unfinished pipelines, the most it may have at once; "
+            "wait for some to end or cancel them",
+        )
     now = utcnow()
     row = PipelineRow(
         id=new_id("pl"),
@@ -344,6 +388,7 @@ def resume(session: Session, tenant_id: str, pipeline_id: str) -> Pipeline:
             step.status, step.reason, step.tries = StepState.pending.value, None, 0
             step.gate, step.outputs, step.started_at, step.finished_at = None, None, None, None
             step.cache_key, step.cached_from = None, None
+            step.approved_by = None  # a step that needs an approval needs a new one to run again
     row.runs += 1
     row.status = PipelineState.running.value
     row.error_code = row.error_message = row.error_step = None
@@ -367,6 +412,8 @@ def approve(session: Session, tenant_id: str, key_id: str, pipeline_id: str, ste
             409, "step_not_waiting", f"step {step_name!r} is {step.status}, not waiting for an approval"
         )
     step.approved_by = key_id
+    if row.status == PipelineState.waiting.value:
+        row.status = PipelineState.running.value  # back into the advancer's polls
     _touch(row)
     _write_events(
         session, row.id, [_Event(PipelineEventKind.step_approved, step_name, message=f"approved by {key_id}")]
@@ -378,15 +425,48 @@ def approve(session: Session, tenant_id: str, key_id: str, pipeline_id: str, ste
 # ---------------------------------------------------------------- the advancer
 
 
-def active_ids(session: Session, limit: int = 1000) -> list[str]:
+# What the advancer polls: a ``waiting`` pipeline has nothing running and moves only when a step is
+# approved (which makes it ``running`` again), so it is not read on every pass.
+MOVING = (PipelineState.pending.value, PipelineState.running.value)
+
+
+def active_ids(session: Session, after: str = "", limit: int = 500) -> list[str]:
+    """A page of the pipelines that can move, by id (page on with ``after`` = the last id)."""
     return list(
         session.scalars(
             select(PipelineRow.id)
-            .where(PipelineRow.status.in_(ACTIVE))
-            .order_by(PipelineRow.updated_at)
+            .where(PipelineRow.status.in_(MOVING), PipelineRow.id > after)
+            .order_by(PipelineRow.id)
             .limit(limit)
         )
     )
+
+
+def count_active(session: Session, tenant_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count()).where(PipelineRow.tenant_id == tenant_id, PipelineRow.status.in_(ACTIVE))
+        )
+        or 0
+    )
+
+
+def fail_stuck(session: Session, pipeline_id: str, message: str) -> bool:
+    """Fail a pipeline the advancer cannot move (it raised on every try), with the reason."""
+    row = session.get(PipelineRow, pipeline_id, with_for_update=True)
+    if row is None or row.status not in ACTIVE:
+        return False
+    row.status = PipelineState.failed.value
+    row.error_code, row.error_message, row.error_step = (
+        PipelineErrorCode.advance_failed.value,
+        message[:2000],
+        None,
+    )
+    row.finished_at = utcnow()
+    _touch(row)
+    _write_events(session, row.id, [_Event(PipelineEventKind.failed, message=message[:2000])])
+    session.flush()
+    return True
 
 
 @dataclass
@@ -487,7 +567,7 @@ def _job_finished(snap: _Snapshot, step: _Step, job: Job) -> bool:
             status=StepState.completed,
             outputs=outputs,
             finished_at=now,
-            reason=step.gate and step.gate["reason"],
+            reason=step.gate["reason"] if step.gate else step.reason,  # the gate, or why it was not cached
         )
         snap.events.append(_Event(PipelineEventKind.step_completed, step.name, job.job_id, step.reason or ""))
         if step.cache_key is not None:
@@ -514,17 +594,23 @@ def _job_finished(snap: _Snapshot, step: _Step, job: Job) -> bool:
     return False
 
 
-def _input_digests(state: AppState, spec: Any) -> dict[str, str]:
-    """A content digest per reference the spec names: an artifact's files as its manifest lists them,
-    or, for a reference that is no artifact (a model name, a path, a URL), the reference itself."""
+def _input_digests(state: AppState, spec: Any) -> dict[str, str] | str:
+    """A content digest per reference the spec names (an artifact's files as its manifest lists them),
+    or, when one names no artifact (a path, a URI, a hub model: contents Nexa does not hash, which may
+    change under the same name), why the step cannot be cached. Call after the references were
+    checked for the tenant."""
     digests: dict[str, str] = {}
     artifacts = {ref.field: artifact_id for ref, artifact_id in referenced_artifacts(spec)}
     for ref in job_references(spec):
         artifact_id = artifacts.get(ref.field)
         if artifact_id is None:
-            digests[ref.field] = f"ref:{ref.value}"
-            continue
-        manifest = state.store.read_manifest(artifact_id, verify=False)
+            return f"not cached: {ref.field} names {ref.value[:200]!r}, whose contents Nexa does not hash"
+        try:
+            manifest = state.store.read_manifest(artifact_id, verify=False)
+        except ArtifactError as exc:
+            raise ApiError(
+                422, "artifact_unreadable", f"{ref.field}: {artifact_id} cannot be read: {exc}"
+            ) from exc
         files = sorted((f.path, f.sha256) for f in manifest.files)
         digests[ref.field] = hashlib.sha256(json.dumps(files).encode()).hexdigest()
     return digests
@@ -575,6 +661,7 @@ class _Prepared:
     key: str | None
     hit: _Hit | None
     estimate: Any
+    not_cached: str | None = None  # why a cacheable step could not be cached
 
 
 def _prepare(state: AppState, snap: _Snapshot, step: _Step) -> _Prepared:
@@ -603,10 +690,19 @@ def _prepare(state: AppState, snap: _Snapshot, step: _Step) -> _Prepared:
         spec = spec.model_copy(update={"max_cost_cents": cap})
     key = None
     hit = None
+    not_cached = None
     with state.db.read() as session:
+        access = tenant_access(session, state.settings, state.store, snap.tenant_id, state.catalog)
+        # The tenant's references first, as a submission checks them: nothing of another tenant is
+        # read (not even for a digest), and a cache hit is no way around the check.
+        check_job_inputs(state.store, access, spec)
         if cacheable(definition):
-            key = cache_key(definition.type, spec.model_dump(mode="json"), _input_digests(state, spec))
-            hit = _cached(session, snap.tenant_id, key)
+            digests = _input_digests(state, spec)
+            if isinstance(digests, str):
+                not_cached = digests
+            else:
+                key = cache_key(definition.type, spec.model_dump(mode="json"), digests)
+                hit = _cached(session, snap.tenant_id, key)
         estimate = None
         if hit is None:
             estimate = budgets.check(
@@ -618,9 +714,9 @@ def _prepare(state: AppState, snap: _Snapshot, step: _Step) -> _Prepared:
                 spec,
                 None,
                 state.catalog,
-                tenant_access(session, state.settings, state.store, snap.tenant_id, state.catalog),
+                access,
             )
-    return _Prepared(definition.type, spec, key, hit, estimate)
+    return _Prepared(definition.type, spec, key, hit, estimate, not_cached)
 
 
 async def _start(state: AppState, snap: _Snapshot, step: _Step) -> None:
@@ -630,6 +726,9 @@ async def _start(state: AppState, snap: _Snapshot, step: _Step) -> None:
         prepared = await run_in_threadpool(_prepare, state, snap, step)
     except MissingOutput as exc:
         _fail(snap, step, PipelineErrorCode.output_missing, str(exc))
+        return
+    except TooLong as exc:
+        _fail(snap, step, PipelineErrorCode.step_refused, str(exc))
         return
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -674,11 +773,12 @@ async def _start(state: AppState, snap: _Snapshot, step: _Step) -> None:
         job_ids=[*step.job_ids, job.job_id] if job.job_id not in step.job_ids else step.job_ids,
         tries=tries,
         cache_key=prepared.key,
-        reason=None,
+        reason=prepared.not_cached,
         started_at=step.started_at or now,
         finished_at=None,
     )
-    snap.events.append(_Event(PipelineEventKind.step_started, step.name, job.job_id, f"try {tries}"))
+    said = f"try {tries}" + (f"; {prepared.not_cached}" if prepared.not_cached else "")
+    snap.events.append(_Event(PipelineEventKind.step_started, step.name, job.job_id, said))
 
 
 def _job(state: AppState, tenant_id: str, job_id: str) -> Job | None:

@@ -116,6 +116,11 @@ class NexaPipelineStatus(_StatusModel):
     start_time: datetime | None = Field(None, alias="startTime")
     completion_time: datetime | None = Field(None, alias="completionTime")
     observed_generation: int | None = Field(None, alias="observedGeneration")
+    tenant: str | None = Field(
+        None,
+        max_length=63,
+        description="The tenant its steps run for, pinned at the first reconcile from the nexa.run/tenant label.",
+    )
 
     def step(self, name: str) -> NexaPipelineStepStatus | None:
         return next((s for s in self.steps if s.name == name), None)

@@ -33,6 +33,7 @@ MetricName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 # Labels the platform puts on a step's job (and only the platform: the gateway sets them over the
 # spec's own); manifests and lineage name the pipeline from them.
+RESERVED_LABEL_PREFIX = "nexa.dev/"
 PIPELINE_LABEL = "nexa.dev/pipeline"
 STEP_LABEL = "nexa.dev/pipeline-step"
 
@@ -115,7 +116,7 @@ class PipelineSpec(StrictModel):
     )
     description: str = Field("", max_length=2000)
     steps: list[PipelineStep] = Field(min_length=1, max_length=32, description="The steps, in any order.")
-    parameters: dict[ParamName, str] = Field(
+    parameters: dict[ParamName, Annotated[str, StringConstraints(max_length=4096)]] = Field(
         default_factory=dict,
         max_length=64,
         description="Values `{params.<name>}` placeholders take (`nexa pipeline run --param name=value` sets them).",
@@ -196,6 +197,9 @@ class PipelineErrorCode(StrEnum):
     budget_exceeded = "budget_exceeded"  # a step's estimate passed what is left of max_cost_cents
     step_refused = "step_refused"  # a step's job was refused at submission (its spec after substitution)
     output_missing = "output_missing"  # a placeholder names an output the earlier step's result lacks
+    advance_failed = (
+        "advance_failed"  # the platform could not move the pipeline on (an internal error, logged)
+    )
     invalid_spec = "invalid_spec"  # a NexaPipeline applied by hand that the contract refuses (cluster mode)
     cancelled = "cancelled"  # the user cancelled the pipeline
 
