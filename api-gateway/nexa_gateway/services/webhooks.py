@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -339,27 +339,49 @@ def fan_out(session: Session, *, settle_seconds: float, lock: bool, batch: int =
             if job is None or mapped is None:
                 continue
             event_type, status = mapped
-            body: str | None = None
-            for endpoint in endpoints.get(job.tenant_id, []):
-                if endpoint.created_at > event.at or not subscribed(endpoint.events, event_type.value):
-                    continue
-                body = body or payload(event_type.value, event.at, job_data(job, status, event.attempt))
-                session.add(
-                    DeliveryRow(
-                        id=new_id("msg"),
-                        endpoint_id=endpoint.id,
-                        tenant_id=job.tenant_id,
-                        event_type=event_type.value,
-                        job_id=job.id,
-                        body=body,
-                        status="pending",
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                )
+            _deliver(
+                session,
+                endpoints.get(job.tenant_id, []),
+                event_type.value,
+                event.at,
+                job.id,
+                lambda: job_data(job, status, event.attempt),  # noqa: B023 (called within this pass)
+                now,
+            )
     cursor.last_event_id = taken[-1].id
     session.flush()
     return len(taken)
+
+
+def _deliver(
+    session: Session,
+    endpoints: Sequence[EndpointRow],
+    event_type: str,
+    at: datetime,
+    job_id: str | None,
+    data: Callable[[], dict[str, Any]],
+    now: datetime,
+) -> None:
+    """One pending delivery per endpoint subscribed to ``event_type`` that existed at ``at``; the body
+    is built once, only when some endpoint wants it."""
+    body: str | None = None
+    for endpoint in endpoints:
+        if endpoint.created_at > at or not subscribed(endpoint.events, event_type):
+            continue
+        body = body or payload(event_type, at, data())
+        session.add(
+            DeliveryRow(
+                id=new_id("msg"),
+                endpoint_id=endpoint.id,
+                tenant_id=endpoint.tenant_id,
+                event_type=event_type,
+                job_id=job_id,
+                body=body,
+                status="pending",
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
 
 
 def _settled(rows: Sequence[Any], last: int, now: datetime, settle_seconds: float) -> list[Any]:
@@ -427,25 +449,15 @@ def fan_out_pipelines(session: Session, *, settle_seconds: float, lock: bool, ba
             pipeline = pipelines.get(event.pipeline_id)
             if pipeline is None:
                 continue
-            event_type = PIPELINE_EVENT_TYPES[event.kind].value
-            body: str | None = None
-            for endpoint in endpoints.get(pipeline.tenant_id, []):
-                if endpoint.created_at > event.at or not subscribed(endpoint.events, event_type):
-                    continue
-                body = body or payload(event_type, event.at, pipeline_data(pipeline, event))
-                session.add(
-                    DeliveryRow(
-                        id=new_id("msg"),
-                        endpoint_id=endpoint.id,
-                        tenant_id=pipeline.tenant_id,
-                        event_type=event_type,
-                        job_id=event.job_id,
-                        body=body,
-                        status="pending",
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                )
+            _deliver(
+                session,
+                endpoints.get(pipeline.tenant_id, []),
+                PIPELINE_EVENT_TYPES[event.kind].value,
+                event.at,
+                event.job_id,
+                lambda: pipeline_data(pipeline, event),  # noqa: B023 (called within this pass)
+                now,
+            )
     cursor.last_event_id = taken[-1].id
     session.flush()
     return len(taken)
