@@ -8,6 +8,7 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from nexa import logs
 from nexa_gateway.settings import Settings
 
 
@@ -25,12 +26,19 @@ def main() -> None:
             field = ".".join(str(p) for p in error["loc"])
             print(f"nexa gateway: invalid setting NEXA_{field.upper()}: {error['msg']}", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        # One format for the gateway's lines and uvicorn's (NEXA_LOG_FORMAT: text or json).
+        logs.configure("gateway", args.log_level)
+    except ValueError as exc:
+        print(f"nexa gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     uvicorn.run(
         "nexa_gateway.main:app_from_env",
         factory=True,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=None,
         access_log=False,
     )
 

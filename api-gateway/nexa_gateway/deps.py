@@ -74,6 +74,7 @@ async def current_principal(request: Request, state: StateDep) -> Principal:
         )
     if state.keys.touch_due(principal.key_id):
         await run_in_threadpool(state.keys.touch, state.db, principal.key_id)
+    request.state.principal = principal  # the audit log names who acted
     return principal
 
 
@@ -89,6 +90,7 @@ def current_worker(request: Request, state: StateDep) -> Worker:
         worker = worker_for_token(session, token)
     if worker is None:
         raise unauthorized()
+    request.state.worker = worker  # the audit log names who acted
     return worker
 
 
@@ -126,9 +128,11 @@ def require_worker_secret(request: Request, state: StateDep) -> NodeToken | None
                 session.expunge(owner)
         if owner is None:
             raise unauthorized()
+        request.state.registrar = ("node_token", owner.id, owner.tenant_id)  # for the audit log
         return owner
     if not expected or not secrets.compare_digest(token.encode(), expected.encode()):
         raise unauthorized()
+    request.state.registrar = ("worker_secret", "platform", None)
     return None
 
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from nexa import __version__
+from nexa import __version__, logs
 from nexa.contracts.keys import Role
 from nexa_gateway.backends import SqlJobBackend
 from nexa_gateway.bodylimit import BodyLimit
@@ -46,7 +46,11 @@ from nexa_gateway.routes import (
     worker_store,
     workers,
 )
+from nexa_gateway.routes import (
+    auditlog as auditlog_routes,
+)
 from nexa_gateway.services import (
+    auditlog,
     deletion,
     deploymeter,
     endpointkeys,
@@ -63,6 +67,7 @@ from nexa_gateway.services import (
 )
 from nexa_gateway.services import pipelines as pipeline_svc
 from nexa_gateway.services import webhooks as webhook_svc
+from nexa_gateway.services.auditlog import AuditMiddleware
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobs import count_by_state
 from nexa_gateway.services.keys import KeyResolver, ensure_tenant, set_role, store_api_key
@@ -233,6 +238,17 @@ def _webhooks_once(state: AppState, client: Any, outbox: bool) -> int:
     return backlog + len(claimed)
 
 
+async def _audit_flusher(state: AppState) -> None:
+    """Write the audit entries the middleware queued, every ``audit_flush_seconds``."""
+    while True:
+        await asyncio.sleep(state.settings.audit_flush_seconds)
+        if len(state.audit):
+            try:
+                await run_in_threadpool(auditlog.flush, state.db, state.audit)
+            except Exception:  # the database is down: the entries stay queued for the next tick
+                log.exception("audit log flush failed")
+
+
 def _active_pipelines(state: AppState, after: str) -> list[str]:
     with state.db.read() as session:
         return pipeline_svc.active_ids(session, after)
@@ -355,6 +371,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if db.is_postgres and settings.backend == "sql":
             # Log streams on this replica hear of lines and ends that reach another one.
             tasks.append(asyncio.create_task(jobsignals.listen(settings.database_url, state.signals)))
+        tasks.append(asyncio.create_task(_audit_flusher(state)))
         try:
             yield
         finally:
@@ -364,6 +381,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            try:  # what the last actions queued
+                await run_in_threadpool(auditlog.flush, db, state.audit)
+            except Exception:
+                log.exception("audit log: the last entries could not be written")
             db.dispose()
 
     app = FastAPI(
@@ -376,6 +397,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.nexa = state
     install_error_handlers(app)
     app.add_exception_handler(deletion.InUse, deletion.in_use_response)  # 409 listing the dependents
+    app.add_middleware(AuditMiddleware, queue=state.audit)
     # Added first so it runs inside the metrics middleware: shortcut answers are counted too.
     app.add_middleware(StatusFastPath, state=state)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
@@ -402,6 +424,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         forge,
         webhooks,
         pipelines,
+        auditlog_routes,
     ):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router, responses={503: ERROR_RESPONSES[422] | {"description": "Not ready."}})
@@ -410,5 +433,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory``: settings from ``NEXA_*`` variables."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure("gateway")
     return create_app(Settings())

@@ -241,6 +241,9 @@ class Settings(BaseSettings):
         1.0, ge=0, description="Idle poll of the webhook outbox and sender; 0 turns webhooks off."
     )
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="One delivery try's HTTP timeout.")
+    audit_flush_seconds: float = Field(
+        0.5, gt=0, description="How often the audit log's queued entries are written (at most this late)."
+    )
     max_active_pipelines_per_tenant: int = Field(
         100,
         ge=1,

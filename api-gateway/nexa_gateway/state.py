@@ -12,6 +12,7 @@ from nexa.contracts.catalog import CatalogEntry
 from nexa_gateway.db import Database
 from nexa_gateway.metrics import GatewayMetrics
 from nexa_gateway.ratelimit import RateLimiter
+from nexa_gateway.services.auditlog import AuditQueue
 from nexa_gateway.services.jobcache import JobCache
 from nexa_gateway.services.jobsignals import JobSignals, announce
 from nexa_gateway.services.keys import KeyResolver
@@ -41,6 +42,8 @@ class AppState:
     # What deployments' endpoint keys derive from (services.endpointkeys); standalone only.
     endpoint_secret: bytes | None = None
     signals: JobSignals = field(default_factory=JobSignals)
+    # Audit entries noted by the middleware, written by a background task (services.auditlog).
+    audit: AuditQueue = field(default_factory=AuditQueue)
     # The model catalog, read once from the settings (checked when they were loaded).
     catalog: dict[str, CatalogEntry] = field(init=False)
     # When the reaper next checks pending jobs against the live workers (monotonic seconds).

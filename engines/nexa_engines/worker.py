@@ -42,6 +42,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nexa import logs
 from nexa._core import DISTRIBUTION
 from nexa.contracts import (
     ClaimedJob,
@@ -178,7 +179,16 @@ def open_store(runtime: WorkerRuntime, claimed: ClaimedJob, job_dir: Path) -> An
 
 
 def run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
-    """Run one claimed attempt to its end and report it (unless the attempt was lost)."""
+    """Run one claimed attempt to its end and report it (unless the attempt was lost); every line
+    logged meanwhile in this thread names the job, attempt and pipeline."""
+    claimed = state.claimed
+    labels = claimed.spec.get("labels") if isinstance(claimed.spec, dict) else None
+    pipeline_id = labels.get(PIPELINE_LABEL) if isinstance(labels, dict) else None
+    with logs.log_context(job_id=claimed.job_id, attempt=claimed.attempt, pipeline_id=pipeline_id):
+        _run_attempt(runtime, state)
+
+
+def _run_attempt(runtime: WorkerRuntime, state: AttemptState) -> None:
     claimed = state.claimed
     client = runtime.client
     reporter = JobReporter(client, state)
@@ -585,11 +595,11 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     args = _parse_args(argv)
     prefer_passive_waits()  # before anything imports torch
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        logs.configure("worker", args.log_level.upper())
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     quiet_http_logs()
     if args.no_benchmark:
         from nexa_engines.benchmark_challenge import ENV_SWITCH

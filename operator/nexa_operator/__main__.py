@@ -13,6 +13,7 @@ import sys
 
 import kopf
 
+from nexa import logs
 from nexa_operator.config import ConfigError
 
 # Not 8080: that is where `nexa up` puts the gateway, and both may run on one laptop.
@@ -25,10 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--health-port", type=int, default=DEFAULT_HEALTH_PORT)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    try:
+        logs.configure("operator", logging.DEBUG if args.verbose else logging.INFO)
+    except ValueError as exc:
+        print(f"nexa-operator: {exc}", file=sys.stderr)
+        return 2
     try:
         import nexa_operator.handlers as handlers  # registers the handlers
     except ConfigError as exc:

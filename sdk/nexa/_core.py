@@ -41,6 +41,7 @@ from nexa.contracts.artifacts import (
     Deletion,
     UploadedModel,
 )
+from nexa.contracts.auditlog import AuditLogPage
 from nexa.contracts.billing import BillingSummary, CostEstimate, JobCost, PriceBook, TenantBudget
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobList, JobState, JobType, spec_for
@@ -664,6 +665,24 @@ class ClientCore:
 
     def test_webhook(self, webhook_id: str) -> Call[WebhookDelivery]:
         return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/test", _model_parser(WebhookDelivery))
+
+    def audit_log(
+        self,
+        *,
+        before: int | None,
+        limit: int,
+        action: str | None,
+        actor: str | None,
+        since: datetime | None,
+        tenant: str | None,
+    ) -> Call[AuditLogPage]:
+        params = [("limit", str(limit))]
+        for name, value in (("before", before), ("action", action), ("actor", actor), ("tenant", tenant)):
+            if value is not None:
+                params.append((name, str(value)))
+        if since is not None:
+            params.append(("since", since.isoformat()))
+        return Call("GET", "/v1/audit-log", _model_parser(AuditLogPage), params=params, retryable=True)
 
     # ---- pipelines and lineage
 

@@ -38,6 +38,7 @@ from nexa.contracts.artifacts import (
     Deployment,
     UploadedModel,
 )
+from nexa.contracts.auditlog import AuditLogPage
 from nexa.contracts.billing import BillingSummary, CostEstimate, JobCost, PriceBook, TenantBudget
 from nexa.contracts.common import JobOptions
 from nexa.contracts.jobs import Job, JobEvent, JobState, JobType
@@ -520,6 +521,24 @@ class NexaClient:
     def test_webhook(self, webhook_id: str) -> WebhookDelivery:
         """Queue a ``webhook.test`` event for the endpoint."""
         return self._call(self._core.test_webhook(webhook_id))
+
+    def audit_log(
+        self,
+        *,
+        before: int | None = None,
+        limit: int = 100,
+        action: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        tenant: str | None = None,
+    ) -> AuditLogPage:
+        """Your tenant's audit log, newest first (admin keys): who changed what, when, from where.
+        Page back with ``before=page.next_before``; a platform admin may name another ``tenant``."""
+        return self._call(
+            self._core.audit_log(
+                before=before, limit=limit, action=action, actor=actor, since=since, tenant=tenant
+            )
+        )
 
     # ---- pipelines and lineage
 

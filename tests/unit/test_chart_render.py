@@ -379,3 +379,20 @@ def test_the_operators_health_port_is_not_the_local_gateways() -> None:
     gateway_port = urlsplit(DEFAULT_BASE_URL).port
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert DEFAULT_HEALTH_PORT != gateway_port and values["operator"]["healthPort"] == DEFAULT_HEALTH_PORT
+
+
+def test_the_gateway_operator_and_workers_log_json_lines_unless_told_text() -> None:
+    def formats(objects: list[dict[str, Any]]) -> dict[str, str]:
+        found = {}
+        for name, spec in pod_specs(objects):
+            for container in spec["containers"]:
+                for env in container.get("env", []):
+                    if env["name"] == "NEXA_LOG_FORMAT":
+                        found[name] = env["value"]
+        return found
+
+    default = formats(render())
+    assert {"Deployment/nexa-gateway", "Deployment/nexa-operator"} <= set(default)
+    assert any(name.startswith("Deployment/nexa-worker") for name in default), default
+    assert set(default.values()) == {"json"}
+    assert set(formats(render(sets=["logFormat=text"])).values()) == {"text"}

@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from nexa_engines.host_resources import prefer_passive_waits
 
     prefer_passive_waits()  # before anything imports torch
-    logging.basicConfig(
-        level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from nexa import logs
+
+    logs.configure("serve")
     import uvicorn
 
     from nexa_engines.models.loading import load_model, load_tokenizer, resolve_model

@@ -9,6 +9,7 @@ import typer
 from nexa.cli import (
     admin,
     artifacts,
+    auditlog,
     billing,
     datasets,
     demo,
@@ -70,6 +71,7 @@ app.add_typer(store.app, name="store")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(pipelines.app, name="pipeline")
 app.command("lineage")(lineage.lineage)
+app.command("audit-log")(auditlog.audit_log)
 app.command("worker")(worker.worker)
 app.command("leaderboard")(mesh.leaderboard)
 workers.app.command("credits")(mesh.credits)

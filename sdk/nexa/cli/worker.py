@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from nexa import config
+from nexa import config, logs
 from nexa.cli.context import EXIT_USAGE, CliError, handle_errors
 from nexa.contracts import JobType
 
@@ -73,10 +73,10 @@ def worker(
     worker_secret = secret or os.environ.get("NEXA_WORKER_SECRET") or stored.get("worker_secret")
     if not worker_secret:
         raise CliError("no worker secret: pass --secret or set NEXA_WORKER_SECRET", EXIT_USAGE)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
+    try:
+        logs.configure("worker", logging.DEBUG if verbose else logging.INFO)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
     quiet_http_logs()
     if no_benchmark:
         os.environ["NEXA_WORKER_BENCHMARK"] = "0"  # read by nexa_engines.benchmark_challenge
