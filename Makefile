@@ -59,9 +59,10 @@ manifests: venv ## Regenerate crds/ and the chart's copy from the pydantic contr
 	@$(PY) -m nexa_operator.crdgen
 	@$(PY) -m nexa_operator.crdgen --out charts/nexa/crds
 
-services: ## Make sure the servers the integration tests start (PostgreSQL, stripe-mock, podman) are installed
+services: ## Make sure the servers the integration tests start (PostgreSQL, stripe-mock, podman, chromium) are installed
 	@./scripts/ensure_postgres.sh
 	@./scripts/ensure_podman.sh
+	@./scripts/ensure_chromium.sh
 	@./scripts/get_stripe_mock.sh >/dev/null
 
 lint: venv ## ruff, mypy (strict for the SDK and operator), CRD drift, cargo fmt/clippy, stubtest

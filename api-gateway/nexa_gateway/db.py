@@ -774,6 +774,21 @@ class PipelineCacheRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ConsoleSession(Base):
+    """A web console sign-in (``console/sessions.py``). The session id itself is only in the browser's
+    cookie: the row keeps its SHA-256, and the API key encrypted with a key derived from that id, so the
+    database alone does not give back a usable session or API key."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_key_encrypted: Mapped[str] = mapped_column(Text)
+    tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class AuditRow(Base):
     """One state-changing API action (``services.auditlog``). Append-only: triggers refuse UPDATE and
     DELETE on SQLite and PostgreSQL, so not even a bug in the application can rewrite history."""

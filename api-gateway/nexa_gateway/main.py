@@ -29,6 +29,7 @@ from nexa_gateway.routes import (
     artifacts,
     benchmarks,
     billing,
+    console,
     datasets,
     deployments,
     forge,
@@ -424,6 +425,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         forge,
         webhooks,
         pipelines,
+        console,
         auditlog_routes,
     ):
         app.include_router(module.router, responses=ERROR_RESPONSES)

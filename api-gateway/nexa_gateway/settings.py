@@ -267,6 +267,13 @@ class Settings(BaseSettings):
     webhook_outbox_settle_seconds: float = Field(
         5.0, ge=0, description="How long a gap in job event ids is waited on (a transaction still open)."
     )
+    # ---- the web console (routes/console.py)
+    console_session_hours: float = Field(
+        12.0,
+        gt=0,
+        le=24 * 30,
+        description="How long a console sign-in lasts before it asks for the key again.",
+    )
 
     @field_validator("allowed_dataset_roots", mode="before")
     @classmethod

@@ -368,6 +368,7 @@ def _home(home: Path | None) -> Path:
 def _ready_panel(local: LocalNexa) -> Panel:
     lines = [
         f"[bold]URL[/]        {local.url}",
+        f"[bold]console[/]    {local.url}/console (sign in with the API key: nexa keys env)",
         f"[bold]API key[/]    in {config.config_path()} (used by NexaClient() and the CLI)",
         f"[bold]processes[/]  {', '.join(f'{n} ({p})' for n, p in sorted(local.pids.items()))}",
         f"[bold]logs[/]       {run_dir(local.home)}",
