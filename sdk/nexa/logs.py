@@ -95,13 +95,25 @@ def log_format(value: str | None = None) -> str:
 
 
 def configure(
-    service: str, level: int | str = logging.INFO, *, fmt: str | None = None, stream: TextIO | None = None
-) -> logging.Handler:
-    """Route the process's logging (the root logger) to ``stream`` (stderr) in the chosen format;
-    replaces handlers set before, so calling it again re-configures. Returns the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter(service) if log_format(fmt) == "json" else TextFormatter())
+    service: str,
+    level: int | str = logging.INFO,
+    *,
+    fmt: str | None = None,
+    stream: TextIO | None = None,
+    force: bool = False,
+) -> logging.Handler | None:
+    """Route the process's logging (the root logger) to ``stream`` (stderr) in the chosen format and
+    return the handler. As ``logging.basicConfig``: a root logger someone else already set up (an
+    application embedding Nexa, a test runner) is left alone and None returned, unless ``force``;
+    a handler of an earlier ``configure`` is replaced. The format is checked either way."""
+    chosen = log_format(fmt)
     root = logging.getLogger()
+    theirs = [h for h in root.handlers if not getattr(h, "nexa_handler", False)]
+    if theirs and not force:
+        return None
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.nexa_handler = True  # type: ignore[attr-defined]
+    handler.setFormatter(JsonFormatter(service) if chosen == "json" else TextFormatter())
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)

@@ -27,7 +27,7 @@ def restore_root() -> Iterator[None]:
 
 def test_json_lines_carry_the_job_context_and_the_traceback(restore_root: None) -> None:
     out = io.StringIO()
-    logs.configure("worker", fmt="json", stream=out)
+    logs.configure("worker", fmt="json", stream=out, force=True)
     log = logging.getLogger("nexa.worker")
     log.info("outside")
     with logs.log_context(job_id="job_1", attempt=2, pipeline_id="pl_1", unknown="dropped"):
@@ -53,7 +53,7 @@ def test_json_lines_carry_the_job_context_and_the_traceback(restore_root: None) 
 def test_text_is_the_default_and_names_the_job(restore_root: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(logs.ENV_FORMAT, raising=False)
     out = io.StringIO()
-    logs.configure("gateway", stream=out)
+    logs.configure("gateway", stream=out, force=True)
     with logs.log_context(job_id="job_1", attempt=1):
         logging.getLogger("nexa.gateway").info("claimed")
     line = out.getvalue().strip()
@@ -62,7 +62,7 @@ def test_text_is_the_default_and_names_the_job(restore_root: None, monkeypatch: 
 
 def test_the_context_stays_with_its_thread(restore_root: None) -> None:
     out = io.StringIO()
-    logs.configure("worker", fmt="json", stream=out)
+    logs.configure("worker", fmt="json", stream=out, force=True)
     barrier = threading.Barrier(2)
 
     def attempt(job_id: str) -> None:
@@ -83,3 +83,13 @@ def test_an_unknown_format_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv(logs.ENV_FORMAT, "yaml")
     with pytest.raises(ValueError, match="NEXA_LOG_FORMAT='yaml'"):
         logs.log_format()
+
+
+def test_a_root_logger_set_up_by_someone_else_is_left_alone(restore_root: None) -> None:
+    root = logging.getLogger()
+    theirs = logging.StreamHandler(io.StringIO())
+    root.addHandler(theirs)
+    assert logs.configure("worker", fmt="json", stream=io.StringIO()) is None
+    assert theirs in root.handlers
+    with pytest.raises(ValueError, match="NEXA_LOG_FORMAT"):
+        logs.configure("worker", fmt="xml")  # a wrong format is refused all the same
