@@ -13,6 +13,13 @@ from tests.integration.gateway_app import gateway, sqlite_gateway
 __all__ = ["gateway", "sqlite_gateway"]
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """asyncio only: the gateway these tests run in-process is an asyncio app (uvicorn runs it so),
+    and anyio would also try trio once trio is installed (selenium brings it)."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="module")
 def nexa_crds(k8s_cluster: K8sCluster) -> K8sCluster:
     """The session's cluster with the NexaJob and NexaEndpoint CRDs applied and served."""

@@ -2,8 +2,9 @@
 
 Server-side dry-run applies every object of every value set into a namespace that
 enforces the "restricted" Pod Security Standard (and warns on it, so pod templates
-are checked too); zero warnings allowed. ServiceMonitors and PodMonitors are left
-out: the test control plane has no Prometheus Operator CRDs. The cluster-mode value
+are checked too); zero warnings allowed. ServiceMonitors, PodMonitors and the
+PrometheusRule are left out: the test control plane has no Prometheus Operator CRDs
+(the rules themselves are checked by promtool, tests/unit/test_alert_rules.py). The cluster-mode value
 set's RBAC and admission policy are applied for real, and exercised as the gateway's
 ServiceAccount, in tests/integration/test_gateway_kubernetes.py.
 """
@@ -33,7 +34,7 @@ from kubernetes import client  # noqa: E402
 run_one = pytest.importorskip("nexa_engines.run_one")
 
 TERMINAL = ("Completed", "Failed", "Cancelled")
-PROMETHEUS_KINDS = {"ServiceMonitor", "PodMonitor"}
+PROMETHEUS_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 PSS_LABELS = [f"pod-security.kubernetes.io/{mode}=restricted" for mode in ("enforce", "warn", "audit")]
 
 
